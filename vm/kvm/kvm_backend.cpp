@@ -1,9 +1,41 @@
-#include "vm/backend.h"
+#include "vm/kvm/kvm_backend.h"
+
+#include "vm/kvm/kvm_vcpu.h"
+#include "vm/kvm/page_tables.h"
+#include "vm/kvm/vcpu_kick.h"
 
 namespace sandpool::vm {
+namespace kvm {
+
+KvmBackend::KvmBackend(std::shared_ptr<const KvmDevice> device, int kick_signal)
+    : device_(std::move(device)), kick_signal_(kick_signal) {}
+
+Expected<void> KvmBackend::prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) {
+  auto built = buildPageTables(image, layout);
+  if (!built) return built.takeError();
+  return {};
+}
+
+Expected<std::unique_ptr<Vcpu>> KvmBackend::createVcpu(GuestMemory& memory,
+                                                       const MemoryLayout& layout,
+                                                       uint64_t entry) {
+  auto vcpu = KvmVcpu::create(*device_, kick_signal_, memory, layout, entry);
+  if (!vcpu) return vcpu.takeError();
+  return std::unique_ptr<Vcpu>(std::move(*vcpu));
+}
+
+Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path) {
+  auto device = KvmDevice::open(device_path);
+  if (!device) return device.takeError();
+  auto signal = installKickSignal();
+  if (!signal) return signal.takeError();
+  return std::unique_ptr<Backend>(std::make_unique<KvmBackend>(std::move(*device), *signal));
+}
+
+}  // namespace kvm
 
 Expected<std::unique_ptr<Backend>> makeKvmBackend() {
-  return makeError(ErrorKind::kBackendUnavailable, "KVM backend: not built yet");
+  return kvm::makeKvmBackendAt(kvm::kKvmDevicePath);
 }
 
 }  // namespace sandpool::vm

@@ -1,0 +1,31 @@
+// The KVM backend: micro-VMs on /dev/kvm, driven by ioctls directly.
+// docs/kvm.md describes how it works.
+#pragma once
+
+#include <memory>
+
+#include "vm/backend.h"
+#include "vm/kvm/kvm_device.h"
+
+namespace sandpool::vm::kvm {
+
+class KvmBackend final : public Backend {
+ public:
+  explicit KvmBackend(std::shared_ptr<const KvmDevice> device, int kick_signal);
+
+  BackendKind kind() const override { return BackendKind::kKvm; }
+  Expected<void> prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) override;
+  Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory, const MemoryLayout& layout,
+                                             uint64_t entry) override;
+
+  const KvmDevice& device() const { return *device_; }
+
+ private:
+  std::shared_ptr<const KvmDevice> device_;
+  int kick_signal_;
+};
+
+// makeKvmBackend() on another device node; tests use it to check the errors.
+Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path);
+
+}  // namespace sandpool::vm::kvm

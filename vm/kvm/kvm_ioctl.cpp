@@ -1,0 +1,26 @@
+#include "vm/kvm/kvm_ioctl.h"
+
+#include <fmt/format.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sandpool::vm::kvm {
+
+std::string errnoText(int err) {
+  const char* name = strerrorname_np(err);
+  return fmt::format("{} ({})", name ? name : "errno " + std::to_string(err), std::strerror(err));
+}
+
+Expected<int> kvmIoctl(int fd, unsigned long request, unsigned long arg, std::string_view what,
+                       ErrorKind kind) {
+  int result;
+  do {
+    result = ::ioctl(fd, request, arg);
+  } while (result < 0 && errno == EINTR);
+  if (result < 0) return makeError(kind, fmt::format("{}: {}", what, errnoText(errno)));
+  return result;
+}
+
+}  // namespace sandpool::vm::kvm
