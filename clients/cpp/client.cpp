@@ -1,0 +1,236 @@
+#include "clients/cpp/client.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include <capnp/schema.h>
+
+namespace sandpool::client {
+
+std::string toKjAddress(const std::string& address) {
+  if (address.rfind("tcp:", 0) == 0) return address.substr(4);
+  return address;
+}
+
+kj::Promise<kj::Own<Connection>> Connection::connect(kj::AsyncIoContext& io, const std::string& address) {
+  return io.provider->getNetwork()
+      .parseAddress(toKjAddress(address))
+      .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
+      .then([](kj::Own<kj::AsyncIoStream> stream) { return kj::heap<Connection>(kj::mv(stream)); });
+}
+
+Connection::Connection(kj::Own<kj::AsyncIoStream> stream)
+    : stream_(kj::mv(stream)), rpc_(*stream_), sandpool_(rpc_.bootstrap().castAs<rpc::Sandpool>()) {}
+
+kj::Promise<rpc::Tenant::Client> Connection::login(const std::string& token) {
+  auto request = sandpool_.loginRequest();
+  request.setToken(token);
+  return request.send().then([](capnp::Response<rpc::Sandpool::LoginResults>&& response) {
+    auto result = response.getResult();
+    if (result.isError()) {
+      KJ_FAIL_REQUIRE("login refused", describe(result.getError()).c_str());
+    }
+    return result.getTenant();
+  });
+}
+
+namespace {
+
+template <typename Enum>
+std::string enumName(Enum value) {
+  auto enumerants = capnp::Schema::from<Enum>().getEnumerants();
+  auto index = static_cast<uint16_t>(value);
+  if (index < enumerants.size()) return enumerants[index].getProto().getName().cStr();
+  return "unknown(" + std::to_string(index) + ")";
+}
+
+template <typename T>
+bool parseNumber(const std::string& text, T& out) {
+  if constexpr (std::is_floating_point_v<T>) {
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE) return false;
+    out = static_cast<T>(v);
+    return true;
+  } else {
+    int base = 10;
+    const char* begin = text.data();
+    const char* end = text.data() + text.size();
+    if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+      base = 16;
+      begin += 2;
+    }
+    auto [ptr, ec] = std::from_chars(begin, end, out, base);
+    return !text.empty() && ec == std::errc() && ptr == end;
+  }
+}
+
+std::string quote(kj::StringPtr text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string errorCodeName(rpc::ErrorCode code) { return enumName(code); }
+std::string valueTypeName(rpc::ValueType type) { return enumName(type); }
+
+std::string describe(rpc::Error::Reader error) {
+  return errorCodeName(error.getCode()) + ": " + error.getMessage().cStr();
+}
+
+std::optional<std::string> parseValue(rpc::ValueType type, const std::string& text,
+                                      rpc::Value::Builder out) {
+  auto bad = [&] { return "'" + text + "' is not a valid " + valueTypeName(type); };
+  switch (type) {
+    case rpc::ValueType::VOID:
+      out.setVoid();
+      return std::nullopt;
+    case rpc::ValueType::I32: { int32_t v; if (!parseNumber(text, v)) return bad(); out.setI32(v); return std::nullopt; }
+    case rpc::ValueType::I64: { int64_t v; if (!parseNumber(text, v)) return bad(); out.setI64(v); return std::nullopt; }
+    case rpc::ValueType::U32: { uint32_t v; if (!parseNumber(text, v)) return bad(); out.setU32(v); return std::nullopt; }
+    case rpc::ValueType::U64: { uint64_t v; if (!parseNumber(text, v)) return bad(); out.setU64(v); return std::nullopt; }
+    case rpc::ValueType::F32: { float v; if (!parseNumber(text, v)) return bad(); out.setF32(v); return std::nullopt; }
+    case rpc::ValueType::F64: { double v; if (!parseNumber(text, v)) return bad(); out.setF64(v); return std::nullopt; }
+    case rpc::ValueType::BOOL:
+      if (text == "true" || text == "1") out.setBool(true);
+      else if (text == "false" || text == "0") out.setBool(false);
+      else return bad();
+      return std::nullopt;
+    case rpc::ValueType::STRING:
+      out.setString(text);
+      return std::nullopt;
+    case rpc::ValueType::BYTES: {
+      std::string hex = text.rfind("0x", 0) == 0 ? text.substr(2) : text;
+      if (hex.size() % 2 != 0) return bad();
+      auto data = out.initBytes(static_cast<unsigned>(hex.size() / 2));
+      for (size_t i = 0; i < data.size(); ++i) {
+        uint8_t b;
+        auto [ptr, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, b, 16);
+        if (ec != std::errc() || ptr != hex.data() + 2 * i + 2) return bad();
+        data[i] = b;
+      }
+      return std::nullopt;
+    }
+  }
+  return "unsupported type " + valueTypeName(type);
+}
+
+std::string formatValue(rpc::Value::Reader value) {
+  std::ostringstream out;
+  switch (value.which()) {
+    case rpc::Value::VOID: return "(void)";
+    case rpc::Value::I32: return std::to_string(value.getI32());
+    case rpc::Value::I64: return std::to_string(value.getI64());
+    case rpc::Value::U32: return std::to_string(value.getU32());
+    case rpc::Value::U64: return std::to_string(value.getU64());
+    case rpc::Value::F32: out << value.getF32(); return out.str();
+    case rpc::Value::F64: out << value.getF64(); return out.str();
+    case rpc::Value::BOOL: return value.getBool() ? "true" : "false";
+    case rpc::Value::STRING: return quote(value.getString());
+    case rpc::Value::BYTES: {
+      static constexpr char kDigits[] = "0123456789abcdef";
+      std::string s = "0x";
+      for (uint8_t b : value.getBytes()) {
+        s.push_back(kDigits[b >> 4]);
+        s.push_back(kDigits[b & 15]);
+      }
+      return s;
+    }
+  }
+  return "(unknown value)";
+}
+
+std::string formatSignature(rpc::FunctionSignature::Reader sig) {
+  std::string s = std::string(sig.getName().cStr()) + "(";
+  bool first = true;
+  for (auto p : sig.getParams()) {
+    if (!first) s += ", ";
+    first = false;
+    s += valueTypeName(p);
+  }
+  return s + ") -> " + valueTypeName(sig.getResult());
+}
+
+kj::Promise<void> KvHostFunctions::call(CallContext context) {
+  ++calls_;
+  auto params = context.getParams();
+  auto result = context.getResults().initResult();
+  std::string name = params.getName().cStr();
+  if (name != "kv_get") {
+    result.setError("this client provides no host function '" + name + "'");
+    return kj::READY_NOW;
+  }
+  auto args = params.getArgs();
+  if (args.size() != 1 || !args[0].isString()) {
+    result.setError("kv_get takes one string argument");
+    return kj::READY_NOW;
+  }
+  std::string key = args[0].getString().cStr();
+  auto it = values_.find(key);
+  if (it == values_.end()) {
+    result.setError("no key '" + key + "'");
+    return kj::READY_NOW;
+  }
+  result.initValue().setString(it->second);
+  return kj::READY_NOW;
+}
+
+std::chrono::nanoseconds BenchResult::percentile(double p) const {
+  if (latencies.empty()) return std::chrono::nanoseconds(0);
+  size_t index = static_cast<size_t>(std::ceil(p * static_cast<double>(latencies.size()))) ;
+  index = std::clamp<size_t>(index, 1, latencies.size()) - 1;
+  return latencies[index];
+}
+
+double BenchResult::callsPerSecond() const {
+  if (elapsed.count() <= 0) return 0;
+  return static_cast<double>(calls) * 1e9 / static_cast<double>(elapsed.count());
+}
+
+BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>()> op,
+                     unsigned concurrency, uint64_t calls) {
+  struct State {
+    std::function<kj::Promise<bool>()> op;
+    uint64_t started = 0;
+    uint64_t target = 0;
+    BenchResult result;
+  };
+  State state{std::move(op), 0, calls, {}};
+  state.result.latencies.reserve(calls);
+
+  // One lane keeps one operation in flight and starts the next when it ends.
+  std::function<kj::Promise<void>()> lane = [&state, &lane]() -> kj::Promise<void> {
+    if (state.started >= state.target) return kj::READY_NOW;
+    ++state.started;
+    auto begin = std::chrono::steady_clock::now();
+    return state.op().then([&state, &lane, begin](bool ok) {
+      state.result.latencies.push_back(std::chrono::steady_clock::now() - begin);
+      ++state.result.calls;
+      if (!ok) ++state.result.errors;
+      return lane();
+    });
+  };
+  auto begin = std::chrono::steady_clock::now();
+  kj::Vector<kj::Promise<void>> lanes;
+  for (unsigned i = 0; i < std::max(1u, concurrency); ++i) lanes.add(lane());
+  kj::joinPromises(lanes.releaseAsArray()).wait(wait_scope);
+  state.result.elapsed = std::chrono::steady_clock::now() - begin;
+  std::sort(state.result.latencies.begin(), state.result.latencies.end());
+  return std::move(state.result);
+}
+
+}  // namespace sandpool::client

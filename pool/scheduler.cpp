@@ -1,0 +1,50 @@
+#include "pool/scheduler.h"
+
+namespace sandpool::pool {
+
+Scheduler::Scheduler(SchedulerOptions options) : options_(options), queue_(1024) {
+  if (options_.workers == 0) options_.workers = 1;
+}
+
+Scheduler::~Scheduler() { stop(); }
+
+void Scheduler::start() {
+  for (unsigned i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { workerLoop(); });
+}
+
+void Scheduler::stop() {
+  if (threads_.empty()) return;
+  stopping_.store(true);
+  ready_.release(static_cast<ptrdiff_t>(threads_.size()));
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  WorkItem* item = nullptr;
+  while (queue_.pop(item)) item->dropUnrun();
+}
+
+void Scheduler::schedule(WorkItem* item) {
+  queue_.push(item);
+  ready_.release();
+}
+
+WorkItem* Scheduler::next() {
+  auto spin_until = std::chrono::steady_clock::now() + options_.spin;
+  while (!ready_.try_acquire()) {
+    if (std::chrono::steady_clock::now() >= spin_until) {
+      ready_.acquire();
+      break;
+    }
+  }
+  if (stopping_.load()) return nullptr;
+  // Every release() follows a push(), so an item is there; the loop only
+  // covers the window in which the pushing thread's node is not yet linked.
+  WorkItem* item = nullptr;
+  while (!queue_.pop(item)) std::this_thread::yield();
+  return item;
+}
+
+void Scheduler::workerLoop() {
+  while (WorkItem* item = next()) item->runOnWorker();
+}
+
+}  // namespace sandpool::pool

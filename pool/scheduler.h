@@ -1,0 +1,73 @@
+// The vCPU worker threads and the queue that feeds them.
+//
+// Work reaches the workers as WorkItems on one lock-free MPMC queue; a
+// counting semaphore wakes an idle worker per item. A worker spins briefly
+// before it sleeps, because the next call of a busy server usually arrives
+// within microseconds and a futex wake-up costs more than that.
+//
+// Fair share: a tenant with pending calls has exactly one ticket (itself, a
+// WorkItem) in the queue; a worker that takes the ticket runs one of that
+// tenant's calls and puts the ticket back at the end of the queue if more are
+// pending. So tenants with waiting calls take turns, one call each, whatever
+// the length of their queues.
+//
+// Threads: schedule() from any thread; start()/stop() from the owner.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <semaphore>
+#include <thread>
+#include <vector>
+
+#include <boost/lockfree/queue.hpp>
+
+namespace sandpool::pool {
+
+class WorkItem {
+ public:
+  // Runs on a worker thread. The item may re-schedule itself.
+  virtual void runOnWorker() = 0;
+  // Called by stop() for an item still queued, on the stopping thread, so
+  // that its owner can fail what it stood for and release what it holds.
+  virtual void dropUnrun() = 0;
+
+ protected:
+  ~WorkItem() = default;
+};
+
+struct SchedulerOptions {
+  unsigned workers = 1;
+  std::chrono::microseconds spin{50};  // busy-wait before sleeping
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void start();
+  // Lets the workers finish the item each is running, joins them, then
+  // calls dropUnrun() on every item still queued.
+  void stop();
+
+  // Any thread. The item must stay alive until it has run.
+  void schedule(WorkItem* item);
+
+  unsigned workerCount() const { return options_.workers; }
+
+ private:
+  void workerLoop();
+  WorkItem* next();
+
+  SchedulerOptions options_;
+  boost::lockfree::queue<WorkItem*> queue_;
+  std::counting_semaphore<> ready_{0};
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace sandpool::pool

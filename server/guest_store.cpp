@@ -1,0 +1,143 @@
+#include "server/guest_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <openssl/evp.h>
+
+#include "server/tenants_file.h"
+#include "vm/unique_fd.h"
+
+namespace sandpool::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kMagic[8] = {'S', 'P', 'G', 'U', 'E', 'S', 'T', '1'};
+constexpr size_t kHeaderSize = sizeof kMagic + 32;
+constexpr std::string_view kSuffix = ".guest";
+
+std::array<uint8_t, 32> sha256(std::span<const uint8_t> data) {
+  std::array<uint8_t, 32> digest{};
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest.data(), &size, EVP_sha256(), nullptr);
+  return digest;
+}
+
+std::string hex(std::span<const uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (uint8_t b : bytes) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 15]);
+  }
+  return out;
+}
+
+vm::Error ioError(const std::string& step, const fs::path& path) {
+  return vm::makeError(vm::ErrorKind::kInternal,
+                       step + " '" + path.string() + "': " + std::strerror(errno));
+}
+
+vm::Expected<void> writeAll(int fd, std::span<const uint8_t> data, const fs::path& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ioError("write", path);
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+vm::Expected<void> fsyncDir(const fs::path& dir) {
+  vm::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ioError("open directory", dir);
+  if (::fsync(fd.get()) != 0) return ioError("fsync directory", dir);
+  return {};
+}
+
+}  // namespace
+
+std::string sha256Hex(std::span<const uint8_t> data) { return hex(sha256(data)); }
+
+GuestStore::GuestStore(fs::path root) : root_(std::move(root)) {}
+
+vm::Expected<void> GuestStore::save(const std::string& tenant, const std::string& guest,
+                                    std::span<const uint8_t> elf) const {
+  fs::path dir = root_ / tenant;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         "create directory '" + dir.string() + "': " + ec.message());
+  }
+  fs::path final_path = dir / (guest + std::string(kSuffix));
+  fs::path temp_path = dir / ("." + guest + ".tmp");
+  vm::UniqueFd fd(::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ioError("create", temp_path);
+  std::array<uint8_t, 32> digest = sha256(elf);
+  std::vector<uint8_t> header(kMagic, kMagic + sizeof kMagic);
+  header.insert(header.end(), digest.begin(), digest.end());
+  if (auto r = writeAll(fd.get(), header, temp_path); !r) return r;
+  if (auto r = writeAll(fd.get(), elf, temp_path); !r) return r;
+  if (::fsync(fd.get()) != 0) return ioError("fsync", temp_path);
+  fd.reset();
+  if (::rename(temp_path.c_str(), final_path.c_str()) != 0) return ioError("rename to", final_path);
+  return fsyncDir(dir);
+}
+
+vm::Expected<void> GuestStore::remove(const std::string& tenant, const std::string& guest) const {
+  fs::path dir = root_ / tenant;
+  fs::path path = dir / (guest + std::string(kSuffix));
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink", path);
+  return fsyncDir(dir);
+}
+
+std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
+                                                    std::vector<std::string>& errors) const {
+  std::vector<Stored> out;
+  fs::path dir = root_ / tenant;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string file = entry.path().filename().string();
+    if (file.size() <= kSuffix.size() || !file.ends_with(kSuffix)) continue;
+    std::string guest = file.substr(0, file.size() - kSuffix.size());
+    if (!isValidName(guest)) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) {
+      errors.push_back("guest '" + guest + "' of tenant '" + tenant + "': cannot read its file");
+      continue;
+    }
+    if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
+      errors.push_back("guest '" + guest + "' of tenant '" + tenant +
+                       "': stored file has no sandpool guest header (" +
+                       std::to_string(bytes.size()) + " bytes)");
+      continue;
+    }
+    std::span<const uint8_t> elf(bytes.data() + kHeaderSize, bytes.size() - kHeaderSize);
+    std::array<uint8_t, 32> digest = sha256(elf);
+    if (std::memcmp(digest.data(), bytes.data() + sizeof kMagic, 32) != 0) {
+      errors.push_back("guest '" + guest + "' of tenant '" + tenant +
+                       "': stored file is corrupted (SHA-256 " + hex(digest) + " != recorded " +
+                       hex({bytes.data() + sizeof kMagic, 32}) + ")");
+      continue;
+    }
+    out.push_back({guest, std::vector<uint8_t>(elf.begin(), elf.end()), hex(digest)});
+  }
+  std::sort(out.begin(), out.end(), [](const Stored& a, const Stored& b) { return a.guest < b.guest; });
+  return out;
+}
+
+}  // namespace sandpool::server

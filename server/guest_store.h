@@ -1,0 +1,46 @@
+// Uploaded guests on disk: <data dir>/guests/<tenant>/<guest>.guest.
+//
+// Each file is "SPGUEST1", the SHA-256 of the ELF (32 bytes), then the ELF.
+// save() is atomic and durable: it writes a temporary file, fsyncs it,
+// renames it over the final name and fsyncs the directory, so after a crash
+// a guest is either the old file, the new one, or absent if it was never
+// acknowledged. load() checks the digest, so a corrupted file is refused.
+//
+// Threads: any; calls for the same guest must not overlap (the server
+// serialises uploads of a name).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vm/error.h"
+
+namespace sandpool::server {
+
+std::string sha256Hex(std::span<const uint8_t> data);
+
+class GuestStore {
+ public:
+  explicit GuestStore(std::filesystem::path root);
+
+  vm::Expected<void> save(const std::string& tenant, const std::string& guest,
+                          std::span<const uint8_t> elf) const;
+  vm::Expected<void> remove(const std::string& tenant, const std::string& guest) const;
+
+  struct Stored {
+    std::string guest;
+    std::vector<uint8_t> elf;
+    std::string sha256;
+  };
+  // The stored guests of `tenant`, sorted by name. A file that cannot be read
+  // or fails its digest is left in place and described in `errors`.
+  std::vector<Stored> loadAll(const std::string& tenant, std::vector<std::string>& errors) const;
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace sandpool::server

@@ -1,0 +1,131 @@
+#include "server/options.h"
+
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include <boost/program_options.hpp>
+
+namespace po = boost::program_options;
+
+namespace sandpool::server {
+
+ParsedOptions parseOptions(int argc, char** argv) {
+  ServerOptions o;
+  uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0;
+  uint64_t max_upload_kib = 0, rpc_limit_kib = 0, flow_limit_kib = 0;
+  std::string config_file;
+
+  po::options_description general("General");
+  general.add_options()
+      ("help,h", "print this help and exit")
+      ("config", po::value(&config_file)->value_name("FILE"),
+       "read further settings from FILE (key = value lines, keys as the flags without --); "
+       "flags on the command line win");
+
+  po::options_description server("Server");
+  server.add_options()
+      ("listen-tcp", po::value(&o.listen_tcp)->default_value(o.listen_tcp)->value_name("HOST:PORT"),
+       "TCP address to serve RPC on; port 0 picks a free port; empty disables TCP")
+      ("listen-unix", po::value(&o.listen_unix)->default_value(o.listen_unix)->value_name("PATH"),
+       "Unix socket to serve RPC on, relative to --data-dir unless absolute; empty disables it")
+      ("backend", po::value(&o.backend)->default_value(o.backend)->value_name("auto|kvm|emulated"),
+       "VM backend; auto uses KVM where /dev/kvm opens and the emulator otherwise")
+      ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
+       "vCPU worker threads; 0 means one per CPU core")
+      ("worker-spin-us", po::value(&spin_us)->default_value(50)->value_name("US"),
+       "how long an idle worker busy-waits for the next call before sleeping")
+      ("tenants", po::value(&o.tenants_file)->value_name("FILE"),
+       "tenants file: tokens and quotas (required; see docs/server.md)")
+      ("data-dir", po::value(&o.data_dir)->default_value(o.data_dir)->value_name("DIR"),
+       "where uploaded guests are stored and reloaded from at start-up")
+      ("shutdown-grace-ms", po::value(&grace_ms)->default_value(10000)->value_name("MS"),
+       "on SIGTERM/SIGINT, how long in-flight calls may take to finish");
+
+  po::options_description pools("Pools and limits");
+  pools.add_options()
+      ("min-warm", po::value(&o.min_warm)->default_value(o.min_warm)->value_name("N"),
+       "VMs of each guest kept booted while it is in use (guests may change it)")
+      ("max-vms", po::value(&o.max_vms)->default_value(o.max_vms)->value_name("N"),
+       "most VMs of each guest at once (guests may change it within their tenant's quota)")
+      ("idle-time-ms", po::value(&idle_ms)->default_value(60000)->value_name("MS"),
+       "a guest with no call for this long drops its idle VMs (scale to zero)")
+      ("call-timeout-ms", po::value(&timeout_ms)->default_value(5000)->value_name("MS"),
+       "longest a call may take, queueing and host calls included; clients may ask for less")
+      ("guest-memory-mib", po::value(&o.guest_memory_mib)->default_value(o.guest_memory_mib)->value_name("MIB"),
+       "guest memory of each VM (a multiple of 2)")
+      ("queue-length", po::value(&o.queue_length)->default_value(o.queue_length)->value_name("N"),
+       "calls a tenant may have waiting before new ones are refused as overloaded "
+       "(the tenants file may set it per tenant)")
+      ("max-upload-kib", po::value(&max_upload_kib)->default_value(32 * 1024)->value_name("KIB"),
+       "largest guest ELF accepted by upload")
+      ("rpc-message-limit-kib", po::value(&rpc_limit_kib)->default_value(0)->value_name("KIB"),
+       "largest RPC message read from a client (its traversal limit too); 0 means the "
+       "largest upload plus 1 MiB; a client sending more is disconnected")
+      ("rpc-flow-limit-kib", po::value(&flow_limit_kib)->default_value(64 * 1024)->value_name("KIB"),
+       "per connection, call data in flight before the server stops reading more");
+
+  po::options_description logging("Logging");
+  logging.add_options()
+      ("log-level", po::value(&o.log_level)->default_value(o.log_level)->value_name("LEVEL"),
+       "trace, debug, info, warn, error or off")
+      ("log-format", po::value(&o.log_format)->default_value(o.log_format)->value_name("text|json"),
+       "one line per event, as key=value text or as JSON");
+
+  po::options_description all("sandpoold: runs tenants' functions in warm micro-VMs over Cap'n Proto RPC\n\n"
+                              "Usage: sandpoold --tenants FILE [options]");
+  all.add(general).add(server).add(pools).add(logging);
+
+  ParsedOptions result;
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, all), vm);
+    if (vm.count("help")) {
+      std::cout << all << "\n";
+      return result;
+    }
+    if (vm.count("config")) {
+      std::ifstream in(vm["config"].as<std::string>());
+      if (!in) {
+        std::cerr << "sandpoold: cannot open config file '" << vm["config"].as<std::string>() << "'\n";
+        result.exit_code = 2;
+        return result;
+      }
+      po::store(po::parse_config_file(in, all), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "sandpoold: " << e.what() << " (see --help)\n";
+    result.exit_code = 2;
+    return result;
+  }
+  auto fail = [&](const std::string& message) {
+    std::cerr << "sandpoold: " << message << " (see --help)\n";
+    result.exit_code = 2;
+    return result;
+  };
+  if (o.tenants_file.empty()) return fail("--tenants is required");
+  if (o.listen_tcp.empty() && o.listen_unix.empty()) return fail("no listener: set --listen-tcp or --listen-unix");
+  if (o.max_vms == 0) return fail("--max-vms must be at least 1");
+  if (o.min_warm > o.max_vms) return fail("--min-warm " + std::to_string(o.min_warm) + " exceeds --max-vms " + std::to_string(o.max_vms));
+  if (o.queue_length == 0) return fail("--queue-length must be at least 1");
+  if (timeout_ms == 0) return fail("--call-timeout-ms must be at least 1");
+  if (o.guest_memory_mib < 2 || o.guest_memory_mib % 2 != 0) return fail("--guest-memory-mib must be a multiple of 2");
+  if (o.log_format != "text" && o.log_format != "json") return fail("--log-format must be text or json, not '" + o.log_format + "'");
+  o.idle_time = std::chrono::milliseconds(idle_ms);
+  o.call_timeout = std::chrono::milliseconds(timeout_ms);
+  o.shutdown_grace = std::chrono::milliseconds(grace_ms);
+  o.worker_spin = std::chrono::microseconds(spin_us);
+  o.max_upload_bytes = max_upload_kib << 10;
+  o.rpc_message_limit_bytes = rpc_limit_kib << 10;
+  o.rpc_flow_limit_bytes = flow_limit_kib << 10;
+  if (o.rpcMessageLimit() <= o.max_upload_bytes) {
+    return fail("--rpc-message-limit-kib must exceed --max-upload-kib, or an upload of the largest "
+                "accepted size could not arrive");
+  }
+  if (o.workers == 0) o.workers = std::max(1u, std::thread::hardware_concurrency());
+  result.options = o;
+  return result;
+}
+
+}  // namespace sandpool::server

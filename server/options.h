@@ -1,0 +1,47 @@
+// sandpoold's settings: command-line flags, optionally read from a config
+// file with the same keys (`key = value` lines). --help lists every flag with
+// its default.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace sandpool::server {
+
+struct ServerOptions {
+  std::string listen_tcp = "127.0.0.1:7300";  // empty: no TCP listener
+  std::string listen_unix = "sandpoold.sock";  // relative to data_dir; empty: none
+  std::string backend = "auto";
+  unsigned workers = 0;  // 0: one per CPU core
+  std::string tenants_file;
+  std::string data_dir = "sandpool-data";
+  uint32_t min_warm = 1;
+  uint32_t max_vms = 8;
+  std::chrono::milliseconds idle_time{60000};
+  std::chrono::milliseconds call_timeout{5000};
+  uint64_t guest_memory_mib = 64;
+  uint32_t queue_length = 256;
+  uint64_t max_upload_bytes = 32ull << 20;
+  uint64_t rpc_message_limit_bytes = 0;  // 0: max upload + 1 MiB
+  uint64_t rpc_flow_limit_bytes = 64ull << 20;
+  std::chrono::milliseconds shutdown_grace{10000};
+  std::chrono::microseconds worker_spin{50};
+  std::string log_level = "info";
+  std::string log_format = "text";
+
+  uint64_t rpcMessageLimit() const {
+    return rpc_message_limit_bytes != 0 ? rpc_message_limit_bytes : max_upload_bytes + (1ull << 20);
+  }
+};
+
+struct ParsedOptions {
+  std::optional<ServerOptions> options;  // empty when --help was printed or parsing failed
+  int exit_code = 0;                     // for main() when options is empty
+};
+
+// Prints --help to stdout or errors to stderr itself.
+ParsedOptions parseOptions(int argc, char** argv);
+
+}  // namespace sandpool::server

@@ -1,0 +1,560 @@
+#include "server/rpc_service.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <semaphore>
+
+#include <spdlog/spdlog.h>
+
+#include "server/rpc_codec.h"
+#include "vm/guest_image.h"
+#include "vm/host_functions.h"
+#include "vm/sandbox.h"
+
+namespace sandpool::server {
+
+namespace {
+
+std::string str(capnp::Text::Reader text) { return std::string(text.begin(), text.end()); }
+kj::StringPtr ptr(const std::string& s) { return kj::StringPtr(s.c_str(), s.size()); }
+
+uint64_t ns(std::chrono::nanoseconds d) { return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)); }
+
+// One host call forwarded from a worker to the client's capability. Shared
+// by the waiting worker and the KJ-thread continuation, either of which may
+// finish last (the worker gives up at the call's deadline).
+struct HostCallState {
+  std::string name;
+  std::vector<vm::Value> args;
+  std::binary_semaphore done{0};
+  std::optional<vm::Expected<vm::Value>> result;  // written before done.release()
+};
+
+// A call on its way through the pool. Created on the KJ thread, submitted to
+// the tenant's pool, completed on a worker (posted back to the KJ thread
+// through the mailbox), delivered and deleted on the KJ thread.
+class RpcCallTask final : public pool::CallTask, public KjMailbox::Message, public vm::HostFunctions {
+ public:
+  RpcCallTask(ServiceContext& ctx, kj::Own<kj::PromiseFulfiller<pool::CallOutcome>> fulfiller)
+      : ctx_(ctx), fulfiller_(kj::mv(fulfiller)) {}
+  ~RpcCallTask() noexcept override {}
+
+  void setHostFunctions(rpc::HostFunctions::Client client) {
+    host_functions_ = kj::mv(client);
+    request.host_functions = this;
+  }
+
+  void complete() override { ctx_.mailbox.post(this); }
+  void deliver() override { fulfiller_->fulfill(kj::mv(outcome)); }
+
+  // Worker: forwards the host call to the KJ thread and waits for the reply
+  // or the call's deadline, whichever comes first.
+  vm::Expected<vm::Value> callHostFunction(std::string_view name,
+                                           std::span<const vm::Value> args) override;
+
+  // KJ thread: sends the forwarded host call to the client.
+  void startHostCall(std::shared_ptr<HostCallState> state);
+
+ private:
+  ServiceContext& ctx_;
+  kj::Own<kj::PromiseFulfiller<pool::CallOutcome>> fulfiller_;
+  kj::Maybe<rpc::HostFunctions::Client> host_functions_;  // KJ thread only
+};
+
+class HostCallMessage final : public KjMailbox::Message {
+ public:
+  HostCallMessage(RpcCallTask& task, std::shared_ptr<HostCallState> state)
+      : task_(task), state_(std::move(state)) {}
+  // The task is still alive: its own completion is posted after this
+  // message by the same worker, and the mailbox keeps their order.
+  void deliver() override { task_.startHostCall(std::move(state_)); }
+
+ private:
+  RpcCallTask& task_;
+  std::shared_ptr<HostCallState> state_;
+};
+
+vm::Expected<vm::Value> RpcCallTask::callHostFunction(std::string_view name,
+                                                      std::span<const vm::Value> args) {
+  auto state = std::make_shared<HostCallState>();
+  state->name = std::string(name);
+  state->args.assign(args.begin(), args.end());
+  ctx_.mailbox.post(new HostCallMessage(*this, state));
+  if (!state->done.try_acquire_until(deadline)) {
+    return vm::makeError(vm::ErrorKind::kTimeout,
+                         "host function '" + state->name + "' gave no reply before the call's deadline");
+  }
+  return std::move(*state->result);
+}
+
+void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
+  KJ_IF_MAYBE(client, host_functions_) {
+    auto request = client->callRequest();
+    request.setName(ptr(state->name));
+    auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
+    for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
+    ctx_.background.add(request.send().then(
+        [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
+          auto result = response.getResult();
+          if (result.isValue()) {
+            state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
+          } else {
+            state->result = vm::Expected<vm::Value>(vm::makeError(
+                vm::ErrorKind::kBadHostCall,
+                "host function '" + state->name + "' failed: " + str(result.getError())));
+          }
+          state->done.release();
+        },
+        [state](kj::Exception&& e) {
+          state->result = vm::Expected<vm::Value>(vm::makeError(
+              vm::ErrorKind::kBadHostCall, "host function '" + state->name +
+                                               "' failed in the client: " + e.getDescription().cStr()));
+          state->done.release();
+        }));
+  }
+}
+
+void fillGuestInfo(const std::string& name, const GuestEntry& entry, rpc::GuestInfo::Builder out) {
+  out.setName(ptr(name));
+  out.setSha256(ptr(entry.sha256));
+  out.setSize(entry.size);
+  const auto& exports = entry.pool->snapshot().exports();
+  auto list = out.initExports(static_cast<unsigned>(exports.size()));
+  for (size_t i = 0; i < exports.size(); ++i) toRpc(exports[i], list[static_cast<unsigned>(i)]);
+  auto settings = entry.pool->settings();
+  out.initSettings().setMinWarm(settings.min_warm);
+  out.getSettings().setMaxVms(settings.max_vms);
+}
+
+void fillTiming(const pool::CallOutcome& o, std::chrono::nanoseconds total, rpc::Timing::Builder t) {
+  t.setQueueNs(ns(o.queue_time));
+  t.setRunNs(ns(o.call.stats.run_time));
+  t.setResetNs(ns(o.call.stats.reset_time));
+  t.setTotalNs(ns(total));
+  t.setHostCalls(o.call.stats.host_calls);
+  t.setPagesRestored(o.call.stats.pages_restored);
+  t.setColdStart(o.cold_start);
+}
+
+struct UploadOutcome {
+  std::optional<vm::Error> error;
+  bool stored = false;  // validation passed and the file is durable
+  std::shared_ptr<const vm::Snapshot> snapshot;
+  std::string sha256;
+  uint64_t size = 0;
+};
+
+class TenantImpl final : public rpc::Tenant::Server {
+ public:
+  TenantImpl(ServiceContext& ctx, TenantState& tenant) : ctx_(ctx), tenant_(tenant) {}
+
+ protected:
+  kj::Promise<void> info(InfoContext context) override {
+    auto r = context.getResults();
+    r.setName(ptr(tenant_.config.name));
+    const pool::Quota& q = tenant_.config.quota;
+    auto quota = r.initQuota();
+    quota.setMaxVms(q.max_vms);
+    quota.setMaxGuests(q.max_guests);
+    quota.setMaxMemoryBytes(q.max_memory_bytes);
+    quota.setMaxConcurrentCalls(q.max_concurrent_calls);
+    quota.setQueueLength(q.queue_length);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> upload(UploadContext context) override;
+  kj::Promise<void> list(ListContext context) override {
+    auto guests = context.getResults().initGuests(static_cast<unsigned>(tenant_.guests.size()));
+    unsigned i = 0;
+    for (const auto& [name, entry] : tenant_.guests) fillGuestInfo(name, entry, guests[i++]);
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> remove(RemoveContext context) override;
+  kj::Promise<void> call(CallContext context) override;
+  kj::Promise<void> stats(StatsContext context) override;
+  kj::Promise<void> configure(ConfigureContext context) override;
+
+ private:
+  const std::string& tenantName() const { return tenant_.config.name; }
+
+  ServiceContext& ctx_;
+  TenantState& tenant_;
+};
+
+kj::Promise<void> TenantImpl::upload(UploadContext context) {
+  auto params = context.getParams();
+  std::string name = str(params.getName());
+  auto elf = params.getElf();
+  auto refuse = [&](rpc::ErrorCode code, const std::string& message) -> kj::Promise<void> {
+    spdlog::warn("event=upload_refused tenant={} guest={} code={} reason=\"{}\"", tenantName(),
+                 isValidName(name) ? name : "(invalid)", static_cast<int>(code), message);
+    setError(context.getResults().initResult().initError(), code, ptr(message));
+    return kj::READY_NOW;
+  };
+  if (ctx_.shuttingDown()) return refuse(rpc::ErrorCode::SHUTTING_DOWN, "the server is shutting down");
+  if (!isValidName(name)) {
+    return refuse(rpc::ErrorCode::INVALID_ARGUMENT,
+                  "guest name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
+  }
+  if (elf.size() > ctx_.options.max_upload_bytes) {
+    return refuse(rpc::ErrorCode::TOO_LARGE, "guest ELF is " + std::to_string(elf.size()) +
+                                                 " bytes; this server accepts at most " +
+                                                 std::to_string(ctx_.options.max_upload_bytes));
+  }
+  bool exists = tenant_.guests.count(name) != 0;
+  if (tenant_.uploading.count(name) != 0) {
+    return refuse(rpc::ErrorCode::INVALID_ARGUMENT, "an upload of guest '" + name + "' is already in progress");
+  }
+  if (exists && !params.getReplace()) {
+    return refuse(rpc::ErrorCode::GUEST_EXISTS,
+                  "guest '" + name + "' exists; upload with replace to overwrite it");
+  }
+  if (!exists && tenant_.guests.size() + tenant_.uploading.size() >= tenant_.config.quota.max_guests) {
+    return refuse(rpc::ErrorCode::QUOTA_EXCEEDED,
+                  "tenant may hold at most " + std::to_string(tenant_.config.quota.max_guests) + " guests");
+  }
+
+  tenant_.uploading.insert(name);
+  ctx_.beginWork();
+  std::vector<uint8_t> bytes(elf.begin(), elf.end());
+  ServiceContext& ctx = ctx_;
+  TenantState& tenant = tenant_;
+  auto work = [&ctx, &tenant, name, bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
+    auto out = std::make_shared<UploadOutcome>();
+    out->size = bytes.size();
+    auto snapshot = bootGuest(ctx.backend, bytes, ctx.vm_config);
+    if (!snapshot) {
+      out->error = snapshot.takeError();
+      return out;
+    }
+    out->snapshot = std::move(snapshot.value());
+    out->sha256 = sha256Hex(bytes);
+    if (auto saved = ctx.store.save(tenant.config.name, name, bytes); !saved) {
+      out->error = saved.takeError();
+      return out;
+    }
+    out->stored = true;
+    return out;
+  };
+  // The install step runs even if the client disconnects meanwhile: the
+  // file is on disk, so the registry must agree with it.
+  auto installed =
+      runBlocking<std::shared_ptr<UploadOutcome>>(ctx_.mailbox, ctx_.blocking, std::move(work))
+          .then([&ctx, &tenant, name](std::shared_ptr<UploadOutcome> out) {
+            tenant.uploading.erase(name);
+            ctx.endWork();
+            if (out->stored) {
+              ctx.install(tenant, name, out->snapshot, out->sha256, out->size);
+              spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}",
+                           tenant.config.name, name, out->size, out->sha256,
+                           out->snapshot->exports().size());
+            } else {
+              spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
+                           name, out->error->describe());
+            }
+            return out;
+          })
+          .fork();
+  ctx_.background.add(installed.addBranch().ignoreResult());
+  return installed.addBranch().then([this, context, name](std::shared_ptr<UploadOutcome> out) mutable {
+    auto result = context.getResults().initResult();
+    if (out->stored) {
+      auto it = tenant_.guests.find(name);
+      if (it != tenant_.guests.end()) {
+        fillGuestInfo(name, it->second, result.initGuest());
+        return;
+      }
+      setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
+               ptr("guest '" + name + "' was removed while its upload finished"));
+      return;
+    }
+    if (out->error->kind == vm::ErrorKind::kInternal) {
+      setError(result.initError(), rpc::ErrorCode::INTERNAL,
+               "could not store the guest; the server's log has the details");
+    } else {
+      // Validation and boot errors describe the ELF, not the host.
+      setError(result.initError(), rpc::ErrorCode::INVALID_GUEST, ptr(out->error->message));
+    }
+  });
+}
+
+kj::Promise<void> TenantImpl::remove(RemoveContext context) {
+  std::string name = str(context.getParams().getName());
+  auto it = tenant_.guests.find(name);
+  if (it == tenant_.guests.end()) {
+    setError(context.getResults().initError(), rpc::ErrorCode::UNKNOWN_GUEST,
+             ptr("no guest '" + (isValidName(name) ? name : std::string("(invalid name)")) + "'"));
+    return kj::READY_NOW;
+  }
+  if (tenant_.uploading.count(name) != 0) {
+    setError(context.getResults().initError(), rpc::ErrorCode::INVALID_ARGUMENT,
+             ptr("an upload of guest '" + name + "' is in progress"));
+    return kj::READY_NOW;
+  }
+  tenant_.pool->removeGuest(it->second.pool);
+  tenant_.guests.erase(it);
+  ctx_.beginWork();
+  ServiceContext& ctx = ctx_;
+  std::string tenant_name = tenantName();
+  return runBlocking<std::optional<vm::Error>>(
+             ctx_.mailbox, ctx_.blocking,
+             [&ctx, tenant_name, name]() -> std::optional<vm::Error> {
+               auto removed = ctx.store.remove(tenant_name, name);
+               if (!removed) return removed.takeError();
+               return std::nullopt;
+             })
+      .then([&ctx, context, tenant_name, name](std::optional<vm::Error> error) mutable {
+        ctx.endWork();
+        if (error) {
+          spdlog::error("event=remove_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
+                        error->describe());
+          setError(context.getResults().initError(), rpc::ErrorCode::INTERNAL,
+                   "could not delete the stored guest; the server's log has the details");
+          return;
+        }
+        spdlog::info("event=remove tenant={} guest={}", tenant_name, name);
+      });
+}
+
+kj::Promise<void> TenantImpl::call(CallContext context) {
+  pool::Clock::time_point received = pool::Clock::now();
+  auto params = context.getParams();
+  std::string guest = str(params.getGuest());
+  auto it = tenant_.guests.find(guest);
+  if (it == tenant_.guests.end()) {
+    auto error = context.getResults().initResult().initError();
+    setError(error.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
+             ptr("no guest '" + (isValidName(guest) ? guest : std::string("(invalid name)")) + "'"));
+    return kj::READY_NOW;
+  }
+  auto paf = kj::newPromiseAndFulfiller<pool::CallOutcome>();
+  auto* task = new RpcCallTask(ctx_, kj::mv(paf.fulfiller));
+  task->guest = it->second.pool;
+  task->request.function = str(params.getFunction());
+  auto args = params.getArgs();
+  task->request.args.reserve(args.size());
+  for (auto arg : args) task->request.args.push_back(fromRpc(arg));
+  std::chrono::nanoseconds timeout = ctx_.options.call_timeout;
+  if (params.getTimeoutMs() != 0) {
+    timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(params.getTimeoutMs()));
+  }
+  task->received = received;
+  task->deadline = received + timeout;
+  task->request.timeout = timeout;
+  if (params.hasHostFunctions()) task->setHostFunctions(params.getHostFunctions());
+  if (ctx_.shuttingDown()) {
+    task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
+    task->complete();
+  } else {
+    tenant_.pool->submit(task);
+  }
+  ctx_.beginWork();
+  ServiceContext& ctx = ctx_;
+  return paf.promise
+      .then([this, context, received, guest](pool::CallOutcome&& o) mutable {
+        auto total = pool::Clock::now() - received;
+        auto result = context.getResults().initResult();
+        const std::string& function = context.getParams().getFunction().cStr();
+        if (o.refusal) {
+          auto error = result.initError();
+          rpc::ErrorCode code = errorCode(o.refusal->kind);
+          if (code == rpc::ErrorCode::INTERNAL) {
+            spdlog::error("event=call_refused tenant={} guest={} function={} reason=\"{}\"",
+                          tenantName(), guest, function, o.refusal->message);
+            setError(error.initError(), code, "internal error in the server; its log has the details");
+          } else {
+            spdlog::debug("event=call_refused tenant={} guest={} function={} reason=\"{}\"",
+                          tenantName(), guest, function, o.refusal->message);
+            setError(error.initError(), code, ptr(o.refusal->message));
+          }
+          fillTiming(o, total, error.initTiming());
+          return;
+        }
+        if (o.call.result.ok()) {
+          auto ok = result.initOk();
+          toRpc(o.call.result.value(), ok.initValue());
+          ok.setOutput(ptr(o.call.output));
+          ok.setOutputTruncated(o.call.output_truncated);
+          fillTiming(o, total, ok.initTiming());
+          spdlog::debug("event=call tenant={} guest={} function={} total_us={} cold={}", tenantName(),
+                        guest, function, ns(total) / 1000, o.cold_start);
+          return;
+        }
+        const vm::Error& e = o.call.result.error();
+        auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed
+                         ? spdlog::level::err
+                         : spdlog::level::info;
+        spdlog::log(level, "event=call_failed tenant={} guest={} function={} error=\"{}\"", tenantName(),
+                    guest, function, e.describe());
+        auto error = result.initError();
+        toRpc(e, error.initError());
+        error.setOutput(ptr(o.call.output));
+        error.setOutputTruncated(o.call.output_truncated);
+        fillTiming(o, total, error.initTiming());
+      })
+      .attach(kj::defer([&ctx] { ctx.endWork(); }));
+}
+
+kj::Promise<void> TenantImpl::stats(StatsContext context) {
+  auto out = context.getResults().initStats();
+  pool::TenantCounters counters = tenant_.pool->counters();
+  out.setQueued(counters.queued);
+  out.setRunning(counters.running);
+  out.setOverloaded(counters.overloaded);
+  auto list = out.initGuests(static_cast<unsigned>(tenant_.guests.size()));
+  unsigned i = 0;
+  for (const auto& [name, entry] : tenant_.guests) {
+    pool::GuestStats s = entry.pool->stats();
+    auto g = list[i++];
+    g.setName(ptr(name));
+    g.setWarm(s.warm);
+    g.setBusy(s.busy);
+    g.setWaiting(s.waiting);
+    g.setCreated(s.created);
+    g.setReset(s.reset);
+    g.setDiscarded(s.discarded);
+    g.setFailed(s.failed);
+    g.setTimeouts(s.timeouts);
+    g.setCalls(s.calls);
+    auto h = g.initLatency();
+    const auto& bounds = pool::LatencyHistogram::kBoundsUs;
+    auto b = h.initBoundsUs(static_cast<unsigned>(bounds.size() - 1));
+    for (size_t k = 0; k + 1 < bounds.size(); ++k) b.set(static_cast<unsigned>(k), bounds[k]);
+    auto c = h.initCounts(static_cast<unsigned>(s.latency.counts.size()));
+    for (size_t k = 0; k < s.latency.counts.size(); ++k) c.set(static_cast<unsigned>(k), s.latency.counts[k]);
+    h.setP50Us(s.latency.quantileUs(0.5));
+    h.setP99Us(s.latency.quantileUs(0.99));
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
+  auto params = context.getParams();
+  std::string name = str(params.getGuest());
+  auto settings = params.getSettings();
+  auto result = context.getResults().initResult();
+  auto it = tenant_.guests.find(name);
+  if (it == tenant_.guests.end()) {
+    setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
+             ptr("no guest '" + (isValidName(name) ? name : std::string("(invalid name)")) + "'"));
+    return kj::READY_NOW;
+  }
+  uint32_t min_warm = settings.getMinWarm(), max_vms = settings.getMaxVms();
+  if (max_vms == 0 || min_warm > max_vms) {
+    setError(result.initError(), rpc::ErrorCode::INVALID_ARGUMENT,
+             ptr("need 1 <= maxVms and minWarm <= maxVms, got minWarm " + std::to_string(min_warm) +
+                 ", maxVms " + std::to_string(max_vms)));
+    return kj::READY_NOW;
+  }
+  if (max_vms > tenant_.config.quota.max_vms) {
+    setError(result.initError(), rpc::ErrorCode::QUOTA_EXCEEDED,
+             ptr("maxVms " + std::to_string(max_vms) + " exceeds the tenant's quota of " +
+                 std::to_string(tenant_.config.quota.max_vms) + " VMs"));
+    return kj::READY_NOW;
+  }
+  it->second.pool->setSettings({min_warm, max_vms});
+  spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenantName(), name,
+               min_warm, max_vms);
+  auto out = result.initSettings();
+  out.setMinWarm(min_warm);
+  out.setMaxVms(max_vms);
+  return kj::READY_NOW;
+}
+
+}  // namespace
+
+vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend,
+                                                            std::span<const uint8_t> elf,
+                                                            const vm::VmConfig& config) {
+  auto image = vm::GuestImage::parse(elf, config);
+  if (!image) return image.takeError();
+  return vm::Snapshot::boot(backend, image.value(), config);
+}
+
+ServiceContext::ServiceContext(const ServerOptions& options, vm::VmConfig vm_config,
+                               vm::Backend& backend, GuestStore& store, KjMailbox& mailbox,
+                               boost::asio::thread_pool& blocking,
+                               std::vector<std::unique_ptr<TenantState>>& tenants)
+    : options(options),
+      vm_config(vm_config),
+      backend(backend),
+      store(store),
+      mailbox(mailbox),
+      blocking(blocking),
+      tenants(tenants),
+      background(*this) {}
+
+GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name,
+                                    std::shared_ptr<const vm::Snapshot> snapshot, std::string sha256,
+                                    uint64_t size) {
+  pool::PoolSettings settings{options.min_warm, std::min(options.max_vms, tenant.config.quota.max_vms)};
+  settings.min_warm = std::min(settings.min_warm, settings.max_vms);
+  auto it = tenant.guests.find(name);
+  if (it != tenant.guests.end()) {
+    settings = it->second.pool->settings();
+    tenant.pool->removeGuest(it->second.pool);
+    tenant.guests.erase(it);
+  }
+  auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot), settings);
+  tenant.pool->addGuest(guest);
+  guest->requestPrewarm();
+  GuestEntry& entry = tenant.guests[name];
+  entry = GuestEntry{std::move(guest), std::move(sha256), size};
+  return entry;
+}
+
+void ServiceContext::endWork() {
+  if (--in_flight_ == 0 && shutting_down_) {
+    KJ_IF_MAYBE(f, idle_fulfiller_) { (*f)->fulfill(); }
+    idle_fulfiller_ = nullptr;
+  }
+}
+
+kj::Promise<void> ServiceContext::shutdown() {
+  shutting_down_ = true;
+  for (auto& tenant : tenants) tenant->pool->beginShutdown();
+  if (in_flight_ == 0) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  idle_fulfiller_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+void ServiceContext::taskFailed(kj::Exception&& exception) {
+  spdlog::error("event=background_task_failed error=\"{}\"", exception.getDescription().cStr());
+}
+
+SandpoolImpl::SandpoolImpl(ServiceContext& context, std::string peer)
+    : ctx_(context), peer_(std::move(peer)) {}
+
+kj::Promise<void> SandpoolImpl::ping(PingContext) { return kj::READY_NOW; }
+
+kj::Promise<void> SandpoolImpl::version(VersionContext context) {
+  context.getResults().setProtocol(rpc::PROTOCOL_VERSION);
+  context.getResults().setServer("sandpoold " SANDPOOL_VERSION);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SandpoolImpl::login(LoginContext context) {
+  auto token = context.getParams().getToken();
+  // Compare against every token in constant time, so that timing reveals
+  // neither which tenant matched nor how much of a token was right.
+  TenantState* match = nullptr;
+  for (auto& tenant : ctx_.tenants) {
+    const std::string& expected = tenant->config.token;
+    bool same = token.size() == expected.size() &&
+                CRYPTO_memcmp(token.begin(), expected.data(), expected.size()) == 0;
+    if (same) match = tenant.get();
+  }
+  auto result = context.getResults().initResult();
+  if (match == nullptr) {
+    spdlog::warn("event=login_refused peer={}", peer_);
+    setError(result.initError(), rpc::ErrorCode::UNAUTHENTICATED, "unknown token");
+    return kj::READY_NOW;
+  }
+  spdlog::info("event=login tenant={} peer={}", match->config.name, peer_);
+  result.setTenant(kj::heap<TenantImpl>(ctx_, *match));
+  return kj::READY_NOW;
+}
+
+}  // namespace sandpool::server

@@ -1,0 +1,199 @@
+#include "server/server.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <spdlog/spdlog.h>
+
+#include "pool/scheduler.h"
+#include "pool/tenant_pool.h"
+#include "server/guest_store.h"
+#include "server/kj_mailbox.h"
+#include "server/rpc_listener.h"
+#include "server/rpc_service.h"
+#include "server/tenant_state.h"
+#include "server/tenants_file.h"
+#include "vm/backend.h"
+
+namespace sandpool::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+class LogErrors final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&& exception) override {
+    spdlog::error("event=task_failed error=\"{}\"", exception.getDescription().cStr());
+  }
+};
+
+void reloadGuests(ServiceContext& ctx, GuestStore& store, TenantState& tenant) {
+  std::vector<std::string> errors;
+  auto stored = store.loadAll(tenant.config.name, errors);
+  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", e);
+  for (auto& g : stored) {
+    auto snapshot = bootGuest(ctx.backend, g.elf, ctx.vm_config);
+    if (!snapshot) {
+      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
+                    g.guest, snapshot.error().describe());
+      continue;
+    }
+    ctx.install(tenant, g.guest, std::move(snapshot.value()), g.sha256, g.elf.size());
+    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
+  }
+}
+
+// The Unix socket path as given, made absolute against the data directory.
+std::string unixSocketPath(const ServerOptions& options) {
+  fs::path p(options.listen_unix);
+  if (p.is_relative()) p = fs::absolute(fs::path(options.data_dir) / p);
+  return p.string();
+}
+
+}  // namespace
+
+void captureSignals() {
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  // A client that vanishes mid-write must not kill the server.
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+int runServer(const ServerOptions& options) {
+  auto tenant_configs = loadTenantsFile(options.tenants_file, options.queue_length);
+  if (!tenant_configs) {
+    spdlog::critical("event=start_failed step=tenants error=\"{}\"", tenant_configs.error().message);
+    return 1;
+  }
+  vm::BackendChoice choice;
+  if (!vm::parseBackendChoice(options.backend, choice)) {
+    spdlog::critical("event=start_failed step=backend error=\"unknown backend '{}'\"", options.backend);
+    return 1;
+  }
+  std::string because;
+  auto backend = vm::openBackend(choice, because);
+  if (!backend) {
+    spdlog::critical("event=start_failed step=backend error=\"{}\"", backend.error().describe());
+    return 1;
+  }
+  spdlog::info("event=backend name={} reason=\"{}\"", vm::backendKindName(backend.value()->kind()), because);
+
+  std::error_code ec;
+  fs::create_directories(fs::path(options.data_dir) / "guests", ec);
+  if (ec) {
+    spdlog::critical("event=start_failed step=data_dir dir={} error=\"{}\"", options.data_dir, ec.message());
+    return 1;
+  }
+  GuestStore store(fs::path(options.data_dir) / "guests");
+
+  vm::VmConfig vm_config;
+  vm_config.memory_size = options.guest_memory_mib * vm::kMiB;
+  vm_config.max_binary_size = options.max_upload_bytes;
+
+  pool::Scheduler scheduler({options.workers, options.worker_spin});
+  boost::asio::io_context io(1);
+  auto io_work = boost::asio::make_work_guard(io);
+  boost::asio::thread_pool blocking(2);
+
+  std::vector<std::unique_ptr<TenantState>> tenants;
+  for (auto& config : tenant_configs.value()) {
+    auto t = std::make_unique<TenantState>();
+    t->pool = std::make_unique<pool::TenantPool>(scheduler, *backend.value(), io, config.name,
+                                                 config.quota, options.idle_time);
+    t->config = std::move(config);
+    tenants.push_back(std::move(t));
+  }
+
+  scheduler.start();
+  std::thread asio_thread([&io] { io.run(); });
+
+  auto kj_io = kj::setupAsyncIo();
+  KjMailbox mailbox(kj_io.unixEventPort);
+  int exit_code = 0;
+  {
+    ServiceContext ctx(options, vm_config, *backend.value(), store, mailbox, blocking, tenants);
+    for (auto& tenant : tenants) reloadGuests(ctx, store, *tenant);
+
+    LogErrors log_errors;
+    kj::TaskSet loops(log_errors);
+    loops.add(mailbox.run());
+
+    capnp::ReaderOptions reader_options;
+    uint64_t limit_words = options.rpcMessageLimit() / sizeof(capnp::word);
+    reader_options.traversalLimitInWords = limit_words;
+    std::optional<RpcListener> listener;
+    listener.emplace(ctx, kj_io.provider->getNetwork(), reader_options,
+                     options.rpc_flow_limit_bytes / sizeof(capnp::word));
+
+    std::string ready = "sandpoold ready";
+    std::string unix_path;
+    try {
+      if (!options.listen_tcp.empty()) {
+        ready += " tcp=" + listener->listen(options.listen_tcp).wait(kj_io.waitScope);
+      }
+      if (!options.listen_unix.empty()) {
+        unix_path = unixSocketPath(options);
+        struct stat st;
+        // A socket left by a process that died is in the way; a file of any
+        // other kind is not ours to delete.
+        if (::lstat(unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(unix_path.c_str());
+        listener->listen("unix:" + unix_path).wait(kj_io.waitScope);
+        ready += " unix=" + unix_path;
+      }
+    } catch (const kj::Exception& e) {
+      spdlog::critical("event=start_failed step=listen error=\"{}\"", e.getDescription().cStr());
+      exit_code = 1;
+    }
+
+    if (exit_code == 0) {
+      spdlog::info("event=ready workers={} tenants={} {}", options.workers, tenants.size(), ready);
+      std::printf("%s\n", ready.c_str());
+      std::fflush(stdout);
+
+      siginfo_t signal = kj_io.unixEventPort.onSignal(SIGTERM)
+                             .exclusiveJoin(kj_io.unixEventPort.onSignal(SIGINT))
+                             .wait(kj_io.waitScope);
+      spdlog::info("event=shutdown_begin signal={} in_flight={}", signal.si_signo, ctx.inFlight());
+
+      listener->stopAccepting();
+      bool drained = ctx.shutdown()
+                         .then([] { return true; })
+                         .exclusiveJoin(kj_io.provider->getTimer()
+                                            .afterDelay(options.shutdown_grace.count() * kj::MILLISECONDS)
+                                            .then([] { return false; }))
+                         .wait(kj_io.waitScope);
+      spdlog::info("event=shutdown_drained clean={} in_flight={}", drained, ctx.inFlight());
+    }
+
+    // Everything that can post to the mailbox stops first; what it posted
+    // is delivered while the KJ loop still exists, and the replies flushed.
+    scheduler.stop();
+    blocking.join();
+    for (auto& tenant : tenants) tenant->pool->stop();
+    io_work.reset();
+    asio_thread.join();
+    mailbox.drainNow();
+    kj_io.waitScope.poll();
+    listener->closeConnections();
+    listener.reset();
+    kj_io.waitScope.poll();
+    if (!unix_path.empty()) ::unlink(unix_path.c_str());
+  }
+  tenants.clear();
+  spdlog::info("event=shutdown_done exit_code={}", exit_code);
+  return exit_code;
+}
+
+}  // namespace sandpool::server
