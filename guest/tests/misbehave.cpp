@@ -1,0 +1,112 @@
+// misbehave: one export per way a guest can go wrong. The host must turn
+// each into its typed error and serve the next call on the same VM.
+#include <sandpool/guest.hpp>
+#include <stdio.h>
+#include <string.h>
+
+#include "../runtime/runtime.h"
+
+// The code write_code() tries to overwrite (kept out of the anonymous
+// namespace so that the compiler emits it even though it is never called).
+extern "C" __attribute__((noinline, used)) int32_t sandpool_test_code_target(int32_t a) { return a * 3; }
+
+namespace {
+
+volatile uint64_t sink;
+
+void spin() {
+  for (;;) sink = sink + 1;
+}
+
+uint64_t read_null() { return *reinterpret_cast<volatile uint64_t*>(sink); }
+
+void write_null() { *reinterpret_cast<volatile uint64_t*>(sink) = 42; }
+
+uint64_t recurse(uint64_t depth) {
+  volatile uint8_t frame[512];
+  frame[0] = uint8_t(depth);
+  return recurse(depth + 1) + frame[0];
+}
+
+void stack_overflow() { sink = recurse(0); }
+
+void write_code() {
+  auto* code = reinterpret_cast<volatile uint8_t*>(&sandpool_test_code_target);
+  code[0] = 0xc3;
+}
+
+void alloc_past_heap() {
+  for (;;) sink = reinterpret_cast<uint64_t>(new uint8_t[1 << 20]);
+}
+
+void write_past_heap() {
+  auto* end = reinterpret_cast<volatile uint8_t*>(sandpool_boot()->heap_end);
+  end[0] = 1;
+}
+
+// A host call whose header claims a name far larger than the buffer.
+void bad_host_call() {
+  auto* header = reinterpret_cast<sandpool_host_call_header*>(sandpool_boot()->host_call_addr);
+  header->magic = SANDPOOL_HOST_CALL_MAGIC;
+  header->name_size = 0x7fffffff;
+  header->arg_count = 1;
+  header->args_size = 0;
+  sandpool_out(SANDPOOL_PORT_HOST_CALL, 0xffffffff);
+}
+
+void unknown_port() { sandpool_out(0x1234, 0); }
+
+void explicit_abort() { sandpool_abort("the guest gave up"); }
+
+int32_t divide(int32_t a, int32_t b) { return a / b; }
+
+void halt() { __asm__ volatile("hlt"); }
+
+int32_t fail_with(sandpool::str message) {
+  char text[128];
+  snprintf(text, sizeof text, "refused: %.*s", int(message.size), message.data);
+  sandpool_fail(text);
+  return 0;
+}
+
+uint8_t big[2 << 20];
+
+sandpool::bytes huge_result() { return {big, sizeof big}; }
+
+void print_flood(uint32_t lines) {
+  for (uint32_t i = 0; i < lines; i++) printf("line %u of a long flood of output\n", i);
+}
+
+// Calls a host function nobody provides; returns the error the guest saw.
+sandpool::str call_missing_host_function() {
+  sandpool_value result;
+  if (sandpool_host_call("no_such_function", nullptr, 0, &result) == 0) return {"succeeded", 9};
+  const char* error = sandpool_host_error();
+  return {error, uint32_t(strlen(error))};
+}
+
+void host_call_storm() {
+  for (;;) sandpool_print("x");
+}
+
+}  // namespace
+
+void sandpool_main() {
+  sandpool::export_function<spin>("spin");
+  sandpool::export_function<read_null>("read_null");
+  sandpool::export_function<write_null>("write_null");
+  sandpool::export_function<stack_overflow>("stack_overflow");
+  sandpool::export_function<write_code>("write_code");
+  sandpool::export_function<alloc_past_heap>("alloc_past_heap");
+  sandpool::export_function<write_past_heap>("write_past_heap");
+  sandpool::export_function<bad_host_call>("bad_host_call");
+  sandpool::export_function<unknown_port>("unknown_port");
+  sandpool::export_function<explicit_abort>("explicit_abort");
+  sandpool::export_function<divide>("divide");
+  sandpool::export_function<halt>("halt");
+  sandpool::export_function<fail_with>("fail_with");
+  sandpool::export_function<huge_result>("huge_result");
+  sandpool::export_function<print_flood>("print_flood");
+  sandpool::export_function<call_missing_host_function>("call_missing_host_function");
+  sandpool::export_function<host_call_storm>("host_call_storm");
+}

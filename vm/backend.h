@@ -1,0 +1,110 @@
+// The one interface the two backends (kvm, emulated) implement: a vCPU over
+// guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
+// host calls, errors, timeouts) is shared code above it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "vm/error.h"
+#include "vm/guest_memory.h"
+#include "vm/layout.h"
+
+namespace sandpool::vm {
+
+enum class BackendKind { kKvm, kEmulated };
+std::string_view backendKindName(BackendKind kind);
+
+// What the shared code tells a backend after a port write.
+enum class PortAction { kResume, kStop };
+
+// Called by Vcpu::run() on the thread running it, for every `out` the guest
+// executes. By the time it returns kResume the guest continues after the
+// instruction; kStop ends run() with RunExit::kStopped.
+class PortHandler {
+ public:
+  virtual PortAction onPortOut(uint16_t port, uint32_t value) = 0;
+
+ protected:
+  ~PortHandler() = default;
+};
+
+struct RunExit {
+  enum class Kind {
+    kStopped,  // the port handler said stop
+    kFault,    // exception, unmapped/forbidden access, triple fault, hlt, MMIO
+    kTimeout,  // interrupt() was called
+  };
+  Kind kind = Kind::kStopped;
+  FaultInfo fault;      // for kFault
+  std::string reason;   // for kFault: what the backend saw, e.g. "write to unmapped 0x0"
+};
+
+enum class Register { kRip, kRsp, kRax, kRsi, kRdi, kR8 };
+
+// Backend-specific frozen CPU state (registers, segments, FPU/SSE).
+class CpuState {
+ public:
+  virtual ~CpuState() = default;
+};
+
+// Statistics of one reset, for benchmarks and metrics.
+struct ResetStats {
+  uint64_t pages_restored = 0;
+};
+
+// One vCPU of one micro-VM. Not thread-safe except interrupt().
+class Vcpu {
+ public:
+  virtual ~Vcpu() = default;
+
+  // Runs the guest until the port handler stops it, it faults, or
+  // interrupt() is called. Port writes are delivered to `handler` inside.
+  virtual RunExit run(PortHandler& handler) = 0;
+  // Any thread: makes the current or next run() return kTimeout promptly.
+  virtual void interrupt() noexcept = 0;
+  // Clears a pending interrupt() before a new run().
+  virtual void clearInterrupt() noexcept = 0;
+
+  // Valid inside PortHandler::onPortOut and after run() returns.
+  virtual uint64_t readRegister(Register reg) = 0;
+  // Inside onPortOut: the CPU state as it will be once the `out` completes.
+  virtual std::unique_ptr<CpuState> saveCpuState() = 0;
+  virtual Expected<void> loadCpuState(const CpuState& state) = 0;
+
+  // Makes the current CPU state and memory contents (the snapshot) the point
+  // reset() returns to, and starts tracking dirty pages from here.
+  virtual Expected<void> armReset(std::span<const uint8_t> snapshot_contents) = 0;
+  // Restores CPU state and every page dirtied since armReset() or the last
+  // reset(), by guest or host. Cost grows with dirty pages, not memory size.
+  virtual Expected<ResetStats> reset() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendKind kind() const = 0;
+
+  // Writes what this backend needs into a fresh memory image before boot
+  // (page tables on KVM). `image` is the whole guest memory.
+  virtual Expected<void> prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) = 0;
+  // A vCPU over `memory`, regions mapped per `layout`, registers set to
+  // enter `entry` with rdi = boot info and rsp = stack top.
+  virtual Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory,
+                                                     const MemoryLayout& layout,
+                                                     uint64_t entry) = 0;
+};
+
+// --backend=auto|kvm|emulated. `auto` picks KVM when /dev/kvm opens;
+// `chosen_because` says which one was picked and why, for the log.
+enum class BackendChoice { kAuto, kKvm, kEmulated };
+bool parseBackendChoice(std::string_view text, BackendChoice& choice);
+Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string& chosen_because);
+
+std::unique_ptr<Backend> makeEmulatedBackend();
+// Opens /dev/kvm and checks the API version; a clear error where it cannot.
+Expected<std::unique_ptr<Backend>> makeKvmBackend();
+
+}  // namespace sandpool::vm

@@ -1,0 +1,349 @@
+// The emulated backend: Unicorn 2 (QEMU's TCG) running the same guest binary
+// over the same memory image as KVM. Guest memory is handed to Unicorn with
+// uc_mem_map_ptr, so both the emulator and the host see the one mapping and
+// its copy-on-write snapshot pages.
+//
+// Unicorn finishes the current translation block after a hook asks it to
+// stop, so port writes are answered inside the hook (a host call is complete
+// before the guest's next instruction) and writes after a stop are ignored.
+#include <sys/mman.h>
+#include <unicorn/unicorn.h>
+
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "vm/backend.h"
+#include "vm/emulated/write_tracker.h"
+
+namespace sandpool::vm {
+
+namespace {
+
+// Pages a VM keeps privately writable between calls and restores by copy;
+// past this many, a reset drops the copies and write-protects them again.
+constexpr size_t kStickyPageLimit = 64;
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+Error unicornError(const std::string& step, uc_err err) {
+  return makeError(ErrorKind::kInternal, step + ": " + uc_strerror(err));
+}
+
+uint32_t unicornPerms(uint8_t access) {
+  uint32_t perms = UC_PROT_NONE;
+  if (access & kAccessRead) perms |= UC_PROT_READ;
+  if (access & kAccessWrite) perms |= UC_PROT_WRITE;
+  if (access & kAccessExecute) perms |= UC_PROT_EXEC;
+  return perms;
+}
+
+// Registers that define the guest's execution state and survive between
+// engines (a uc_context holds engine pointers, so it cannot).
+constexpr int kGeneralRegisters[] = {
+    UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RSI, UC_X86_REG_RDI,
+    UC_X86_REG_RBP, UC_X86_REG_RSP, UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+    UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15, UC_X86_REG_RIP, UC_X86_REG_EFLAGS,
+    UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE, UC_X86_REG_MXCSR};
+constexpr size_t kRipIndex = 16;
+static_assert(kGeneralRegisters[kRipIndex] == UC_X86_REG_RIP);
+constexpr int kTableRegisters[] = {UC_X86_REG_GDTR, UC_X86_REG_IDTR};
+constexpr int kSegmentRegisters[] = {UC_X86_REG_CS, UC_X86_REG_SS, UC_X86_REG_DS, UC_X86_REG_ES};
+constexpr int kTaskRegister = UC_X86_REG_TR;
+
+struct XmmValue {
+  uint64_t lo, hi;
+};
+
+class UnicornCpuState final : public CpuState {
+ public:
+  uint64_t general[std::size(kGeneralRegisters)] = {};
+  uc_x86_mmr tables[std::size(kTableRegisters)] = {};
+  uint64_t segments[std::size(kSegmentRegisters)] = {};
+  uc_x86_mmr task = {};
+  XmmValue xmm[16] = {};
+};
+
+class UnicornVcpu final : public Vcpu {
+ public:
+  UnicornVcpu(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
+
+  ~UnicornVcpu() override {
+    if (reset_context_) uc_context_free(reset_context_);
+    if (uc_) uc_close(uc_);
+  }
+
+  Expected<void> open(uint64_t entry) {
+    if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &uc_); err != UC_ERR_OK) {
+      uc_ = nullptr;
+      return unicornError("uc_open", err);
+    }
+    for (const Region& region : layout_.regions) {
+      uc_err err = uc_mem_map_ptr(uc_, region.start, region.size, unicornPerms(region.access),
+                                  memory_.hostBase() + region.start);
+      if (err != UC_ERR_OK) return unicornError("mapping guest region '" + std::string(region.name) + "'", err);
+    }
+    uc_hook hook;
+    struct HookSpec {
+      int type;
+      void* callback;
+      int instruction;
+    };
+    const HookSpec hooks[] = {
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&onOut), UC_X86_INS_OUT},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&onIn), UC_X86_INS_IN},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSCALL},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSENTER},
+    };
+    for (const HookSpec& spec : hooks) {
+      if (uc_err err = uc_hook_add(uc_, &hook, spec.type, spec.callback, this, 1, 0, spec.instruction);
+          err != UC_ERR_OK) {
+        return unicornError("adding an instruction hook", err);
+      }
+    }
+    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_MEM_INVALID, reinterpret_cast<void*>(&onBadAccess), this, 1, 0);
+        err != UC_ERR_OK) {
+      return unicornError("adding the memory fault hook", err);
+    }
+    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INTR, reinterpret_cast<void*>(&onInterrupt), this, 1, 0);
+        err != UC_ERR_OK) {
+      return unicornError("adding the interrupt hook", err);
+    }
+    const uint64_t boot_regs[] = {entry, layout_.stack_top, layout_.boot_info_addr};
+    const int boot_ids[] = {UC_X86_REG_RIP, UC_X86_REG_RSP, UC_X86_REG_RDI};
+    for (size_t i = 0; i < std::size(boot_ids); i++) uc_reg_write(uc_, boot_ids[i], &boot_regs[i]);
+    return {};
+  }
+
+  RunExit run(PortHandler& handler) override {
+    handler_ = &handler;
+    exit_ = RunExit{};
+    stopped_ = false;
+    std::optional<WriteTracker::Activation> activation;
+    if (tracker_) activation.emplace(*tracker_);
+    uint64_t rip = 0;
+    uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
+    uc_err err = interrupted_ ? UC_ERR_OK : uc_emu_start(uc_, rip, 0, 0, 0);
+    handler_ = nullptr;
+    if (interrupted_) {
+      exit_ = RunExit{RunExit::Kind::kTimeout, {}, "interrupted"};
+    } else if (!stopped_) {
+      uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
+      exit_.kind = RunExit::Kind::kFault;
+      exit_.fault.rip = rip;
+      if (err == UC_ERR_INSN_INVALID) {
+        exit_.fault.vector = 6;
+        exit_.reason = "invalid opcode (vector 6) at rip " + hex(rip);
+      } else if (err != UC_ERR_OK) {
+        exit_.reason = std::string(uc_strerror(err)) + " at rip " + hex(rip);
+      } else {
+        exit_.reason = "guest halted (hlt) at rip " + hex(rip) + " without signalling completion";
+      }
+    }
+    return exit_;
+  }
+
+  void interrupt() noexcept override {
+    interrupted_ = true;
+    uc_emu_stop(uc_);
+  }
+
+  void clearInterrupt() noexcept override { interrupted_ = false; }
+
+  uint64_t readRegister(Register reg) override {
+    int id = UC_X86_REG_RIP;
+    switch (reg) {
+      case Register::kRip: id = UC_X86_REG_RIP; break;
+      case Register::kRsp: id = UC_X86_REG_RSP; break;
+      case Register::kRax: id = UC_X86_REG_RAX; break;
+      case Register::kRsi: id = UC_X86_REG_RSI; break;
+      case Register::kRdi: id = UC_X86_REG_RDI; break;
+      case Register::kR8: id = UC_X86_REG_R8; break;
+    }
+    uint64_t value = 0;
+    uc_reg_read(uc_, id, &value);
+    return value;
+  }
+
+  std::unique_ptr<CpuState> saveCpuState() override {
+    auto state = std::make_unique<UnicornCpuState>();
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) uc_reg_read(uc_, kGeneralRegisters[i], &state->general[i]);
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) uc_reg_read(uc_, kTableRegisters[i], &state->tables[i]);
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) uc_reg_read(uc_, kSegmentRegisters[i], &state->segments[i]);
+    uc_reg_read(uc_, kTaskRegister, &state->task);
+    for (int i = 0; i < 16; i++) uc_reg_read(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
+    // Inside an instruction hook Unicorn's RIP is the start of the current
+    // translation block, not the `out`; READY names its resume address in
+    // rsi (abi.h), and saveCpuState() is only called for READY.
+    state->general[kRipIndex] = readRegister(Register::kRsi);
+    return state;
+  }
+
+  Expected<void> loadCpuState(const CpuState& generic) override {
+    const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
+    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
+    // Descriptor tables first: loading a segment selector reads the GDT.
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
+        return unicornError("restoring a descriptor table register", err);
+      }
+    }
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
+        return unicornError("restoring segment register " + std::to_string(i), err);
+      }
+    }
+    if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
+      return unicornError("restoring the task register", err);
+    }
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
+        return unicornError("restoring general register " + std::to_string(i), err);
+      }
+    }
+    for (int i = 0; i < 16; i++) uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
+    return {};
+  }
+
+  Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
+    snapshot_ = snapshot_contents;
+    if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_alloc", err);
+    }
+    if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_save", err);
+    }
+    tracker_ = std::make_unique<WriteTracker>(memory_.hostBase(), layout_);
+    sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
+    restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
+    return tracker_->protectAll();
+  }
+
+  Expected<ResetStats> reset() override {
+    if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
+    DirtyPages& restore = *restore_;
+    for (uint32_t page : sticky_->pages()) restore.add(page);
+    for (uint32_t page : tracker_->dirty().pages()) restore.add(page);
+    for (uint32_t page : memory_.hostDirty().pages()) restore.add(page);
+    tracker_->dirty().clear();
+    memory_.clearHostDirty();
+    sticky_->clear();
+
+    ResetStats stats{restore.size()};
+    if (restore.size() <= kStickyPageLimit) {
+      // Few pages: keep them writable and copy the snapshot over them; the
+      // next call that writes them takes no fault.
+      memory_.copyPagesFrom(snapshot_, restore.pages());
+      std::swap(sticky_, restore_);
+    } else {
+      if (auto dropped = memory_.discardPages(restore.pages()); !dropped) return dropped.takeError();
+      if (auto protected_ = tracker_->protect(restore.pages()); !protected_) return protected_.takeError();
+      restore.clear();
+    }
+    if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
+      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
+    }
+    return stats;
+  }
+
+ private:
+  void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
+    if (stopped_) return;
+    stopped_ = true;
+    exit_.kind = RunExit::Kind::kFault;
+    exit_.fault = FaultInfo{vector, error_code, address, readRegister(Register::kRip)};
+    exit_.reason = std::move(reason);
+    uc_emu_stop(uc_);
+  }
+
+  static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    if (self->stopped_ || self->interrupted_) return;
+    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) {
+      self->stopped_ = true;
+      uc_emu_stop(self->uc_);
+    }
+  }
+
+  static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    self->stopWithFault(13, 0, 0, "guest read from I/O port " + hex(port));
+    return 0;
+  }
+
+  static void onSyscall(uc_engine*, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    self->stopWithFault(6, 0, 0, "guest executed syscall/sysenter");
+  }
+
+  static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    FaultInfo fault{vector, 0, 0, self->readRegister(Register::kRip)};
+    self->stopWithFault(vector, 0, 0, describeFaultVector(fault));
+  }
+
+  static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    // Page-fault error code bits: 0 present (protection), 1 write, 4 fetch.
+    uint64_t code = 0;
+    const char* what = "access";
+    switch (type) {
+      case UC_MEM_READ_UNMAPPED: what = "read of unmapped"; break;
+      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = 2; break;
+      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = 16; break;
+      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = 3; break;
+      case UC_MEM_READ_PROT: what = "read of protected"; code = 1; break;
+      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = 17; break;
+      default: break;
+    }
+    self->stopWithFault(14, address, code,
+                        "page fault (vector 14): " + std::string(what) + " address " + hex(address) +
+                            " at rip " + hex(self->readRegister(Register::kRip)));
+    return false;
+  }
+
+  static std::string describeFaultVector(const FaultInfo& fault) {
+    return "CPU exception vector " + std::to_string(fault.vector) + " at rip " + hex(fault.rip);
+  }
+
+  GuestMemory& memory_;
+  const MemoryLayout& layout_;
+  uc_engine* uc_ = nullptr;
+  uc_context* reset_context_ = nullptr;
+  std::span<const uint8_t> snapshot_;
+  std::unique_ptr<WriteTracker> tracker_;
+  std::unique_ptr<DirtyPages> sticky_;
+  std::unique_ptr<DirtyPages> restore_;
+
+  PortHandler* handler_ = nullptr;
+  RunExit exit_;
+  bool stopped_ = false;
+  std::atomic<bool> interrupted_{false};
+};
+
+class UnicornBackend final : public Backend {
+ public:
+  BackendKind kind() const override { return BackendKind::kEmulated; }
+
+  Expected<void> prepareImage(std::span<uint8_t>, const MemoryLayout&) override { return {}; }
+
+  Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory, const MemoryLayout& layout,
+                                             uint64_t entry) override {
+    auto vcpu = std::make_unique<UnicornVcpu>(memory, layout);
+    if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
+    return std::unique_ptr<Vcpu>(std::move(vcpu));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> makeEmulatedBackend() { return std::make_unique<UnicornBackend>(); }
+
+}  // namespace sandpool::vm

@@ -1,0 +1,63 @@
+// Dirty-page tracking for the emulated backend. Unicorn writes guest memory
+// through the host mapping, so the host's own MMU can tell which pages a call
+// wrote: writable guest pages are mapped read-only on the host, the first
+// write to each faults into a SIGSEGV handler that records the page and makes
+// it writable, and the access is retried.
+//
+// The handler finds the tracker by address: first the one the faulting thread
+// activated (the VM it is running), then a registry of every live tracker
+// (host writes outside run()). No lock, no allocation. Faults in no
+// tracker's range go to the previous handler.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "vm/dirty_pages.h"
+#include "vm/error.h"
+#include "vm/layout.h"
+
+namespace sandpool::vm {
+
+class WriteTracker {
+ public:
+  WriteTracker(uint8_t* base, const MemoryLayout& layout);
+  ~WriteTracker();
+  WriteTracker(const WriteTracker&) = delete;
+  WriteTracker& operator=(const WriteTracker&) = delete;
+
+  // Write-protects every writable guest region; from here on, writes are seen.
+  Expected<void> protectAll();
+  // Write-protects `pages` again after they were restored.
+  Expected<void> protect(std::span<const uint32_t> pages);
+
+  DirtyPages& dirty() { return dirty_; }
+
+  // For the SIGSEGV handler only: true if the fault was a tracked write and
+  // the page is now writable.
+  static bool handleFaultForSignal(uint8_t* address) noexcept;
+
+  // Makes this tracker the one the SIGSEGV handler consults on this thread.
+  class Activation {
+   public:
+    explicit Activation(WriteTracker& tracker);
+    ~Activation();
+    Activation(const Activation&) = delete;
+    Activation& operator=(const Activation&) = delete;
+
+   private:
+    WriteTracker* previous_;
+  };
+
+ private:
+  static void installHandler();
+  bool recordWrite(uint8_t* address) noexcept;
+
+  size_t registry_slot_;
+
+  uint8_t* base_;
+  const MemoryLayout& layout_;
+  DirtyPages dirty_;
+};
+
+}  // namespace sandpool::vm

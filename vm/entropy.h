@@ -1,0 +1,14 @@
+// Fresh entropy for every call (the ABI's call_header.entropy), without a
+// system call per call: a per-thread ChaCha20 keystream keyed from
+// getrandom() and re-keyed every kRekeyBytes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace sandpool::vm {
+
+// Fills `out` with cryptographically strong random bytes. Any thread.
+void fillEntropy(std::span<uint8_t> out);
+
+}  // namespace sandpool::vm

@@ -1,0 +1,213 @@
+#include "vm/value.h"
+
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <type_traits>
+
+#include <sandpool/abi.h>
+
+namespace sandpool::vm {
+
+namespace {
+
+constexpr std::string_view kTypeNames[] = {"void", "i32", "i64",  "u32",    "u64",
+                                           "f32",  "f64", "bool", "string", "bytes"};
+static_assert(std::size(kTypeNames) == SANDPOOL_TYPE_LAST + 1);
+static_assert(std::variant_size_v<Value> == SANDPOOL_TYPE_LAST + 1);
+
+template <typename T>
+void appendRaw(std::vector<uint8_t>& out, T v) {
+  uint8_t raw[sizeof(T)];
+  std::memcpy(raw, &v, sizeof(T));
+  out.insert(out.end(), raw, raw + sizeof(T));
+}
+
+template <typename T>
+bool takeRaw(std::span<const uint8_t>& in, T& v) {
+  if (in.size() < sizeof(T)) return false;
+  std::memcpy(&v, in.data(), sizeof(T));
+  in = in.subspan(sizeof(T));
+  return true;
+}
+
+Error truncated(std::string_view what) {
+  return makeError(ErrorKind::kBadHostCall, "encoded value truncated in " + std::string(what));
+}
+
+template <typename T>
+Expected<Value> parseNumber(std::string_view text, ValueType type) {
+  T v{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    return makeError(ErrorKind::kBadArguments,
+                     "'" + std::string(text) + "' is not a valid " + std::string(valueTypeName(type)));
+  }
+  return Value(v);
+}
+
+}  // namespace
+
+std::string_view valueTypeName(ValueType type) {
+  auto i = static_cast<size_t>(type);
+  return i < std::size(kTypeNames) ? kTypeNames[i] : "invalid";
+}
+
+bool parseValueType(std::string_view name, ValueType& type) {
+  for (size_t i = 0; i < std::size(kTypeNames); i++) {
+    if (kTypeNames[i] == name) {
+      type = static_cast<ValueType>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isValidValueType(uint8_t tag) { return tag <= SANDPOOL_TYPE_LAST; }
+
+std::string formatValue(const Value& value) {
+  return std::visit(
+      [](const auto& v) -> std::string {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, Void>) {
+          return "(void)";
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return v ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "%.17g", static_cast<double>(v));
+          return buf;
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          return v;
+        } else if constexpr (std::is_same_v<T, Bytes>) {
+          std::string text = "0x";
+          for (uint8_t b : v) {
+            text += "0123456789abcdef"[b >> 4];
+            text += "0123456789abcdef"[b & 15];
+          }
+          return text;
+        } else {
+          return std::to_string(v);
+        }
+      },
+      value);
+}
+
+Expected<Value> parseValue(ValueType type, std::string_view text) {
+  switch (type) {
+    case ValueType::kVoid: return Value(Void{});
+    case ValueType::kI32: return parseNumber<int32_t>(text, type);
+    case ValueType::kI64: return parseNumber<int64_t>(text, type);
+    case ValueType::kU32: return parseNumber<uint32_t>(text, type);
+    case ValueType::kU64: return parseNumber<uint64_t>(text, type);
+    case ValueType::kF32: return parseNumber<float>(text, type);
+    case ValueType::kF64: return parseNumber<double>(text, type);
+    case ValueType::kBool:
+      if (text == "true" || text == "1") return Value(true);
+      if (text == "false" || text == "0") return Value(false);
+      return makeError(ErrorKind::kBadArguments, "'" + std::string(text) + "' is not a bool (true/false)");
+    case ValueType::kString: return Value(std::string(text));
+    case ValueType::kBytes: {
+      std::string_view digits = text.substr(0, 2) == "0x" ? text.substr(2) : text;
+      if (digits.size() % 2 != 0) {
+        return makeError(ErrorKind::kBadArguments, "bytes need an even number of hex digits");
+      }
+      Bytes bytes(digits.size() / 2);
+      for (size_t i = 0; i < bytes.size(); i++) {
+        auto [end, ec] = std::from_chars(digits.data() + 2 * i, digits.data() + 2 * i + 2, bytes[i], 16);
+        if (ec != std::errc() || end != digits.data() + 2 * i + 2) {
+          return makeError(ErrorKind::kBadArguments, "'" + std::string(text) + "' is not hex bytes");
+        }
+      }
+      return Value(std::move(bytes));
+    }
+  }
+  return makeError(ErrorKind::kBadArguments, "unknown value type");
+}
+
+size_t encodedSize(const Value& value) {
+  return std::visit(
+      [](const auto& v) -> size_t {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, Void>) {
+          return 1;
+        } else if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, Bytes>) {
+          return 1 + 4 + v.size();
+        } else {
+          return 1 + sizeof(T);
+        }
+      },
+      value);
+}
+
+void encodeValue(const Value& value, std::vector<uint8_t>& out) {
+  out.push_back(static_cast<uint8_t>(value.index()));
+  std::visit(
+      [&out](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, Void>) {
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out.push_back(v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, Bytes>) {
+          appendRaw(out, static_cast<uint32_t>(v.size()));
+          out.insert(out.end(), v.begin(), v.end());
+        } else {
+          appendRaw(out, v);
+        }
+      },
+      value);
+}
+
+Expected<Value> decodeValue(std::span<const uint8_t>& in) {
+  if (in.empty()) return truncated("type tag");
+  const uint8_t tag = in[0];
+  in = in.subspan(1);
+  switch (static_cast<ValueType>(tag)) {
+    case ValueType::kVoid: return Value(Void{});
+#define SANDPOOL_DECODE_SCALAR(KIND, T)        \
+  case ValueType::KIND: {                      \
+    T v;                                       \
+    if (!takeRaw(in, v)) return truncated(#T); \
+    return Value(v);                           \
+  }
+    SANDPOOL_DECODE_SCALAR(kI32, int32_t)
+    SANDPOOL_DECODE_SCALAR(kI64, int64_t)
+    SANDPOOL_DECODE_SCALAR(kU32, uint32_t)
+    SANDPOOL_DECODE_SCALAR(kU64, uint64_t)
+    SANDPOOL_DECODE_SCALAR(kF32, float)
+    SANDPOOL_DECODE_SCALAR(kF64, double)
+#undef SANDPOOL_DECODE_SCALAR
+    case ValueType::kBool: {
+      uint8_t b;
+      if (!takeRaw(in, b)) return truncated("bool");
+      if (b > 1) return makeError(ErrorKind::kBadHostCall, "bool encoded as " + std::to_string(b));
+      return Value(b == 1);
+    }
+    case ValueType::kString:
+    case ValueType::kBytes: {
+      uint32_t size;
+      if (!takeRaw(in, size)) return truncated("length");
+      if (size > in.size()) {
+        return makeError(ErrorKind::kBadHostCall, "encoded length " + std::to_string(size) +
+                                                      " exceeds the " + std::to_string(in.size()) +
+                                                      " bytes left");
+      }
+      auto payload = in.first(size);
+      in = in.subspan(size);
+      if (tag == SANDPOOL_TYPE_STRING) return Value(std::string(payload.begin(), payload.end()));
+      return Value(Bytes(payload.begin(), payload.end()));
+    }
+  }
+  return makeError(ErrorKind::kBadHostCall, "unknown value type tag " + std::to_string(tag));
+}
+
+std::string FunctionSignature::describe() const {
+  std::string text = name + "(";
+  for (size_t i = 0; i < params.size(); i++) {
+    if (i) text += ", ";
+    text += valueTypeName(params[i]);
+  }
+  return text + ") -> " + std::string(valueTypeName(result));
+}
+
+}  // namespace sandpool::vm
