@@ -18,6 +18,7 @@
 
 #include "vm/backend.h"
 #include "vm/emulated/write_tracker.h"
+#include "vm/guest_session.h"
 
 namespace sandpool::vm {
 
@@ -286,7 +287,7 @@ class UnicornVcpu final : public Vcpu {
   static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
     FaultInfo fault{vector, 0, 0, self->readRegister(Register::kRip)};
-    self->stopWithFault(vector, 0, 0, describeFaultVector(fault));
+    self->stopWithFault(vector, 0, 0, describeFault(fault));
   }
 
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
@@ -307,10 +308,6 @@ class UnicornVcpu final : public Vcpu {
                         "page fault (vector 14): " + std::string(what) + " address " + hex(address) +
                             " at rip " + hex(self->readRegister(Register::kRip)));
     return false;
-  }
-
-  static std::string describeFaultVector(const FaultInfo& fault) {
-    return "CPU exception vector " + std::to_string(fault.vector) + " at rip " + hex(fault.rip);
   }
 
   GuestMemory& memory_;

@@ -1,0 +1,341 @@
+// The backend conformance suite: every guest behaviour the ABI defines, run
+// against each backend. A backend the host cannot open is skipped with the
+// reason (the KVM run inside QEMU covers kvm where the host has no /dev/kvm).
+#include <gtest/gtest.h>
+
+#include <sandpool/abi.h>
+
+#include <map>
+#include <memory>
+#include <set>
+
+#include "guest_files.h"
+#include "vm/backend.h"
+#include "vm/guest_image.h"
+#include "vm/sandbox.h"
+#include "vm/snapshot.h"
+
+namespace sandpool::vm {
+namespace {
+
+using namespace std::chrono_literals;
+using sandpool::testing::readGuest;
+
+class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == BackendKind::kEmulated) {
+      backend_ = makeEmulatedBackend();
+      return;
+    }
+    auto kvm = makeKvmBackend();
+    if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
+    backend_ = std::move(kvm.value());
+  }
+
+  std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = {}) {
+    auto image = GuestImage::parse(readGuest(guest), config);
+    EXPECT_TRUE(image.ok()) << image.error().describe();
+    if (!image) return nullptr;
+    auto snapshot = Snapshot::boot(*backend_, *image, config);
+    EXPECT_TRUE(snapshot.ok()) << snapshot.error().describe();
+    return snapshot ? snapshot.value() : nullptr;
+  }
+
+  std::unique_ptr<Sandbox> vm(const std::string& guest, VmConfig config = {}) {
+    auto snapshot = boot(guest, config);
+    if (!snapshot) return nullptr;
+    auto sandbox = Sandbox::create(*backend_, snapshot);
+    EXPECT_TRUE(sandbox.ok()) << sandbox.error().describe();
+    return sandbox ? std::move(sandbox.value()) : nullptr;
+  }
+
+  static CallResult call(Sandbox& sandbox, std::string function, std::vector<Value> args = {},
+                         std::chrono::nanoseconds timeout = 5s, HostFunctions* host = nullptr) {
+    CallRequest request;
+    request.function = std::move(function);
+    request.args = std::move(args);
+    request.timeout = timeout;
+    request.host_functions = host;
+    return sandbox.call(request);
+  }
+
+  static Value ok(const CallResult& result) {
+    EXPECT_TRUE(result.result.ok()) << result.result.error().describe();
+    return result.result ? result.result.value() : Value{};
+  }
+
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(ConformanceTest, ExportsCarryTheirTypes) {
+  auto snapshot = boot("add");
+  ASSERT_TRUE(snapshot);
+  std::map<std::string, std::string> found;
+  for (const auto& sig : snapshot->exports()) found[sig.name] = sig.describe();
+  EXPECT_EQ(found["add"], "add(i32, i32) -> i32");
+  EXPECT_EQ(found["add_f64"], "add_f64(f64, f64) -> f64");
+  EXPECT_EQ(found["both"], "both(bool, bool) -> bool");
+  EXPECT_EQ(found.size(), 7u);
+}
+
+TEST_P(ConformanceTest, HelloPrintsThroughTheHostAndReturnsAGreeting) {
+  auto hello = vm("hello");
+  ASSERT_TRUE(hello);
+  CallResult result = call(*hello, "hello", {std::string("sandpool")});
+  EXPECT_EQ(ok(result), Value(std::string("Hello, sandpool!")));
+  EXPECT_EQ(result.output, "hello from the guest, sandpool!\n");
+  EXPECT_EQ(result.stats.host_calls, 1u);
+}
+
+TEST_P(ConformanceTest, EchoReturnsStringsAndBytesUnchanged) {
+  auto echo = vm("echo");
+  ASSERT_TRUE(echo);
+  EXPECT_EQ(ok(call(*echo, "echo", {std::string("")})), Value(std::string("")));
+  std::string big(300 * 1024, 'x');
+  for (size_t i = 0; i < big.size(); i++) big[i] = static_cast<char>('a' + i % 26);
+  EXPECT_EQ(ok(call(*echo, "echo", {big})), Value(big));
+  Bytes bytes = {0, 1, 2, 255, 0, 7};
+  EXPECT_EQ(ok(call(*echo, "echo_bytes", {bytes})), Value(bytes));
+  EXPECT_EQ(ok(call(*echo, "nothing")), Value(Void{}));
+}
+
+TEST_P(ConformanceTest, AddCoversEveryScalarType) {
+  auto add = vm("add");
+  ASSERT_TRUE(add);
+  EXPECT_EQ(ok(call(*add, "add", {int32_t{-5}, int32_t{3}})), Value(int32_t{-2}));
+  EXPECT_EQ(ok(call(*add, "add_i64", {int64_t{1} << 40, int64_t{-1}})), Value((int64_t{1} << 40) - 1));
+  EXPECT_EQ(ok(call(*add, "add_u32", {uint32_t{0xffffffff}, uint32_t{2}})), Value(uint32_t{1}));
+  EXPECT_EQ(ok(call(*add, "add_u64", {uint64_t{1} << 63, uint64_t{5}})), Value((uint64_t{1} << 63) + 5));
+  EXPECT_EQ(ok(call(*add, "add_f32", {1.5f, 2.25f})), Value(3.75f));
+  EXPECT_EQ(ok(call(*add, "add_f64", {0.1, 0.2})), Value(0.1 + 0.2));
+  EXPECT_EQ(ok(call(*add, "both", {true, true})), Value(true));
+  EXPECT_EQ(ok(call(*add, "both", {true, false})), Value(false));
+}
+
+TEST_P(ConformanceTest, Sha256MatchesKnownDigests) {
+  auto sha = vm("sha256");
+  ASSERT_TRUE(sha);
+  EXPECT_EQ(ok(call(*sha, "sha256_hex", {std::string("abc")})),
+            Value(std::string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")));
+  EXPECT_EQ(ok(call(*sha, "sha256_hex", {std::string("")})),
+            Value(std::string("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")));
+  // 448-bit message: padding spills into a second block.
+  EXPECT_EQ(ok(call(*sha, "sha256_hex", {std::string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")})),
+            Value(std::string("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")));
+  Value digest = ok(call(*sha, "sha256", {Bytes(1000000, 'a')}));
+  ASSERT_EQ(typeOf(digest), ValueType::kBytes);
+  EXPECT_EQ(formatValue(digest), "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_P(ConformanceTest, CounterReadsItsSnapshotValueOnEveryCall) {
+  auto counter = vm("counter");
+  ASSERT_TRUE(counter);
+  for (int i = 0; i < 50; i++) ASSERT_EQ(ok(call(*counter, "increment")), Value(uint64_t{1})) << "call " << i;
+}
+
+TEST_P(ConformanceTest, SecretWrittenInOneCallIsInvisibleToTheNext) {
+  auto counter = vm("counter");
+  ASSERT_TRUE(counter);
+  ok(call(*counter, "remember", {std::string("tenant A's secret")}));
+  EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
+  // The argument bytes of the earlier call are gone from the input buffer too.
+  ok(call(*counter, "remember", {std::string("a much longer secret that fills the buffer further")}));
+  ok(call(*counter, "remember", {std::string("x")}));
+  EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
+}
+
+TEST_P(ConformanceTest, RegistersAndSseStateDoNotLeakBetweenCalls) {
+  auto probe = vm("probe");
+  ASSERT_TRUE(probe);
+  const Value clean_mxcsr = ok(call(*probe, "get_mxcsr"));
+  ok(call(*probe, "set_xmm15", {3.5}));
+  EXPECT_EQ(ok(call(*probe, "get_xmm15")), Value(0.0));
+  ok(call(*probe, "set_mxcsr_round_up"));
+  EXPECT_EQ(ok(call(*probe, "get_mxcsr")), clean_mxcsr);
+}
+
+TEST_P(ConformanceTest, EveryCallGetsFreshEntropy) {
+  auto probe = vm("probe");
+  ASSERT_TRUE(probe);
+  std::set<std::string> seen;
+  for (int i = 0; i < 20; i++) seen.insert(formatValue(ok(call(*probe, "entropy"))));
+  EXPECT_EQ(seen.size(), 20u);
+}
+
+TEST_P(ConformanceTest, UnknownFunctionIsATypedError) {
+  auto add = vm("add");
+  ASSERT_TRUE(add);
+  CallResult result = call(*add, "subtract", {int32_t{1}});
+  ASSERT_FALSE(result.result.ok());
+  EXPECT_EQ(result.result.error().kind, ErrorKind::kUnknownFunction);
+  EXPECT_NE(result.result.error().message.find("'subtract'"), std::string::npos);
+}
+
+TEST_P(ConformanceTest, WrongArgumentsAreRefusedBeforeTheGuestRuns) {
+  auto add = vm("add");
+  ASSERT_TRUE(add);
+  CallResult count = call(*add, "add", {int32_t{1}});
+  ASSERT_FALSE(count.result.ok());
+  EXPECT_EQ(count.result.error().kind, ErrorKind::kBadArguments);
+  CallResult types = call(*add, "add", {int32_t{1}, std::string("2")});
+  ASSERT_FALSE(types.result.ok());
+  EXPECT_EQ(types.result.error().kind, ErrorKind::kBadArguments);
+  EXPECT_NE(types.result.error().message.find("add(i32, i32) -> i32"), std::string::npos);
+  EXPECT_NE(types.result.error().message.find("(i32, string)"), std::string::npos);
+}
+
+TEST_P(ConformanceTest, ArgumentsLargerThanTheInputBufferAreRefused) {
+  VmConfig config;
+  config.input_size = 64 * 1024;
+  auto echo = vm("echo", config);
+  ASSERT_TRUE(echo);
+  CallResult result = call(*echo, "echo", {std::string(100 * 1024, 'x')});
+  ASSERT_FALSE(result.result.ok());
+  EXPECT_EQ(result.result.error().kind, ErrorKind::kLimitExceeded);
+  EXPECT_EQ(ok(call(*echo, "echo", {std::string("still fine")})), Value(std::string("still fine")));
+}
+
+TEST_P(ConformanceTest, ManyVmsShareOneSnapshot) {
+  auto snapshot = boot("counter");
+  ASSERT_TRUE(snapshot);
+  std::vector<std::unique_ptr<Sandbox>> vms;
+  for (int i = 0; i < 8; i++) {
+    auto sandbox = Sandbox::create(*backend_, snapshot);
+    ASSERT_TRUE(sandbox.ok()) << sandbox.error().describe();
+    vms.push_back(std::move(sandbox.value()));
+  }
+  for (auto& sandbox : vms) {
+    ok(call(*sandbox, "remember", {std::string("mine")}));
+    EXPECT_EQ(ok(call(*sandbox, "increment")), Value(uint64_t{1}));
+  }
+}
+
+TEST_P(ConformanceTest, ResetAfterManyDirtyPagesRestoresEveryPage) {
+  auto counter = vm("counter");
+  ASSERT_TRUE(counter);
+  for (uint32_t pages : {1u, 16u, 300u, 2u}) {
+    CallResult touched = call(*counter, "touch_pages", {pages});
+    ok(touched);
+    EXPECT_GE(touched.stats.pages_restored, pages);
+    EXPECT_EQ(ok(call(*counter, "increment")), Value(uint64_t{1}));
+    EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
+  }
+}
+
+class RecordingHostFunctions : public HostFunctions {
+ public:
+  Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) override {
+    calls.push_back(std::string(name));
+    if (name == "kv_get" && args.size() == 1 && typeOf(args[0]) == ValueType::kString) {
+      return Value("value-of-" + std::get<std::string>(args[0]));
+    }
+    return makeError(ErrorKind::kBadHostCall, "no host function '" + std::string(name) + "' here");
+  }
+  std::vector<std::string> calls;
+};
+
+TEST_P(ConformanceTest, HostFunctionsAnswerGuestsAndTheirErrorsReachTheGuest) {
+  auto probe = vm("probe");
+  ASSERT_TRUE(probe);
+  RecordingHostFunctions host;
+  EXPECT_EQ(ok(call(*probe, "call_host", {std::string("kv_get"), std::string("k1")}, 5s, &host)),
+            Value(std::string("value-of-k1")));
+  CallResult refused = call(*probe, "call_host", {std::string("kv_put"), std::string("k1")}, 5s, &host);
+  ASSERT_FALSE(refused.result.ok());
+  EXPECT_EQ(refused.result.error().kind, ErrorKind::kGuestAbort);
+  EXPECT_NE(refused.result.error().message.find("no host function 'kv_put' here"), std::string::npos);
+  EXPECT_EQ(host.calls, (std::vector<std::string>{"kv_get", "kv_put"}));
+}
+
+// One misbehaviour: what the guest does and the typed error it must yield.
+struct Misbehaviour {
+  const char* function;
+  std::vector<Value> args;
+  ErrorKind kind;
+  const char* message_part;
+  int fault_vector = -1;
+};
+
+void PrintTo(const Misbehaviour& m, std::ostream* os) { *os << m.function; }
+
+class MisbehaviourTest : public ConformanceTest {};
+
+TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
+  VmConfig config;
+  config.max_host_calls = 1000;
+  auto snapshot = boot("misbehave", config);
+  ASSERT_TRUE(snapshot);
+  auto sandbox = Sandbox::create(*backend_, snapshot);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.error().describe();
+  Sandbox& vm = **sandbox;
+  const MemoryLayout& layout = snapshot->layout();
+
+  const std::vector<Misbehaviour> cases = {
+      {"spin", {}, ErrorKind::kTimeout, "timeout"},
+      {"read_null", {}, ErrorKind::kGuestFault, "0x0", 14},
+      {"write_null", {}, ErrorKind::kGuestFault, "0x0", 14},
+      {"stack_overflow", {}, ErrorKind::kGuestFault, "page fault", 14},
+      {"write_code", {}, ErrorKind::kGuestFault, "page fault", 14},
+      {"alloc_past_heap", {}, ErrorKind::kOutOfMemory, "heap exhausted"},
+      {"write_past_heap", {}, ErrorKind::kGuestFault, "page fault", 14},
+      {"bad_host_call", {}, ErrorKind::kBadHostCall, "out of bounds"},
+      {"unknown_port", {}, ErrorKind::kGuestFault, "unknown I/O port 0x1234"},
+      {"explicit_abort", {}, ErrorKind::kGuestAbort, "the guest gave up"},
+      {"divide", {int32_t{1}, int32_t{0}}, ErrorKind::kGuestFault, "divide error", 0},
+      {"halt", {}, ErrorKind::kGuestFault, ""},
+      {"fail_with", {std::string("no")}, ErrorKind::kGuestAbort, "refused: no"},
+      {"huge_result", {}, ErrorKind::kGuestAbort, "does not fit the output buffer"},
+      {"host_call_storm", {}, ErrorKind::kLimitExceeded, "more than 1000 host calls"},
+  };
+  for (const Misbehaviour& m : cases) {
+    SCOPED_TRACE(m.function);
+    CallResult result = call(vm, m.function, m.args, 200ms);
+    ASSERT_FALSE(result.result.ok()) << m.function << " succeeded";
+    const Error& error = result.result.error();
+    EXPECT_EQ(error.kind, m.kind) << error.describe();
+    EXPECT_NE(error.message.find(m.message_part), std::string::npos) << error.describe();
+    if (m.fault_vector >= 0) {
+      ASSERT_TRUE(error.fault.has_value()) << error.describe();
+      EXPECT_EQ(error.fault->vector, static_cast<uint32_t>(m.fault_vector)) << error.describe();
+    }
+    if (std::string(m.function) == "write_past_heap") EXPECT_EQ(error.fault->address, layout.heap_end);
+    if (std::string(m.function) == "stack_overflow") EXPECT_EQ(error.fault->address & ~(kPageSize - 1), layout.guard_addr);
+    if (std::string(m.function) == "read_null") EXPECT_EQ(error.fault->address, 0u);
+    ASSERT_TRUE(vm.healthy());
+    EXPECT_EQ(ok(call(vm, "divide", {int32_t{6}, int32_t{3}})), Value(int32_t{2})) << "after " << m.function;
+  }
+}
+
+TEST_P(MisbehaviourTest, PrintOutputIsBoundedPerCall) {
+  VmConfig config;
+  config.max_output_bytes = 4096;
+  auto vm = this->vm("misbehave", config);
+  ASSERT_TRUE(vm);
+  CallResult flood = call(*vm, "print_flood", {uint32_t{1000}});
+  ok(flood);
+  EXPECT_EQ(flood.output.size(), 4096u);
+  EXPECT_TRUE(flood.output_truncated);
+  CallResult quiet = call(*vm, "print_flood", {uint32_t{1}});
+  EXPECT_EQ(quiet.output, "line 0 of a long flood of output\n");
+  EXPECT_FALSE(quiet.output_truncated);
+}
+
+TEST_P(MisbehaviourTest, MissingHostFunctionIsAnErrorTheGuestSees) {
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  EXPECT_EQ(ok(call(*vm, "call_missing_host_function")),
+            Value(std::string("unknown host function 'no_such_function'")));
+}
+
+std::string backendName(const ::testing::TestParamInfo<BackendKind>& info) {
+  return std::string(backendKindName(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm),
+                         backendName);
+INSTANTIATE_TEST_SUITE_P(Backends, MisbehaviourTest, ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm),
+                         backendName);
+
+}  // namespace
+}  // namespace sandpool::vm
