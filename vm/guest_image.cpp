@@ -75,6 +75,14 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
   if (elf_getphdrnum(elf.get(), &phnum) != 0) {
     return invalid(std::string("ELF program headers unreadable: ") + elf_errmsg(-1));
   }
+  // libelf reports no program headers for a table cut short; the header's
+  // own count says how many there should be.
+  const uint64_t table_size = uint64_t{ehdr.e_phnum} * sizeof(Elf64_Phdr);
+  if (ehdr.e_phoff > file.size() || table_size > file.size() - ehdr.e_phoff) {
+    return invalid("ELF program header table [" + hex(ehdr.e_phoff) + ", +" +
+                   std::to_string(table_size) + ") exceeds the file (" +
+                   std::to_string(file.size()) + " bytes)");
+  }
   GuestImage image;
   image.entry_ = ehdr.e_entry;
   for (size_t i = 0; i < phnum; i++) {

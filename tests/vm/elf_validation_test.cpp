@@ -59,7 +59,7 @@ TEST_F(ElfValidationTest, NonElfIsRefused) {
 
 TEST_F(ElfValidationTest, FileCutInsideTheHeadersIsRefused) {
   elf_.resize(100);
-  expectRefused("unreadable");
+  expectRefused("exceeds the file");
 }
 
 TEST_F(ElfValidationTest, FileCutInsideASegmentIsRefused) {
