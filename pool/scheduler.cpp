@@ -28,13 +28,15 @@ void Scheduler::schedule(WorkItem* item) {
 }
 
 WorkItem* Scheduler::next() {
-  auto spin_until = std::chrono::steady_clock::now() + options_.spin;
-  while (!ready_.try_acquire()) {
-    if (std::chrono::steady_clock::now() >= spin_until) {
-      ready_.acquire();
-      break;
+  bool acquired = ready_.try_acquire();
+  bool expected = false;
+  if (!acquired && options_.spin.count() > 0 && spinner_.compare_exchange_strong(expected, true)) {
+    auto spin_until = std::chrono::steady_clock::now() + options_.spin;
+    while (!(acquired = ready_.try_acquire()) && std::chrono::steady_clock::now() < spin_until) {
     }
+    spinner_.store(false);
   }
+  if (!acquired) ready_.acquire();
   if (stopping_.load()) return nullptr;
   // Every release() follows a push(), so an item is there; the loop only
   // covers the window in which the pushing thread's node is not yet linked.

@@ -67,6 +67,7 @@ class Scheduler {
   boost::lockfree::queue<WorkItem*> queue_;
   std::counting_semaphore<> ready_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> spinner_{false};  // an idle worker is spinning
   std::vector<std::thread> threads_;
 };
 

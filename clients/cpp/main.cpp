@@ -1,6 +1,7 @@
 // sandpool: the command-line client of sandpoold. See docs/server.md.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -41,6 +42,7 @@ Options:
                      (default: $SANDPOOL_CONNECT or 127.0.0.1:7300)
   --token TOKEN      tenant token (default: $SANDPOOL_TOKEN)
   --timeout-ms N     call: shorten the server's call timeout
+  --timing           call: print the server's timing of the call on stderr
   --kv KEY=VALUE     call/bench: serve the host function kv_get(string) ->
                      string to the guest from these pairs (repeatable)
   --concurrency N    bench: calls in flight (default 1)
@@ -58,6 +60,7 @@ struct Args {
   std::vector<std::string> positional;
   std::map<std::string, std::string> kv;
   bool replace = false;
+  bool timing = false;
   uint32_t timeout_ms = 0;
   unsigned concurrency = 1;
   uint64_t calls = 10000;
@@ -91,6 +94,7 @@ Args parseArgs(int argc, char** argv) {
     else if (arg == "--connect") a.connect = value();
     else if (arg == "--token") a.token = value();
     else if (arg == "--replace") a.replace = true;
+    else if (arg == "--timing") a.timing = true;
     else if (arg == "--timeout-ms") a.timeout_ms = static_cast<uint32_t>(number(arg, value()));
     else if (arg == "--concurrency") a.concurrency = static_cast<unsigned>(number(arg, value()));
     else if (arg == "--calls") a.calls = number(arg, value());
@@ -174,6 +178,12 @@ capnp::Request<rpc::Tenant::CallParams, rpc::Tenant::CallResults> buildCall(
 kj::Maybe<rpc::HostFunctions::Client> hostFunctions(const Args& a) {
   if (a.kv.empty()) return nullptr;
   return rpc::HostFunctions::Client(kj::heap<client::KvHostFunctions>(a.kv));
+}
+
+void printTiming(rpc::Timing::Reader t) {
+  std::fprintf(stderr, "timing: queue=%.1fus run=%.1fus reset=%.1fus total=%.1fus host_calls=%u pages_restored=%llu cold=%s\n",
+               t.getQueueNs() / 1000.0, t.getRunNs() / 1000.0, t.getResetNs() / 1000.0, t.getTotalNs() / 1000.0,
+               t.getHostCalls(), static_cast<unsigned long long>(t.getPagesRestored()), t.getColdStart() ? "yes" : "no");
 }
 
 void printBench(const std::string& what, const Args& a, const client::BenchResult& r) {
@@ -265,12 +275,14 @@ int run(const Args& a) {
     if (result.isError()) {
       auto e = result.getError();
       std::fputs(e.getOutput().cStr(), stdout);
+      if (a.timing) printTiming(e.getTiming());
       throw Refused{client::describe(e.getError())};
     }
     auto ok = result.getOk();
     std::fputs(ok.getOutput().cStr(), stdout);
     if (ok.getOutputTruncated()) std::printf("[output truncated]\n");
     std::printf("%s\n", client::formatValue(ok.getValue()).c_str());
+    if (a.timing) printTiming(ok.getTiming());
     return 0;
   }
   if (verb == "stats") {
@@ -310,15 +322,29 @@ int run(const Args& a) {
     // One encoded request, re-sent for every call: the bench measures the
     // server, not argument parsing.
     auto params = request.asReader();
-    auto op = [&tenant, params]() {
+    // Server-side timing of every measured call, to show where time goes.
+    struct ServerTimes {
+      std::vector<uint64_t> queue, run, reset, total;
+    } times;
+    bool measuring = false;
+    auto op = [&tenant, params, &times, &measuring]() {
       auto r = tenant.callRequest();
       r.setGuest(params.getGuest());
       r.setFunction(params.getFunction());
       r.setArgs(params.getArgs());
       r.setTimeoutMs(params.getTimeoutMs());
       if (params.hasHostFunctions()) r.setHostFunctions(params.getHostFunctions());
-      return r.send().then([](capnp::Response<rpc::Tenant::CallResults>&& response) {
-        return response.getResult().isOk();
+      return r.send().then([&times, &measuring](capnp::Response<rpc::Tenant::CallResults>&& response) {
+        auto result = response.getResult();
+        if (!result.isOk()) return false;
+        if (measuring) {
+          auto t = result.getOk().getTiming();
+          times.queue.push_back(t.getQueueNs());
+          times.run.push_back(t.getRunNs());
+          times.reset.push_back(t.getResetNs());
+          times.total.push_back(t.getTotalNs());
+        }
+        return true;
       });
     };
     auto warm = client::runBench(ws, op, a.concurrency, a.warmup);
@@ -326,7 +352,15 @@ int run(const Args& a) {
       auto response = request.send().wait(ws);
       if (response.getResult().isError()) throw Refused{client::describe(response.getResult().getError().getError())};
     }
+    measuring = true;
     printBench(a.positional[1] + "." + a.positional[2], a, client::runBench(ws, op, a.concurrency, a.calls));
+    auto median = [](std::vector<uint64_t>& v) -> double {
+      if (v.empty()) return 0;
+      std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+      return static_cast<double>(v[v.size() / 2]) / 1000.0;
+    };
+    std::printf("  server p50: queue_us=%.1f run_us=%.1f reset_us=%.1f total_us=%.1f\n", median(times.queue),
+                median(times.run), median(times.reset), median(times.total));
     return 0;
   }
   throw UsageError{"unknown verb '" + verb + "'"};
