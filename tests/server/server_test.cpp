@@ -1,0 +1,686 @@
+// sandpoold end to end: a real server process on real sockets, driven by the
+// C++ client library (and the CLI where the CLI is what is under test).
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include "clients/cpp/client.h"
+#include "tests/server/server_process.h"
+
+namespace sandpool {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::ServerProcess;
+using testing::TempDir;
+
+constexpr const char* kAlphaToken = "alpha-token-0123456789";
+constexpr const char* kBetaToken = "beta-token-0123456789";
+constexpr const char* kGammaToken = "gamma-token-0123456789";
+
+std::vector<uint8_t> readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The backend the servers under test use: the emulator unless the
+// environment asks for another (the emulator runs everywhere).
+std::string testBackend() {
+  const char* env = std::getenv("SANDPOOL_TEST_BACKEND");
+  return env != nullptr ? env : "emulated";
+}
+
+using Arg = std::function<void(rpc::Value::Builder)>;
+Arg i32(int32_t v) { return [v](rpc::Value::Builder b) { b.setI32(v); }; }
+Arg str(std::string v) { return [v](rpc::Value::Builder b) { b.setString(v); }; }
+
+struct CallResult {
+  bool ok = false;
+  std::string value;  // client::formatValue of the result
+  rpc::ErrorCode code = rpc::ErrorCode::INTERNAL;
+  std::string message;
+  std::string output;
+  bool cold_start = false;
+};
+
+// A server with three tenants: alpha and beta with room to spare, gamma
+// with one call at a time and a queue of two.
+class ServerTest : public ::testing::Test {
+ protected:
+  ~ServerTest() noexcept override {}
+
+  void startServer(std::vector<std::string> extra = {}) {
+    fs::path tenants = dir_.path() / "tenants.conf";
+    std::ofstream(tenants) << "# test tenants\n"
+                           << "[alpha]\ntoken = " << kAlphaToken << "\nmax_vms = 8\n\n"
+                           << "[beta]\ntoken = " << kBetaToken << "\n\n"
+                           << "[gamma]\ntoken = " << kGammaToken
+                           << "\nmax_concurrent_calls = 1\nqueue_length = 2\n";
+    std::vector<std::string> args = extra;
+    // Defaults for what a test does not set itself.
+    for (auto [flag, value] : {std::pair<std::string, std::string>{"--backend", testBackend()},
+                               {"--workers", "2"}, {"--call-timeout-ms", "5000"}, {"--log-level", "debug"}}) {
+      if (std::find(extra.begin(), extra.end(), flag) == extra.end()) {
+        args.push_back(flag);
+        args.push_back(value);
+      }
+    }
+    server_.emplace(SANDPOOLD_BIN, dir_.path() / "data", tenants, args);
+  }
+
+  kj::Own<client::Connection> connect(const std::string& address = "") {
+    return client::Connection::connect(io_, address.empty() ? server_->tcpAddress() : address).wait(ws_);
+  }
+
+  rpc::Tenant::Client login(client::Connection& conn, const char* token) {
+    return conn.login(token).wait(ws_);
+  }
+
+  rpc::Tenant::Client alpha() {
+    connections_.push_back(connect());
+    return login(*connections_.back(), kAlphaToken);
+  }
+
+  // Uploads `path` as `name`; returns the error, if any, as "code: message".
+  std::optional<std::string> upload(rpc::Tenant::Client& tenant, const std::string& name,
+                                    const std::vector<uint8_t>& elf, bool replace = false) {
+    auto request = tenant.uploadRequest();
+    request.setName(name);
+    request.setElf(kj::arrayPtr(elf.data(), elf.size()));
+    request.setReplace(replace);
+    auto response = request.send().wait(ws_);
+    if (response.getResult().isError()) return client::describe(response.getResult().getError());
+    return std::nullopt;
+  }
+
+  void mustUpload(rpc::Tenant::Client& tenant, const std::string& name, const std::string& path) {
+    auto error = upload(tenant, name, readFile(path));
+    ASSERT_FALSE(error) << *error;
+  }
+
+  kj::Promise<CallResult> callAsync(rpc::Tenant::Client& tenant, const std::string& guest,
+                                    const std::string& function, std::vector<Arg> args,
+                                    uint32_t timeout_ms = 0,
+                                    kj::Maybe<rpc::HostFunctions::Client> host = nullptr) {
+    auto request = tenant.callRequest();
+    request.setGuest(guest);
+    request.setFunction(function);
+    request.setTimeoutMs(timeout_ms);
+    auto list = request.initArgs(static_cast<unsigned>(args.size()));
+    for (size_t i = 0; i < args.size(); ++i) args[i](list[static_cast<unsigned>(i)]);
+    KJ_IF_MAYBE(h, host) { request.setHostFunctions(*h); }
+    return request.send().then([](capnp::Response<rpc::Tenant::CallResults>&& response) {
+      CallResult r;
+      auto result = response.getResult();
+      if (result.isOk()) {
+        r.ok = true;
+        r.value = client::formatValue(result.getOk().getValue());
+        r.output = result.getOk().getOutput().cStr();
+        r.cold_start = result.getOk().getTiming().getColdStart();
+      } else {
+        r.code = result.getError().getError().getCode();
+        r.message = result.getError().getError().getMessage().cStr();
+        r.output = result.getError().getOutput().cStr();
+      }
+      return r;
+    });
+  }
+
+  CallResult call(rpc::Tenant::Client& tenant, const std::string& guest, const std::string& function,
+                  std::vector<Arg> args, uint32_t timeout_ms = 0,
+                  kj::Maybe<rpc::HostFunctions::Client> host = nullptr) {
+    return callAsync(tenant, guest, function, std::move(args), timeout_ms, kj::mv(host)).wait(ws_);
+  }
+
+  std::vector<std::string> guestNames(rpc::Tenant::Client& tenant) {
+    std::vector<std::string> names;
+    auto response = tenant.listRequest().send().wait(ws_);
+    for (auto g : response.getGuests()) names.push_back(g.getName().cStr());
+    return names;
+  }
+
+  // Polls the tenant's stats until `pred` holds for guest `name`, or the
+  // deadline passes; returns whether it held.
+  bool waitForStats(rpc::Tenant::Client& tenant, const std::string& name,
+                    std::function<bool(rpc::GuestStats::Reader)> pred, std::chrono::milliseconds deadline) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    auto& timer = io_.provider->getTimer();
+    while (std::chrono::steady_clock::now() < until) {
+      auto response = tenant.statsRequest().send().wait(ws_);
+      for (auto g : response.getStats().getGuests()) {
+        if (g.getName() == name && pred(g)) return true;
+      }
+      // Paces the polling; the condition, not this delay, is what we wait for.
+      timer.afterDelay(10 * kj::MILLISECONDS).wait(ws_);
+    }
+    return false;
+  }
+
+  TempDir dir_;
+  kj::AsyncIoContext io_ = kj::setupAsyncIo();
+  kj::WaitScope& ws_ = io_.waitScope;
+  std::optional<ServerProcess> server_;
+  std::vector<kj::Own<client::Connection>> connections_;
+};
+
+TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
+  ChildProcess help(SANDPOOLD_BIN, {"--help"});
+  ASSERT_EQ(help.wait(10s), 0);
+  std::string text = help.output();
+  for (const char* flag :
+       {"--listen-tcp", "--listen-unix", "--backend", "--workers", "--tenants", "--data-dir", "--min-warm",
+        "--max-vms", "--idle-time-ms", "--call-timeout-ms", "--guest-memory-mib", "--queue-length",
+        "--max-upload-kib", "--rpc-message-limit-kib", "--log-level", "--log-format", "--config",
+        "--shutdown-grace-ms"}) {
+    EXPECT_NE(text.find(flag), std::string::npos) << flag;
+  }
+  EXPECT_NE(text.find("(=127.0.0.1:7300)"), std::string::npos);
+  EXPECT_NE(text.find("(=5000)"), std::string::npos);
+}
+
+TEST_F(ServerTest, UploadCallListRemove) {
+  startServer();
+  auto tenant = alpha();
+  auto request = tenant.uploadRequest();
+  auto elf = readFile(GUEST_HELLO);
+  request.setName("hello");
+  request.setElf(kj::arrayPtr(elf.data(), elf.size()));
+  auto uploaded = request.send().wait(ws_);
+  ASSERT_TRUE(uploaded.getResult().isGuest()) << client::describe(uploaded.getResult().getError());
+  auto info = uploaded.getResult().getGuest();
+  EXPECT_EQ(info.getSize(), elf.size());
+  ASSERT_EQ(info.getExports().size(), 1u);
+  EXPECT_EQ(client::formatSignature(info.getExports()[0]), "hello(string) -> string");
+
+  CallResult r = call(tenant, "hello", "hello", {str("world")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, world!\"");
+  EXPECT_EQ(r.output, "hello from the guest, world!\n");
+
+  EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"hello"});
+  auto remove = tenant.removeRequest();
+  remove.setName("hello");
+  auto removed = remove.send().wait(ws_);
+  EXPECT_FALSE(removed.hasError());
+  EXPECT_TRUE(guestNames(tenant).empty());
+  r = call(tenant, "hello", "hello", {str("world")});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::UNKNOWN_GUEST);
+}
+
+TEST_F(ServerTest, UnixSocketServesTheSameApi) {
+  startServer();
+  auto conn = connect(server_->unixAddress());
+  auto tenant = login(*conn, kAlphaToken);
+  mustUpload(tenant, "add", GUEST_ADD);
+  CallResult r = call(tenant, "add", "add", {i32(40), i32(2)});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "42");
+}
+
+TEST_F(ServerTest, ThirtyTwoConcurrentClientsGetTheirOwnResults) {
+  startServer();
+  auto first = alpha();
+  mustUpload(first, "add", GUEST_ADD);
+  constexpr int kClients = 32, kCallsEach = 10;
+  std::vector<kj::Own<client::Connection>> conns;
+  std::vector<rpc::Tenant::Client> tenants;
+  for (int i = 0; i < kClients; ++i) {
+    conns.push_back(connect(i % 2 == 0 ? server_->tcpAddress() : server_->unixAddress()));
+    tenants.push_back(login(*conns.back(), kAlphaToken));
+  }
+  kj::Vector<kj::Promise<CallResult>> calls;
+  std::vector<std::string> expected;
+  for (int round = 0; round < kCallsEach; ++round) {
+    for (int i = 0; i < kClients; ++i) {
+      calls.add(callAsync(tenants[static_cast<size_t>(i)], "add", "add", {i32(i * 1000), i32(round)}));
+      expected.push_back(std::to_string(i * 1000 + round));
+    }
+  }
+  auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
+  ASSERT_EQ(results.size(), expected.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok) << results[i].message;
+    EXPECT_EQ(results[i].value, expected[i]);
+  }
+}
+
+TEST_F(ServerTest, TenantsCannotSeeCallOrRemoveEachOthersGuests) {
+  startServer();
+  auto a = alpha();
+  auto conn_b = connect();
+  auto b = login(*conn_b, kBetaToken);
+  mustUpload(a, "secret", GUEST_HELLO);
+
+  EXPECT_TRUE(guestNames(b).empty());
+  CallResult r = call(b, "secret", "hello", {str("x")});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::UNKNOWN_GUEST);
+  auto remove = b.removeRequest();
+  remove.setName("secret");
+  auto removed = remove.send().wait(ws_);
+  ASSERT_TRUE(removed.hasError());
+  EXPECT_EQ(removed.getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
+  auto stats = b.statsRequest().send().wait(ws_);
+  EXPECT_EQ(stats.getStats().getGuests().size(), 0u);
+
+  // The same name in another tenant is another guest.
+  mustUpload(b, "secret", GUEST_ADD);
+  EXPECT_EQ(call(b, "secret", "add", {i32(1), i32(2)}).value, "3");
+  r = call(a, "secret", "hello", {str("A")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, A!\"");
+}
+
+TEST_F(ServerTest, UnknownTokenIsRefused) {
+  startServer();
+  auto conn = connect();
+  for (const char* token : {"", "alpha-token-012345678", "not-a-token-at-all-at-all"}) {
+    auto request = conn->sandpool().loginRequest();
+    request.setToken(token);
+    auto response = request.send().wait(ws_);
+    ASSERT_TRUE(response.getResult().isError()) << token;
+    EXPECT_EQ(response.getResult().getError().getCode(), rpc::ErrorCode::UNAUTHENTICATED);
+  }
+  EXPECT_TRUE(server_->process().waitForLine("event=login_refused", 5s));
+}
+
+TEST_F(ServerTest, MalformedUploadsAreRefusedAndNothingIsStored) {
+  startServer();
+  auto tenant = alpha();
+  std::vector<uint8_t> garbage(4096);
+  for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(i * 31 + 7);
+  auto error = upload(tenant, "garbage", garbage);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("invalidGuest:", 0), 0u) << *error;
+
+  auto truncated = readFile(GUEST_HELLO);
+  truncated.resize(200);
+  error = upload(tenant, "truncated", truncated);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("invalidGuest:", 0), 0u) << *error;
+
+  error = upload(tenant, "../escape", readFile(GUEST_HELLO));
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("invalidArgument:", 0), 0u) << *error;
+
+  EXPECT_TRUE(guestNames(tenant).empty());
+  EXPECT_FALSE(fs::exists(dir_.path() / "data" / "guests" / "alpha" / "garbage.guest"));
+  EXPECT_FALSE(fs::exists(dir_.path() / "data" / "guests" / "escape.guest"));
+}
+
+TEST_F(ServerTest, OversizedUploadIsRefusedAndOversizedMessageDisconnects) {
+  startServer({"--max-upload-kib", "1024", "--rpc-message-limit-kib", "4096"});
+  auto tenant = alpha();
+  auto big = readFile(GUEST_HELLO);
+  big.resize(2 << 20);
+  auto error = upload(tenant, "big", big);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("tooLarge:", 0), 0u) << *error;
+
+  // Past the RPC message limit the server does not even read the call: it
+  // drops the connection, and serves everyone else on.
+  std::vector<uint8_t> huge(6 << 20, 0x90);
+  auto request = tenant.uploadRequest();
+  request.setName("huge");
+  request.setElf(kj::arrayPtr(huge.data(), huge.size()));
+  kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { request.send().wait(ws_); });
+  KJ_IF_MAYBE(e, failure) {
+    EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "an upload past the RPC message limit was answered";
+  }
+  auto fresh = alpha();
+  mustUpload(fresh, "add", GUEST_ADD);
+  EXPECT_EQ(call(fresh, "add", "add", {i32(2), i32(3)}).value, "5");
+}
+
+TEST_F(ServerTest, UnknownFunctionAndWrongArgumentsAreTypedErrors) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  CallResult r = call(tenant, "add", "subtract", {i32(1), i32(2)});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::UNKNOWN_FUNCTION) << r.message;
+
+  r = call(tenant, "add", "add", {str("1"), str("2")});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::BAD_ARGUMENTS) << r.message;
+
+  r = call(tenant, "add", "add", {i32(1)});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::BAD_ARGUMENTS) << r.message;
+
+  // The VM that refused those calls serves the next one.
+  EXPECT_EQ(call(tenant, "add", "add", {i32(1), i32(2)}).value, "3");
+}
+
+TEST_F(ServerTest, GuestFaultIsTypedAndThePoolServesOn) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+  CallResult r = call(tenant, "misbehave", "write_null", {});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_FAULT) << r.message;
+  r = call(tenant, "misbehave", "divide", {i32(84), i32(2)});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "42");
+}
+
+TEST_F(ServerTest, RunawayGuestTimesOutWhileOtherCallsAreServed) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+  mustUpload(tenant, "add", GUEST_ADD);
+  bool spin_done = false;
+  auto spin = callAsync(tenant, "misbehave", "spin", {}, 1500).then([&](CallResult r) {
+    spin_done = true;
+    return r;
+  });
+  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 5s));
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) {
+    CallResult r = call(tenant, "add", "add", {i32(i), i32(1)});
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(r.value, std::to_string(i + 1));
+  }
+  EXPECT_FALSE(spin_done) << "the other calls should not have waited for the runaway guest";
+  CallResult r = spin.wait(ws_);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+  EXPECT_LT(elapsed, 5s);
+  auto stats = tenant.statsRequest().send().wait(ws_);
+  for (auto g : stats.getStats().getGuests()) {
+    if (g.getName() == "misbehave") EXPECT_EQ(g.getTimeouts(), 1u);
+  }
+}
+
+TEST_F(ServerTest, FullQueueRefusesCallsAsOverloaded) {
+  startServer();
+  auto conn = connect();
+  auto gamma = login(*conn, kGammaToken);
+  mustUpload(gamma, "misbehave", GUEST_MISBEHAVE);
+  // gamma runs one call at a time and queues two: of eight spinning calls
+  // sent together, at least five find the queue full.
+  kj::Vector<kj::Promise<CallResult>> calls;
+  for (int i = 0; i < 8; ++i) calls.add(callAsync(gamma, "misbehave", "spin", {}, 200));
+  auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
+  int overloaded = 0;
+  for (auto& r : results) {
+    EXPECT_FALSE(r.ok);
+    if (r.code == rpc::ErrorCode::OVERLOADED) {
+      ++overloaded;
+    } else {
+      EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+    }
+  }
+  EXPECT_GE(overloaded, 5);
+  EXPECT_LE(overloaded, 6);
+  auto stats = gamma.statsRequest().send().wait(ws_);
+  EXPECT_EQ(stats.getStats().getOverloaded(), static_cast<uint64_t>(overloaded));
+}
+
+TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
+  startServer({"--workers", "4", "--idle-time-ms", "300", "--min-warm", "1", "--max-vms", "4"});
+  auto tenant = alpha();
+  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getWarm() == 1; }, 5s));
+
+  kj::Vector<kj::Promise<CallResult>> calls;
+  for (int i = 0; i < 4; ++i) calls.add(callAsync(tenant, "misbehave", "spin", {}, 300));
+  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 4; }, 10s))
+      << "four concurrent calls should run on four VMs";
+  auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
+  for (auto& r : results) EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+  auto stats = tenant.statsRequest().send().wait(ws_);
+  EXPECT_EQ(stats.getStats().getGuests()[0].getCreated(), 4u);
+
+  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getWarm() == 0 && g.getBusy() == 0; }, 10s))
+      << "idle VMs should be dropped after the idle time";
+  EXPECT_TRUE(server_->process().waitForLine("event=scale_to_zero tenant=alpha guest=misbehave", 5s));
+
+  CallResult r = call(tenant, "misbehave", "divide", {i32(9), i32(3)});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "3");
+  EXPECT_TRUE(r.cold_start);
+}
+
+TEST_F(ServerTest, VmLimitMakesCallsWaitForAFreeVm) {
+  startServer({"--workers", "4", "--max-vms", "1"});
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  kj::Vector<kj::Promise<CallResult>> calls;
+  for (int i = 0; i < 64; ++i) calls.add(callAsync(tenant, "add", "add", {i32(i), i32(i)}));
+  auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok) << results[i].message;
+    EXPECT_EQ(results[i].value, std::to_string(2 * i));
+  }
+  auto stats = tenant.statsRequest().send().wait(ws_);
+  EXPECT_EQ(stats.getStats().getGuests()[0].getCreated(), 1u);
+  EXPECT_EQ(stats.getStats().getGuests()[0].getCalls(), 64u);
+}
+
+TEST_F(ServerTest, ConfigureStaysWithinTheQuota) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  auto request = tenant.configureRequest();
+  request.setGuest("add");
+  request.getSettings().setMinWarm(2);
+  request.getSettings().setMaxVms(3);
+  auto result = request.send().wait(ws_).getResult();
+  ASSERT_TRUE(result.isSettings());
+  EXPECT_TRUE(waitForStats(tenant, "add", [](auto g) { return g.getWarm() == 2; }, 10s));
+
+  auto over = tenant.configureRequest();
+  over.setGuest("add");
+  over.getSettings().setMinWarm(1);
+  over.getSettings().setMaxVms(9);  // alpha's quota is 8 VMs
+  auto refused = over.send().wait(ws_).getResult();
+  ASSERT_TRUE(refused.isError());
+  EXPECT_EQ(refused.getError().getCode(), rpc::ErrorCode::QUOTA_EXCEEDED);
+}
+
+TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
+  startServer();
+  std::string sha;
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "hello", GUEST_HELLO);
+    auto list = tenant.listRequest().send().wait(ws_);
+    sha = list.getGuests()[0].getSha256().cStr();
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  startServer();
+  auto tenant = alpha();
+  auto list = tenant.listRequest().send().wait(ws_);
+  ASSERT_EQ(list.getGuests().size(), 1u);
+  EXPECT_EQ(list.getGuests()[0].getName(), "hello");
+  EXPECT_EQ(list.getGuests()[0].getSha256(), sha);
+  CallResult r = call(tenant, "hello", "hello", {str("again")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, again!\"");
+}
+
+TEST_F(ServerTest, KillNineLosesNoAcknowledgedUpload) {
+  startServer();
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "echo", GUEST_ECHO);
+  }
+  connections_.clear();
+  server_->process().signal(SIGKILL);
+  ASSERT_EQ(server_->process().wait(10s), 128 + SIGKILL);
+  server_.reset();
+
+  startServer();
+  auto tenant = alpha();
+  CallResult r = call(tenant, "echo", "echo", {str("still here")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"still here\"");
+}
+
+TEST_F(ServerTest, CorruptedStoredGuestIsRefusedAtStart) {
+  startServer();
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "hello", GUEST_HELLO);
+    mustUpload(tenant, "add", GUEST_ADD);
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+  fs::path stored = dir_.path() / "data" / "guests" / "alpha" / "hello.guest";
+  ASSERT_TRUE(fs::exists(stored));
+  {
+    std::fstream f(stored, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.put('\x5a');
+  }
+  startServer();
+  EXPECT_TRUE(server_->process().sawLine("event=reload_refused guest 'hello' of tenant 'alpha': stored file is corrupted"));
+  auto tenant = alpha();
+  EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"add"});
+}
+
+TEST_F(ServerTest, SigtermFinishesInFlightCallsAndExitsZero) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+  mustUpload(tenant, "add", GUEST_ADD);
+  auto spin = callAsync(tenant, "misbehave", "spin", {}, 1000);
+  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 5s));
+  server_->process().signal(SIGTERM);
+  ASSERT_TRUE(server_->process().waitForLine("event=shutdown_begin", 5s));
+
+  // Calls arriving now are refused; the one in flight gets its real answer.
+  CallResult late = call(tenant, "add", "add", {i32(1), i32(1)});
+  EXPECT_FALSE(late.ok);
+  EXPECT_EQ(late.code, rpc::ErrorCode::SHUTTING_DOWN) << late.message;
+  CallResult r = spin.wait(ws_);
+  EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+
+  EXPECT_EQ(server_->process().wait(20s), 0);
+  EXPECT_TRUE(server_->process().sawLine("event=shutdown_drained clean=true"));
+  EXPECT_FALSE(fs::exists(dir_.path() / "data" / "sandpoold.sock"));
+}
+
+// Host functions lent by the client for one call.
+
+// A host function provider that never answers: the call's timeout must
+// still end the call, and the server must stay responsive meanwhile.
+class SilentHostFunctions final : public rpc::HostFunctions::Server {
+ protected:
+  kj::Promise<void> call(CallContext) override { return kj::NEVER_DONE; }
+};
+
+TEST_F(ServerTest, GuestCallsHostFunctionServedByTheClient) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  auto kv = kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "blue"}});
+  client::KvHostFunctions& kv_ref = *kv;
+  rpc::HostFunctions::Client host = kj::mv(kv);
+
+  CallResult r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0, host);
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"blue\"");
+  EXPECT_EQ(kv_ref.callCount(), 1u);
+
+  // An error from the callback reaches the guest as a failed host call; the
+  // probe guest turns it into its own failure.
+  r = call(tenant, "probe", "call_host", {str("kv_get"), str("shape")}, 0, host);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_ABORT) << r.message;
+  EXPECT_NE(r.message.find("no key 'shape'"), std::string::npos) << r.message;
+}
+
+TEST_F(ServerTest, HostFunctionWithoutProviderFailsInTheGuest) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  CallResult r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_ABORT) << r.message;
+  EXPECT_NE(r.message.find("kv_get"), std::string::npos) << r.message;
+}
+
+TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  mustUpload(tenant, "add", GUEST_ADD);
+  rpc::HostFunctions::Client silent = kj::heap<SilentHostFunctions>();
+  auto other = connect();
+  bool done = false;
+  auto start = std::chrono::steady_clock::now();
+  auto waiting = callAsync(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 700, silent)
+                     .then([&](CallResult r) {
+                       done = true;
+                       return r;
+                     });
+  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getBusy() == 1; }, 5s));
+  // The worker waits for the client; the RPC thread and the other worker do not.
+  for (int i = 0; i < 20; ++i) {
+    other->sandpool().pingRequest().send().wait(ws_);
+    EXPECT_EQ(call(tenant, "add", "add", {i32(i), i32(i)}).value, std::to_string(2 * i));
+  }
+  EXPECT_FALSE(done);
+  CallResult r = waiting.wait(ws_);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST_F(ServerTest, CliServesKeyValueHostFunction) {
+  startServer();
+  std::vector<std::string> base = {"--connect", server_->unixAddress(), "--token", kAlphaToken};
+  auto run = [&](std::vector<std::string> args) {
+    std::vector<std::string> all = base;
+    all.insert(all.end(), args.begin(), args.end());
+    auto cli = std::make_unique<ChildProcess>(SANDPOOL_CLI_BIN, all);
+    int status = cli->wait(30s).value_or(-1);
+    return std::make_pair(status, cli->output());
+  };
+  auto [up_status, up_out] = run({"upload", "probe", GUEST_PROBE});
+  ASSERT_EQ(up_status, 0) << up_out;
+  EXPECT_NE(up_out.find("call_host(string, string) -> string"), std::string::npos) << up_out;
+
+  auto [status, out] = run({"call", "probe", "call_host", "kv_get", "color", "--kv", "color=blue", "--kv", "size=9"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"blue\""), std::string::npos) << out;
+
+  auto [miss_status, miss_out] = run({"call", "probe", "call_host", "kv_get", "shape", "--kv", "color=blue"});
+  EXPECT_EQ(miss_status, 1) << miss_out;
+  EXPECT_NE(miss_out.find("guestAbort"), std::string::npos) << miss_out;
+  EXPECT_NE(miss_out.find("no key 'shape'"), std::string::npos) << miss_out;
+
+  auto [bad_status, bad_out] = run({"--token", "wrong-token-0000000000", "list"});
+  EXPECT_EQ(bad_status, 1) << bad_out;
+  EXPECT_NE(bad_out.find("unauthenticated"), std::string::npos) << bad_out;
+}
+
+}  // namespace
+}  // namespace sandpool
