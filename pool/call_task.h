@@ -23,6 +23,7 @@ enum class RefusalKind {
   kShuttingDown,  // the server is stopping
   kGuestRemoved,  // the guest was removed or replaced while the call waited
   kNoVm,          // no VM could be created (the message says why)
+  kVmQuota,       // the tenant's VM quota is held by its other guests
 };
 
 struct Refusal {

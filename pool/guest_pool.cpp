@@ -89,6 +89,19 @@ CallTask* GuestPool::takeWaiting() {
   return task;
 }
 
+void GuestPool::parkOrRefuse(CallTask* task) {
+  // Waiting only makes sense for a VM of this guest to come back. With none
+  // at all, the limit hit was the tenant's, held by its other guests.
+  if (vm_count_.load() == 0) {
+    refuse(task, RefusalKind::kVmQuota,
+           "the tenant's VM quota (" + std::to_string(tenant_.quota().max_vms) + " VMs, " +
+               std::to_string(tenant_.quota().max_memory_bytes >> 20) +
+               " MiB) is in use by its other guests");
+    return;
+  }
+  park(task);
+}
+
 void GuestPool::park(CallTask* task) {
   waiting_.push(task);
   waiting_count_.fetch_add(1);
@@ -144,7 +157,7 @@ void GuestPool::run(CallTask* task) {
       return;
     }
     if (!vm) {
-      park(task);
+      parkOrRefuse(task);
       return;
     }
     cold = true;
@@ -174,7 +187,7 @@ void GuestPool::serve(CallTask* task, std::unique_ptr<vm::Sandbox> vm, bool cold
         continue;
       }
       if (!vm) {
-        park(next);
+        parkOrRefuse(next);
         return;
       }
       cold = true;

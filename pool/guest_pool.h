@@ -80,6 +80,7 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
   void putIdle(std::unique_ptr<vm::Sandbox> vm);
   CallTask* takeWaiting();
   void park(CallTask* task);
+  void parkOrRefuse(CallTask* task);
   void refuseWaiting();
   // A fresh VM if the guest and tenant limits allow; nullptr at a limit;
   // `error` set if creation failed.

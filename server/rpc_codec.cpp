@@ -80,6 +80,7 @@ rpc::ErrorCode errorCode(pool::RefusalKind kind) {
     case pool::RefusalKind::kShuttingDown: return rpc::ErrorCode::SHUTTING_DOWN;
     case pool::RefusalKind::kGuestRemoved: return rpc::ErrorCode::UNKNOWN_GUEST;
     case pool::RefusalKind::kNoVm: return rpc::ErrorCode::INTERNAL;
+    case pool::RefusalKind::kVmQuota: return rpc::ErrorCode::QUOTA_EXCEEDED;
   }
   return rpc::ErrorCode::INTERNAL;
 }

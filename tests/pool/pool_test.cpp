@@ -1,0 +1,233 @@
+// pool/: tenant pools, guest pools and the worker scheduler, on real VMs.
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include "pool/guest_pool.h"
+#include "pool/latency_histogram.h"
+#include "pool/scheduler.h"
+#include "pool/tenant_pool.h"
+#include "vm/backend.h"
+#include "vm/guest_image.h"
+#include "vm/snapshot.h"
+
+namespace sandpool::pool {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::shared_ptr<const vm::Snapshot> boot(vm::Backend& backend, const char* path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<uint8_t> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  vm::VmConfig config;
+  config.memory_size = 16 * vm::kMiB;
+  auto image = vm::GuestImage::parse(elf, config);
+  EXPECT_TRUE(image.ok()) << image.error().describe();
+  auto snapshot = vm::Snapshot::boot(backend, image.value(), config);
+  EXPECT_TRUE(snapshot.ok()) << snapshot.error().describe();
+  return snapshot.value();
+}
+
+// Records completions in order; tests wait for a count.
+class Completions {
+ public:
+  void record(int id, CallOutcome outcome) {
+    std::lock_guard lock(mutex_);
+    order_.push_back(id);
+    outcomes_.push_back(std::move(outcome));
+    changed_.notify_all();
+  }
+  bool waitFor(size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return order_.size() >= n; });
+  }
+  std::vector<int> order() {
+    std::lock_guard lock(mutex_);
+    return order_;
+  }
+  std::vector<CallOutcome> outcomes() {
+    std::lock_guard lock(mutex_);
+    return outcomes_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<int> order_;
+  std::vector<CallOutcome> outcomes_;
+};
+
+class TestTask final : public CallTask {
+ public:
+  TestTask(Completions& done, int id) : done_(done), id_(id) {}
+  void complete() override {
+    done_.record(id_, std::move(outcome));
+    delete this;
+  }
+
+ private:
+  Completions& done_;
+  int id_;
+};
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void start(unsigned workers) {
+    scheduler_ = std::make_unique<Scheduler>(SchedulerOptions{workers, std::chrono::microseconds(0)});
+    scheduler_->start();
+    io_thread_ = std::thread([this] { io_.run(); });
+  }
+  ~PoolTest() override {
+    if (scheduler_) scheduler_->stop();
+    for (auto& t : tenants_) t->stop();
+    work_.reset();
+    if (io_thread_.joinable()) io_thread_.join();
+  }
+
+  TenantPool& tenant(const std::string& name, Quota quota = {}) {
+    tenants_.push_back(std::make_unique<TenantPool>(*scheduler_, *backend_, io_, name, quota, 200ms));
+    return *tenants_.back();
+  }
+
+  void submit(TenantPool& tenant, std::shared_ptr<GuestPool> guest, int id, std::string function,
+              std::vector<vm::Value> args, std::chrono::milliseconds timeout = 5s) {
+    auto* task = new TestTask(done_, id);
+    task->guest = std::move(guest);
+    task->request.function = std::move(function);
+    task->request.args = std::move(args);
+    task->received = Clock::now();
+    task->deadline = task->received + timeout;
+    tenant.submit(task);
+  }
+
+  std::unique_ptr<vm::Backend> backend_ = vm::makeEmulatedBackend();
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ = boost::asio::make_work_guard(io_);
+  std::thread io_thread_;
+  std::unique_ptr<Scheduler> scheduler_;
+  Completions done_;
+  std::vector<std::unique_ptr<TenantPool>> tenants_;
+};
+
+TEST(LatencyHistogramTest, QuantilesReportTheBucketBound) {
+  LatencyHistogram h;
+  for (int i = 0; i < 98; ++i) h.add(15us);
+  h.add(3ms);
+  h.add(3ms);
+  auto s = h.snapshot();
+  EXPECT_EQ(s.total(), 100u);
+  EXPECT_EQ(s.quantileUs(0.5), 20u);
+  EXPECT_EQ(s.quantileUs(0.98), 20u);
+  EXPECT_EQ(s.quantileUs(0.99), 5000u);
+  EXPECT_EQ(LatencyHistogram().snapshot().quantileUs(0.5), 0u);
+}
+
+TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
+  start(4);
+  TenantPool& t = tenant("t");
+  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
+  for (int i = 0; i < 40; ++i) submit(t, guest, i, "add", {int32_t(i), int32_t(1)});
+  ASSERT_TRUE(done_.waitFor(40, 30s));
+  auto outcomes = done_.outcomes();
+  auto order = done_.order();
+  for (size_t k = 0; k < outcomes.size(); ++k) {
+    ASSERT_FALSE(outcomes[k].refusal) << outcomes[k].refusal->message;
+    ASSERT_TRUE(outcomes[k].call.result.ok()) << outcomes[k].call.result.error().describe();
+    EXPECT_EQ(std::get<int32_t>(outcomes[k].call.result.value()), order[k] + 1);
+  }
+  GuestStats s = guest->stats();
+  EXPECT_EQ(s.created, 1u);
+  EXPECT_EQ(s.calls, 40u);
+  EXPECT_EQ(s.reset, 40u);
+  EXPECT_EQ(s.warm, 1u);
+}
+
+TEST_F(PoolTest, TenantsWithPendingCallsTakeTurns) {
+  start(1);
+  TenantPool& a = tenant("a");
+  TenantPool& b = tenant("b");
+  auto snapshot = boot(*backend_, GUEST_MISBEHAVE);
+  auto ga = std::make_shared<GuestPool>(a, "m", snapshot, PoolSettings{0, 2});
+  auto gb = std::make_shared<GuestPool>(b, "m", snapshot, PoolSettings{0, 2});
+  // Tenant a queues 12 calls that each spin until their 30 ms deadline; b's
+  // one call arrives after them and must not wait for all of a's.
+  for (int i = 0; i < 12; ++i) submit(a, ga, i, "spin", {}, 30ms * (i + 2));
+  submit(b, gb, 100, "divide", {int32_t(8), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(13, 30s));
+  auto order = done_.order();
+  size_t b_position = std::find(order.begin(), order.end(), 100) - order.begin();
+  EXPECT_LE(b_position, 2u) << "b's call completed after " << b_position << " of a's";
+}
+
+TEST_F(PoolTest, FullQueueRefusesAtOnce) {
+  start(1);
+  Quota quota;
+  quota.max_concurrent_calls = 1;
+  quota.queue_length = 3;
+  TenantPool& t = tenant("t", quota);
+  auto guest = std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
+  for (int i = 0; i < 10; ++i) submit(t, guest, i, "spin", {}, 100ms);
+  ASSERT_TRUE(done_.waitFor(10, 30s));
+  int overloaded = 0;
+  for (auto& o : done_.outcomes()) {
+    if (o.refusal && o.refusal->kind == RefusalKind::kOverloaded) ++overloaded;
+  }
+  EXPECT_GE(overloaded, 6);
+  EXPECT_EQ(t.counters().overloaded, static_cast<uint64_t>(overloaded));
+}
+
+TEST_F(PoolTest, PrewarmCreatesMinWarmAndIdleVmsScaleToZero) {
+  start(2);
+  TenantPool& t = tenant("t");
+  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{3, 4});
+  guest->requestPrewarm();
+  auto until = Clock::now() + 20s;
+  while (guest->stats().warm < 3 && Clock::now() < until) std::this_thread::yield();
+  EXPECT_EQ(guest->stats().warm, 3u);
+  EXPECT_EQ(guest->stats().created, 3u);
+  EXPECT_EQ(guest->scaleToZeroIfIdle(1h), 0u) << "not idle for an hour yet";
+  EXPECT_EQ(guest->scaleToZeroIfIdle(0ns), 3u);
+  EXPECT_EQ(guest->stats().warm, 0u);
+  EXPECT_EQ(guest->stats().discarded, 3u);
+  EXPECT_EQ(t.counters().vms, 0u);
+}
+
+TEST_F(PoolTest, TenantVmQuotaCapsEveryGuest) {
+  start(2);
+  Quota quota;
+  quota.max_vms = 2;
+  TenantPool& t = tenant("t", quota);
+  auto snapshot = boot(*backend_, GUEST_ADD);
+  auto g1 = std::make_shared<GuestPool>(t, "one", snapshot, PoolSettings{2, 2});
+  auto g2 = std::make_shared<GuestPool>(t, "two", snapshot, PoolSettings{2, 2});
+  g1->requestPrewarm();
+  auto until = Clock::now() + 20s;
+  while (g1->stats().warm < 2 && Clock::now() < until) std::this_thread::yield();
+  ASSERT_EQ(g1->stats().warm, 2u);
+  // The tenant has no VM left for `two`: its call is refused, not parked
+  // forever waiting for a VM that `two` does not have.
+  submit(t, g2, 1, "add", {int32_t(1), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(1, 10s));
+  auto outcome = done_.outcomes()[0];
+  ASSERT_TRUE(outcome.refusal);
+  EXPECT_EQ(outcome.refusal->kind, RefusalKind::kVmQuota) << outcome.refusal->message;
+  EXPECT_EQ(t.counters().vms, 2u);
+  // Once `one` is gone, `two` gets the VMs.
+  g1->retire();
+  submit(t, g2, 2, "add", {int32_t(1), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(2, 10s));
+  auto second = done_.outcomes()[1];
+  ASSERT_FALSE(second.refusal) << second.refusal->message;
+  EXPECT_EQ(std::get<int32_t>(second.call.result.value()), 3);
+}
+
+}  // namespace
+}  // namespace sandpool::pool
