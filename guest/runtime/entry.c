@@ -212,8 +212,8 @@ static void dispatch_one(void) {
     if (r.bad || args[i].type != e->params[i]) bad_request("argument does not match its type");
   }
   sandpool_value result;
-  memset(&result, 0, sizeof result);
   result.type = e->result;
+  result.u64 = 0;
   e->function(args, e->param_count, &result);
   result.type = e->result;
   if (call_failed) {

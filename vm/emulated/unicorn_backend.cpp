@@ -86,10 +86,24 @@ class UnicornVcpu final : public Vcpu {
       uc_ = nullptr;
       return unicornError("uc_open", err);
     }
-    for (const Region& region : layout_.regions) {
-      uc_err err = uc_mem_map_ptr(uc_, region.start, region.size, unicornPerms(region.access),
-                                  memory_.hostBase() + region.start);
-      if (err != UC_ERR_OK) return unicornError("mapping guest region '" + std::string(region.name) + "'", err);
+    // A fixed exit address (page 0, never mapped, never executed): without
+    // it every uc_emu_start() re-translates code around its `until` address.
+    uint64_t exits[] = {0};
+    if (uc_err err = uc_ctl_exits_enable(uc_); err != UC_ERR_OK) return unicornError("enabling exits", err);
+    if (uc_err err = uc_ctl_set_exits(uc_, exits, 1); err != UC_ERR_OK) return unicornError("setting exits", err);
+    // Adjacent regions with the same access go to Unicorn as one mapping:
+    // its store slow path searches the mappings linearly.
+    const auto& regions = layout_.regions;
+    for (size_t i = 0; i < regions.size();) {
+      size_t j = i + 1;
+      while (j < regions.size() && regions[j].start == regions[j - 1].end() &&
+             regions[j].access == regions[i].access) {
+        j++;
+      }
+      const uint64_t start = regions[i].start, size = regions[j - 1].end() - start;
+      uc_err err = uc_mem_map_ptr(uc_, start, size, unicornPerms(regions[i].access), memory_.hostBase() + start);
+      if (err != UC_ERR_OK) return unicornError("mapping guest region '" + std::string(regions[i].name) + "'", err);
+      i = j;
     }
     uc_hook hook;
     struct HookSpec {
