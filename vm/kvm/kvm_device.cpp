@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "vm/kvm/cpuid.h"
 #include "vm/kvm/kvm_ioctl.h"
@@ -106,15 +107,18 @@ Expected<void> KvmDevice::checkCapabilities(const char* path) {
 Expected<void> KvmDevice::loadCpuid() {
   // KVM answers E2BIG until the buffer holds every entry.
   for (uint32_t capacity = 64; capacity <= 4096; capacity *= 2) {
-    std::vector<uint8_t> buffer(sizeof(kvm_cpuid2) + capacity * sizeof(kvm_cpuid_entry2));
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());
-    cpuid->nent = capacity;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
+    std::vector<uint8_t> buffer(kCpuid2HeaderSize + capacity * sizeof(kvm_cpuid_entry2));
+    std::memcpy(buffer.data(), &capacity, sizeof(capacity));
+    if (::ioctl(fd_.get(), kKvmGetSupportedCpuid, buffer.data()) < 0) {
       if (errno == E2BIG) continue;
       return unavailable(fmt::format("KVM_GET_SUPPORTED_CPUID ({} entries): {}", capacity,
                                      errnoText(errno)));
     }
-    cpuid_.assign(cpuid->entries, cpuid->entries + cpuid->nent);
+    uint32_t count = 0;
+    std::memcpy(&count, buffer.data(), sizeof(count));
+    cpuid_.resize(count);
+    std::memcpy(cpuid_.data(), buffer.data() + kCpuid2HeaderSize,
+                count * sizeof(kvm_cpuid_entry2));
     filterCpuid(cpuid_);
     return {};
   }

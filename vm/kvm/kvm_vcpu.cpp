@@ -54,15 +54,19 @@ kvm_segment taskSegment() {
   return s;
 }
 
-// A kvm_msrs with room for one entry (kvm_msrs ends in a flexible array).
+// A kvm_msrs (C layout) with room for one entry.
 class OneMsr {
  public:
-  explicit OneMsr(uint32_t index) { entry().index = index; msrs()->nmsrs = 1; }
-  kvm_msrs* msrs() { return reinterpret_cast<kvm_msrs*>(buffer_); }
-  kvm_msr_entry& entry() { return msrs()->entries[0]; }
+  explicit OneMsr(uint32_t index) {
+    const uint32_t count = 1;
+    std::memcpy(buffer_, &count, sizeof(count));
+    entry().index = index;
+  }
+  uint8_t* msrs() { return buffer_; }
+  kvm_msr_entry& entry() { return *reinterpret_cast<kvm_msr_entry*>(buffer_ + kMsrsHeaderSize); }
 
  private:
-  alignas(kvm_msrs) uint8_t buffer_[sizeof(kvm_msrs) + sizeof(kvm_msr_entry)] = {};
+  alignas(8) uint8_t buffer_[kMsrsHeaderSize + sizeof(kvm_msr_entry)] = {};
 };
 
 const char* internalErrorName(uint32_t suberror) {
@@ -114,13 +118,9 @@ KvmVcpu::KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory
       to_restore_(memory.pageCount()) {}
 
 Expected<void> KvmVcpu::setCpuid(const KvmDevice& device) {
-  const auto& entries = device.cpuid();
-  std::vector<uint8_t> buffer(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  auto set = kvmIoctl(fd_.get(), KVM_SET_CPUID2, cpuid,
-                      fmt::format("KVM_SET_CPUID2 ({} entries)", entries.size()));
+  std::vector<uint8_t> buffer = cpuid2Buffer(device.cpuid());
+  auto set = kvmIoctl(fd_.get(), kKvmSetCpuid2, buffer.data(),
+                      fmt::format("KVM_SET_CPUID2 ({} entries)", device.cpuid().size()));
   if (!set) return set.takeError();
   return {};
 }
@@ -346,11 +346,11 @@ Expected<void> KvmVcpu::readCpuState(KvmCpuState& state) {
       !r) {
     return r.takeError();
   }
-  if (auto r = kvmIoctl(fd_.get(), KVM_GET_XSAVE, &state.xsave, "KVM_GET_XSAVE"); !r) {
+  if (auto r = kvmIoctl(fd_.get(), kKvmGetXsave, &state.xsave, "KVM_GET_XSAVE"); !r) {
     return r.takeError();
   }
   OneMsr msr(x86::kMsrKernelGsBase);
-  auto got = kvmIoctl(fd_.get(), KVM_GET_MSRS, msr.msrs(), "KVM_GET_MSRS KERNEL_GS_BASE");
+  auto got = kvmIoctl(fd_.get(), kKvmGetMsrs, msr.msrs(), "KVM_GET_MSRS KERNEL_GS_BASE");
   if (!got) return got.takeError();
   if (*got != 1) {
     return makeError(ErrorKind::kInternal, "KVM_GET_MSRS KERNEL_GS_BASE: not read");
@@ -381,14 +381,14 @@ Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
   if (auto r = kvmIoctl(fd_.get(), KVM_SET_DEBUGREGS, &debugregs, "KVM_SET_DEBUGREGS"); !r) {
     return r.takeError();
   }
-  if (auto r = kvmIoctl(fd_.get(), KVM_SET_XSAVE, const_cast<kvm_xsave*>(&state.xsave),
+  if (auto r = kvmIoctl(fd_.get(), kKvmSetXsave, const_cast<kvm_xsave*>(&state.xsave),
                         "KVM_SET_XSAVE");
       !r) {
     return r.takeError();
   }
   OneMsr msr(x86::kMsrKernelGsBase);
   msr.entry().data = state.kernel_gs_base;
-  auto set = kvmIoctl(fd_.get(), KVM_SET_MSRS, msr.msrs(), "KVM_SET_MSRS KERNEL_GS_BASE");
+  auto set = kvmIoctl(fd_.get(), kKvmSetMsrs, msr.msrs(), "KVM_SET_MSRS KERNEL_GS_BASE");
   if (!set) return set.takeError();
   if (*set != 1) return makeError(ErrorKind::kInternal, "KVM_SET_MSRS KERNEL_GS_BASE: refused");
   // Without an in-kernel APIC, KVM_RUN loads CR8 from kvm_run on entry.
@@ -464,7 +464,7 @@ Expected<ResetStats> KvmVcpu::reset() {
   run.cr8 = state.sregs.cr8;
 
   kvm_debugregs debugregs = state.debugregs;
-  if (::ioctl(fd_.get(), KVM_SET_XSAVE, &state.xsave) < 0) {
+  if (::ioctl(fd_.get(), kKvmSetXsave, &state.xsave) < 0) {
     return makeError(ErrorKind::kResetFailed,
                      fmt::format("KVM_SET_XSAVE on reset: {}", errnoText(errno)));
   }

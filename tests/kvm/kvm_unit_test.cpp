@@ -1,0 +1,201 @@
+// The KVM backend's parts that need no /dev/kvm: the page tables it writes,
+// the CPUID filter and the errors for a device that cannot be used.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <vector>
+
+#include "sandpool/abi.h"
+#include "vm/kvm/cpuid.h"
+#include "vm/kvm/kvm_backend.h"
+#include "vm/kvm/page_tables.h"
+#include "vm/kvm/x86.h"
+#include "vm/mapping.h"
+
+namespace sandpool::vm::kvm {
+namespace {
+
+struct Translation {
+  bool present = false;
+  bool writable = false;
+  bool executable = false;
+  bool large = false;
+  uint64_t physical = 0;
+};
+
+uint64_t entryAt(const std::vector<uint8_t>& image, uint64_t table, uint64_t index) {
+  uint64_t entry;
+  std::memcpy(&entry, image.data() + table + index * 8, 8);
+  return entry;
+}
+
+// Walks the tables the way the MMU does (4-level, 4 KiB and 2 MiB pages).
+Translation translate(const std::vector<uint8_t>& image, uint64_t addr) {
+  Translation t;
+  uint64_t table = kPml4Address;
+  bool writable = true, executable = true;
+  for (int level = 3; level >= 0; --level) {
+    const uint64_t entry = entryAt(image, table, (addr >> (12 + 9 * level)) & 511);
+    if (!(entry & x86::kPtePresent)) return t;
+    writable &= (entry & x86::kPteWritable) != 0;
+    executable &= (entry & x86::kPteNoExecute) == 0;
+    if (level == 1 && (entry & x86::kPteLarge)) {
+      t = {true, writable, executable, true,
+           (entry & x86::kPteAddressMask & ~(x86::kLargePage - 1)) | (addr & (x86::kLargePage - 1))};
+      return t;
+    }
+    if (level == 0) {
+      t = {true, writable, executable, false, (entry & x86::kPteAddressMask) | (addr & 0xfff)};
+      return t;
+    }
+    table = entry & x86::kPteAddressMask;
+  }
+  return t;
+}
+
+MemoryLayout sampleLayout() {
+  MemoryLayout layout;
+  layout.memory_size = 64ull << 20;
+  layout.regions = {
+      Region{0x1000, 0x1000, kAccessRead, "boot info"},
+      Region{0x400000, 0x3000, kAccessRead | kAccessExecute, "code"},
+      Region{0x403000, 0x1000, kAccessRead, "rodata"},
+      Region{0x404000, 0x1fc000, kAccessRead | kAccessWrite, "data"},
+      Region{0x600000, 0x3800000, kAccessRead | kAccessWrite, "heap"},  // 2 MiB aligned: large
+      Region{0x3f00000, 0xff000, kAccessRead | kAccessWrite, "stack"},  // guard page under it
+  };
+  layout.regions.back().start += 0x1000;
+  return layout;
+}
+
+TEST(KvmPageTables, EachPageGetsItsRegionsAccess) {
+  const MemoryLayout layout = sampleLayout();
+  std::vector<uint8_t> image(layout.memory_size);
+  auto stats = buildPageTables(image, layout);
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+
+  EXPECT_FALSE(translate(image, 0).present) << "page 0 must never be mapped";
+  Translation boot = translate(image, 0x1000);
+  EXPECT_TRUE(boot.present);
+  EXPECT_FALSE(boot.writable);
+  EXPECT_FALSE(boot.executable);
+  for (uint64_t host = SANDPOOL_HOST_AREA_START; host < SANDPOOL_HOST_AREA_END; host += 0x1000) {
+    ASSERT_FALSE(translate(image, host).present) << std::hex << host;
+  }
+  Translation code = translate(image, 0x401234);
+  EXPECT_TRUE(code.present);
+  EXPECT_FALSE(code.writable);
+  EXPECT_TRUE(code.executable);
+  EXPECT_EQ(code.physical, 0x401234u) << "identity mapping";
+  Translation rodata = translate(image, 0x403000);
+  EXPECT_TRUE(rodata.present);
+  EXPECT_FALSE(rodata.writable);
+  EXPECT_FALSE(rodata.executable);
+  Translation data = translate(image, 0x404008);
+  EXPECT_TRUE(data.writable);
+  EXPECT_FALSE(data.executable);
+  Translation heap = translate(image, 0x1234568);
+  EXPECT_TRUE(heap.large) << "a whole 2 MiB range of one access is one large page";
+  EXPECT_TRUE(heap.writable);
+  EXPECT_FALSE(heap.executable);
+  EXPECT_EQ(heap.physical, 0x1234568u);
+  EXPECT_FALSE(translate(image, 0x3f00000).present) << "guard page";
+  Translation stack = translate(image, 0x3fffff8);
+  EXPECT_TRUE(stack.writable);
+  EXPECT_FALSE(stack.large);
+}
+
+TEST(KvmPageTables, UsesLargePagesWhereTheLayoutAllows) {
+  const MemoryLayout layout = sampleLayout();
+  std::vector<uint8_t> image(layout.memory_size);
+  auto stats = buildPageTables(image, layout);
+  ASSERT_TRUE(stats.ok());
+  // 0x600000..0x3e00000 is 28 whole 2 MiB ranges of heap.
+  EXPECT_EQ(stats->large_pages, 28u);
+  // PML4, PDPT, one PD, and 4 KiB tables for [0, 2M), [4M, 6M) and [62M, 64M).
+  EXPECT_EQ(stats->table_pages, 6u);
+}
+
+TEST(KvmPageTables, RefusesWritableAndExecutableRegions) {
+  MemoryLayout layout = sampleLayout();
+  layout.regions[1].access = kAccessRead | kAccessWrite | kAccessExecute;
+  std::vector<uint8_t> image(layout.memory_size);
+  auto stats = buildPageTables(image, layout);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("W^X"), std::string::npos) << stats.error().message;
+  EXPECT_NE(stats.error().message.find("code"), std::string::npos);
+}
+
+TEST(KvmPageTables, RefusesRegionsInTheHostArea) {
+  MemoryLayout layout = sampleLayout();
+  layout.regions.insert(layout.regions.begin() + 1,
+                        Region{0x3000, 0x1000, kAccessRead, "sneaky"});
+  std::vector<uint8_t> image(layout.memory_size);
+  auto stats = buildPageTables(image, layout);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("host area"), std::string::npos) << stats.error().message;
+}
+
+TEST(KvmPageTables, RefusesMoreMemoryThanOnePdptMaps) {
+  MemoryLayout layout = sampleLayout();
+  layout.memory_size = 1024ull << 30;
+  std::vector<uint8_t> image(1 << 20);
+  auto stats = buildPageTables(image, layout);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("512 GiB"), std::string::npos) << stats.error().message;
+}
+
+TEST(KvmPageTables, RunsOutOfHostAreaWithAClearError) {
+  // A page in every 2 MiB range of 1 GiB needs 511 page tables; the host
+  // area holds 254.
+  MemoryLayout layout;
+  layout.memory_size = 1ull << 30;
+  for (uint64_t start = 2ull << 20; start < layout.memory_size; start += 2ull << 20) {
+    layout.regions.push_back(Region{start, 0x1000, kAccessRead, "scattered"});
+  }
+  auto image = Mapping::map(layout.memory_size, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, "test image");
+  ASSERT_TRUE(image.ok());
+  auto stats = buildPageTables(image->bytes(), layout);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("no room"), std::string::npos) << stats.error().message;
+}
+
+TEST(KvmCpuid, HidesVirtualisationXsaveAndAvx) {
+  std::vector<kvm_cpuid_entry2> entries(4);
+  entries[0].function = 1;
+  entries[0].ecx = 0xffffffff;
+  entries[0].edx = 0xffffffff;
+  entries[1].function = 0x80000001;
+  entries[1].ecx = 0xffffffff;
+  entries[2].function = 7;
+  entries[2].ebx = 0xffffffff;
+  entries[3].function = 0xd;
+  filterCpuid(entries);
+  ASSERT_EQ(entries.size(), 3u) << "leaf 0xd describes XSAVE and goes with it";
+  EXPECT_EQ(entries[0].ecx & (x86::cpuid::kVmx | x86::cpuid::kXsave | x86::cpuid::kAvx), 0u);
+  EXPECT_EQ(entries[0].edx, 0xffffffffu) << "leaf 1 EDX (SSE, SSE2, ...) is left alone";
+  EXPECT_EQ(entries[1].ecx & x86::cpuid::kSvm, 0u);
+  EXPECT_EQ(entries[2].ebx & x86::cpuid::kLeaf7EbxAvx, 0u);
+  EXPECT_NE(entries[2].ebx, 0u) << "leaf 7 keeps what does not need XSAVE (BMI, ERMS, ...)";
+}
+
+TEST(KvmDevice, MissingDeviceSaysSo) {
+  auto backend = makeKvmBackendAt("/dev/sandpool-no-such-kvm");
+  ASSERT_FALSE(backend.ok());
+  EXPECT_EQ(backend.error().kind, ErrorKind::kBackendUnavailable);
+  EXPECT_NE(backend.error().message.find("ENOENT"), std::string::npos) << backend.error().message;
+  EXPECT_NE(backend.error().message.find("offers no KVM"), std::string::npos);
+}
+
+TEST(KvmDevice, NonKvmDeviceSaysSo) {
+  auto backend = makeKvmBackendAt("/dev/null");
+  ASSERT_FALSE(backend.ok());
+  EXPECT_EQ(backend.error().kind, ErrorKind::kBackendUnavailable);
+  EXPECT_NE(backend.error().message.find("not a KVM device"), std::string::npos)
+      << backend.error().message;
+}
+
+}  // namespace
+}  // namespace sandpool::vm::kvm

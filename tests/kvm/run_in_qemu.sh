@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Runs test programs against a real /dev/kvm on machines that have none: boots
+# a Debian kernel under QEMU's software CPU (TCG emulates AMD SVM with nested
+# paging, so kvm-amd loads inside it), from an initramfs holding busybox, the
+# KVM modules, the programs and the shared libraries they need. Each program
+# runs in turn; the exit code says whether all of them passed.
+#
+#   run_in_qemu.sh --work-dir DIR [--smp N] [--memory MiB] [--timeout SECONDS]
+#                  [--file PATH]... --run "PROGRAM [ARGS]" [--run ...]
+#
+# PROGRAMs and --file PATHs keep their absolute paths inside the VM, so
+# programs that find their guest binaries by build-tree path still do.
+#
+# The kernel comes from the newest linux-image-*-amd64-unsigned package
+# (apt-get download, cached in DIR), or from the .deb named by
+# SANDPOOL_KVM_KERNEL_DEB. Exit codes: 0 all passed, 1 a program failed or the
+# VM gave no result, 2 usage or setup error, 77 qemu-system-x86_64 missing.
+set -euo pipefail
+
+work_dir=""
+smp=2
+memory=2048
+timeout_s=480
+files=()
+runs=()
+while (($#)); do
+  case "$1" in
+    --work-dir) work_dir=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
+    --memory) memory=$2; shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --file) files+=("$2"); shift 2 ;;
+    --run) runs+=("$2"); shift 2 ;;
+    *) echo "run_in_qemu: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+if [[ -z $work_dir || ${#runs[@]} -eq 0 ]]; then
+  echo "usage: run_in_qemu.sh --work-dir DIR [--file PATH]... --run 'PROGRAM ARGS'..." >&2
+  exit 2
+fi
+
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  echo "SKIPPED: qemu-system-x86_64 is not installed (Debian package qemu-system-x86);" \
+       "the KVM tests did not run"
+  exit 77
+fi
+
+fail_setup() { echo "run_in_qemu: $*" >&2; exit 2; }
+
+busybox=$(command -v busybox || true)
+[[ -n $busybox ]] || fail_setup "busybox not found (install busybox-static)"
+if ldd "$busybox" >/dev/null 2>&1; then
+  fail_setup "$busybox is dynamically linked; install busybox-static"
+fi
+command -v cpio >/dev/null || fail_setup "cpio not found (install cpio)"
+
+mkdir -p "$work_dir"
+work_dir=$(cd "$work_dir" && pwd)
+
+# --- the kernel and its KVM modules -----------------------------------------
+kernel_dir=$work_dir/kernel
+if [[ ! -f $kernel_dir/ready ]]; then
+  rm -rf "$kernel_dir"
+  mkdir -p "$kernel_dir"
+  deb=${SANDPOOL_KVM_KERNEL_DEB:-}
+  if [[ -z $deb ]]; then
+    package=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64-unsigned$' |
+              awk '{print $1}' | sort -V | tail -n 1)
+    [[ -n $package ]] || fail_setup "no linux-image-*-amd64-unsigned package known to apt" \
+                                    "(run apt-get update, or set SANDPOOL_KVM_KERNEL_DEB)"
+    echo "run_in_qemu: downloading $package"
+    (cd "$kernel_dir" && apt-get download "$package" >/dev/null 2>&1) ||
+      fail_setup "apt-get download $package failed"
+    deb=$(ls "$kernel_dir"/*.deb)
+  fi
+  dpkg-deb -x "$deb" "$kernel_dir/root" || fail_setup "dpkg-deb -x $deb failed"
+  rm -f "$kernel_dir"/*.deb
+  touch "$kernel_dir/ready"
+fi
+vmlinuz=$(ls "$kernel_dir"/root/boot/vmlinuz-* | head -n 1)
+modules=$(ls -d "$kernel_dir"/root/lib/modules/* | head -n 1)
+module_paths=(
+  kernel/virt/lib/irqbypass.ko
+  kernel/drivers/crypto/ccp/ccp.ko
+  kernel/arch/x86/kvm/kvm.ko
+  kernel/arch/x86/kvm/kvm-amd.ko
+)
+
+# --- the initramfs -----------------------------------------------------------
+root=$work_dir/initramfs
+rm -rf "$root"
+mkdir -p "$root"/{bin,mods,proc,sys,dev,tmp,etc}
+cp "$busybox" "$root/bin/busybox"
+for m in "${module_paths[@]}"; do
+  cp "$modules/$m" "$root/mods/" || fail_setup "module $m missing from the kernel package"
+done
+
+copy_in() {  # copies a file to the same absolute path inside the VM
+  local path=$1
+  [[ -e $path ]] || fail_setup "$path does not exist (build the test targets first)"
+  mkdir -p "$root$(dirname "$path")"
+  cp -L "$path" "$root$path"
+}
+
+copy_with_libraries() {
+  local program=$1
+  copy_in "$program"
+  # "libfoo.so => /path (0x...)" and the loader's own "/lib64/ld-... (0x...)".
+  while read -r lib; do
+    [[ -e $root$lib ]] || copy_in "$lib"
+  done < <(ldd "$program" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+}
+
+: > "$root/runs"
+for run in "${runs[@]}"; do
+  read -r program _ <<<"$run"
+  copy_with_libraries "$program"
+  printf '%s\n' "$run" >> "$root/runs"
+done
+for f in "${files[@]}"; do
+  copy_in "$f"
+done
+
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+for m in irqbypass ccp kvm kvm-amd; do
+  insmod /mods/$m.ko || echo "SANDPOOL-QEMU: insmod $m.ko failed"
+done
+# Inside this VM the KVM tests must run: a missing /dev/kvm is a failure.
+export SANDPOOL_REQUIRE_KVM=1 GTEST_COLOR=no
+status=0
+[ -c /dev/kvm ] || { echo "SANDPOOL-QEMU: /dev/kvm is missing after loading kvm-amd"; status=1; }
+while read -r run; do
+  echo "SANDPOOL-QEMU: run: $run"
+  start=$(date +%s)
+  $run
+  rc=$?
+  echo "SANDPOOL-QEMU: exit $rc after $(( $(date +%s) - start )) s: $run"
+  [ $rc -eq 0 ] || status=1
+done < /runs
+echo "SANDPOOL-QEMU-RESULT: status=$status"
+poweroff -f
+INIT
+chmod +x "$root/init"
+
+initrd=$work_dir/initrd.gz
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 > "$initrd")
+
+# --- boot ---------------------------------------------------------------------
+log=$work_dir/console.log
+echo "run_in_qemu: booting $(basename "$vmlinuz") under TCG ($smp vCPUs, $memory MiB," \
+     "initramfs $(du -h "$initrd" | cut -f1)); console in $log"
+set +e
+timeout --foreground "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" \
+  -m "$memory" -nographic -no-reboot -kernel "$vmlinuz" -initrd "$initrd" \
+  -append "console=ttyS0 quiet panic=-1 oops=panic" < /dev/null 2>&1 | tr -d '\r' | tee "$log"
+qemu_status=${PIPESTATUS[0]}
+set -e
+
+result=$(grep -a '^SANDPOOL-QEMU-RESULT: status=' "$log" | tail -n 1 || true)
+if [[ -z $result ]]; then
+  if [[ $qemu_status -eq 124 ]]; then
+    echo "FAILED: the QEMU VM did not finish within $timeout_s s"
+  else
+    echo "FAILED: the QEMU VM ended (exit $qemu_status) without reporting a result"
+  fi
+  exit 1
+fi
+if [[ $result == "SANDPOOL-QEMU-RESULT: status=0" ]]; then
+  echo "PASSED: every program passed on KVM inside QEMU"
+  exit 0
+fi
+echo "FAILED: a program failed on KVM inside QEMU (see the 'SANDPOOL-QEMU: exit' lines)"
+exit 1
