@@ -1,0 +1,312 @@
+"""End-to-end tests of clients/python/sandpool_client.py against a real
+sandpoold (see conftest.py): the command line as a user runs it, and the
+async API with host functions served from Python."""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+capnp = pytest.importorskip("capnp", reason="pycapnp not installed: Python client tests skipped")
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "python"
+sys.path.insert(0, str(CLIENT_DIR))
+import sandpool_client as sp  # noqa: E402  (found through the line above)
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def guests(server, guest_file) -> None:
+    """The example and test guests, uploaded once for the tests that call them."""
+
+    async def upload(tenant: sp.Tenant) -> None:
+        for name in ("hello", "add", "echo", "probe"):
+            await tenant.upload(name, guest_file(name).read_bytes(), replace=True)
+
+    as_tenant(server, upload)
+
+
+def as_tenant(server, body: Callable[[sp.Tenant], Awaitable[T]]) -> T:
+    """Runs `body` with the test tenant on a fresh connection."""
+
+    async def main() -> T:
+        async with await sp.connect(server.tcp) as conn:
+            return await body(await conn.login(server.token))
+
+    return sp.run(main())
+
+
+# --- the command line ----------------------------------------------------
+
+def test_version_names_server_and_protocol(cli) -> None:
+    r = cli("version", token=None)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"sandpoold \S+ \(protocol 1; this client speaks 1\)\n", r.stdout)
+
+
+def test_upload_prints_exports_and_list_shows_them(cli, guest_file) -> None:
+    r = cli("upload", "cli-add", str(guest_file("add")), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("uploaded cli-add (")
+    assert "  add(i32, i32) -> i32\n" in r.stdout
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^cli-add  \d+ bytes  sha256 [0-9a-f]{64}  min_warm=\d+ max_vms=\d+\n  add\(i32, i32\) -> i32$",
+                     listed.stdout, re.MULTILINE)
+
+
+def test_upload_over_an_existing_guest_needs_replace(cli, guest_file) -> None:
+    assert cli("upload", "twice", str(guest_file("echo")), "--replace").returncode == 0
+    again = cli("upload", "twice", str(guest_file("echo")))
+    assert again.returncode == 1
+    assert "guestExists" in again.stderr
+    assert cli("upload", "twice", str(guest_file("echo")), "--replace").returncode == 0
+
+
+@pytest.mark.parametrize(("function", "args", "printed"), [
+    ("add", ["2", "40"], "42"),
+    ("add", ["-5", "0x10"], "11"),
+    ("add_u64", ["18446744073709551614", "1"], "18446744073709551615"),
+    ("add_f64", ["2.5", "40"], "42.5"),
+    ("both", ["true", "0"], "false"),
+])
+def test_call_parses_arguments_by_the_signature(cli, guests, function: str, args: list[str], printed: str) -> None:
+    r = cli("call", "add", function, *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == printed + "\n"
+
+
+def test_call_prints_guest_output_then_the_value(cli, guests) -> None:
+    r = cli("call", "hello", "hello", "world")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == 'hello from the guest, world!\n"Hello, world!"\n'
+
+
+def test_call_timing_goes_to_stderr(cli, guests) -> None:
+    r = cli("call", "echo", "nothing", "--timing")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "(void)\n"
+    assert re.match(r"timing: queue=[\d.]+us run=[\d.]+us reset=[\d.]+us total=[\d.]+us host_calls=0 ", r.stderr)
+
+
+def test_call_bytes_travel_as_hex(cli, guests) -> None:
+    r = cli("call", "echo", "echo_bytes", "0x00ff10")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0x00ff10\n"
+
+
+def test_call_over_a_unix_socket(cli, server, guests) -> None:
+    r = cli("call", "echo", "echo", "via unix", connect=server.unix)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '"via unix"\n'
+
+
+def test_argument_not_of_the_parameter_type_is_a_usage_error(cli, guests) -> None:
+    r = cli("call", "add", "add", "2", "99999999999")
+    assert r.returncode == 2
+    assert "'99999999999' is not a valid i32" in r.stderr
+
+
+def test_unknown_function_exits_1_with_the_error_code(cli, guests) -> None:
+    r = cli("call", "add", "subtract", "1", "2")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: unknownFunction: ")
+
+
+def test_kv_host_function_served_from_the_command_line(cli, guests) -> None:
+    r = cli("call", "probe", "call_host", "kv_get", "colour", "--kv", "colour=blue", "--kv", "size=9")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '"blue"\n'
+
+
+def test_missing_key_reaches_the_guest_as_a_failed_host_call(cli, guests) -> None:
+    r = cli("call", "probe", "call_host", "kv_get", "shape", "--kv", "colour=blue")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: guestAbort: ")
+    assert "no key 'shape'" in r.stderr
+
+
+def test_removed_guest_is_unknown(cli, guest_file) -> None:
+    assert cli("upload", "short-lived", str(guest_file("echo")), "--replace").returncode == 0
+    removed = cli("remove", "short-lived")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout == "removed short-lived\n"
+    r = cli("call", "short-lived", "nothing")
+    assert r.returncode == 1
+    assert "unknownGuest" in r.stderr
+
+
+def test_stats_count_the_calls_of_a_guest(cli, guest_file) -> None:
+    assert cli("upload", "counted", str(guest_file("echo")), "--replace").returncode == 0
+    for _ in range(3):
+        assert cli("call", "counted", "nothing").returncode == 0
+    r = cli("stats")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^counted warm=\d+ busy=0 waiting=0 created=\d+ reset=\d+ discarded=\d+ calls=3 failed=0 ",
+                     r.stdout, re.MULTILINE)
+
+
+def test_bench_reports_percentiles_and_rate(cli, guests) -> None:
+    r = cli("bench", "echo", "echo", "x", "--calls", "200", "--warmup", "20", "--concurrency", "4")
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"bench echo.echo concurrency=4 calls=200 errors=0 p50_us=([\d.]+) p99_us=([\d.]+) "
+                     r"calls_per_s=(\d+)\n", r.stdout)
+    assert m, r.stdout
+    p50, p99, rate = float(m[1]), float(m[2]), int(m[3])
+    assert 0 < p50 <= p99
+    assert rate > 0
+
+
+def test_bench_of_a_failing_call_exits_1(cli, guests) -> None:
+    r = cli("bench", "probe", "call_host", "kv_get", "absent", "--kv", "present=1", "--calls", "5", "--warmup", "2")
+    assert r.returncode == 1
+    assert "no key 'absent'" in r.stderr
+
+
+def test_bench_ping(cli) -> None:
+    r = cli("bench", "ping", "--calls", "100", "--warmup", "10", token=None)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"bench ping concurrency=1 calls=100 errors=0 p50_us=[\d.]+ p99_us=[\d.]+ "
+                        r"calls_per_s=\d+\n", r.stdout)
+
+
+def test_unknown_token_exits_1(cli) -> None:
+    r = cli("list", token="not-a-token-of-anyone")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: unauthenticated: ")
+
+
+def test_missing_token_is_a_usage_error(cli) -> None:
+    r = cli("list", token=None)
+    assert r.returncode == 2
+    assert "needs --token or $SANDPOOL_TOKEN" in r.stderr
+
+
+def test_nothing_listening_exits_3(cli) -> None:
+    # A bound socket that does not listen: connections to it are refused.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        r = cli("list", connect=f"127.0.0.1:{s.getsockname()[1]}")
+    assert r.returncode == 3
+    assert "cannot connect to 127.0.0.1:" in r.stderr
+
+
+def test_schema_comes_from_the_environment_when_set(cli) -> None:
+    r = cli("version", token=None, env={"SANDPOOL_SCHEMA": "no-such-dir/sandpool.capnp"})
+    assert r.returncode == 2
+    assert "schema no-such-dir/sandpool.capnp not found" in r.stderr
+
+
+# --- the async API and host functions served from Python -----------------
+
+def test_python_host_function_answers_the_guest(server, guests) -> None:
+    inventory = {"apples": "12"}
+    asked: list[str] = []
+
+    async def kv_get(key: str) -> str:
+        asked.append(key)
+        return inventory[key]
+
+    ok = as_tenant(server, lambda t: t.call("probe", "call_host", ["kv_get", "apples"],
+                                            host_functions={"kv_get": kv_get}))
+    assert ok.value == "12"
+    assert asked == ["apples"]
+    assert ok.timing.host_calls == 1
+
+
+def test_exception_in_a_host_function_fails_the_call_with_its_message(server, guests) -> None:
+    async def kv_get(key: str) -> str:
+        raise LookupError(f"{key} is out of stock")
+
+    with pytest.raises(sp.CallFailed) as failed:
+        as_tenant(server, lambda t: t.call("probe", "call_host", ["kv_get", "pears"],
+                                           host_functions={"kv_get": kv_get}))
+    assert failed.value.code == "guestAbort"
+    assert "pears is out of stock" in failed.value.message
+
+
+def test_host_function_not_lent_is_refused(server, guests) -> None:
+    async def kv_get(key: str) -> str:
+        return key
+
+    with pytest.raises(sp.CallFailed) as failed:
+        as_tenant(server, lambda t: t.call("probe", "call_host", ["kv_put", "x"],
+                                           host_functions={"kv_get": kv_get}))
+    assert "this client provides no host function 'kv_put'" in failed.value.message
+
+
+def test_concurrent_calls_each_reach_their_host_function(server, guests) -> None:
+    async def body(tenant: sp.Tenant) -> list[Any]:
+        async def call(i: int) -> Any:
+            async def kv_get(key: str) -> str:
+                return f"{key}-answered-by-{i}"
+            ok = await tenant.call("probe", "call_host", ["kv_get", f"k{i}"], host_functions={"kv_get": kv_get})
+            return ok.value
+        return await asyncio.gather(*(call(i) for i in range(16)))
+
+    assert as_tenant(server, body) == [f"k{i}-answered-by-{i}" for i in range(16)]
+
+
+def test_call_timeout_covers_a_host_function_that_never_answers(server, guests) -> None:
+    async def kv_get(key: str) -> str:
+        await asyncio.Event().wait()  # nobody sets it: the server's deadline must end the call
+        return key
+
+    with pytest.raises(sp.CallFailed) as failed:
+        as_tenant(server, lambda t: t.call("probe", "call_host", ["kv_get", "x"],
+                                           host_functions={"kv_get": kv_get}, timeout_ms=300))
+    # Which error names the deadline depends on which the server notices
+    # first: its watchdog stopping the call (timeout), or the host call
+    # failing at the deadline and the guest giving up (guestAbort).
+    assert failed.value.code == "timeout" or "deadline" in failed.value.message, failed.value
+
+
+def test_upload_list_remove_through_the_api(server, guest_file) -> None:
+    async def body(tenant: sp.Tenant) -> tuple[sp.GuestInfo, list[str], list[str]]:
+        info = await tenant.upload("api-echo", guest_file("echo").read_bytes(), replace=True)
+        before = [g.name for g in await tenant.list()]
+        await tenant.remove("api-echo")
+        after = [g.name for g in await tenant.list()]
+        return info, before, after
+
+    info, before, after = as_tenant(server, body)
+    assert [str(s) for s in info.exports] == ["echo(string) -> string", "echo_bytes(bytes) -> bytes",
+                                             "nothing() -> void"]
+    assert "api-echo" in before
+    assert "api-echo" not in after
+
+
+def test_removing_an_unknown_guest_raises_its_code(server) -> None:
+    with pytest.raises(sp.SandpoolError) as failed:
+        as_tenant(server, lambda t: t.remove("never-uploaded"))
+    assert failed.value.code == "unknownGuest"
+
+
+def test_values_out_of_range_are_refused_before_sending() -> None:
+    value = sp.load_schema().Value.new_message()
+    with pytest.raises(ValueError, match="is not a valid u32"):
+        sp.encode_value(value, "u32", -1)
+    with pytest.raises(ValueError, match="is not a valid i32"):
+        sp.encode_value(value, "i32", 2**31)
+    sp.encode_value(value, "i32", -(2**31))
+    assert sp.decode_value(value) == -(2**31)
+
+
+# --- the example ---------------------------------------------------------
+
+def test_kv_lookup_example_serves_the_guest(server, guests) -> None:
+    example = CLIENT_DIR / "examples" / "kv_lookup.py"
+    r = subprocess.run([sys.executable, str(example), "--connect", server.tcp, "--token", server.token,
+                        "probe", "call_host", "kv_get", "apples"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "call_host('kv_get', 'apples') = \"12\"\nserved 1 lookup(s): apples\n"
