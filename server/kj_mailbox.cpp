@@ -59,6 +59,23 @@ void KjMailbox::drainNow() {
   }
 }
 
+bool KjMailbox::drainIfAny() {
+  Message* m = nullptr;
+  if (!queue_.pop(m)) return false;
+  m->deliver();
+  delete m;
+  drainNow();
+  return true;
+}
+
+void KjMailbox::endSpin() {
+  signalled_.store(false);
+  // A sender that saw the flag still set skipped the eventfd: whatever it
+  // pushed before the store above is picked up here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  drainNow();
+}
+
 kj::Promise<void> KjMailbox::run() {
   return observer_.whenBecomesReadable().then([this] {
     drain();

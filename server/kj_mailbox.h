@@ -44,6 +44,13 @@ class KjMailbox {
   // Delivers whatever is queued now (for shutdown, after the senders stopped).
   void drainNow();
 
+  // Busy-polling by the KJ thread while replies are due: between
+  // beginSpin() and endSpin() senders skip the eventfd (the KJ thread is
+  // awake and looking), and drainIfAny() delivers what arrived.
+  void beginSpin() { signalled_.store(true); }
+  bool drainIfAny();
+  void endSpin();
+
  private:
   void drain();
 

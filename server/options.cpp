@@ -12,7 +12,7 @@ namespace sandpool::server {
 
 ParsedOptions parseOptions(int argc, char** argv) {
   ServerOptions o;
-  uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0;
+  uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0, rpc_spin_us = 0;
   uint64_t max_upload_kib = 0, rpc_limit_kib = 0, flow_limit_kib = 0;
   std::string config_file;
 
@@ -33,8 +33,10 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "VM backend; auto uses KVM where /dev/kvm opens and the emulator otherwise")
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
-      ("worker-spin-us", po::value(&spin_us)->default_value(50)->value_name("US"),
+      ("worker-spin-us", po::value(&spin_us)->default_value(1000)->value_name("US"),
        "how long an idle worker busy-waits for the next call before sleeping")
+      ("rpc-spin-us", po::value(&rpc_spin_us)->default_value(300)->value_name("US"),
+       "how long the RPC thread busy-polls for a reply from a worker before sleeping; 0 disables")
       ("tenants", po::value(&o.tenants_file)->value_name("FILE"),
        "tenants file: tokens and quotas (required; see docs/server.md)")
       ("data-dir", po::value(&o.data_dir)->default_value(o.data_dir)->value_name("DIR"),
@@ -116,6 +118,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
   o.call_timeout = std::chrono::milliseconds(timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(grace_ms);
   o.worker_spin = std::chrono::microseconds(spin_us);
+  o.rpc_spin = std::chrono::microseconds(rpc_spin_us);
   o.max_upload_bytes = max_upload_kib << 10;
   o.rpc_message_limit_bytes = rpc_limit_kib << 10;
   o.rpc_flow_limit_bytes = flow_limit_kib << 10;

@@ -27,7 +27,8 @@ struct ServerOptions {
   uint64_t rpc_message_limit_bytes = 0;  // 0: max upload + 1 MiB
   uint64_t rpc_flow_limit_bytes = 64ull << 20;
   std::chrono::milliseconds shutdown_grace{10000};
-  std::chrono::microseconds worker_spin{50};
+  std::chrono::microseconds worker_spin{1000};
+  std::chrono::microseconds rpc_spin{300};
   std::string log_level = "info";
   std::string log_format = "text";
 

@@ -504,7 +504,26 @@ GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name
   return entry;
 }
 
+void ServiceContext::beginWork() {
+  ++in_flight_;
+  signalActivity();
+}
+
+void ServiceContext::signalActivity() {
+  KJ_IF_MAYBE(f, activity_fulfiller_) {
+    (*f)->fulfill();
+    activity_fulfiller_ = nullptr;
+  }
+}
+
+kj::Promise<void> ServiceContext::nextActivity() {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  activity_fulfiller_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
 void ServiceContext::endWork() {
+  signalActivity();
   if (--in_flight_ == 0 && shutting_down_) {
     KJ_IF_MAYBE(f, idle_fulfiller_) { (*f)->fulfill(); }
     idle_fulfiller_ = nullptr;

@@ -56,9 +56,12 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
                       uint64_t size);
 
   // In-flight RPC work, so that shutdown can wait for it.
-  void beginWork() { ++in_flight_; }
+  void beginWork();
   void endWork();
   uint64_t inFlight() const { return in_flight_; }
+  // Resolves at the next beginWork() or endWork(): the serving loop's cue to
+  // start or stop busy-polling for replies.
+  kj::Promise<void> nextActivity();
   // Refuses new work from now on; the promise resolves when nothing is in flight.
   kj::Promise<void> shutdown();
   bool shuttingDown() const { return shutting_down_; }
@@ -69,6 +72,8 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   uint64_t in_flight_ = 0;
   bool shutting_down_ = false;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> idle_fulfiller_;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> activity_fulfiller_;
+  void signalActivity();
 };
 
 // The bootstrap capability; one per connection so the log can name the peer.
