@@ -195,6 +195,38 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
   EXPECT_NE(text.find("(=5000)"), std::string::npos);
 }
 
+TEST_F(ServerTest, ConfigFileSetsFlagsAndTheCommandLineWins) {
+  fs::path config = dir_.path() / "sandpoold.conf";
+  std::ofstream(config) << "# a config file\nmin-warm = 2\nmax-vms = 3\nlog-format = json\n";
+  startServer({"--config", config.string(), "--max-vms", "5"});
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  auto list = tenant.listRequest().send().wait(ws_);
+  EXPECT_EQ(list.getGuests()[0].getSettings().getMinWarm(), 2u);
+  EXPECT_EQ(list.getGuests()[0].getSettings().getMaxVms(), 5u);
+  EXPECT_TRUE(waitForStats(tenant, "add", [](auto g) { return g.getWarm() == 2; }, 10s));
+  // JSON logs: one object per line, the event inside "msg".
+  auto line = server_->process().waitForLine("\"msg\":\"event=upload tenant=alpha guest=add", 5s);
+  ASSERT_TRUE(line);
+  EXPECT_EQ(line->front(), '{');
+  EXPECT_EQ(line->back(), '}');
+  EXPECT_NE(line->find("\"level\":\"info\""), std::string::npos) << *line;
+}
+
+TEST_F(ServerTest, BadFlagsAndBadTenantsFileStopTheStart) {
+  ChildProcess bad_flag(SANDPOOLD_BIN, {"--tenants", "x", "--log-format", "xml"});
+  EXPECT_EQ(bad_flag.wait(10s), 2);
+  EXPECT_TRUE(bad_flag.sawLine("--log-format must be text or json"));
+
+  fs::path tenants = dir_.path() / "bad-tenants.conf";
+  std::ofstream(tenants) << "[alpha]\ntoken = short\n";
+  ChildProcess bad_file(SANDPOOLD_BIN, {"--tenants", tenants.string(), "--data-dir", (dir_.path() / "d").string(),
+                                        "--backend", testBackend()});
+  EXPECT_EQ(bad_file.wait(10s), 1);
+  EXPECT_TRUE(bad_file.sawLine("tenants file line 1: tenant 'alpha' needs a token of at least 16 characters"))
+      << bad_file.output();
+}
+
 TEST_F(ServerTest, UploadCallListRemove) {
   startServer();
   auto tenant = alpha();
@@ -563,6 +595,16 @@ TEST_F(ServerTest, CorruptedStoredGuestIsRefusedAtStart) {
   EXPECT_TRUE(server_->process().sawLine("event=reload_refused guest 'hello' of tenant 'alpha': stored file is corrupted"));
   auto tenant = alpha();
   EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"add"});
+}
+
+TEST_F(ServerTest, SigintStopsTheServerCleanly) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  EXPECT_EQ(call(tenant, "add", "add", {i32(1), i32(1)}).value, "2");
+  server_->process().signal(SIGINT);
+  EXPECT_EQ(server_->process().wait(20s), 0);
+  EXPECT_TRUE(server_->process().sawLine("event=shutdown_done exit_code=0"));
 }
 
 TEST_F(ServerTest, SigtermFinishesInFlightCallsAndExitsZero) {
