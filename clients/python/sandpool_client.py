@@ -44,7 +44,8 @@ try:
 except ImportError as missing:
     if __name__ != "__main__":
         raise
-    sys.exit(f"sandpool_client: pycapnp is not installed ({missing}); see docs/python-client.md")
+    print(f"sandpool_client: pycapnp is not installed ({missing}); see docs/python-client.md", file=sys.stderr)
+    sys.exit(2)  # the usage-error status (EXIT_USAGE below): nothing was attempted
 
 SCHEMA_ENV = "SANDPOOL_SCHEMA"
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent.parent / "rpc-schema" / "sandpool.capnp"

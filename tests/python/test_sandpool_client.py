@@ -285,6 +285,10 @@ def test_upload_list_remove_through_the_api(server, guest_file) -> None:
     assert "api-echo" not in after
 
 
+def test_login_acts_for_the_token_s_tenant(server) -> None:
+    assert as_tenant(server, lambda t: t.info()) == "acme"
+
+
 def test_removing_an_unknown_guest_raises_its_code(server) -> None:
     with pytest.raises(sp.SandpoolError) as failed:
         as_tenant(server, lambda t: t.remove("never-uploaded"))
@@ -299,6 +303,16 @@ def test_values_out_of_range_are_refused_before_sending() -> None:
         sp.encode_value(value, "i32", 2**31)
     sp.encode_value(value, "i32", -(2**31))
     assert sp.decode_value(value) == -(2**31)
+
+
+def test_typed_values_choose_the_wire_type() -> None:
+    value = sp.load_schema().Value.new_message()
+    seven = sp.Typed("u32", 7)
+    sp.encode_value(value, sp.type_of(seven), seven)
+    assert value.which() == "u32"
+    assert sp.decode_value(value) == 7
+    sp.encode_value(value, sp.type_of(7), 7)
+    assert value.which() == "i64"
 
 
 # --- the example ---------------------------------------------------------
