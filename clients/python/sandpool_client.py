@@ -651,10 +651,10 @@ async def _command(a: argparse.Namespace) -> int:
         elif a.verb == "stats":
             s = await tenant.stats()
             print(f"queued={s.queued} running={s.running} overloaded={s.overloaded}")
-            for g in s.guests:
-                print(f"{g.name} warm={g.warm} busy={g.busy} waiting={g.waiting} created={g.created} "
-                      f"reset={g.reset} discarded={g.discarded} calls={g.calls} failed={g.failed} "
-                      f"timeouts={g.timeouts} p50_us<={g.p50_us} p99_us<={g.p99_us}")
+            for gs in s.guests:
+                print(f"{gs.name} warm={gs.warm} busy={gs.busy} waiting={gs.waiting} created={gs.created} "
+                      f"reset={gs.reset} discarded={gs.discarded} calls={gs.calls} failed={gs.failed} "
+                      f"timeouts={gs.timeouts} p50_us<={gs.p50_us} p99_us<={gs.p99_us}")
         elif a.verb == "configure":
             min_warm, max_vms = await tenant.configure(a.guest, a.min_warm, a.max_vms)
             print(f"{a.guest} min_warm={min_warm} max_vms={max_vms}")
@@ -697,8 +697,12 @@ def _parser() -> argparse.ArgumentParser:
                        ("bench", "N calls at a given concurrency: p50/p99 latency and calls/s "
                                  "(bench ping: round trips only)")):
         v = verbs.add_parser(verb, help=text)
-        v.add_argument("guest", metavar="GUEST" if verb == "call" else "GUEST|ping")
-        v.add_argument("function", nargs=None if verb == "call" else "?", metavar="FUNCTION")
+        if verb == "call":
+            v.add_argument("guest", metavar="GUEST")
+            v.add_argument("function", metavar="FUNCTION")
+        else:
+            v.add_argument("guest", metavar="GUEST|ping")
+            v.add_argument("function", nargs="?", metavar="FUNCTION")
         v.add_argument("args", nargs="*", metavar="ARG")
         v.add_argument("--timeout-ms", type=int, default=0, help="shorten the server's call timeout")
         v.add_argument("--kv", action="append", default=[], metavar="KEY=VALUE",

@@ -155,6 +155,17 @@ def test_stats_count_the_calls_of_a_guest(cli, guest_file) -> None:
                      r.stdout, re.MULTILINE)
 
 
+def test_configure_changes_a_guest_pool(cli, guest_file) -> None:
+    assert cli("upload", "configured", str(guest_file("echo")), "--replace").returncode == 0
+    r = cli("configure", "configured", "--min-warm", "0", "--max-vms", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "configured min_warm=0 max_vms=2\n"
+    assert re.search(r"^configured .*min_warm=0 max_vms=2$", cli("list").stdout, re.MULTILINE)
+    refused = cli("configure", "configured", "--min-warm", "3", "--max-vms", "2")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: invalidArgument: ")
+
+
 def test_bench_reports_percentiles_and_rate(cli, guests) -> None:
     r = cli("bench", "echo", "echo", "x", "--calls", "200", "--warmup", "20", "--concurrency", "4")
     assert r.returncode == 0, r.stderr
