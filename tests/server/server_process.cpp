@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
 #include <sstream>
@@ -141,6 +142,11 @@ std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      // Its last lines may still be in the pipes: let the reader reach EOF,
+      // so that output() and waitForLine() see everything it wrote.
+      std::unique_lock lock(mutex_);
+      changed_.wait_until(lock, std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)),
+                          [&] { return eof_; });
       return status_;
     }
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;

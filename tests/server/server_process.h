@@ -46,7 +46,7 @@ class ChildProcess {
 
   void signal(int signo);
   // The exit status (or 128 + signal), or nothing if it is still running
-  // after `timeout`.
+  // after `timeout`. Once it returns a status, all the output is read.
   std::optional<int> wait(std::chrono::milliseconds timeout);
 
  private:

@@ -60,8 +60,9 @@ struct CallResult {
   bool cold_start = false;
 };
 
-// A server with three tenants: alpha and beta with room to spare, gamma
-// with one call at a time and a queue of two.
+// A server with three tenants: alpha with room for a few hundred calls at
+// once, beta with the defaults, gamma with one call at a time and a queue
+// of two.
 class ServerTest : public ::testing::Test {
  protected:
   ~ServerTest() noexcept override {}
@@ -69,7 +70,7 @@ class ServerTest : public ::testing::Test {
   void startServer(std::vector<std::string> extra = {}) {
     fs::path tenants = dir_.path() / "tenants.conf";
     std::ofstream(tenants) << "# test tenants\n"
-                           << "[alpha]\ntoken = " << kAlphaToken << "\nmax_vms = 8\n\n"
+                           << "[alpha]\ntoken = " << kAlphaToken << "\nmax_vms = 8\nqueue_length = 1024\n\n"
                            << "[beta]\ntoken = " << kBetaToken << "\n\n"
                            << "[gamma]\ntoken = " << kGammaToken
                            << "\nmax_concurrent_calls = 1\nqueue_length = 2\n";
@@ -441,7 +442,9 @@ TEST_F(ServerTest, RunawayGuestTimesOutWhileOtherCallsAreServed) {
   EXPECT_LT(elapsed, 5s);
   auto stats = tenant.statsRequest().send().wait(ws_);
   for (auto g : stats.getStats().getGuests()) {
-    if (g.getName() == "misbehave") EXPECT_EQ(g.getTimeouts(), 1u);
+    if (g.getName() == "misbehave") {
+      EXPECT_EQ(g.getTimeouts(), 1u);
+    }
   }
 }
 
