@@ -136,11 +136,17 @@ done
 export SANDPOOL_REQUIRE_KVM=1 GTEST_COLOR=no
 status=0
 [ -c /dev/kvm ] || { echo "SANDPOOL-QEMU: /dev/kvm is missing after loading kvm-amd"; status=1; }
+set -o pipefail
 while read -r run; do
   echo "SANDPOOL-QEMU: run: $run"
   start=$(date +%s)
-  $run
+  $run 2>&1 | tee /output
   rc=$?
+  # A test that skips here did not run on KVM: that is a failure.
+  if grep -q '^\[  SKIPPED \]' /output; then
+    echo "SANDPOOL-QEMU: tests were skipped on KVM"
+    rc=1
+  fi
   echo "SANDPOOL-QEMU: exit $rc after $(( $(date +%s) - start )) s: $run"
   [ $rc -eq 0 ] || status=1
 done < /runs

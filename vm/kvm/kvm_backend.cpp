@@ -2,6 +2,7 @@
 
 #include "vm/kvm/kvm_vcpu.h"
 #include "vm/kvm/page_tables.h"
+#include "vm/kvm/self_test.h"
 #include "vm/kvm/vcpu_kick.h"
 
 namespace sandpool::vm {
@@ -29,7 +30,9 @@ Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path) {
   if (!device) return device.takeError();
   auto signal = installKickSignal();
   if (!signal) return signal.takeError();
-  return std::unique_ptr<Backend>(std::make_unique<KvmBackend>(std::move(*device), *signal));
+  auto backend = std::make_unique<KvmBackend>(std::move(*device), *signal);
+  if (auto tested = runSelfTest(*backend); !tested) return tested.takeError();
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 }  // namespace kvm

@@ -26,6 +26,8 @@ class KvmBackend final : public Backend {
 };
 
 // makeKvmBackend() on another device node; tests use it to check the errors.
+// Both open the device, check its API and capabilities, and run the
+// self-test (self_test.h) before returning a backend.
 Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path);
 
 }  // namespace sandpool::vm::kvm
