@@ -51,7 +51,6 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
 
   const std::string& name() const { return name_; }
   const vm::Snapshot& snapshot() const { return *snapshot_; }
-  TenantPool& tenant() const { return tenant_; }
 
   PoolSettings settings() const;
   void setSettings(PoolSettings settings);
@@ -67,7 +66,6 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
   // Strand or owner: no new calls run; idle VMs are dropped now, busy ones on
   // release, waiting calls fail with kGuestRemoved.
   void retire();
-  bool retired() const { return retired_.load(); }
 
   GuestStats stats() const;
 

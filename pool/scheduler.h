@@ -57,8 +57,6 @@ class Scheduler {
   // Any thread. The item must stay alive until it has run.
   void schedule(WorkItem* item);
 
-  unsigned workerCount() const { return options_.workers; }
-
  private:
   void workerLoop();
   WorkItem* next();

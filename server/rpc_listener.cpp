@@ -51,11 +51,11 @@ kj::Promise<void> RpcListener::acceptLoop(kj::ConnectionReceiver& receiver) {
     auto conn = kj::heap<Connection>(kj::mv(accepted.stream), reader_options_, kj::mv(bootstrap),
                                      flow_limit_words_);
     ++connections_;
-    spdlog::debug("event=connect peer={}", peer);
+    spdlog::debug("event=connect peer={} connections={}", peer, connections_);
     auto disconnected = conn->network.onDisconnect();
     connections_tasks_->add(disconnected.attach(kj::mv(conn), kj::defer([this, peer] {
       --connections_;
-      spdlog::debug("event=disconnect peer={}", peer);
+      spdlog::debug("event=disconnect peer={} connections={}", peer, connections_);
     })));
     return acceptLoop(receiver);
   });

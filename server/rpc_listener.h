@@ -34,8 +34,6 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   // Drops every connection.
   void closeConnections();
 
-  uint64_t connectionCount() const { return connections_; }
-
  private:
   struct Connection;
   kj::Promise<void> acceptLoop(kj::ConnectionReceiver& receiver);

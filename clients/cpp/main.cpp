@@ -25,6 +25,7 @@ constexpr const char* kUsage = R"(Usage: sandpool [options] VERB [ARGS...]
 Verbs:
   ping                         round trip to the server
   version                      the server's protocol and release
+  info                         this tenant's name and quota
   upload NAME FILE [--replace] upload a guest ELF (prints its exports)
   list                         this tenant's guests and their functions
   remove NAME                  delete a guest
@@ -230,6 +231,16 @@ int run(const Args& a) {
   }
 
   rpc::Tenant::Client tenant = login(*conn, a, ws);
+  if (verb == "info") {
+    need(a, 0, 0, "info");
+    auto r = tenant.infoRequest().send().wait(ws);
+    auto q = r.getQuota();
+    std::printf("tenant %s: max_vms=%u max_guests=%u max_memory_mib=%llu max_concurrent_calls=%u queue_length=%u\n",
+                r.getName().cStr(), q.getMaxVms(), q.getMaxGuests(),
+                static_cast<unsigned long long>(q.getMaxMemoryBytes() >> 20), q.getMaxConcurrentCalls(),
+                q.getQueueLength());
+    return 0;
+  }
   if (verb == "upload") {
     need(a, 2, 2, "upload NAME FILE [--replace]");
     std::ifstream in(a.positional[2], std::ios::binary);

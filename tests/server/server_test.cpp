@@ -722,6 +722,10 @@ TEST_F(ServerTest, CliServesKeyValueHostFunction) {
   EXPECT_NE(miss_out.find("guestAbort"), std::string::npos) << miss_out;
   EXPECT_NE(miss_out.find("no key 'shape'"), std::string::npos) << miss_out;
 
+  auto [info_status, info_out] = run({"info"});
+  EXPECT_EQ(info_status, 0) << info_out;
+  EXPECT_NE(info_out.find("tenant alpha: max_vms=8"), std::string::npos) << info_out;
+
   auto [bad_status, bad_out] = run({"--token", "wrong-token-0000000000", "list"});
   EXPECT_EQ(bad_status, 1) << bad_out;
   EXPECT_NE(bad_out.find("unauthenticated"), std::string::npos) << bad_out;
