@@ -17,10 +17,6 @@ bool DirtyPages::add(uint64_t page) noexcept {
   return true;
 }
 
-bool DirtyPages::contains(uint64_t page) const noexcept {
-  return page < page_count_ && (bitmap_[page / 64] >> (page % 64)) & 1;
-}
-
 void DirtyPages::clear() noexcept {
   for (size_t i = 0; i < count_; i++) bitmap_[list_[i] / 64] = 0;
   count_ = 0;

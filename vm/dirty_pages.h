@@ -17,7 +17,6 @@ class DirtyPages {
 
   // Returns true if the page was not in the set yet.
   bool add(uint64_t page) noexcept;
-  bool contains(uint64_t page) const noexcept;
   std::span<const uint32_t> pages() const { return {list_.get(), count_}; }
   size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }

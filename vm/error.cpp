@@ -1,5 +1,7 @@
 #include "vm/error.h"
 
+#include <cstdio>
+
 namespace sandpool::vm {
 
 std::string_view errorKindName(ErrorKind kind) {
@@ -28,5 +30,11 @@ std::string Error::describe() const {
 }
 
 Error makeError(ErrorKind kind, std::string message) { return Error{kind, std::move(message), {}}; }
+
+std::string toHex(uint64_t value) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
+  return buf;
+}
 
 }  // namespace sandpool::vm

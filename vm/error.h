@@ -46,6 +46,9 @@ struct Error {
 
 Error makeError(ErrorKind kind, std::string message);
 
+// "0x1f": how error messages write addresses, ports and sizes.
+std::string toHex(uint64_t value);
+
 // A value or an Error. Small on purpose: the vm layer's results are either
 // fine or carry one typed error up to the caller.
 template <typename T>

@@ -18,12 +18,6 @@ namespace {
 
 constexpr size_t kMaxSegments = 16;
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 Error invalid(const std::string& what) { return makeError(ErrorKind::kInvalidGuest, what); }
 
 struct ElfCloser {
@@ -79,7 +73,7 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
   // own count says how many there should be.
   const uint64_t table_size = uint64_t{ehdr.e_phnum} * sizeof(Elf64_Phdr);
   if (ehdr.e_phoff > file.size() || table_size > file.size() - ehdr.e_phoff) {
-    return invalid("ELF program header table [" + hex(ehdr.e_phoff) + ", +" +
+    return invalid("ELF program header table [" + toHex(ehdr.e_phoff) + ", +" +
                    std::to_string(table_size) + ") exceeds the file (" +
                    std::to_string(file.size()) + " bytes)");
   }
@@ -102,14 +96,14 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     }
     if (ph.p_filesz > ph.p_memsz) return invalid(name + " file size exceeds its memory size");
     if (ph.p_offset > file.size() || ph.p_filesz > file.size() - ph.p_offset) {
-      return invalid(name + " file range [" + hex(ph.p_offset) + ", +" + hex(ph.p_filesz) +
+      return invalid(name + " file range [" + toHex(ph.p_offset) + ", +" + toHex(ph.p_filesz) +
                      ") exceeds the file (" + std::to_string(file.size()) + " bytes)");
     }
     if (ph.p_vaddr < SANDPOOL_IMAGE_BASE || ph.p_vaddr >= config.memory_size ||
         ph.p_memsz > config.memory_size - ph.p_vaddr) {
-      return invalid(name + " [" + hex(ph.p_vaddr) + ", " + hex(ph.p_vaddr + ph.p_memsz) +
-                     ") is outside guest memory [" + hex(SANDPOOL_IMAGE_BASE) + ", " +
-                     hex(config.memory_size) + ") (" + std::to_string(config.memory_size / kMiB) +
+      return invalid(name + " [" + toHex(ph.p_vaddr) + ", " + toHex(ph.p_vaddr + ph.p_memsz) +
+                     ") is outside guest memory [" + toHex(SANDPOOL_IMAGE_BASE) + ", " +
+                     toHex(config.memory_size) + ") (" + std::to_string(config.memory_size / kMiB) +
                      " MiB)");
     }
     const uint8_t access = accessOf(ph.p_flags);
@@ -132,15 +126,15 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     const ImageSegment& prev = image.segments_[i - 1];
     const ImageSegment& cur = image.segments_[i];
     if (cur.vaddr < prev.vaddr + prev.mem_size) {
-      return invalid("ELF segments overlap: [" + hex(prev.vaddr) + ", " + hex(prev.vaddr + prev.mem_size) +
-                     ") and [" + hex(cur.vaddr) + ", " + hex(cur.vaddr + cur.mem_size) +
+      return invalid("ELF segments overlap: [" + toHex(prev.vaddr) + ", " + toHex(prev.vaddr + prev.mem_size) +
+                     ") and [" + toHex(cur.vaddr) + ", " + toHex(cur.vaddr + cur.mem_size) +
                      ") (page granularity)");
     }
   }
   const bool entry_in_code = std::any_of(image.segments_.begin(), image.segments_.end(), [&](const auto& s) {
     return (s.access & kAccessExecute) && image.entry_ >= s.vaddr && image.entry_ < s.vaddr + s.mem_size;
   });
-  if (!entry_in_code) return invalid("ELF entry point " + hex(image.entry_) + " is not in an executable segment");
+  if (!entry_in_code) return invalid("ELF entry point " + toHex(image.entry_) + " is not in an executable segment");
   return image;
 }
 

@@ -10,16 +10,6 @@
 
 namespace sandpool::vm {
 
-namespace {
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-}  // namespace
-
 GuestMemory::GuestMemory(Mapping mapping, uint64_t page_count)
     : mapping_(std::move(mapping)), host_dirty_(page_count) {}
 
@@ -40,7 +30,7 @@ uint64_t GuestMemory::pageCount() const { return size() / kPageSize; }
 Expected<std::span<const uint8_t>> GuestMemory::view(uint64_t addr, uint64_t len,
                                                      std::string_view what) const {
   if (addr > size() || len > size() - addr) {
-    return makeError(ErrorKind::kBadHostCall, std::string(what) + ": [" + hex(addr) + ", +" +
+    return makeError(ErrorKind::kBadHostCall, std::string(what) + ": [" + toHex(addr) + ", +" +
                                                   std::to_string(len) + ") is outside guest memory (" +
                                                   std::to_string(size() / kMiB) + " MiB)");
   }

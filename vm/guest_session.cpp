@@ -11,12 +11,6 @@ namespace {
 
 constexpr uint64_t kMaxAbortMessage = 1024;
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 const char* vectorName(uint32_t vector) {
   switch (vector) {
     case 0: return "divide error";
@@ -44,8 +38,8 @@ const char* vectorName(uint32_t vector) {
 
 std::string describeFault(const FaultInfo& fault) {
   std::string text = std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
-  if (fault.vector == 14) text += " at address " + hex(fault.address);
-  text += ", error code " + hex(fault.error_code) + ", rip " + hex(fault.rip);
+  if (fault.vector == 14) text += " at address " + toHex(fault.address);
+  text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
   return text;
 }
 
@@ -84,8 +78,8 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
     case SANDPOOL_PORT_ABORT: return reportAbort(value);
     case SANDPOOL_PORT_FAULT: return reportFault(value);
     default:
-      return stopWith(makeError(ErrorKind::kGuestFault, "guest wrote to unknown I/O port " + hex(port) +
-                                                            " (rip " + hex(vcpu_.readRegister(Register::kRip)) +
+      return stopWith(makeError(ErrorKind::kGuestFault, "guest wrote to unknown I/O port " + toHex(port) +
+                                                            " (rip " + toHex(vcpu_.readRegister(Register::kRip)) +
                                                             ")"));
   }
 }
@@ -102,7 +96,7 @@ PortAction GuestSession::serveHostCall() {
   std::memcpy(&header, area->data(), sizeof header);
   const uint64_t capacity = area->size() - sizeof header;
   if (header.magic != SANDPOOL_HOST_CALL_MAGIC) {
-    return stopWith(makeError(ErrorKind::kBadHostCall, "host call header has bad magic " + hex(header.magic)));
+    return stopWith(makeError(ErrorKind::kBadHostCall, "host call header has bad magic " + toHex(header.magic)));
   }
   if (header.name_size == 0 || header.name_size > SANDPOOL_MAX_NAME || header.arg_count > SANDPOOL_MAX_PARAMS ||
       uint64_t{header.name_size} + header.args_size > capacity) {

@@ -28,12 +28,6 @@ namespace {
 // past this many, a reset drops the copies and write-protects them again.
 constexpr size_t kStickyPageLimit = 64;
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 Error unicornError(const std::string& step, uc_err err) {
   return makeError(ErrorKind::kInternal, step + ": " + uc_strerror(err));
 }
@@ -155,11 +149,11 @@ class UnicornVcpu final : public Vcpu {
       exit_.fault.rip = rip;
       if (err == UC_ERR_INSN_INVALID) {
         exit_.fault.vector = 6;
-        exit_.reason = "invalid opcode (vector 6) at rip " + hex(rip);
+        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
       } else if (err != UC_ERR_OK) {
-        exit_.reason = std::string(uc_strerror(err)) + " at rip " + hex(rip);
+        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
       } else {
-        exit_.reason = "guest halted (hlt) at rip " + hex(rip) + " without signalling completion";
+        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
       }
     }
     return exit_;
@@ -289,7 +283,7 @@ class UnicornVcpu final : public Vcpu {
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    self->stopWithFault(13, 0, 0, "guest read from I/O port " + hex(port));
+    self->stopWithFault(13, 0, 0, "guest read from I/O port " + toHex(port));
     return 0;
   }
 
@@ -319,8 +313,8 @@ class UnicornVcpu final : public Vcpu {
       default: break;
     }
     self->stopWithFault(14, address, code,
-                        "page fault (vector 14): " + std::string(what) + " address " + hex(address) +
-                            " at rip " + hex(self->readRegister(Register::kRip)));
+                        "page fault (vector 14): " + std::string(what) + " address " + toHex(address) +
+                            " at rip " + toHex(self->readRegister(Register::kRip)));
     return false;
   }
 

@@ -53,11 +53,10 @@ class WriteTracker {
   static void installHandler();
   bool recordWrite(uint8_t* address) noexcept;
 
-  size_t registry_slot_;
-
   uint8_t* base_;
   const MemoryLayout& layout_;
   DirtyPages dirty_;
+  size_t registry_slot_;
 };
 
 }  // namespace sandpool::vm
