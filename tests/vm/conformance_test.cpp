@@ -259,8 +259,6 @@ struct Misbehaviour {
   std::optional<uint64_t> fault_page;  // page of the faulting address
 };
 
-void PrintTo(const Misbehaviour& m, std::ostream* os) { *os << m.function; }
-
 class MisbehaviourTest : public ConformanceTest {};
 
 TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
