@@ -1,11 +1,14 @@
 #include "server/server.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <thread>
@@ -26,6 +29,7 @@
 #include "server/tenant_state.h"
 #include "server/tenants_file.h"
 #include "vm/backend.h"
+#include "vm/unique_fd.h"
 
 namespace sandpool::server {
 
@@ -54,6 +58,23 @@ void reloadGuests(ServiceContext& ctx, GuestStore& store, TenantState& tenant) {
     ctx.install(tenant, g.guest, std::move(snapshot.value()), g.sha256, g.elf.size());
     spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
   }
+}
+
+// A socket file left by a server that died is in the way of bind(); one
+// that still accepts belongs to a live server and must not be taken over,
+// and a file of any other kind is not ours to delete. Returns false only in
+// the live-server case.
+bool clearStaleSocket(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return true;
+  vm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return true;  // bind() reports the length itself
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (fd.valid() && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return false;
+  ::unlink(path.c_str());
+  return true;
 }
 
 // The Unix socket path as given, made absolute against the data directory.
@@ -175,12 +196,12 @@ int runServer(const ServerOptions& options) {
         ready += " tcp=" + listener->listen(options.listen_tcp).wait(kj_io.waitScope);
       }
       if (!options.listen_unix.empty()) {
-        unix_path = unixSocketPath(options);
-        struct stat st;
-        // A socket left by a process that died is in the way; a file of any
-        // other kind is not ours to delete.
-        if (::lstat(unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(unix_path.c_str());
-        listener->listen("unix:" + unix_path).wait(kj_io.waitScope);
+        std::string path = unixSocketPath(options);
+        if (!clearStaleSocket(path)) {
+          throw KJ_EXCEPTION(FAILED, "another process is serving on the Unix socket", path.c_str());
+        }
+        listener->listen("unix:" + path).wait(kj_io.waitScope);
+        unix_path = path;  // ours to remove at exit from here on
         ready += " unix=" + unix_path;
       }
     } catch (const kj::Exception& e) {

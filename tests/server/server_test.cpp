@@ -385,6 +385,40 @@ TEST_F(ServerTest, OversizedUploadIsRefusedAndOversizedMessageDisconnects) {
   EXPECT_EQ(call(fresh, "add", "add", {i32(2), i32(3)}).value, "5");
 }
 
+TEST_F(ServerTest, GarbageOnTheWireDropsOnlyThatConnection) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  auto raw = io_.provider->getNetwork().parseAddress(server_->tcpAddress()).wait(ws_)->connect().wait(ws_);
+  std::vector<uint8_t> garbage(256);
+  for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(0xff - i);
+  raw->write(garbage.data(), garbage.size()).wait(ws_);
+  // The server closes the connection it cannot parse (after an RPC abort
+  // message, which is all it sends) ...
+  char buf[4096];
+  size_t total = 0, n;
+  while ((n = io_.provider->getTimer().timeoutAfter(10 * kj::SECONDS, raw->tryRead(buf, 1, sizeof buf)).wait(ws_)) > 0) {
+    total += n;
+  }
+  EXPECT_LT(total, sizeof buf);
+  EXPECT_TRUE(server_->process().waitForLine("event=disconnect", 5s));
+  // ... and everyone else is served as before.
+  EXPECT_EQ(call(tenant, "add", "add", {i32(20), i32(22)}).value, "42");
+}
+
+TEST_F(ServerTest, SecondServerDoesNotTakeOverALiveUnixSocket) {
+  startServer();
+  ChildProcess second(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                                      (dir_.path() / "data").string(), "--listen-tcp", "127.0.0.1:0",
+                                      "--listen-unix", (dir_.path() / "data" / "sandpoold.sock").string(),
+                                      "--backend", testBackend()});
+  EXPECT_EQ(second.wait(20s), 1);
+  EXPECT_TRUE(second.sawLine("another process is serving on the Unix socket")) << second.output();
+  auto conn = connect(server_->unixAddress());
+  auto tenant = login(*conn, kAlphaToken);
+  EXPECT_TRUE(guestNames(tenant).empty());
+}
+
 TEST_F(ServerTest, UnknownFunctionAndWrongArgumentsAreTypedErrors) {
   startServer();
   auto tenant = alpha();
