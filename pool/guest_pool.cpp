@@ -225,14 +225,16 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
       timeouts_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+  // Counters first, so that a client holding its result sees its call in
+  // the stats; the VM goes back to the pool after the reply is on its way.
   bool healthy = vm->healthy();
+  if (healthy) reset_.fetch_add(1, std::memory_order_relaxed);
   finish(task);
   if (!healthy) {
     spdlog::warn("event=vm_discarded tenant={} guest={} reason=reset_failed", tenant_.name(), name_);
     dropVm(std::move(vm));
     return nullptr;
   }
-  reset_.fetch_add(1, std::memory_order_relaxed);
   return vm;
 }
 
