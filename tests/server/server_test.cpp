@@ -61,7 +61,7 @@ struct CallResult {
 };
 
 // A server with three tenants: alpha with room for a few hundred calls at
-// once, beta with the defaults, gamma with one call at a time and a queue
+// once, beta with room for two guests, gamma with one call at a time and a queue
 // of two.
 class ServerTest : public ::testing::Test {
  protected:
@@ -71,7 +71,7 @@ class ServerTest : public ::testing::Test {
     fs::path tenants = dir_.path() / "tenants.conf";
     std::ofstream(tenants) << "# test tenants\n"
                            << "[alpha]\ntoken = " << kAlphaToken << "\nmax_vms = 8\nqueue_length = 1024\n\n"
-                           << "[beta]\ntoken = " << kBetaToken << "\n\n"
+                           << "[beta]\ntoken = " << kBetaToken << "\nmax_guests = 2\n\n"
                            << "[gamma]\ntoken = " << kGammaToken
                            << "\nmax_concurrent_calls = 1\nqueue_length = 2\n";
     std::vector<std::string> args = extra;
@@ -256,6 +256,36 @@ TEST_F(ServerTest, UploadCallListRemove) {
   r = call(tenant, "hello", "hello", {str("world")});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, rpc::ErrorCode::UNKNOWN_GUEST);
+}
+
+TEST_F(ServerTest, UploadReplacesOnlyWhenAsked) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "g", GUEST_HELLO);
+  auto error = upload(tenant, "g", readFile(GUEST_ADD));
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("guestExists:", 0), 0u) << *error;
+  EXPECT_EQ(call(tenant, "g", "hello", {str("old")}).value, "\"Hello, old!\"");
+
+  error = upload(tenant, "g", readFile(GUEST_ADD), /*replace=*/true);
+  ASSERT_FALSE(error) << *error;
+  EXPECT_EQ(call(tenant, "g", "add", {i32(2), i32(2)}).value, "4");
+  CallResult r = call(tenant, "g", "hello", {str("old")});
+  EXPECT_EQ(r.code, rpc::ErrorCode::UNKNOWN_FUNCTION) << r.message;
+  EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"g"});
+}
+
+TEST_F(ServerTest, GuestQuotaIsEnforced) {
+  startServer();
+  auto conn = connect();
+  auto beta = login(*conn, kBetaToken);
+  mustUpload(beta, "one", GUEST_ADD);
+  mustUpload(beta, "two", GUEST_ADD);
+  auto error = upload(beta, "three", readFile(GUEST_ADD));
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->rfind("quotaExceeded:", 0), 0u) << *error;
+  // Replacing an existing guest needs no new place.
+  EXPECT_FALSE(upload(beta, "two", readFile(GUEST_ECHO), true));
 }
 
 TEST_F(ServerTest, UnixSocketServesTheSameApi) {
