@@ -121,6 +121,15 @@ class GuestInfo:
 
 
 @dataclass(frozen=True)
+class Quota:
+    max_vms: int
+    max_guests: int
+    max_memory_bytes: int
+    max_concurrent_calls: int
+    queue_length: int
+
+
+@dataclass(frozen=True)
 class Timing:
     queue_ns: int
     run_ns: int
@@ -405,8 +414,11 @@ class Tenant:
         self.schema = schema
         self.cap = cap
 
-    async def info(self) -> str:
-        return (await self.cap.info()).name
+    async def info(self) -> tuple[str, Quota]:
+        """Who this capability acts for, and what it may use."""
+        r = await self.cap.info()
+        q = r.quota
+        return r.name, Quota(q.maxVms, q.maxGuests, q.maxMemoryBytes, q.maxConcurrentCalls, q.queueLength)
 
     async def upload(self, name: str, elf: bytes, replace: bool = False) -> GuestInfo:
         r = await self.cap.upload(name, elf, replace)
@@ -614,7 +626,12 @@ async def _command(a: argparse.Namespace) -> int:
         if not a.token:
             raise UsageError("this verb needs --token or $SANDPOOL_TOKEN")
         tenant = await conn.login(a.token)
-        if a.verb == "upload":
+        if a.verb == "info":
+            name, q = await tenant.info()
+            print(f"tenant {name}: max_vms={q.max_vms} max_guests={q.max_guests} "
+                  f"max_memory_mib={q.max_memory_bytes >> 20} max_concurrent_calls={q.max_concurrent_calls} "
+                  f"queue_length={q.queue_length}")
+        elif a.verb == "upload":
             try:
                 elf = Path(a.file).read_bytes()
             except OSError as e:
@@ -681,6 +698,7 @@ def _parser() -> argparse.ArgumentParser:
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs.add_parser("ping", help="round trip to the server")
     verbs.add_parser("version", help="the server's protocol and release")
+    verbs.add_parser("info", help="this tenant's name and quota")
     up = verbs.add_parser("upload", help="upload a guest ELF (prints its exports)")
     up.add_argument("name")
     up.add_argument("file")

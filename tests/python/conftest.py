@@ -26,6 +26,9 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "clients" / "python" / "sandpool_client.py"
 TOKEN = "acme-python-client-token"
+# Roomy enough for every guest and VM the tests use; distinct numbers, so
+# that a test can tell them apart.
+QUOTA = {"max_vms": 32, "max_guests": 20, "max_memory_mib": 2048, "max_concurrent_calls": 48, "queue_length": 200}
 READY_TIMEOUT_S = 60
 
 
@@ -73,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     binary = required_path("SANDPOOLD")
     root = tmp_path_factory.mktemp("sandpoold")
     tenants = root / "tenants.ini"
-    tenants.write_text(f"[acme]\ntoken = {TOKEN}\n")
+    tenants.write_text(f"[acme]\ntoken = {TOKEN}\n" + "".join(f"{k} = {v}\n" for k, v in QUOTA.items()))
     log = root / "sandpoold.log"
     # The client is under test, not the VM backend: the emulator runs the
     # same guests on every machine, with or without /dev/kvm.

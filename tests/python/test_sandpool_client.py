@@ -52,6 +52,13 @@ def test_version_names_server_and_protocol(cli) -> None:
     assert re.fullmatch(r"sandpoold \S+ \(protocol 1; this client speaks 1\)\n", r.stdout)
 
 
+def test_info_prints_the_tenant_and_its_quota(cli) -> None:
+    r = cli("info")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("tenant acme: max_vms=32 max_guests=20 max_memory_mib=2048 max_concurrent_calls=48 "
+                        "queue_length=200\n")
+
+
 def test_upload_prints_exports_and_list_shows_them(cli, guest_file) -> None:
     r = cli("upload", "cli-add", str(guest_file("add")), "--replace")
     assert r.returncode == 0, r.stderr
@@ -297,7 +304,10 @@ def test_upload_list_remove_through_the_api(server, guest_file) -> None:
 
 
 def test_login_acts_for_the_token_s_tenant(server) -> None:
-    assert as_tenant(server, lambda t: t.info()) == "acme"
+    name, quota = as_tenant(server, lambda t: t.info())
+    assert name == "acme"
+    assert quota == sp.Quota(max_vms=32, max_guests=20, max_memory_bytes=2048 << 20, max_concurrent_calls=48,
+                             queue_length=200)
 
 
 def test_removing_an_unknown_guest_raises_its_code(server) -> None:
