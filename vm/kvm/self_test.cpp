@@ -13,7 +13,7 @@
 namespace sandpool::vm::kvm {
 namespace {
 
-constexpr uint64_t kMemory = 4ull << 20;
+constexpr uint64_t kMemory = 8ull << 20;
 constexpr uint64_t kCode = 0x400000;
 constexpr uint64_t kData = 0x600000;
 constexpr uint16_t kReadyPort = 0x5500;
