@@ -24,19 +24,23 @@ void Scheduler::stop() {
 
 void Scheduler::schedule(WorkItem* item) {
   queue_.push(item);
+  available_.fetch_add(1);
   ready_.release();
 }
 
 WorkItem* Scheduler::next() {
-  bool acquired = ready_.try_acquire();
+  bool acquired = available_.load(std::memory_order_relaxed) > 0 && ready_.try_acquire();
   bool expected = false;
   if (!acquired && options_.spin.count() > 0 && spinner_.compare_exchange_strong(expected, true)) {
     auto spin_until = std::chrono::steady_clock::now() + options_.spin;
-    while (!(acquired = ready_.try_acquire()) && std::chrono::steady_clock::now() < spin_until) {
+    while (std::chrono::steady_clock::now() < spin_until) {
+      if (available_.load(std::memory_order_relaxed) > 0 && (acquired = ready_.try_acquire())) break;
+      __builtin_ia32_pause();
     }
     spinner_.store(false);
   }
   if (!acquired) ready_.acquire();
+  available_.fetch_sub(1);
   if (stopping_.load()) return nullptr;
   // Every release() follows a push(), so an item is there; the loop only
   // covers the window in which the pushing thread's node is not yet linked.

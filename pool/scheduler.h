@@ -64,6 +64,10 @@ class Scheduler {
   SchedulerOptions options_;
   boost::lockfree::queue<WorkItem*> queue_;
   std::counting_semaphore<> ready_{0};
+  // Items released on ready_ and not yet taken. The spinning worker watches
+  // this plain atomic: the semaphore's own try_acquire() yields the CPU
+  // (a system call) several times per attempt.
+  std::atomic<int64_t> available_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> spinner_{false};  // an idle worker is spinning
   std::vector<std::thread> threads_;
