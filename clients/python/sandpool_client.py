@@ -437,9 +437,8 @@ class Tenant:
     async def signature(self, guest: str, function: str) -> Signature | None:
         """The export `function` of `guest`, or None if there is none."""
         for g in await self.list():
-            for sig in g.exports:
-                if g.name == guest and sig.name == function:
-                    return sig
+            if g.name == guest:
+                return next((sig for sig in g.exports if sig.name == function), None)
         return None
 
     def call_request(self, guest: str, function: str, args: Sequence[PyValue],
@@ -476,7 +475,8 @@ class Tenant:
                    timeout_ms: int = 0, typed_by_signature: bool = True) -> CallOk:
         """Calls `function` of `guest`. With `typed_by_signature`, arguments
         take the types of the function's signature (one list() first), so a
-        plain int reaches an i32 parameter as an i32. Raises CallFailed."""
+        plain int reaches an i32 parameter as an i32. Raises CallFailed
+        when the call fails, ValueError for an argument its type refuses."""
         sig = await self.signature(guest, function) if typed_by_signature else None
         request = self.call_request(guest, function, args, sig.params if sig else None,
                                     host_functions, timeout_ms)

@@ -218,6 +218,14 @@ def test_nothing_listening_exits_3(cli) -> None:
     assert "cannot connect to 127.0.0.1:" in r.stderr
 
 
+def test_schema_flag_names_a_copy_elsewhere(cli, tmp_path: Path) -> None:
+    copy = tmp_path / "sandpool.capnp"
+    copy.write_bytes((CLIENT_DIR.parents[1] / "rpc-schema" / "sandpool.capnp").read_bytes())
+    r = cli("--schema", str(copy), "version", token=None)
+    assert r.returncode == 0, r.stderr
+    assert "(protocol 1; this client speaks 1)" in r.stdout
+
+
 def test_schema_comes_from_the_environment_when_set(cli) -> None:
     r = cli("version", token=None, env={"SANDPOOL_SCHEMA": "no-such-dir/sandpool.capnp"})
     assert r.returncode == 2
