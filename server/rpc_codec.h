@@ -14,6 +14,10 @@
 
 namespace sandpool::server {
 
+// Text helpers: capnp text to std::string and back without a copy.
+inline std::string str(capnp::Text::Reader text) { return std::string(text.begin(), text.end()); }
+inline kj::StringPtr ptr(const std::string& s) { return kj::StringPtr(s.c_str(), s.size()); }
+
 vm::Value fromRpc(rpc::Value::Reader value);
 void toRpc(const vm::Value& value, rpc::Value::Builder out);
 rpc::ValueType toRpc(vm::ValueType type);

@@ -14,7 +14,8 @@
 #include <capnp/message.h>
 #include <kj/async-io.h>
 
-#include "server/rpc_service.h"
+#include "server/sandpool_service.h"
+#include "server/service_context.h"
 
 namespace sandpool::server {
 

@@ -1,119 +1,23 @@
-#include "server/rpc_service.h"
-
-#include <openssl/crypto.h>
+#include "server/tenant_service.h"
 
 #include <algorithm>
-#include <semaphore>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "server/call_task.h"
 #include "server/rpc_codec.h"
-#include "vm/guest_image.h"
-#include "vm/host_functions.h"
-#include "vm/sandbox.h"
+#include "server/service_context.h"
 
 namespace sandpool::server {
 
 namespace {
 
-std::string str(capnp::Text::Reader text) { return std::string(text.begin(), text.end()); }
-kj::StringPtr ptr(const std::string& s) { return kj::StringPtr(s.c_str(), s.size()); }
-
 uint64_t ns(std::chrono::nanoseconds d) { return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)); }
-
-// One host call forwarded from a worker to the client's capability. Shared
-// by the waiting worker and the KJ-thread continuation, either of which may
-// finish last (the worker gives up at the call's deadline).
-struct HostCallState {
-  std::string name;
-  std::vector<vm::Value> args;
-  std::binary_semaphore done{0};
-  std::optional<vm::Expected<vm::Value>> result;  // written before done.release()
-};
-
-// A call on its way through the pool. Created on the KJ thread, submitted to
-// the tenant's pool, completed on a worker (posted back to the KJ thread
-// through the mailbox), delivered and deleted on the KJ thread.
-class RpcCallTask final : public pool::CallTask, public KjMailbox::Message, public vm::HostFunctions {
- public:
-  RpcCallTask(ServiceContext& ctx, kj::Own<kj::PromiseFulfiller<pool::CallOutcome>> fulfiller)
-      : ctx_(ctx), fulfiller_(kj::mv(fulfiller)) {}
-  ~RpcCallTask() noexcept override {}
-
-  void setHostFunctions(rpc::HostFunctions::Client client) {
-    host_functions_ = kj::mv(client);
-    request.host_functions = this;
-  }
-
-  void complete() override { ctx_.mailbox.post(this); }
-  void deliver() override { fulfiller_->fulfill(kj::mv(outcome)); }
-
-  // Worker: forwards the host call to the KJ thread and waits for the reply
-  // or the call's deadline, whichever comes first.
-  vm::Expected<vm::Value> callHostFunction(std::string_view name,
-                                           std::span<const vm::Value> args) override;
-
-  // KJ thread: sends the forwarded host call to the client.
-  void startHostCall(std::shared_ptr<HostCallState> state);
-
- private:
-  ServiceContext& ctx_;
-  kj::Own<kj::PromiseFulfiller<pool::CallOutcome>> fulfiller_;
-  kj::Maybe<rpc::HostFunctions::Client> host_functions_;  // KJ thread only
-};
-
-class HostCallMessage final : public KjMailbox::Message {
- public:
-  HostCallMessage(RpcCallTask& task, std::shared_ptr<HostCallState> state)
-      : task_(task), state_(std::move(state)) {}
-  // The task is still alive: its own completion is posted after this
-  // message by the same worker, and the mailbox keeps their order.
-  void deliver() override { task_.startHostCall(std::move(state_)); }
-
- private:
-  RpcCallTask& task_;
-  std::shared_ptr<HostCallState> state_;
-};
-
-vm::Expected<vm::Value> RpcCallTask::callHostFunction(std::string_view name,
-                                                      std::span<const vm::Value> args) {
-  auto state = std::make_shared<HostCallState>();
-  state->name = std::string(name);
-  state->args.assign(args.begin(), args.end());
-  ctx_.mailbox.post(new HostCallMessage(*this, state));
-  if (!state->done.try_acquire_until(deadline)) {
-    return vm::makeError(vm::ErrorKind::kTimeout,
-                         "host function '" + state->name + "' gave no reply before the call's deadline");
-  }
-  return std::move(*state->result);
-}
-
-void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
-  KJ_IF_MAYBE(client, host_functions_) {
-    auto request = client->callRequest();
-    request.setName(ptr(state->name));
-    auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
-    for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
-    ctx_.background.add(request.send().then(
-        [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
-          auto result = response.getResult();
-          if (result.isValue()) {
-            state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
-          } else {
-            state->result = vm::Expected<vm::Value>(vm::makeError(
-                vm::ErrorKind::kBadHostCall,
-                "host function '" + state->name + "' failed: " + str(result.getError())));
-          }
-          state->done.release();
-        },
-        [state](kj::Exception&& e) {
-          state->result = vm::Expected<vm::Value>(vm::makeError(
-              vm::ErrorKind::kBadHostCall, "host function '" + state->name +
-                                               "' failed in the client: " + e.getDescription().cStr()));
-          state->done.release();
-        }));
-  }
-}
 
 void fillGuestInfo(const std::string& name, const GuestEntry& entry, rpc::GuestInfo::Builder out) {
   out.setName(ptr(name));
@@ -464,116 +368,8 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
 
 }  // namespace
 
-vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend,
-                                                            std::span<const uint8_t> elf,
-                                                            const vm::VmConfig& config) {
-  auto image = vm::GuestImage::parse(elf, config);
-  if (!image) return image.takeError();
-  return vm::Snapshot::boot(backend, image.value(), config);
-}
-
-ServiceContext::ServiceContext(const ServerOptions& options, vm::VmConfig vm_config,
-                               vm::Backend& backend, GuestStore& store, KjMailbox& mailbox,
-                               boost::asio::thread_pool& blocking,
-                               std::vector<std::unique_ptr<TenantState>>& tenants)
-    : options(options),
-      vm_config(vm_config),
-      backend(backend),
-      store(store),
-      mailbox(mailbox),
-      blocking(blocking),
-      tenants(tenants),
-      background(*this) {}
-
-GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name,
-                                    std::shared_ptr<const vm::Snapshot> snapshot, std::string sha256,
-                                    uint64_t size) {
-  pool::PoolSettings settings{options.min_warm, std::min(options.max_vms, tenant.config.quota.max_vms)};
-  settings.min_warm = std::min(settings.min_warm, settings.max_vms);
-  auto it = tenant.guests.find(name);
-  if (it != tenant.guests.end()) {
-    settings = it->second.pool->settings();
-    tenant.pool->removeGuest(it->second.pool);
-    tenant.guests.erase(it);
-  }
-  auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot), settings);
-  tenant.pool->addGuest(guest);
-  guest->requestPrewarm();
-  GuestEntry& entry = tenant.guests[name];
-  entry = GuestEntry{std::move(guest), std::move(sha256), size};
-  return entry;
-}
-
-void ServiceContext::beginWork() {
-  ++in_flight_;
-  signalActivity();
-}
-
-void ServiceContext::signalActivity() {
-  KJ_IF_MAYBE(f, activity_fulfiller_) {
-    (*f)->fulfill();
-    activity_fulfiller_ = nullptr;
-  }
-}
-
-kj::Promise<void> ServiceContext::nextActivity() {
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  activity_fulfiller_ = kj::mv(paf.fulfiller);
-  return kj::mv(paf.promise);
-}
-
-void ServiceContext::endWork() {
-  signalActivity();
-  if (--in_flight_ == 0 && shutting_down_) {
-    KJ_IF_MAYBE(f, idle_fulfiller_) { (*f)->fulfill(); }
-    idle_fulfiller_ = nullptr;
-  }
-}
-
-kj::Promise<void> ServiceContext::shutdown() {
-  shutting_down_ = true;
-  for (auto& tenant : tenants) tenant->pool->beginShutdown();
-  if (in_flight_ == 0) return kj::READY_NOW;
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  idle_fulfiller_ = kj::mv(paf.fulfiller);
-  return kj::mv(paf.promise);
-}
-
-void ServiceContext::taskFailed(kj::Exception&& exception) {
-  spdlog::error("event=background_task_failed error=\"{}\"", exception.getDescription().cStr());
-}
-
-SandpoolImpl::SandpoolImpl(ServiceContext& context, std::string peer)
-    : ctx_(context), peer_(std::move(peer)) {}
-
-kj::Promise<void> SandpoolImpl::ping(PingContext) { return kj::READY_NOW; }
-
-kj::Promise<void> SandpoolImpl::version(VersionContext context) {
-  context.getResults().setProtocol(rpc::PROTOCOL_VERSION);
-  context.getResults().setServer("sandpoold " SANDPOOL_VERSION);
-  return kj::READY_NOW;
-}
-
-kj::Promise<void> SandpoolImpl::login(LoginContext context) {
-  auto token = context.getParams().getToken();
-  // Compare against every token in constant time, so that timing reveals
-  // neither which tenant matched nor how much of a token was right.
-  TenantState* match = nullptr;
-  for (auto& tenant : ctx_.tenants) {
-    const std::string& expected = tenant->config.token;
-    bool same = token.size() == expected.size() &&
-                CRYPTO_memcmp(token.begin(), expected.data(), expected.size()) == 0;
-    if (same) match = tenant.get();
-  }
-  auto result = context.getResults().initResult();
-  if (match == nullptr) {
-    spdlog::warn("event=login_refused peer={}", peer_);
-    setError(result.initError(), rpc::ErrorCode::UNAUTHENTICATED, "unknown token");
-    return kj::READY_NOW;
-  }
-  spdlog::info("event=login tenant={} peer={}", match->config.name, peer_);
-  result.setTenant(kj::heap<TenantImpl>(ctx_, *match));
-  return kj::READY_NOW;
+kj::Own<rpc::Tenant::Server> makeTenantService(ServiceContext& ctx, TenantState& tenant) {
+  return kj::heap<TenantImpl>(ctx, tenant);
 }
 
 }  // namespace sandpool::server

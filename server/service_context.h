@@ -1,22 +1,19 @@
-// The RPC surface: the bootstrap `Sandpool` capability and the per-tenant
-// `Tenant` capabilities it hands out at login. These classes only decode,
-// check, hand work to the pools or the blocking pool, and encode results;
-// nothing slow runs on the KJ thread.
+// State shared by every capability of one server: the options, the
+// backend, the store, the mailbox back to the KJ thread, the tenants, and
+// the count of RPC work in flight that shutdown waits for.
 //
-// Threads: everything here runs on the KJ thread, except
-// RpcCallTask::callHostFunction() (a worker) and complete() (any thread).
+// Thread: the KJ thread, except bootGuest() (any thread).
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <boost/asio/thread_pool.hpp>
 #include <kj/async.h>
 
-#include "rpc-schema/sandpool.capnp.h"
 #include "server/guest_store.h"
 #include "server/kj_mailbox.h"
 #include "server/options.h"
@@ -33,7 +30,6 @@ vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend
                                                             std::span<const uint8_t> elf,
                                                             const vm::VmConfig& config);
 
-// State shared by every capability of one server.
 class ServiceContext : private kj::TaskSet::ErrorHandler {
  public:
   ServiceContext(const ServerOptions& options, vm::VmConfig vm_config, vm::Backend& backend,
@@ -68,27 +64,12 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
 
  private:
   void taskFailed(kj::Exception&& exception) override;
+  void signalActivity();
 
   uint64_t in_flight_ = 0;
   bool shutting_down_ = false;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> idle_fulfiller_;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> activity_fulfiller_;
-  void signalActivity();
-};
-
-// The bootstrap capability; one per connection so the log can name the peer.
-class SandpoolImpl final : public rpc::Sandpool::Server {
- public:
-  SandpoolImpl(ServiceContext& context, std::string peer);
-
- protected:
-  kj::Promise<void> ping(PingContext context) override;
-  kj::Promise<void> version(VersionContext context) override;
-  kj::Promise<void> login(LoginContext context) override;
-
- private:
-  ServiceContext& ctx_;
-  std::string peer_;
 };
 
 }  // namespace sandpool::server

@@ -1,0 +1,83 @@
+#include "server/call_task.h"
+
+#include <memory>
+#include <optional>
+#include <semaphore>
+#include <string>
+#include <vector>
+
+#include "server/rpc_codec.h"
+#include "server/service_context.h"
+
+namespace sandpool::server {
+
+// One host call forwarded from a worker to the client's capability. Shared
+// by the waiting worker and the KJ-thread continuation, either of which may
+// finish last (the worker gives up at the call's deadline).
+struct HostCallState {
+  std::string name;
+  std::vector<vm::Value> args;
+  std::binary_semaphore done{0};
+  std::optional<vm::Expected<vm::Value>> result;  // written before done.release()
+};
+
+namespace {
+
+class HostCallMessage final : public KjMailbox::Message {
+ public:
+  HostCallMessage(RpcCallTask& task, std::shared_ptr<HostCallState> state)
+      : task_(task), state_(std::move(state)) {}
+  // The task is still alive: its own completion is posted after this
+  // message by the same worker, and the mailbox keeps their order.
+  void deliver() override { task_.startHostCall(std::move(state_)); }
+
+ private:
+  RpcCallTask& task_;
+  std::shared_ptr<HostCallState> state_;
+};
+
+}  // namespace
+
+void RpcCallTask::complete() { ctx_.mailbox.post(this); }
+
+vm::Expected<vm::Value> RpcCallTask::callHostFunction(std::string_view name,
+                                                      std::span<const vm::Value> args) {
+  auto state = std::make_shared<HostCallState>();
+  state->name = std::string(name);
+  state->args.assign(args.begin(), args.end());
+  ctx_.mailbox.post(new HostCallMessage(*this, state));
+  if (!state->done.try_acquire_until(deadline)) {
+    return vm::makeError(vm::ErrorKind::kTimeout,
+                         "host function '" + state->name + "' gave no reply before the call's deadline");
+  }
+  return std::move(*state->result);
+}
+
+void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
+  KJ_IF_MAYBE(client, host_functions_) {
+    auto request = client->callRequest();
+    request.setName(ptr(state->name));
+    auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
+    for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
+    ctx_.background.add(request.send().then(
+        [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
+          auto result = response.getResult();
+          if (result.isValue()) {
+            state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
+          } else {
+            state->result = vm::Expected<vm::Value>(vm::makeError(
+                vm::ErrorKind::kBadHostCall,
+                "host function '" + state->name + "' failed: " + str(result.getError())));
+          }
+          state->done.release();
+        },
+        [state](kj::Exception&& e) {
+          state->result = vm::Expected<vm::Value>(vm::makeError(
+              vm::ErrorKind::kBadHostCall, "host function '" + state->name +
+                                               "' failed in the client: " + e.getDescription().cStr()));
+          state->done.release();
+        }));
+  }
+}
+
+}  // namespace sandpool::server
