@@ -85,6 +85,37 @@ interface Tenant {
   configure @6 (guest :Text, settings :PoolSettings) -> (result :ConfigureResult);
   # Changes a guest's pool: warm VMs kept ready and the most VMs it may use,
   # within the tenant's quota. Takes effect for the next calls.
+
+  guest @7 (name :Text) -> (result :GuestResult);
+  # A capability for one guest of this tenant: it can call that guest and
+  # describe it, nothing else. Hand it to a service that should run this
+  # guest's functions and no other, instead of the tenant capability.
+}
+
+interface Guest {
+  # One guest of one tenant, obtained from `Tenant.guest`. It follows the
+  # name: after an upload with `replace` it calls the new version; after
+  # `remove` its calls fail with `unknownGuest`.
+
+  call @0 (function :Text, args :List(Value), hostFunctions :HostFunctions,
+           timeoutMs :UInt32) -> (result :CallResult);
+  # As `Tenant.call`, for this guest.
+
+  info @1 () -> (result :GuestInfoResult);
+}
+
+struct GuestResult {
+  union {
+    guest @0 :Guest;
+    error @1 :Error;
+  }
+}
+
+struct GuestInfoResult {
+  union {
+    info @0 :GuestInfo;
+    error @1 :Error;
+  }
 }
 
 interface HostFunctions {

@@ -49,6 +49,117 @@ struct UploadOutcome {
   uint64_t size = 0;
 };
 
+std::string describeName(const std::string& name) {
+  return isValidName(name) ? name : std::string("(invalid name)");
+}
+
+// A call of `guest`'s function, for Tenant.call and Guest.call alike: both
+// contexts' params carry function, args, hostFunctions and timeoutMs, and
+// both results a `result :CallResult`.
+template <typename Context>
+kj::Promise<void> runCall(ServiceContext& ctx, TenantState& tenant, Context context, std::string guest) {
+  pool::Clock::time_point received = pool::Clock::now();
+  auto params = context.getParams();
+  auto it = tenant.guests.find(guest);
+  if (it == tenant.guests.end()) {
+    auto error = context.getResults().initResult().initError();
+    setError(error.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + describeName(guest) + "'"));
+    return kj::READY_NOW;
+  }
+  auto paf = kj::newPromiseAndFulfiller<pool::CallOutcome>();
+  auto* task = new RpcCallTask(ctx, kj::mv(paf.fulfiller));
+  task->guest = it->second.pool;
+  task->request.function = str(params.getFunction());
+  auto args = params.getArgs();
+  task->request.args.reserve(args.size());
+  for (auto arg : args) task->request.args.push_back(fromRpc(arg));
+  std::chrono::nanoseconds timeout = ctx.options.call_timeout;
+  if (params.getTimeoutMs() != 0) {
+    timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(params.getTimeoutMs()));
+  }
+  task->received = received;
+  task->deadline = received + timeout;
+  task->request.timeout = timeout;
+  if (params.hasHostFunctions()) task->setHostFunctions(params.getHostFunctions());
+  if (ctx.shuttingDown()) {
+    task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
+    task->complete();
+  } else {
+    tenant.pool->submit(task);
+  }
+  ctx.beginWork();
+  const std::string& tenant_name = tenant.config.name;
+  return paf.promise
+      .then([context, received, guest, &tenant_name](pool::CallOutcome&& o) mutable {
+        auto total = pool::Clock::now() - received;
+        auto result = context.getResults().initResult();
+        const std::string& function = context.getParams().getFunction().cStr();
+        if (o.refusal) {
+          auto error = result.initError();
+          rpc::ErrorCode code = errorCode(o.refusal->kind);
+          if (code == rpc::ErrorCode::INTERNAL) {
+            spdlog::error("event=call_refused tenant={} guest={} function={} reason=\"{}\"", tenant_name,
+                          guest, function, o.refusal->message);
+            setError(error.initError(), code, "internal error in the server; its log has the details");
+          } else {
+            spdlog::debug("event=call_refused tenant={} guest={} function={} reason=\"{}\"", tenant_name,
+                          guest, function, o.refusal->message);
+            setError(error.initError(), code, ptr(o.refusal->message));
+          }
+          fillTiming(o, total, error.initTiming());
+          return;
+        }
+        if (o.call.result.ok()) {
+          auto ok = result.initOk();
+          toRpc(o.call.result.value(), ok.initValue());
+          ok.setOutput(ptr(o.call.output));
+          ok.setOutputTruncated(o.call.output_truncated);
+          fillTiming(o, total, ok.initTiming());
+          spdlog::debug("event=call tenant={} guest={} function={} total_us={} cold={}", tenant_name, guest,
+                        function, ns(total) / 1000, o.cold_start);
+          return;
+        }
+        const vm::Error& e = o.call.result.error();
+        auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed
+                         ? spdlog::level::err
+                         : spdlog::level::info;
+        spdlog::log(level, "event=call_failed tenant={} guest={} function={} error=\"{}\"", tenant_name, guest,
+                    function, e.describe());
+        auto error = result.initError();
+        toRpc(e, error.initError());
+        error.setOutput(ptr(o.call.output));
+        error.setOutputTruncated(o.call.output_truncated);
+        fillTiming(o, total, error.initTiming());
+      })
+      .attach(kj::defer([&ctx] { ctx.endWork(); }));
+}
+
+// One guest of one tenant, by name (see Guest in the schema).
+class GuestImpl final : public rpc::Guest::Server {
+ public:
+  GuestImpl(ServiceContext& ctx, TenantState& tenant, std::string name)
+      : ctx_(ctx), tenant_(tenant), name_(std::move(name)) {}
+
+ protected:
+  kj::Promise<void> call(CallContext context) override { return runCall(ctx_, tenant_, kj::mv(context), name_); }
+
+  kj::Promise<void> info(InfoContext context) override {
+    auto result = context.getResults().initResult();
+    auto it = tenant_.guests.find(name_);
+    if (it == tenant_.guests.end()) {
+      setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + name_ + "'"));
+    } else {
+      fillGuestInfo(name_, it->second, result.initInfo());
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  ServiceContext& ctx_;
+  TenantState& tenant_;
+  const std::string name_;
+};
+
 class TenantImpl final : public rpc::Tenant::Server {
  public:
   TenantImpl(ServiceContext& ctx, TenantState& tenant) : ctx_(ctx), tenant_(tenant) {}
@@ -78,6 +189,16 @@ class TenantImpl final : public rpc::Tenant::Server {
   kj::Promise<void> call(CallContext context) override;
   kj::Promise<void> stats(StatsContext context) override;
   kj::Promise<void> configure(ConfigureContext context) override;
+  kj::Promise<void> guest(GuestContext context) override {
+    std::string name = str(context.getParams().getName());
+    auto result = context.getResults().initResult();
+    if (tenant_.guests.count(name) == 0) {
+      setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + describeName(name) + "'"));
+      return kj::READY_NOW;
+    }
+    result.setGuest(kj::heap<GuestImpl>(ctx_, tenant_, name));
+    return kj::READY_NOW;
+  }
 
  private:
   const std::string& tenantName() const { return tenant_.config.name; }
@@ -188,7 +309,7 @@ kj::Promise<void> TenantImpl::remove(RemoveContext context) {
   auto it = tenant_.guests.find(name);
   if (it == tenant_.guests.end()) {
     setError(context.getResults().initError(), rpc::ErrorCode::UNKNOWN_GUEST,
-             ptr("no guest '" + (isValidName(name) ? name : std::string("(invalid name)")) + "'"));
+             ptr("no guest '" + describeName(name) + "'"));
     return kj::READY_NOW;
   }
   if (tenant_.uploading.count(name) != 0) {
@@ -222,82 +343,8 @@ kj::Promise<void> TenantImpl::remove(RemoveContext context) {
 }
 
 kj::Promise<void> TenantImpl::call(CallContext context) {
-  pool::Clock::time_point received = pool::Clock::now();
-  auto params = context.getParams();
-  std::string guest = str(params.getGuest());
-  auto it = tenant_.guests.find(guest);
-  if (it == tenant_.guests.end()) {
-    auto error = context.getResults().initResult().initError();
-    setError(error.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
-             ptr("no guest '" + (isValidName(guest) ? guest : std::string("(invalid name)")) + "'"));
-    return kj::READY_NOW;
-  }
-  auto paf = kj::newPromiseAndFulfiller<pool::CallOutcome>();
-  auto* task = new RpcCallTask(ctx_, kj::mv(paf.fulfiller));
-  task->guest = it->second.pool;
-  task->request.function = str(params.getFunction());
-  auto args = params.getArgs();
-  task->request.args.reserve(args.size());
-  for (auto arg : args) task->request.args.push_back(fromRpc(arg));
-  std::chrono::nanoseconds timeout = ctx_.options.call_timeout;
-  if (params.getTimeoutMs() != 0) {
-    timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(params.getTimeoutMs()));
-  }
-  task->received = received;
-  task->deadline = received + timeout;
-  task->request.timeout = timeout;
-  if (params.hasHostFunctions()) task->setHostFunctions(params.getHostFunctions());
-  if (ctx_.shuttingDown()) {
-    task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
-    task->complete();
-  } else {
-    tenant_.pool->submit(task);
-  }
-  ctx_.beginWork();
-  ServiceContext& ctx = ctx_;
-  return paf.promise
-      .then([this, context, received, guest](pool::CallOutcome&& o) mutable {
-        auto total = pool::Clock::now() - received;
-        auto result = context.getResults().initResult();
-        const std::string& function = context.getParams().getFunction().cStr();
-        if (o.refusal) {
-          auto error = result.initError();
-          rpc::ErrorCode code = errorCode(o.refusal->kind);
-          if (code == rpc::ErrorCode::INTERNAL) {
-            spdlog::error("event=call_refused tenant={} guest={} function={} reason=\"{}\"",
-                          tenantName(), guest, function, o.refusal->message);
-            setError(error.initError(), code, "internal error in the server; its log has the details");
-          } else {
-            spdlog::debug("event=call_refused tenant={} guest={} function={} reason=\"{}\"",
-                          tenantName(), guest, function, o.refusal->message);
-            setError(error.initError(), code, ptr(o.refusal->message));
-          }
-          fillTiming(o, total, error.initTiming());
-          return;
-        }
-        if (o.call.result.ok()) {
-          auto ok = result.initOk();
-          toRpc(o.call.result.value(), ok.initValue());
-          ok.setOutput(ptr(o.call.output));
-          ok.setOutputTruncated(o.call.output_truncated);
-          fillTiming(o, total, ok.initTiming());
-          spdlog::debug("event=call tenant={} guest={} function={} total_us={} cold={}", tenantName(),
-                        guest, function, ns(total) / 1000, o.cold_start);
-          return;
-        }
-        const vm::Error& e = o.call.result.error();
-        auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed
-                         ? spdlog::level::err
-                         : spdlog::level::info;
-        spdlog::log(level, "event=call_failed tenant={} guest={} function={} error=\"{}\"", tenantName(),
-                    guest, function, e.describe());
-        auto error = result.initError();
-        toRpc(e, error.initError());
-        error.setOutput(ptr(o.call.output));
-        error.setOutputTruncated(o.call.output_truncated);
-        fillTiming(o, total, error.initTiming());
-      })
-      .attach(kj::defer([&ctx] { ctx.endWork(); }));
+  std::string guest = str(context.getParams().getGuest());
+  return runCall(ctx_, tenant_, kj::mv(context), guest);
 }
 
 kj::Promise<void> TenantImpl::stats(StatsContext context) {
@@ -341,7 +388,7 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
   auto it = tenant_.guests.find(name);
   if (it == tenant_.guests.end()) {
     setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
-             ptr("no guest '" + (isValidName(name) ? name : std::string("(invalid name)")) + "'"));
+             ptr("no guest '" + describeName(name) + "'"));
     return kj::READY_NOW;
   }
   uint32_t min_warm = settings.getMinWarm(), max_vms = settings.getMaxVms();

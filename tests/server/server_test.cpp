@@ -352,6 +352,45 @@ TEST_F(ServerTest, TenantsCannotSeeCallOrRemoveEachOthersGuests) {
   EXPECT_EQ(r.value, "\"Hello, A!\"");
 }
 
+TEST_F(ServerTest, GuestCapabilityCallsItsGuestAndFollowsTheName) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "calc", GUEST_ADD);
+  auto request = tenant.guestRequest();
+  request.setName("calc");
+  auto got = request.send().wait(ws_);
+  ASSERT_TRUE(got.getResult().isGuest());
+  rpc::Guest::Client guest = got.getResult().getGuest();
+
+  auto call = [&](const char* function, int32_t a, int32_t b) {
+    auto r = guest.callRequest();
+    r.setFunction(function);
+    auto args = r.initArgs(2);
+    args[0].setI32(a);
+    args[1].setI32(b);
+    return r.send().wait(ws_);
+  };
+  auto ok = call("add", 40, 2);
+  ASSERT_TRUE(ok.getResult().isOk());
+  EXPECT_EQ(ok.getResult().getOk().getValue().getI32(), 42);
+  auto info = guest.infoRequest().send().wait(ws_);
+  ASSERT_TRUE(info.getResult().isInfo());
+  EXPECT_EQ(info.getResult().getInfo().getName(), "calc");
+
+  auto remove = tenant.removeRequest();
+  remove.setName("calc");
+  remove.send().wait(ws_);
+  auto gone = call("add", 1, 1);
+  ASSERT_TRUE(gone.getResult().isError());
+  EXPECT_EQ(gone.getResult().getError().getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
+
+  auto missing = tenant.guestRequest();
+  missing.setName("nothing");
+  auto refused = missing.send().wait(ws_);
+  ASSERT_TRUE(refused.getResult().isError());
+  EXPECT_EQ(refused.getResult().getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
+}
+
 TEST_F(ServerTest, UnknownTokenIsRefused) {
   startServer();
   auto conn = connect();
