@@ -34,6 +34,8 @@ struct Quota {
   uint64_t max_memory_bytes = 1ull << 30;  // guest memory of all VMs together
   uint32_t max_concurrent_calls = 64;  // running at once; more wait in the queue
   uint32_t queue_length = 256;         // waiting at once; more are refused
+
+  bool operator==(const Quota&) const = default;
 };
 
 struct TenantCounters {

@@ -28,7 +28,7 @@ kj::Promise<void> SandpoolImpl::login(LoginContext context) {
   TenantState* match = nullptr;
   for (auto& tenant : ctx_.tenants) {
     const std::string& expected = tenant->config.token;
-    bool same = token.size() == expected.size() &&
+    bool same = tenant->enabled && token.size() == expected.size() &&
                 CRYPTO_memcmp(token.begin(), expected.data(), expected.size()) == 0;
     if (same) match = tenant.get();
   }

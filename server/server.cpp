@@ -45,22 +45,6 @@ class LogErrors final : public kj::TaskSet::ErrorHandler {
   }
 };
 
-void reloadGuests(ServiceContext& ctx, GuestStore& store, TenantState& tenant) {
-  std::vector<std::string> errors;
-  auto stored = store.loadAll(tenant.config.name, errors);
-  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", e);
-  for (auto& g : stored) {
-    auto snapshot = bootGuest(ctx.backend, g.elf, ctx.vm_config);
-    if (!snapshot) {
-      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
-                    g.guest, snapshot.error().describe());
-      continue;
-    }
-    ctx.install(tenant, g.guest, std::move(snapshot.value()), g.sha256, g.elf.size());
-    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
-  }
-}
-
 // A socket file left by a server that died is in the way of bind(); one
 // that still accepts belongs to a live server and must not be taken over,
 // and a file of any other kind is not ours to delete. Returns false only in
@@ -83,6 +67,21 @@ std::string unixSocketPath(const ServerOptions& options) {
   fs::path p(options.listen_unix);
   if (p.is_relative()) p = fs::absolute(fs::path(options.data_dir) / p);
   return p.string();
+}
+
+// SIGHUP: re-read the tenants file (token rotation, tenants added or
+// removed). A file that fails to parse changes nothing.
+kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, const ServerOptions& options) {
+  return port.onSignal(SIGHUP).then([&ctx, &port, &options](siginfo_t) {
+    auto configs = loadTenantsFile(options.tenants_file, options.queue_length);
+    if (!configs) {
+      spdlog::error("event=tenants_reload_failed error=\"{}\"", configs.error().message);
+    } else {
+      ctx.applyTenants(std::move(configs.value()));
+      spdlog::info("event=tenants_reloaded tenants={}", ctx.tenants.size());
+    }
+    return reloadOnHangup(ctx, port, options);
+  });
 }
 
 // Runs the KJ loop until SIGTERM or SIGINT and returns the signal.
@@ -120,6 +119,7 @@ int serveUntilSignal(ServiceContext& ctx, KjMailbox& mailbox, kj::AsyncIoContext
 void captureSignals() {
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGHUP);
   // A client that vanishes mid-write must not kill the server.
   ::signal(SIGPIPE, SIG_IGN);
 }
@@ -160,11 +160,14 @@ int runServer(const ServerOptions& options) {
   auto io_work = boost::asio::make_work_guard(io);
   boost::asio::thread_pool blocking(2);
 
+  auto make_pool = [&](const TenantConfig& config) {
+    return std::make_unique<pool::TenantPool>(scheduler, *backend.value(), io, config.name, config.quota,
+                                              options.idle_time);
+  };
   std::vector<std::unique_ptr<TenantState>> tenants;
   for (auto& config : tenant_configs.value()) {
     auto t = std::make_unique<TenantState>();
-    t->pool = std::make_unique<pool::TenantPool>(scheduler, *backend.value(), io, config.name,
-                                                 config.quota, options.idle_time);
+    t->pool = make_pool(config);
     t->config = std::move(config);
     tenants.push_back(std::move(t));
   }
@@ -176,12 +179,13 @@ int runServer(const ServerOptions& options) {
   KjMailbox mailbox(kj_io.unixEventPort);
   int exit_code = 0;
   {
-    ServiceContext ctx(options, vm_config, *backend.value(), store, mailbox, blocking, tenants);
-    for (auto& tenant : tenants) reloadGuests(ctx, store, *tenant);
+    ServiceContext ctx(options, vm_config, *backend.value(), store, mailbox, blocking, tenants, make_pool);
+    for (auto& tenant : tenants) ctx.loadStoredGuests(*tenant);
 
     LogErrors log_errors;
     kj::TaskSet loops(log_errors);
     loops.add(mailbox.run());
+    loops.add(reloadOnHangup(ctx, kj_io.unixEventPort, options));
 
     capnp::ReaderOptions reader_options;
     uint64_t limit_words = options.rpcMessageLimit() / sizeof(capnp::word);

@@ -19,7 +19,7 @@ vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend
 ServiceContext::ServiceContext(const ServerOptions& options, vm::VmConfig vm_config,
                                vm::Backend& backend, GuestStore& store, KjMailbox& mailbox,
                                boost::asio::thread_pool& blocking,
-                               std::vector<std::unique_ptr<TenantState>>& tenants)
+                               std::vector<std::unique_ptr<TenantState>>& tenants, PoolFactory make_pool)
     : options(options),
       vm_config(vm_config),
       backend(backend),
@@ -27,7 +27,59 @@ ServiceContext::ServiceContext(const ServerOptions& options, vm::VmConfig vm_con
       mailbox(mailbox),
       blocking(blocking),
       tenants(tenants),
-      background(*this) {}
+      background(*this),
+      make_pool_(std::move(make_pool)) {}
+
+void ServiceContext::loadStoredGuests(TenantState& tenant) {
+  std::vector<std::string> errors;
+  auto stored = store.loadAll(tenant.config.name, errors);
+  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", e);
+  for (auto& g : stored) {
+    auto snapshot = bootGuest(backend, g.elf, vm_config);
+    if (!snapshot) {
+      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, g.guest,
+                    snapshot.error().describe());
+      continue;
+    }
+    install(tenant, g.guest, std::move(snapshot.value()), g.sha256, g.elf.size());
+    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
+  }
+}
+
+void ServiceContext::applyTenants(std::vector<TenantConfig> configs) {
+  for (auto& tenant : tenants) {
+    auto it = std::find_if(configs.begin(), configs.end(),
+                           [&](const TenantConfig& c) { return c.name == tenant->config.name; });
+    if (it == configs.end()) {
+      if (tenant->enabled) {
+        tenant->enabled = false;
+        ++tenant->generation;
+        spdlog::warn("event=tenant_disabled tenant={} reason=\"not in the tenants file any more\"",
+                     tenant->config.name);
+      }
+      continue;
+    }
+    if (!tenant->enabled || it->token != tenant->config.token) {
+      ++tenant->generation;
+      spdlog::info("event=token_rotated tenant={} capabilities_revoked=true", tenant->config.name);
+    }
+    tenant->enabled = true;
+    tenant->config.token = it->token;
+    if (!(it->quota == tenant->config.quota)) {
+      spdlog::warn("event=quota_unchanged tenant={} reason=\"quota changes take effect at restart\"",
+                   tenant->config.name);
+    }
+    configs.erase(it);
+  }
+  for (auto& config : configs) {
+    auto t = std::make_unique<TenantState>();
+    t->pool = make_pool_(config);
+    t->config = std::move(config);
+    spdlog::info("event=tenant_added tenant={}", t->config.name);
+    loadStoredGuests(*t);
+    tenants.push_back(std::move(t));
+  }
+}
 
 GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name,
                                     std::shared_ptr<const vm::Snapshot> snapshot, std::string sha256,

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,9 +33,12 @@ vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend
 
 class ServiceContext : private kj::TaskSet::ErrorHandler {
  public:
+  // Makes the pool of a tenant that appears in the tenants file.
+  using PoolFactory = std::function<std::unique_ptr<pool::TenantPool>(const TenantConfig&)>;
+
   ServiceContext(const ServerOptions& options, vm::VmConfig vm_config, vm::Backend& backend,
                  GuestStore& store, KjMailbox& mailbox, boost::asio::thread_pool& blocking,
-                 std::vector<std::unique_ptr<TenantState>>& tenants);
+                 std::vector<std::unique_ptr<TenantState>>& tenants, PoolFactory make_pool);
 
   const ServerOptions& options;
   const vm::VmConfig vm_config;
@@ -45,6 +49,16 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   std::vector<std::unique_ptr<TenantState>>& tenants;
   // Work that must finish even if the client that started it goes away.
   kj::TaskSet background;
+
+  // Boots and installs every guest stored for `tenant` (start-up, or a
+  // tenant added by a reload). Blocks while the guests boot.
+  void loadStoredGuests(TenantState& tenant);
+
+  // Applies a re-read tenants file (SIGHUP): a changed token revokes every
+  // capability issued under the old one; a tenant gone from the file is
+  // disabled and its capabilities revoked (its stored guests stay on disk);
+  // new tenants are added. Quota changes need a restart (logged).
+  void applyTenants(std::vector<TenantConfig> configs);
 
   // Installs a booted guest in its tenant, replacing (retiring) an older one.
   GuestEntry& install(TenantState& tenant, const std::string& name,
@@ -66,6 +80,7 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& exception) override;
   void signalActivity();
 
+  PoolFactory make_pool_;
   uint64_t in_flight_ = 0;
   bool shutting_down_ = false;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> idle_fulfiller_;

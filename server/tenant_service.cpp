@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
 #include "server/call_task.h"
@@ -134,11 +135,27 @@ kj::Promise<void> runCall(ServiceContext& ctx, TenantState& tenant, Context cont
       .attach(kj::defer([&ctx] { ctx.endWork(); }));
 }
 
+// Every method of a revoked capability fails with a DISCONNECTED exception,
+// the way a capability behind a revoked membrane does; the client logs in
+// again with the current token.
+void requireLive(const TenantState& tenant, uint64_t generation) {
+  if (tenant.generation != generation) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "this capability was revoked: the tenant's token was "
+                                                       "rotated or the tenant removed; log in again"));
+  }
+}
+
 // One guest of one tenant, by name (see Guest in the schema).
 class GuestImpl final : public rpc::Guest::Server {
  public:
   GuestImpl(ServiceContext& ctx, TenantState& tenant, std::string name)
-      : ctx_(ctx), tenant_(tenant), name_(std::move(name)) {}
+      : ctx_(ctx), tenant_(tenant), name_(std::move(name)), generation_(tenant.generation) {}
+
+  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
+                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    requireLive(tenant_, generation_);
+    return rpc::Guest::Server::dispatchCall(interface_id, method_id, context);
+  }
 
  protected:
   kj::Promise<void> call(CallContext context) override { return runCall(ctx_, tenant_, kj::mv(context), name_); }
@@ -158,11 +175,19 @@ class GuestImpl final : public rpc::Guest::Server {
   ServiceContext& ctx_;
   TenantState& tenant_;
   const std::string name_;
+  const uint64_t generation_;
 };
 
 class TenantImpl final : public rpc::Tenant::Server {
  public:
-  TenantImpl(ServiceContext& ctx, TenantState& tenant) : ctx_(ctx), tenant_(tenant) {}
+  TenantImpl(ServiceContext& ctx, TenantState& tenant)
+      : ctx_(ctx), tenant_(tenant), generation_(tenant.generation) {}
+
+  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
+                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    requireLive(tenant_, generation_);
+    return rpc::Tenant::Server::dispatchCall(interface_id, method_id, context);
+  }
 
  protected:
   kj::Promise<void> info(InfoContext context) override {
@@ -205,6 +230,7 @@ class TenantImpl final : public rpc::Tenant::Server {
 
   ServiceContext& ctx_;
   TenantState& tenant_;
+  const uint64_t generation_;
 };
 
 kj::Promise<void> TenantImpl::upload(UploadContext context) {

@@ -29,6 +29,10 @@ struct TenantState {
   std::unique_ptr<pool::TenantPool> pool;
   std::map<std::string, GuestEntry> guests;
   std::set<std::string> uploading;  // names with an upload in progress
+  // Capabilities handed out carry the generation they were issued under;
+  // bumping it (token rotated, tenant removed) revokes them all at once.
+  uint64_t generation = 0;
+  bool enabled = true;  // false once the tenant left the tenants file
 };
 
 }  // namespace sandpool::server

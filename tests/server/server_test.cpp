@@ -391,6 +391,53 @@ TEST_F(ServerTest, GuestCapabilityCallsItsGuestAndFollowsTheName) {
   EXPECT_EQ(refused.getResult().getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
 }
 
+TEST_F(ServerTest, SighupRotatesTokensAndRevokesOldCapabilities) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  auto handle_request = tenant.guestRequest();
+  handle_request.setName("add");
+  rpc::Guest::Client handle = handle_request.send().wait(ws_).getResult().getGuest();
+
+  // alpha gets a new token, beta leaves, delta arrives.
+  std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = alpha-rotated-token-000001\nmax_vms = 8\n"
+                                                 "queue_length = 1024\n\n"
+                                              << "[gamma]\ntoken = " << kGammaToken
+                                              << "\nmax_concurrent_calls = 1\nqueue_length = 2\n\n"
+                                              << "[delta]\ntoken = delta-token-0123456789\n";
+  server_->process().signal(SIGHUP);
+  ASSERT_TRUE(server_->process().waitForLine("event=tenants_reloaded", 10s));
+  EXPECT_TRUE(server_->process().sawLine("event=token_rotated tenant=alpha"));
+
+  auto expectRevoked = [&](auto promise) {
+    kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { promise.wait(ws_); });
+    KJ_IF_MAYBE(e, failure) {
+      EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED);
+      EXPECT_NE(std::string(e->getDescription().cStr()).find("revoked"), std::string::npos)
+          << e->getDescription().cStr();
+    } else {
+      ADD_FAILURE() << "a capability issued under the old token still works";
+    }
+  };
+  expectRevoked(tenant.listRequest().send());
+  expectRevoked(handle.infoRequest().send());
+
+  auto conn = connect();
+  for (const char* old_token : {kAlphaToken, kBetaToken}) {
+    auto request = conn->sandpool().loginRequest();
+    request.setToken(old_token);
+    auto refused = request.send().wait(ws_);
+    ASSERT_TRUE(refused.getResult().isError()) << old_token;
+    EXPECT_EQ(refused.getResult().getError().getCode(), rpc::ErrorCode::UNAUTHENTICATED);
+  }
+  auto rotated = login(*conn, "alpha-rotated-token-000001");
+  EXPECT_EQ(call(rotated, "add", "add", {i32(1), i32(2)}).value, "3") << "the tenant keeps its guests";
+  auto delta = login(*conn, "delta-token-0123456789");
+  EXPECT_TRUE(guestNames(delta).empty());
+  mustUpload(delta, "add", GUEST_ADD);
+  EXPECT_EQ(call(delta, "add", "add", {i32(2), i32(2)}).value, "4");
+}
+
 TEST_F(ServerTest, UnknownTokenIsRefused) {
   startServer();
   auto conn = connect();
