@@ -35,7 +35,9 @@ WorkItem* Scheduler::next() {
     auto spin_until = std::chrono::steady_clock::now() + options_.spin;
     while (std::chrono::steady_clock::now() < spin_until) {
       if (available_.load(std::memory_order_relaxed) > 0 && (acquired = ready_.try_acquire())) break;
-      __builtin_ia32_pause();
+      // Yielding keeps the spinner from holding a core that the RPC thread
+      // or a running call needs when the machine is oversubscribed.
+      std::this_thread::yield();
     }
     spinner_.store(false);
   }

@@ -89,7 +89,9 @@ kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, c
 // While calls are out on the workers the loop busy-polls (for at most
 // `spin` without progress) instead of sleeping in epoll: a reply then
 // reaches its client without the sleep/wake-up of the RPC thread, which
-// costs more than the call itself. With nothing in flight it sleeps.
+// costs more than the call itself. It yields the CPU on every turn, so
+// that it never keeps a worker off an oversubscribed core. With nothing in
+// flight it sleeps.
 int serveUntilSignal(ServiceContext& ctx, KjMailbox& mailbox, kj::AsyncIoContext& io,
                      std::chrono::microseconds spin) {
   int received = 0;
@@ -104,6 +106,9 @@ int serveUntilSignal(ServiceContext& ctx, KjMailbox& mailbox, kj::AsyncIoContext
       while (received == 0 && ctx.inFlight() > 0 && std::chrono::steady_clock::now() < deadline) {
         if (mailbox.drainIfAny()) deadline = std::chrono::steady_clock::now() + spin;
         io.waitScope.poll();
+        // On a busy machine the worker that runs the call may be waiting for
+        // this very core: offer it on every turn.
+        std::this_thread::yield();
       }
       mailbox.endSpin();
       io.waitScope.poll();
