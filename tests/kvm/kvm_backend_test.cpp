@@ -6,11 +6,13 @@
 // Without /dev/kvm every test is skipped, unless SANDPOOL_REQUIRE_KVM is set
 // (the QEMU runner sets it), in which case they fail.
 #include <gtest/gtest.h>
+#include <linux/kvm.h>
 #include <sys/mman.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <future>
@@ -388,15 +390,28 @@ TEST_F(KvmBackendTest, FsBaseMsrIsAllowedAndReset) {
 TEST_F(KvmBackendTest, InterruptKicksASpinningGuestOutOfKvmRun) {
   auto vm = bootVm();
   ASSERT_TRUE(vm);
-  std::promise<void> spinning;
-  Recorder recorder;
-  recorder.on_report = [&] { spinning.set_value(); };
+  bool saw_guest_running = false;
   std::thread kicker([&] {
-    spinning.get_future().wait();
+    // The spinning guest counts in guest memory; once the count moves, the
+    // vCPU thread is inside KVM_RUN and only the signal can get it out.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    uint64_t count = 0;
+    while (count == 0 && std::chrono::steady_clock::now() < give_up) {
+      auto view = vm->memory().view(kSpinCounterAddr, sizeof(count), "spin counter");
+      if (view.ok()) {
+        count = std::atomic_ref<const uint64_t>(
+                    *reinterpret_cast<const uint64_t*>(view->data()))
+                    .load(std::memory_order_relaxed);
+      }
+      std::this_thread::yield();
+    }
+    saw_guest_running = count != 0;
     vm->vcpu().interrupt();
   });
+  Recorder recorder;
   RunExit exit = call(*vm, recorder, kCmdSpin);
   kicker.join();
+  EXPECT_TRUE(saw_guest_running);
   EXPECT_EQ(exit.kind, RunExit::Kind::kTimeout) << exit.reason;
   // The VM serves the next call normally.
   Recorder after;

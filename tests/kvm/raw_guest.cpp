@@ -69,6 +69,7 @@ cmd_spin:
   mov edx, 0x5502
   out dx, eax
 1:
+  inc qword ptr [0x602000]
   jmp 1b
 
 cmd_read:

@@ -34,6 +34,7 @@ inline constexpr uint64_t kDataSize = 0x100000;
 inline constexpr uint64_t kCounterAddr = 0x600000;
 inline constexpr uint64_t kInputAddr = 0x601000;  // command, argument
 inline constexpr uint64_t kHostValueAddr = 0x601010;
+inline constexpr uint64_t kSpinCounterAddr = 0x602000;  // cmdSpin counts here
 inline constexpr uint64_t kDirtyBase = 0x610000;  // cmdDirtyPages writes from here
 inline constexpr uint64_t kStackAddr = 0x7f0000;
 inline constexpr uint64_t kStackTop = 0x800000;
@@ -46,7 +47,7 @@ inline constexpr uint16_t kPortFault = 0x5504;
 enum Command : uint64_t {
   kCmdCounter = 0,       // ++counter, DONE(counter)
   kCmdHostValue = 1,     // DONE(qword at kHostValueAddr)
-  kCmdSpin = 2,          // report once, then loop forever
+  kCmdSpin = 2,          // report once, then count at kSpinCounterAddr forever
   kCmdRead = 3,          // read a qword at arg
   kCmdWrite = 4,         // write a byte at arg
   kCmdExecute = 5,       // jump to arg

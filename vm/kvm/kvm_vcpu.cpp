@@ -266,8 +266,10 @@ RunExit KvmVcpu::exitToFault() {
                                    run.mmio.phys_addr),
                        fault);
     case KVM_EXIT_HLT:
+      // KVM has already stepped over the one-byte hlt.
+      fault.rip -= 1;
       return faultExit(fmt::format("hlt at {:#x}: guests end calls through the DONE port",
-                                   fault.rip - 1),
+                                   fault.rip),
                        fault);
     case KVM_EXIT_SHUTDOWN:
       // KVM re-initialises the vCPU on shutdown; its rip no longer says where.
