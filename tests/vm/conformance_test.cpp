@@ -224,6 +224,28 @@ TEST_P(ConformanceTest, ResetAfterManyDirtyPagesRestoresEveryPage) {
   }
 }
 
+TEST_P(ConformanceTest, InitialisationThatNeverFinishesIsRefusedAtTheBootTimeout) {
+  VmConfig config;
+  config.boot_timeout = std::chrono::milliseconds(200);
+  auto image = GuestImage::parse(readGuest("bad_init"), config);
+  ASSERT_TRUE(image.ok()) << image.error().describe();
+  auto snapshot = Snapshot::boot(*backend_, *image, config);
+  ASSERT_FALSE(snapshot.ok());
+  EXPECT_EQ(snapshot.error().kind, ErrorKind::kInvalidGuest);
+  EXPECT_NE(snapshot.error().message.find("exceeded its 200 ms timeout"), std::string::npos)
+      << snapshot.error().message;
+}
+
+TEST_P(ConformanceTest, InitialisationThatAbortsIsRefusedWithTheGuestsMessage) {
+  auto image = GuestImage::parse(readGuest("abort_init"), VmConfig{});
+  ASSERT_TRUE(image.ok()) << image.error().describe();
+  auto snapshot = Snapshot::boot(*backend_, *image, VmConfig{});
+  ASSERT_FALSE(snapshot.ok());
+  EXPECT_EQ(snapshot.error().kind, ErrorKind::kInvalidGuest);
+  EXPECT_NE(snapshot.error().message.find("missing configuration"), std::string::npos)
+      << snapshot.error().message;
+}
+
 class RecordingHostFunctions : public HostFunctions {
  public:
   Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) override {
