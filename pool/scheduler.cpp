@@ -15,7 +15,10 @@ void Scheduler::start() {
 void Scheduler::stop() {
   if (threads_.empty()) return;
   stopping_.store(true);
-  ready_.release(static_cast<ptrdiff_t>(threads_.size()));
+  // One claim for every worker, whatever order they wake in: a worker that
+  // claims returns at once, so none can take another's way out.
+  available_.fetch_add(static_cast<int32_t>(threads_.size()));
+  available_.notify_all();
   for (auto& t : threads_) t.join();
   threads_.clear();
   WorkItem* item = nullptr;
@@ -25,27 +28,40 @@ void Scheduler::stop() {
 void Scheduler::schedule(WorkItem* item) {
   queue_.push(item);
   available_.fetch_add(1);
-  ready_.release();
+  // A system call only if a worker sleeps in wait(); none does while one
+  // spins, which is the common case under load.
+  available_.notify_one();
+}
+
+bool Scheduler::tryClaim() {
+  int32_t n = available_.load(std::memory_order_relaxed);
+  while (n > 0) {
+    if (available_.compare_exchange_weak(n, n - 1)) return true;
+  }
+  return false;
 }
 
 WorkItem* Scheduler::next() {
-  bool acquired = available_.load(std::memory_order_relaxed) > 0 && ready_.try_acquire();
+  bool claimed = tryClaim();
   bool expected = false;
-  if (!acquired && options_.spin.count() > 0 && spinner_.compare_exchange_strong(expected, true)) {
+  if (!claimed && options_.spin.count() > 0 && spinner_.compare_exchange_strong(expected, true)) {
     auto spin_until = std::chrono::steady_clock::now() + options_.spin;
-    while (std::chrono::steady_clock::now() < spin_until) {
-      if (available_.load(std::memory_order_relaxed) > 0 && (acquired = ready_.try_acquire())) break;
+    while (!stopping_.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < spin_until) {
+      if ((claimed = tryClaim())) break;
       // Yielding keeps the spinner from holding a core that the RPC thread
       // or a running call needs when the machine is oversubscribed.
       std::this_thread::yield();
     }
     spinner_.store(false);
   }
-  if (!acquired) ready_.acquire();
-  available_.fetch_sub(1);
+  while (!claimed) {
+    if (stopping_.load()) return nullptr;
+    available_.wait(0);
+    claimed = tryClaim();
+  }
   if (stopping_.load()) return nullptr;
-  // Every release() follows a push(), so an item is there; the loop only
-  // covers the window in which the pushing thread's node is not yet linked.
+  // Every claim follows a push(), so an item is there; the loop only covers
+  // the window in which the pushing thread's node is not yet linked.
   WorkItem* item = nullptr;
   while (!queue_.pop(item)) std::this_thread::yield();
   return item;

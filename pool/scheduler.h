@@ -1,7 +1,8 @@
 // The vCPU worker threads and the queue that feeds them.
 //
-// Work reaches the workers as WorkItems on one lock-free MPMC queue; a
-// counting semaphore wakes an idle worker per item. A worker spins briefly
+// Work reaches the workers as WorkItems on one lock-free MPMC queue; an
+// atomic count of unclaimed items, waited on with std::atomic::wait (a
+// futex), wakes an idle worker per item. A worker spins briefly
 // before it sleeps, because the next call of a busy server usually arrives
 // within microseconds and a futex wake-up costs more than that.
 //
@@ -17,7 +18,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <semaphore>
 #include <thread>
 #include <vector>
 
@@ -60,14 +60,13 @@ class Scheduler {
  private:
   void workerLoop();
   WorkItem* next();
+  bool tryClaim();
 
   SchedulerOptions options_;
   boost::lockfree::queue<WorkItem*> queue_;
-  std::counting_semaphore<> ready_{0};
-  // Items released on ready_ and not yet taken. The spinning worker watches
-  // this plain atomic: the semaphore's own try_acquire() yields the CPU
-  // (a system call) several times per attempt.
-  std::atomic<int64_t> available_{0};
+  // Items pushed and not yet claimed by a worker. 32 bits, so that
+  // wait()/notify() are a plain futex.
+  std::atomic<int32_t> available_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> spinner_{false};  // an idle worker is spinning
   std::vector<std::thread> threads_;
