@@ -62,9 +62,15 @@ work_dir=$(cd "$work_dir" && pwd)
 
 # --- the kernel and its KVM modules -----------------------------------------
 kernel_dir=$work_dir/kernel
+module_paths=(
+  kernel/virt/lib/irqbypass.ko
+  kernel/drivers/crypto/ccp/ccp.ko
+  kernel/arch/x86/kvm/kvm.ko
+  kernel/arch/x86/kvm/kvm-amd.ko
+)
 if [[ ! -f $kernel_dir/ready ]]; then
   rm -rf "$kernel_dir"
-  mkdir -p "$kernel_dir"
+  mkdir -p "$kernel_dir/root"
   deb=${SANDPOOL_KVM_KERNEL_DEB:-}
   if [[ -z $deb ]]; then
     package=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64-unsigned$' |
@@ -76,18 +82,20 @@ if [[ ! -f $kernel_dir/ready ]]; then
       fail_setup "apt-get download $package failed"
     deb=$(ls "$kernel_dir"/*.deb)
   fi
-  dpkg-deb -x "$deb" "$kernel_dir/root" || fail_setup "dpkg-deb -x $deb failed"
+  # Only the kernel image and the four modules (the whole package unpacks
+  # to some 400 MB); newer kernels ship modules compressed.
+  patterns=('./boot/vmlinuz-*')
+  for m in "${module_paths[@]}"; do patterns+=("./lib/modules/*/$m" "./lib/modules/*/$m.xz" "./lib/modules/*/$m.zst"); done
+  # tar fails on the patterns that match nothing (.ko where modules are
+  # .ko.xz, and the other way round); what must be there is checked below.
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kernel_dir/root" --wildcards "${patterns[@]}" \
+    2>/dev/null || true
+  ls "$kernel_dir"/root/boot/vmlinuz-* >/dev/null 2>&1 || fail_setup "no kernel image in $deb"
   rm -f "$kernel_dir"/*.deb
   touch "$kernel_dir/ready"
 fi
 vmlinuz=$(ls "$kernel_dir"/root/boot/vmlinuz-* | head -n 1)
 modules=$(ls -d "$kernel_dir"/root/lib/modules/* | head -n 1)
-module_paths=(
-  kernel/virt/lib/irqbypass.ko
-  kernel/drivers/crypto/ccp/ccp.ko
-  kernel/arch/x86/kvm/kvm.ko
-  kernel/arch/x86/kvm/kvm-amd.ko
-)
 
 # --- the initramfs -----------------------------------------------------------
 root=$work_dir/initramfs
@@ -95,7 +103,16 @@ rm -rf "$root"
 mkdir -p "$root"/{bin,mods,proc,sys,dev,tmp,etc}
 cp "$busybox" "$root/bin/busybox"
 for m in "${module_paths[@]}"; do
-  cp "$modules/$m" "$root/mods/" || fail_setup "module $m missing from the kernel package"
+  name=$(basename "$m")
+  if [[ -f $modules/$m ]]; then
+    cp "$modules/$m" "$root/mods/$name"
+  elif [[ -f $modules/$m.xz ]]; then
+    xz -dc "$modules/$m.xz" > "$root/mods/$name"
+  elif [[ -f $modules/$m.zst ]]; then
+    zstd -qdc "$modules/$m.zst" > "$root/mods/$name"
+  else
+    fail_setup "module $m missing from the kernel package"
+  fi
 done
 
 copy_in() {  # copies a file to the same absolute path inside the VM
