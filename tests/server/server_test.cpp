@@ -812,6 +812,28 @@ TEST_F(ServerTest, GuestCallsHostFunctionServedByTheClient) {
   EXPECT_NE(r.message.find("no key 'shape'"), std::string::npos) << r.message;
 }
 
+// A host function provider whose method throws.
+class ThrowingHostFunctions final : public rpc::HostFunctions::Server {
+ protected:
+  kj::Promise<void> call(CallContext) override { KJ_FAIL_REQUIRE("the lookup service is down"); }
+};
+
+TEST_F(ServerTest, ExceptionInTheClientsHostFunctionFailsTheHostCall) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  rpc::HostFunctions::Client throwing = kj::heap<ThrowingHostFunctions>();
+  CallResult r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0, throwing);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_ABORT) << r.message;
+  EXPECT_NE(r.message.find("the lookup service is down"), std::string::npos) << r.message;
+  // The VM that saw the failed host call serves the next call normally.
+  auto kv = kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "red"}});
+  r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0, rpc::HostFunctions::Client(kj::mv(kv)));
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"red\"");
+}
+
 TEST_F(ServerTest, HostFunctionWithoutProviderFailsInTheGuest) {
   startServer();
   auto tenant = alpha();
