@@ -253,6 +253,22 @@ TEST_F(KvmBackendTest, HltIsAFault) {
   EXPECT_NE(exit.reason.find("hlt"), std::string::npos) << exit.reason;
 }
 
+TEST_F(KvmBackendTest, InIsAFaultAndTheVmServesOn) {
+  auto vm = bootVm();
+  ASSERT_TRUE(vm);
+  Recorder recorder;
+  RunExit exit = call(*vm, recorder, kCmdIn);
+  ASSERT_EQ(exit.kind, RunExit::Kind::kFault) << lastOut(recorder, vm->vcpu());
+  EXPECT_NE(exit.reason.find("in on port 0x5500"), std::string::npos) << exit.reason;
+  EXPECT_TRUE(recorder.outs.empty());
+  // KVM would complete the `in` on the next entry, writing rax and moving
+  // rip; the reset settles it first, so the next call starts clean.
+  Recorder after;
+  ASSERT_TRUE(stopped(call(*vm, after, kCmdCounter)));
+  EXPECT_EQ(after.lastPort(), kPortDone);
+  EXPECT_EQ(after.lastValue(), 1u);
+}
+
 // --- page tables ----------------------------------------------------------------
 
 struct Fault {

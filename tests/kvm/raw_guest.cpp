@@ -53,6 +53,8 @@ call_entry:
   je cmd_dirty_pages
   cmp rax, 14
   je cmd_reports
+  cmp rax, 15
+  je cmd_in
   ud2
 
 cmd_counter:
@@ -173,6 +175,11 @@ cmd_reports:
   out dx, eax
   dec rbx
   jmp cmd_reports
+
+cmd_in:
+  mov edx, 0x5500
+  in eax, dx
+  jmp done
 
 done:
   mov edx, 0x5501

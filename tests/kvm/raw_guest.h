@@ -60,6 +60,7 @@ enum Command : uint64_t {
   kCmdTripleFault = 12,  // load an empty IDT, then ud2
   kCmdDirtyPages = 13,   // write one qword into each of arg pages from kDirtyBase, DONE
   kCmdReports = 14,      // report arg times (one exit each), DONE
+  kCmdIn = 15,           // in eax, dx from the READY port
 };
 
 enum class Program { kDispatcher, kBackToBackOut };

@@ -201,7 +201,9 @@ RunExit KvmVcpu::run(PortHandler& handler) {
     if (::ioctl(fd_.get(), KVM_RUN, 0) < 0) {
       const int err = errno;
       if (err == EINTR || err == EAGAIN) {
-        // A kick (or a stale immediate_exit): the loop head decides.
+        // A kick (or a stale immediate_exit): the loop head decides. KVM
+        // finishes a pending exit before it looks for either.
+        pending_ = Pending::kNone;
         rearmImmediateExit();
         continue;
       }
@@ -224,9 +226,10 @@ std::optional<RunExit> KvmVcpu::onIo(PortHandler& handler) {
     pending_ = Pending::kOther;
     FaultInfo fault;
     fault.rip = rip;
-    return faultExit(fmt::format("{} {} of {} bytes on port {:#x}",
+    return faultExit(fmt::format("{} on port {:#x} ({} x {} bytes): only `out` of a register "
+                                 "reaches the host",
                                  run.io.direction == KVM_EXIT_IO_OUT ? "string out" : "in",
-                                 run.io.count, run.io.size, run.io.port),
+                                 run.io.port, run.io.count, run.io.size),
                      fault);
   }
   pending_ = Pending::kOut;
