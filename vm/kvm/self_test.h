@@ -11,7 +11,7 @@ namespace sandpool::vm::kvm {
 
 // Boots a few instructions in a throw-away micro-VM: long mode through the
 // backend's own page tables, an `out`, SSE loads and stores to a dirty-logged
-// page, a reset, and the same again. Takes about a millisecond on real KVM.
+// page, a reset, and the same again: one small VM, created and dropped.
 Expected<void> runSelfTest(Backend& backend);
 
 }  // namespace sandpool::vm::kvm
