@@ -262,6 +262,10 @@ void GuestPool::requestPrewarm() {
 void GuestPool::runOnWorker() {
   std::shared_ptr<GuestPool> self = std::move(prewarm_keepalive_);
   prewarm_queued_.store(false);
+  prewarmNow();
+}
+
+void GuestPool::prewarmNow() {
   uint32_t made = 0;
   while (!retired_.load() && vm_count_.load() < min_warm_.load()) {
     std::optional<vm::Error> error;

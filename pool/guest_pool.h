@@ -60,6 +60,9 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
 
   // Any thread: asks a worker to create VMs up to min_warm.
   void requestPrewarm();
+  // Any thread: creates VMs up to min_warm on the calling thread, before
+  // the guest is installed, so that its first call finds a warm VM.
+  void prewarmNow();
   // Strand: drops every idle VM if no call arrived for `idle`. Returns the
   // number of VMs dropped.
   uint32_t scaleToZeroIfIdle(std::chrono::nanoseconds idle);

@@ -59,7 +59,8 @@ interface Tenant {
   # [A-Za-z0-9._-], not starting with '.'). Nothing runs from a file that was
   # not accepted. An existing guest of that name is replaced only if
   # `replace` is true (calls in flight finish on the old version). The upload
-  # is on disk (durably) before the result is sent.
+  # is on disk (durably), and its warm VMs are ready, before the result is
+  # sent.
 
   list @2 () -> (guests :List(GuestInfo));
   # This tenant's guests, sorted by name.

@@ -41,7 +41,10 @@ void ServiceContext::loadStoredGuests(TenantState& tenant) {
                     snapshot.error().describe());
       continue;
     }
-    install(tenant, g.guest, std::move(snapshot.value()), g.sha256, g.elf.size());
+    auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, g.guest, std::move(snapshot.value()),
+                                                   settingsFor(tenant, g.guest));
+    guest->prewarmNow();
+    install(tenant, g.guest, std::move(guest), g.sha256, g.elf.size());
     spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
   }
 }
@@ -81,19 +84,24 @@ void ServiceContext::applyTenants(std::vector<TenantConfig> configs) {
   }
 }
 
-GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name,
-                                    std::shared_ptr<const vm::Snapshot> snapshot, std::string sha256,
-                                    uint64_t size) {
+pool::PoolSettings ServiceContext::settingsFor(const TenantState& tenant, const std::string& name) const {
+  auto it = tenant.guests.find(name);
+  if (it != tenant.guests.end()) return it->second.pool->settings();
   pool::PoolSettings settings{options.min_warm, std::min(options.max_vms, tenant.config.quota.max_vms)};
   settings.min_warm = std::min(settings.min_warm, settings.max_vms);
+  return settings;
+}
+
+GuestEntry& ServiceContext::install(TenantState& tenant, const std::string& name,
+                                    std::shared_ptr<pool::GuestPool> guest, std::string sha256, uint64_t size) {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) {
-    settings = it->second.pool->settings();
     tenant.pool->removeGuest(it->second.pool);
     tenant.guests.erase(it);
   }
-  auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot), settings);
   tenant.pool->addGuest(guest);
+  // A replaced guest's old VMs may have held the quota a full prewarm
+  // needed; they are being retired, so top up in the background.
   guest->requestPrewarm();
   GuestEntry& entry = tenant.guests[name];
   entry = GuestEntry{std::move(guest), std::move(sha256), size};

@@ -60,10 +60,13 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   // new tenants are added. Quota changes need a restart (logged).
   void applyTenants(std::vector<TenantConfig> configs);
 
-  // Installs a booted guest in its tenant, replacing (retiring) an older one.
-  GuestEntry& install(TenantState& tenant, const std::string& name,
-                      std::shared_ptr<const vm::Snapshot> snapshot, std::string sha256,
-                      uint64_t size);
+  // The pool settings a new version of guest `name` starts with: the old
+  // version's if there is one, else the flags' defaults within the quota.
+  pool::PoolSettings settingsFor(const TenantState& tenant, const std::string& name) const;
+  // Installs a guest's (prewarmed) pool in its tenant, replacing (retiring)
+  // an older version.
+  GuestEntry& install(TenantState& tenant, const std::string& name, std::shared_ptr<pool::GuestPool> guest,
+                      std::string sha256, uint64_t size);
 
   // In-flight RPC work, so that shutdown can wait for it.
   void beginWork();

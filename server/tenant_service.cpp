@@ -45,7 +45,7 @@ void fillTiming(const pool::CallOutcome& o, std::chrono::nanoseconds total, rpc:
 struct UploadOutcome {
   std::optional<vm::Error> error;
   bool stored = false;  // validation passed and the file is durable
-  std::shared_ptr<const vm::Snapshot> snapshot;
+  std::shared_ptr<pool::GuestPool> pool;  // the new version, prewarmed
   std::string sha256;
   uint64_t size = 0;
 };
@@ -271,7 +271,10 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
   std::vector<uint8_t> bytes(elf.begin(), elf.end());
   ServiceContext& ctx = ctx_;
   TenantState& tenant = tenant_;
-  auto work = [&ctx, &tenant, name, bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
+  pool::PoolSettings settings = ctx_.settingsFor(tenant_, name);
+  pool::TenantPool& tenant_pool = *tenant_.pool;
+  auto work = [&ctx, &tenant, &tenant_pool, settings, name,
+               bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
     auto out = std::make_shared<UploadOutcome>();
     out->size = bytes.size();
     auto snapshot = bootGuest(ctx.backend, bytes, ctx.vm_config);
@@ -279,13 +282,15 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
       out->error = snapshot.takeError();
       return out;
     }
-    out->snapshot = std::move(snapshot.value());
     out->sha256 = sha256Hex(bytes);
     if (auto saved = ctx.store.save(tenant.config.name, name, bytes); !saved) {
       out->error = saved.takeError();
       return out;
     }
     out->stored = true;
+    // The answer waits for the warm VMs, so the first call is not a cold start.
+    out->pool = std::make_shared<pool::GuestPool>(tenant_pool, name, std::move(snapshot.value()), settings);
+    out->pool->prewarmNow();
     return out;
   };
   // The install step runs even if the client disconnects meanwhile: the
@@ -296,10 +301,10 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
             tenant.uploading.erase(name);
             ctx.endWork();
             if (out->stored) {
-              ctx.install(tenant, name, out->snapshot, out->sha256, out->size);
+              ctx.install(tenant, name, out->pool, out->sha256, out->size);
               spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}",
                            tenant.config.name, name, out->size, out->sha256,
-                           out->snapshot->exports().size());
+                           out->pool->snapshot().exports().size());
             } else {
               spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
                            name, out->error->describe());

@@ -246,6 +246,7 @@ TEST_F(ServerTest, UploadCallListRemove) {
   ASSERT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.value, "\"Hello, world!\"");
   EXPECT_EQ(r.output, "hello from the guest, world!\n");
+  EXPECT_FALSE(r.cold_start) << "upload answers once min-warm VMs are ready";
 
   EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"hello"});
   auto remove = tenant.removeRequest();
@@ -702,6 +703,8 @@ TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
   auto tenant = alpha();
   auto list = tenant.listRequest().send().wait(ws_);
   ASSERT_EQ(list.getGuests().size(), 1u);
+  auto stats = tenant.statsRequest().send().wait(ws_);
+  EXPECT_EQ(stats.getStats().getGuests()[0].getWarm(), 1u) << "reloaded guests are warm before the server is ready";
   EXPECT_EQ(list.getGuests()[0].getName(), "hello");
   EXPECT_EQ(list.getGuests()[0].getSha256(), sha);
   CallResult r = call(tenant, "hello", "hello", {str("again")});
