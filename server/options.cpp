@@ -65,7 +65,9 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "largest RPC message read from a client (its traversal limit too); 0 means the "
        "largest upload plus 1 MiB; a client sending more is disconnected")
       ("rpc-flow-limit-kib", po::value(&flow_limit_kib)->default_value(64 * 1024)->value_name("KIB"),
-       "per connection, call data in flight before the server stops reading more");
+       "per connection, call data in flight before the server stops reading more")
+      ("max-connections", po::value(&o.max_connections)->default_value(o.max_connections)->value_name("N"),
+       "connections served at once (TCP and Unix together); more are closed on accept");
 
   po::options_description logging("Logging");
   logging.add_options()
@@ -111,6 +113,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
   if (o.max_vms == 0) return fail("--max-vms must be at least 1");
   if (o.min_warm > o.max_vms) return fail("--min-warm " + std::to_string(o.min_warm) + " exceeds --max-vms " + std::to_string(o.max_vms));
   if (o.queue_length == 0) return fail("--queue-length must be at least 1");
+  if (o.max_connections == 0) return fail("--max-connections must be at least 1");
   if (timeout_ms == 0) return fail("--call-timeout-ms must be at least 1");
   if (o.guest_memory_mib < 2 || o.guest_memory_mib % 2 != 0) return fail("--guest-memory-mib must be a multiple of 2");
   if (o.log_format != "text" && o.log_format != "json") return fail("--log-format must be text or json, not '" + o.log_format + "'");

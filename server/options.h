@@ -26,6 +26,7 @@ struct ServerOptions {
   uint64_t max_upload_bytes = 32ull << 20;
   uint64_t rpc_message_limit_bytes = 0;  // 0: max upload + 1 MiB
   uint64_t rpc_flow_limit_bytes = 64ull << 20;
+  uint32_t max_connections = 1024;
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::microseconds worker_spin{1000};
   std::chrono::microseconds rpc_spin{300};

@@ -20,11 +20,13 @@ struct RpcListener::Connection {
 };
 
 RpcListener::RpcListener(ServiceContext& ctx, kj::Network& network,
-                         capnp::ReaderOptions reader_options, size_t flow_limit_words)
+                         capnp::ReaderOptions reader_options, size_t flow_limit_words,
+                         uint32_t max_connections)
     : ctx_(ctx),
       network_(network),
       reader_options_(reader_options),
       flow_limit_words_(flow_limit_words),
+      max_connections_(max_connections),
       accepting_(kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))),
       connections_tasks_(kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))) {}
 
@@ -47,6 +49,12 @@ kj::Promise<std::string> RpcListener::listen(const std::string& address) {
 kj::Promise<void> RpcListener::acceptLoop(kj::ConnectionReceiver& receiver) {
   return receiver.acceptAuthenticated().then([this, &receiver](kj::AuthenticatedStream&& accepted) {
     std::string peer = accepted.peerIdentity->toString().cStr();
+    if (connections_ >= max_connections_) {
+      // Closing at once (the stream is dropped here) bounds what
+      // unauthenticated peers can hold: every connection costs buffers.
+      spdlog::warn("event=connection_refused peer={} reason=\"{} connections already\"", peer, connections_);
+      return acceptLoop(receiver);
+    }
     capnp::Capability::Client bootstrap = kj::heap<SandpoolImpl>(ctx_, peer);
     auto conn = kj::heap<Connection>(kj::mv(accepted.stream), reader_options_, kj::mv(bootstrap),
                                      flow_limit_words_);

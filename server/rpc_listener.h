@@ -22,7 +22,7 @@ namespace sandpool::server {
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
   RpcListener(ServiceContext& ctx, kj::Network& network, capnp::ReaderOptions reader_options,
-              size_t flow_limit_words);
+              size_t flow_limit_words, uint32_t max_connections);
   ~RpcListener();
 
   // Binds `address` ("host:port" or "unix:/path") and starts accepting.
@@ -44,6 +44,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   kj::Network& network_;
   capnp::ReaderOptions reader_options_;
   size_t flow_limit_words_;
+  uint32_t max_connections_;
   kj::Own<kj::TaskSet> accepting_;
   kj::Own<kj::TaskSet> connections_tasks_;
   uint64_t connections_ = 0;

@@ -197,7 +197,7 @@ int runServer(const ServerOptions& options) {
     reader_options.traversalLimitInWords = limit_words;
     std::optional<RpcListener> listener;
     listener.emplace(ctx, kj_io.provider->getNetwork(), reader_options,
-                     options.rpc_flow_limit_bytes / sizeof(capnp::word));
+                     options.rpc_flow_limit_bytes / sizeof(capnp::word), options.max_connections);
 
     std::string ready = "sandpoold ready";
     std::string unix_path;

@@ -189,7 +189,7 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
        {"--listen-tcp", "--listen-unix", "--backend", "--workers", "--tenants", "--data-dir", "--min-warm",
         "--max-vms", "--idle-time-ms", "--call-timeout-ms", "--guest-memory-mib", "--queue-length",
         "--max-upload-kib", "--rpc-message-limit-kib", "--log-level", "--log-format", "--config",
-        "--shutdown-grace-ms"}) {
+        "--shutdown-grace-ms", "--max-connections", "--worker-spin-us", "--rpc-spin-us", "--rpc-flow-limit-kib"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
   EXPECT_NE(text.find("(=127.0.0.1:7300)"), std::string::npos);
@@ -521,6 +521,28 @@ TEST_F(ServerTest, GarbageOnTheWireDropsOnlyThatConnection) {
   EXPECT_TRUE(server_->process().waitForLine("event=disconnect", 5s));
   // ... and everyone else is served as before.
   EXPECT_EQ(call(tenant, "add", "add", {i32(20), i32(22)}).value, "42");
+}
+
+TEST_F(ServerTest, ConnectionsBeyondTheLimitAreClosed) {
+  startServer({"--max-connections", "2"});
+  auto first = connect();
+  auto second = connect(server_->unixAddress());
+  first->sandpool().pingRequest().send().wait(ws_);
+  second->sandpool().pingRequest().send().wait(ws_);
+  auto third = connect();
+  kj::Maybe<kj::Exception> failure =
+      kj::runCatchingExceptions([&] { third->sandpool().pingRequest().send().wait(ws_); });
+  KJ_IF_MAYBE(e, failure) {
+    EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "a third connection was served";
+  }
+  EXPECT_TRUE(server_->process().waitForLine("event=connection_refused", 5s));
+  // A place that frees up can be taken again.
+  first = nullptr;
+  ASSERT_TRUE(server_->process().waitForLine("event=disconnect", 5s));
+  auto fourth = connect();
+  fourth->sandpool().pingRequest().send().wait(ws_);
 }
 
 TEST_F(ServerTest, SecondServerDoesNotTakeOverALiveUnixSocket) {
