@@ -2,6 +2,8 @@
 // the CPUID filter and the errors for a device that cannot be used.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <vector>
@@ -195,6 +197,33 @@ TEST(KvmDevice, NonKvmDeviceSaysSo) {
   EXPECT_EQ(backend.error().kind, ErrorKind::kBackendUnavailable);
   EXPECT_NE(backend.error().message.find("not a KVM device"), std::string::npos)
       << backend.error().message;
+}
+
+// Opens /dev/kvm as an unprivileged user (a child process drops root), where
+// the device exists and that user may not open it.
+TEST(KvmDevice, PermissionDeniedSaysSo) {
+  if (::access(kKvmDevicePath, F_OK) != 0) GTEST_SKIP() << "no /dev/kvm on this machine";
+  if (::geteuid() != 0 && ::access(kKvmDevicePath, R_OK | W_OK) == 0) {
+    GTEST_SKIP() << "this user may open /dev/kvm and cannot drop that right";
+  }
+  constexpr int kSkip = 3, kPassed = 0, kFailed = 1;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(kFailed);
+    if (::access(kKvmDevicePath, R_OK | W_OK) == 0) ::_exit(kSkip);
+    auto backend = makeKvmBackendAt(kKvmDevicePath);
+    const bool refused = !backend.ok() &&
+                         backend.error().kind == ErrorKind::kBackendUnavailable &&
+                         backend.error().message.find("permission denied") != std::string::npos;
+    ::_exit(refused ? kPassed : kFailed);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == kSkip) GTEST_SKIP() << "user nobody may open /dev/kvm here";
+  EXPECT_EQ(WEXITSTATUS(status), kPassed)
+      << "opening /dev/kvm as user nobody did not fail with 'permission denied'";
 }
 
 }  // namespace
