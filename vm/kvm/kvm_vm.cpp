@@ -1,7 +1,6 @@
 #include "vm/kvm/kvm_vm.h"
 
 #include <fmt/format.h>
-
 #include <sys/ioctl.h>
 
 #include <bit>
