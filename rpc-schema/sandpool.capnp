@@ -85,7 +85,8 @@ interface Tenant {
 
   configure @6 (guest :Text, settings :PoolSettings) -> (result :ConfigureResult);
   # Changes a guest's pool: warm VMs kept ready and the most VMs it may use,
-  # within the tenant's quota. Takes effect for the next calls.
+  # within the tenant's quota. Takes effect for the next calls; stored with
+  # the guest before the result is sent, so it survives a restart.
 
   guest @7 (name :Text) -> (result :GuestResult);
   # A capability for one guest of this tenant: it can call that guest and

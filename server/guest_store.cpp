@@ -23,6 +23,7 @@ namespace {
 constexpr char kMagic[8] = {'S', 'P', 'G', 'U', 'E', 'S', 'T', '1'};
 constexpr size_t kHeaderSize = sizeof kMagic + 32;
 constexpr std::string_view kSuffix = ".guest";
+constexpr std::string_view kSettingsSuffix = ".settings";
 
 std::array<uint8_t, 32> sha256(std::span<const uint8_t> data) {
   std::array<uint8_t, 32> digest{};
@@ -72,8 +73,10 @@ std::string sha256Hex(std::span<const uint8_t> data) { return hex(sha256(data));
 
 GuestStore::GuestStore(fs::path root) : root_(std::move(root)) {}
 
-vm::Expected<void> GuestStore::save(const std::string& tenant, const std::string& guest,
-                                    std::span<const uint8_t> elf) const {
+// Writes `parts` to dir/name atomically and durably: temporary file, fsync,
+// rename over the final name, fsync of the directory.
+vm::Expected<void> GuestStore::writeAtomically(const std::string& tenant, const std::string& name,
+                                               std::initializer_list<std::span<const uint8_t>> parts) const {
   fs::path dir = root_ / tenant;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -81,25 +84,58 @@ vm::Expected<void> GuestStore::save(const std::string& tenant, const std::string
     return vm::makeError(vm::ErrorKind::kInternal,
                          "create directory '" + dir.string() + "': " + ec.message());
   }
-  fs::path final_path = dir / (guest + std::string(kSuffix));
-  fs::path temp_path = dir / ("." + guest + ".tmp");
+  fs::path final_path = dir / name;
+  fs::path temp_path = dir / ("." + name + ".tmp");
   vm::UniqueFd fd(::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return ioError("create", temp_path);
-  std::array<uint8_t, 32> digest = sha256(elf);
-  std::vector<uint8_t> header(kMagic, kMagic + sizeof kMagic);
-  header.insert(header.end(), digest.begin(), digest.end());
-  if (auto r = writeAll(fd.get(), header, temp_path); !r) return r;
-  if (auto r = writeAll(fd.get(), elf, temp_path); !r) return r;
+  for (auto part : parts) {
+    if (auto r = writeAll(fd.get(), part, temp_path); !r) return r;
+  }
   if (::fsync(fd.get()) != 0) return ioError("fsync", temp_path);
   fd.reset();
   if (::rename(temp_path.c_str(), final_path.c_str()) != 0) return ioError("rename to", final_path);
   return fsyncDir(dir);
 }
 
+vm::Expected<void> GuestStore::save(const std::string& tenant, const std::string& guest,
+                                    std::span<const uint8_t> elf) const {
+  std::array<uint8_t, 32> digest = sha256(elf);
+  std::vector<uint8_t> header(kMagic, kMagic + sizeof kMagic);
+  header.insert(header.end(), digest.begin(), digest.end());
+  return writeAtomically(tenant, guest + std::string(kSuffix), {header, elf});
+}
+
+vm::Expected<void> GuestStore::saveSettings(const std::string& tenant, const std::string& guest,
+                                            pool::PoolSettings settings) const {
+  std::string text = "min_warm = " + std::to_string(settings.min_warm) +
+                     "\nmax_vms = " + std::to_string(settings.max_vms) + "\n";
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  return writeAtomically(tenant, guest + std::string(kSettingsSuffix), {bytes});
+}
+
+std::optional<pool::PoolSettings> GuestStore::loadSettings(const std::string& tenant,
+                                                           const std::string& guest) const {
+  std::ifstream in(root_ / tenant / (guest + std::string(kSettingsSuffix)));
+  if (!in) return std::nullopt;
+  pool::PoolSettings settings;
+  int found = 0;
+  std::string key, eq;
+  uint32_t value;
+  while (in >> key >> eq >> value) {
+    if (eq != "=") return std::nullopt;
+    if (key == "min_warm") settings.min_warm = value, found |= 1;
+    if (key == "max_vms") settings.max_vms = value, found |= 2;
+  }
+  if (found != 3) return std::nullopt;
+  return settings;
+}
+
 vm::Expected<void> GuestStore::remove(const std::string& tenant, const std::string& guest) const {
   fs::path dir = root_ / tenant;
-  fs::path path = dir / (guest + std::string(kSuffix));
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink", path);
+  for (std::string_view suffix : {kSuffix, kSettingsSuffix}) {
+    fs::path path = dir / (guest + std::string(suffix));
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink", path);
+  }
   return fsyncDir(dir);
 }
 

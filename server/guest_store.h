@@ -1,4 +1,5 @@
-// Uploaded guests on disk: <data dir>/guests/<tenant>/<guest>.guest.
+// Uploaded guests on disk: <data dir>/guests/<tenant>/<guest>.guest, and
+// the pool settings a tenant chose for it in <guest>.settings.
 //
 // Each file is "SPGUEST1", the SHA-256 of the ELF (32 bytes), then the ELF.
 // save() is atomic and durable: it writes a temporary file, fsyncs it,
@@ -12,10 +13,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "pool/guest_pool.h"
 #include "vm/error.h"
 
 namespace sandpool::server {
@@ -28,7 +32,14 @@ class GuestStore {
 
   vm::Expected<void> save(const std::string& tenant, const std::string& guest,
                           std::span<const uint8_t> elf) const;
+  // Deletes the guest and its settings.
   vm::Expected<void> remove(const std::string& tenant, const std::string& guest) const;
+
+  // Pool settings set with configure(), written atomically like guests.
+  vm::Expected<void> saveSettings(const std::string& tenant, const std::string& guest,
+                                  pool::PoolSettings settings) const;
+  // Nothing if the guest has none stored (or they cannot be read).
+  std::optional<pool::PoolSettings> loadSettings(const std::string& tenant, const std::string& guest) const;
 
   struct Stored {
     std::string guest;
@@ -40,6 +51,9 @@ class GuestStore {
   std::vector<Stored> loadAll(const std::string& tenant, std::vector<std::string>& errors) const;
 
  private:
+  vm::Expected<void> writeAtomically(const std::string& tenant, const std::string& name,
+                                     std::initializer_list<std::span<const uint8_t>> parts) const;
+
   std::filesystem::path root_;
 };
 

@@ -87,7 +87,11 @@ void ServiceContext::applyTenants(std::vector<TenantConfig> configs) {
 pool::PoolSettings ServiceContext::settingsFor(const TenantState& tenant, const std::string& name) const {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) return it->second.pool->settings();
-  pool::PoolSettings settings{options.min_warm, std::min(options.max_vms, tenant.config.quota.max_vms)};
+  pool::PoolSettings settings{options.min_warm, options.max_vms};
+  if (auto stored = store.loadSettings(tenant.config.name, name)) settings = *stored;
+  // Stored settings were within the quota when set; the quota may have
+  // shrunk since.
+  settings.max_vms = std::clamp<uint32_t>(settings.max_vms, 1, tenant.config.quota.max_vms);
   settings.min_warm = std::min(settings.min_warm, settings.max_vms);
   return settings;
 }

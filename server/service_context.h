@@ -61,7 +61,8 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   void applyTenants(std::vector<TenantConfig> configs);
 
   // The pool settings a new version of guest `name` starts with: the old
-  // version's if there is one, else the flags' defaults within the quota.
+  // version's if there is one, else those stored with configure(), else the
+  // flags' defaults; always within the quota.
   pool::PoolSettings settingsFor(const TenantState& tenant, const std::string& name) const;
   // Installs a guest's (prewarmed) pool in its tenant, replacing (retiring)
   // an older version.

@@ -435,13 +435,36 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
                  std::to_string(tenant_.config.quota.max_vms) + " VMs"));
     return kj::READY_NOW;
   }
-  it->second.pool->setSettings({min_warm, max_vms});
-  spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenantName(), name,
-               min_warm, max_vms);
-  auto out = result.initSettings();
-  out.setMinWarm(min_warm);
-  out.setMaxVms(max_vms);
-  return kj::READY_NOW;
+  pool::PoolSettings chosen{min_warm, max_vms};
+  it->second.pool->setSettings(chosen);
+  // The answer waits for the settings to be on disk, so a restart keeps
+  // them; the pool uses them already.
+  ctx_.beginWork();
+  ServiceContext& ctx = ctx_;
+  std::string tenant_name = tenantName();
+  return runBlocking<std::optional<vm::Error>>(
+             ctx_.mailbox, ctx_.blocking,
+             [&ctx, tenant_name, name, chosen]() -> std::optional<vm::Error> {
+               auto saved = ctx.store.saveSettings(tenant_name, name, chosen);
+               if (!saved) return saved.takeError();
+               return std::nullopt;
+             })
+      .then([&ctx, context, tenant_name, name, chosen](std::optional<vm::Error> error) mutable {
+        ctx.endWork();
+        auto result = context.getResults().initResult();
+        if (error) {
+          spdlog::error("event=configure_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
+                        error->describe());
+          setError(result.initError(), rpc::ErrorCode::INTERNAL,
+                   "could not store the settings; the server's log has the details");
+          return;
+        }
+        spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenant_name, name,
+                     chosen.min_warm, chosen.max_vms);
+        auto out = result.initSettings();
+        out.setMinWarm(chosen.min_warm);
+        out.setMaxVms(chosen.max_vms);
+      });
 }
 
 }  // namespace

@@ -716,6 +716,11 @@ TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
     mustUpload(tenant, "hello", GUEST_HELLO);
     auto list = tenant.listRequest().send().wait(ws_);
     sha = list.getGuests()[0].getSha256().cStr();
+    auto configure = tenant.configureRequest();
+    configure.setGuest("hello");
+    configure.getSettings().setMinWarm(2);
+    configure.getSettings().setMaxVms(3);
+    ASSERT_TRUE(configure.send().wait(ws_).getResult().isSettings());
   }
   connections_.clear();
   ASSERT_EQ(server_->stop(), 0);
@@ -725,8 +730,10 @@ TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
   auto tenant = alpha();
   auto list = tenant.listRequest().send().wait(ws_);
   ASSERT_EQ(list.getGuests().size(), 1u);
+  EXPECT_EQ(list.getGuests()[0].getSettings().getMinWarm(), 2u) << "configure() settings survive a restart";
+  EXPECT_EQ(list.getGuests()[0].getSettings().getMaxVms(), 3u);
   auto stats = tenant.statsRequest().send().wait(ws_);
-  EXPECT_EQ(stats.getStats().getGuests()[0].getWarm(), 1u) << "reloaded guests are warm before the server is ready";
+  EXPECT_EQ(stats.getStats().getGuests()[0].getWarm(), 2u) << "reloaded guests are warm before the server is ready";
   EXPECT_EQ(list.getGuests()[0].getName(), "hello");
   EXPECT_EQ(list.getGuests()[0].getSha256(), sha);
   CallResult r = call(tenant, "hello", "hello", {str("again")});
