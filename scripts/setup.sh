@@ -18,9 +18,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+# Fresh package lists also serve the KVM tests, which download a Debian
+# kernel package with apt.
+$SUDO apt-get update -qq
 if ((${#missing[@]})); then
-  SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
