@@ -283,7 +283,9 @@ void GuestPool::prewarmNow() {
 void GuestPool::dropUnrun() { prewarm_keepalive_.reset(); }
 
 uint32_t GuestPool::scaleToZeroIfIdle(std::chrono::nanoseconds idle) {
-  if (idle_count_.load() == 0) return 0;
+  // A guest with calls running or waiting is in use, whatever its clock
+  // says; dropping its VMs could strand a waiting call.
+  if (idle_count_.load() == 0 || busy_.load() > 0 || waiting_count_.load() > 0) return 0;
   if (nowNs() - last_used_ns_.load(std::memory_order_relaxed) < idle.count()) return 0;
   uint32_t dropped = 0;
   while (auto vm = popIdle()) {
