@@ -253,6 +253,10 @@ void GuestPool::finish(CallTask* task) {
 
 void GuestPool::requestPrewarm() {
   if (retired_.load() || vm_count_.load() >= min_warm_.load()) return;
+  scheduleWorkerJob();
+}
+
+void GuestPool::scheduleWorkerJob() {
   bool expected = false;
   if (!prewarm_queued_.compare_exchange_strong(expected, true)) return;
   prewarm_keepalive_ = shared_from_this();
@@ -263,6 +267,18 @@ void GuestPool::runOnWorker() {
   std::shared_ptr<GuestPool> self = std::move(prewarm_keepalive_);
   prewarm_queued_.store(false);
   prewarmNow();
+  // A call parked while the idle VMs were being dropped waits for a VM that
+  // nobody will release: give it one (putIdle() runs waiting calls).
+  if (waiting_count_.load() > 0 && idle_count_.load() == 0 && busy_.load() == 0) {
+    std::optional<vm::Error> error;
+    if (auto vm = createVm(error)) {
+      putIdle(std::move(vm));
+    } else if (error) {
+      while (CallTask* task = takeWaiting()) {
+        refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error->message);
+      }
+    }
+  }
 }
 
 void GuestPool::prewarmNow() {
@@ -292,6 +308,10 @@ uint32_t GuestPool::scaleToZeroIfIdle(std::chrono::nanoseconds idle) {
     dropVm(std::move(vm));
     ++dropped;
   }
+  // A call that arrived meanwhile may have parked, counting on a VM that
+  // was just dropped.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (waiting_count_.load() > 0) scheduleWorkerJob();
   return dropped;
 }
 

@@ -73,7 +73,8 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
   GuestStats stats() const;
 
  private:
-  void runOnWorker() override;  // the prewarm job
+  void runOnWorker() override;  // the prewarm (and rescue) job
+  void scheduleWorkerJob();
   void dropUnrun() override;
 
   std::unique_ptr<vm::Sandbox> popIdle();
