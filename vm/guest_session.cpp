@@ -2,6 +2,7 @@
 
 #include <sandpool/abi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -136,7 +137,11 @@ PortAction GuestSession::serveHostCall() {
     output_.append(text, 0, std::min<uint64_t>(room, text.size()));
     replyToGuest(Value(Void{}));
   } else if (host_functions_) {
-    replyToGuest(host_functions_->callHostFunction(name, args));
+    auto reply = host_functions_->callHostFunction(name, args);
+    // The call's deadline passed while the host function was pending: the
+    // call ends as a timeout, as it would have had the guest been running.
+    if (!reply && reply.error().kind == ErrorKind::kTimeout) return stopWith(reply.takeError());
+    replyToGuest(reply);
   } else {
     replyToGuest(makeError(ErrorKind::kBadHostCall, "unknown host function '" + name + "'"));
   }
@@ -144,23 +149,23 @@ PortAction GuestSession::serveHostCall() {
 }
 
 void GuestSession::replyToGuest(const Expected<Value>& reply) {
-  std::vector<uint8_t> message(sizeof(sandpool_result_header));
   sandpool_result_header header = {SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, 0, 0};
+  std::vector<uint8_t> payload;
   if (reply) {
-    encodeValue(reply.value(), message);
+    encodeValue(reply.value(), payload);
   } else {
     header.status = SANDPOOL_STATUS_ERROR;
-    const std::string& text = reply.error().message;
-    message.insert(message.end(), text.begin(), text.end());
+    payload.assign(reply.error().message.begin(), reply.error().message.end());
   }
-  if (message.size() > layout_.host_call_size) {
+  if (sizeof header + payload.size() > layout_.host_call_size) {
     static constexpr std::string_view kTooLarge = "host reply does not fit the host-call buffer";
     header.status = SANDPOOL_STATUS_ERROR;
-    message.resize(sizeof header);
-    message.insert(message.end(), kTooLarge.begin(), kTooLarge.end());
+    payload.assign(kTooLarge.begin(), kTooLarge.end());
   }
-  header.size = static_cast<uint32_t>(message.size() - sizeof header);
+  header.size = static_cast<uint32_t>(payload.size());
+  std::vector<uint8_t> message(sizeof header + payload.size());
   std::memcpy(message.data(), &header, sizeof header);
+  std::copy(payload.begin(), payload.end(), message.begin() + sizeof header);
   // The buffer was validated when the call was read; a failure here is a host bug.
   if (auto written = memory_.write(layout_.host_call_addr, message, "host reply"); !written) {
     error_ = written.takeError();

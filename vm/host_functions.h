@@ -15,7 +15,9 @@ class HostFunctions {
   virtual ~HostFunctions() = default;
   // Called on the thread running the VM, which blocks until it returns.
   // An Error reaches the guest as a failed host call (status ERROR + message);
-  // the guest decides what to do with it.
+  // the guest decides what to do with it. The exception is an Error of kind
+  // kTimeout, meaning the call's deadline passed while waiting: the call then
+  // ends with that timeout error at once.
   virtual Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) = 0;
 };
 

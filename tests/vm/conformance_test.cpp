@@ -271,6 +271,25 @@ TEST_P(ConformanceTest, HostFunctionsAnswerGuestsAndTheirErrorsReachTheGuest) {
   EXPECT_EQ(host.calls, (std::vector<std::string>{"kv_get", "kv_put"}));
 }
 
+class ExpiringHostFunctions : public HostFunctions {
+ public:
+  Expected<Value> callHostFunction(std::string_view, std::span<const Value>) override {
+    return makeError(ErrorKind::kTimeout, "host function gave no reply before the call's deadline");
+  }
+};
+
+TEST_P(ConformanceTest, HostFunctionThatOutlivesTheDeadlineEndsTheCallAsATimeout) {
+  auto probe = vm("probe");
+  ASSERT_TRUE(probe);
+  ExpiringHostFunctions host;
+  CallResult result = call(*probe, "call_host", {std::string("kv_get"), std::string("k")}, 5s, &host);
+  ASSERT_FALSE(result.result.ok());
+  EXPECT_EQ(result.result.error().kind, ErrorKind::kTimeout) << result.result.error().describe();
+  EXPECT_NE(result.result.error().message.find("gave no reply"), std::string::npos);
+  EXPECT_TRUE(probe->healthy());
+  EXPECT_EQ(typeOf(ok(call(*probe, "heap_bytes"))), ValueType::kU64) << "the VM serves on";
+}
+
 // One misbehaviour: what the guest does and the typed error it must yield.
 struct Misbehaviour {
   const char* function;
