@@ -19,6 +19,9 @@ struct HostCallState {
   std::vector<vm::Value> args;
   std::binary_semaphore done{0};
   std::optional<vm::Expected<vm::Value>> result;  // written before done.release()
+  // KJ thread only: cancels the forwarded call once the worker gave up on it,
+  // so the client is told (capnp Finish) instead of being waited on forever.
+  kj::Canceler canceler;
 };
 
 namespace {
@@ -36,6 +39,17 @@ class HostCallMessage final : public KjMailbox::Message {
   std::shared_ptr<HostCallState> state_;
 };
 
+class CancelHostCallMessage final : public KjMailbox::Message {
+ public:
+  explicit CancelHostCallMessage(std::shared_ptr<HostCallState> state) : state_(std::move(state)) {}
+  // Posted after the HostCallMessage of the same state, so the call has been
+  // started (or was never forwarded) by the time this runs.
+  void deliver() override { state_->canceler.cancel("the call's deadline passed"); }
+
+ private:
+  std::shared_ptr<HostCallState> state_;
+};
+
 }  // namespace
 
 void RpcCallTask::complete() { ctx_.mailbox.post(this); }
@@ -47,6 +61,7 @@ vm::Expected<vm::Value> RpcCallTask::callHostFunction(std::string_view name,
   state->args.assign(args.begin(), args.end());
   ctx_.mailbox.post(new HostCallMessage(*this, state));
   if (!state->done.try_acquire_until(deadline)) {
+    ctx_.mailbox.post(new CancelHostCallMessage(state));
     return vm::makeError(vm::ErrorKind::kTimeout,
                          "host function '" + state->name + "' gave no reply before the call's deadline");
   }
@@ -59,7 +74,10 @@ void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
     request.setName(ptr(state->name));
     auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
     for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
-    ctx_.background.add(request.send().then(
+    // Only the request is wrapped: the handlers that hold `state` must
+    // outlive the canceler's link to it, or dropping the last reference from
+    // inside the wrapped promise would destroy the canceler under it.
+    ctx_.background.add(state->canceler.wrap(request.send()).then(
         [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
           auto result = response.getResult();
           if (result.isValue()) {

@@ -818,9 +818,22 @@ TEST_F(ServerTest, SigtermFinishesInFlightCallsAndExitsZero) {
 
 // A host function provider that never answers: the call's timeout must
 // still end the call, and the server must stay responsive meanwhile.
+// Never answers; fulfils `cancelled` when the server gives up on the call.
 class SilentHostFunctions final : public rpc::HostFunctions::Server {
+ public:
+  explicit SilentHostFunctions(kj::Own<kj::PromiseFulfiller<void>> cancelled)
+      : cancelled_(kj::mv(cancelled)) {}
+
  protected:
-  kj::Promise<void> call(CallContext) override { return kj::NEVER_DONE; }
+  kj::Promise<void> call(CallContext context) override {
+    context.allowCancellation();
+    return kj::Promise<void>(kj::NEVER_DONE).attach(kj::defer([this] {
+      cancelled_->fulfill();
+    }));
+  }
+
+ private:
+  kj::Own<kj::PromiseFulfiller<void>> cancelled_;
 };
 
 TEST_F(ServerTest, GuestCallsHostFunctionServedByTheClient) {
@@ -881,7 +894,8 @@ TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
   auto tenant = alpha();
   mustUpload(tenant, "probe", GUEST_PROBE);
   mustUpload(tenant, "add", GUEST_ADD);
-  rpc::HostFunctions::Client silent = kj::heap<SilentHostFunctions>();
+  auto cancelled = kj::newPromiseAndFulfiller<void>();
+  rpc::HostFunctions::Client silent = kj::heap<SilentHostFunctions>(kj::mv(cancelled.fulfiller));
   auto other = connect();
   bool done = false;
   auto start = std::chrono::steady_clock::now();
@@ -901,6 +915,8 @@ TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  // The server cancels the forwarded call instead of waiting on it forever.
+  io_.provider->getTimer().timeoutAfter(10 * kj::SECONDS, kj::mv(cancelled.promise)).wait(ws_);
 }
 
 TEST_F(ServerTest, CliServesKeyValueHostFunction) {
