@@ -13,6 +13,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -100,20 +101,14 @@ class UnicornVcpu final : public Vcpu {
       i = j;
     }
     uc_hook hook;
-    struct HookSpec {
-      int type;
-      void* callback;
-      int instruction;
+    const std::pair<void*, int> instruction_hooks[] = {
+        {reinterpret_cast<void*>(&onOut), UC_X86_INS_OUT},
+        {reinterpret_cast<void*>(&onIn), UC_X86_INS_IN},
+        {reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSCALL},
+        {reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSENTER},
     };
-    const HookSpec hooks[] = {
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&onOut), UC_X86_INS_OUT},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&onIn), UC_X86_INS_IN},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSCALL},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSENTER},
-    };
-    for (const HookSpec& spec : hooks) {
-      if (uc_err err = uc_hook_add(uc_, &hook, spec.type, spec.callback, this, 1, 0, spec.instruction);
-          err != UC_ERR_OK) {
+    for (const auto& [callback, instruction] : instruction_hooks) {
+      if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INSN, callback, this, 1, 0, instruction); err != UC_ERR_OK) {
         return unicornError("adding an instruction hook", err);
       }
     }
