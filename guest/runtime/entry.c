@@ -24,9 +24,6 @@ static const uint8_t* call_entropy;
 static int call_failed;
 static char call_error[512];
 static char host_error[256];
-/* The FPU/SSE state at READY; restored at the start of every call so that no
- * register contents travel from one call to the next. */
-static uint8_t clean_fpu_state[512] __attribute__((aligned(16)));
 
 extern void (*__init_array_start[])(void);
 extern void (*__init_array_end[])(void);
@@ -196,7 +193,6 @@ static void finish_call(uint32_t status, const sandpool_value* result, const cha
 }
 
 static void dispatch_one(void) {
-  __asm__ volatile("fxrstor %0" : : "m"(clean_fpu_state));
   call_failed = 0;
   reader r = {(const uint8_t*)boot_info->input_addr, boot_info->input_size, 0, 0};
   const sandpool_call_header* header = (const sandpool_call_header*)take(&r, sizeof *header);
@@ -286,7 +282,6 @@ void sandpool_runtime_start(const sandpool_boot_info* boot) {
   for (void (**ctor)(void) = __init_array_start; ctor != __init_array_end; ctor++) (*ctor)();
   sandpool_main();
   uint32_t table_size = write_export_table();
-  __asm__ volatile("fxsave %0" : "=m"(clean_fpu_state));
   /* READY passes the resume address in rsi (abi.h). The jump after it ends
    * the emulator's translation block without touching memory, so nothing
    * past the snapshot point runs before the host takes the snapshot. */
