@@ -695,7 +695,8 @@ TEST_F(ServerTest, ConfigureStaysWithinTheQuota) {
   request.setGuest("add");
   request.getSettings().setMinWarm(2);
   request.getSettings().setMaxVms(3);
-  auto result = request.send().wait(ws_).getResult();
+  auto response = request.send().wait(ws_);
+  auto result = response.getResult();
   ASSERT_TRUE(result.isSettings());
   EXPECT_TRUE(waitForStats(tenant, "add", [](auto g) { return g.getWarm() == 2; }, 10s));
 
@@ -703,7 +704,8 @@ TEST_F(ServerTest, ConfigureStaysWithinTheQuota) {
   over.setGuest("add");
   over.getSettings().setMinWarm(1);
   over.getSettings().setMaxVms(9);  // alpha's quota is 8 VMs
-  auto refused = over.send().wait(ws_).getResult();
+  auto refused_response = over.send().wait(ws_);
+  auto refused = refused_response.getResult();
   ASSERT_TRUE(refused.isError());
   EXPECT_EQ(refused.getError().getCode(), rpc::ErrorCode::QUOTA_EXCEEDED);
 }
