@@ -14,6 +14,8 @@
 // rdi cr2, r8 rip).
 #pragma once
 
+#include <sandpool/abi.h>
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -39,10 +41,10 @@ inline constexpr uint64_t kDirtyBase = 0x610000;  // cmdDirtyPages writes from h
 inline constexpr uint64_t kStackAddr = 0x7f0000;
 inline constexpr uint64_t kStackTop = 0x800000;
 
-inline constexpr uint16_t kPortReady = 0x5500;
-inline constexpr uint16_t kPortDone = 0x5501;
-inline constexpr uint16_t kPortReport = 0x5502;
-inline constexpr uint16_t kPortFault = 0x5504;
+inline constexpr uint16_t kPortReady = SANDPOOL_PORT_READY;
+inline constexpr uint16_t kPortDone = SANDPOOL_PORT_DONE;
+inline constexpr uint16_t kPortReport = SANDPOOL_PORT_HOST_CALL;
+inline constexpr uint16_t kPortFault = SANDPOOL_PORT_FAULT;
 
 enum Command : uint64_t {
   kCmdCounter = 0,       // ++counter, DONE(counter)
