@@ -43,16 +43,19 @@ bool Scheduler::tryClaim() {
 
 WorkItem* Scheduler::next() {
   bool claimed = tryClaim();
-  bool expected = false;
-  if (!claimed && options_.spin.count() > 0 && spinner_.compare_exchange_strong(expected, true)) {
+  if (!claimed && options_.spin.count() > 0) {
+    // The worker that finished last spins, and an earlier spinner gives way
+    // to it: its caches (the VM's memory, the emulator's translated code)
+    // are the warm ones for the next call.
+    const uint64_t ticket = spin_ticket_.fetch_add(1) + 1;
     auto spin_until = std::chrono::steady_clock::now() + options_.spin;
-    while (!stopping_.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < spin_until) {
+    while (!stopping_.load(std::memory_order_relaxed) && spin_ticket_.load(std::memory_order_relaxed) == ticket &&
+           std::chrono::steady_clock::now() < spin_until) {
       if ((claimed = tryClaim())) break;
       // Yielding keeps the spinner from holding a core that the RPC thread
       // or a running call needs when the machine is oversubscribed.
       std::this_thread::yield();
     }
-    spinner_.store(false);
   }
   while (!claimed) {
     if (stopping_.load()) return nullptr;

@@ -4,7 +4,8 @@
 // atomic count of unclaimed items, waited on with std::atomic::wait (a
 // futex), wakes an idle worker per item. A worker spins briefly
 // before it sleeps, because the next call of a busy server usually arrives
-// within microseconds and a futex wake-up costs more than that.
+// within microseconds and a futex wake-up costs more than that; only the
+// worker that went idle last spins (its caches are the warm ones).
 //
 // Fair share: a tenant with pending calls has exactly one ticket (itself, a
 // WorkItem) in the queue; a worker that takes the ticket runs one of that
@@ -68,7 +69,7 @@ class Scheduler {
   // wait()/notify() are a plain futex.
   std::atomic<int32_t> available_{0};
   std::atomic<bool> stopping_{false};
-  std::atomic<bool> spinner_{false};  // an idle worker is spinning
+  std::atomic<uint64_t> spin_ticket_{0};  // the idle worker holding the latest ticket spins
   std::vector<std::thread> threads_;
 };
 
