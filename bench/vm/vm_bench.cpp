@@ -7,12 +7,7 @@
 //   NewVmFromSnapshot        Sandbox::create over an existing snapshot
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <iostream>
-
-#include "guest_files.h"
-#include "vm/backend.h"
-#include "vm/guest_image.h"
+#include "bench_setup.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 
@@ -20,53 +15,14 @@ namespace {
 
 using namespace sandpool::vm;
 
-Backend& backend() {
-  static std::unique_ptr<Backend> instance = [] {
-    const char* env = std::getenv("SANDPOOL_BENCH_BACKEND");
-    BackendChoice choice = BackendChoice::kEmulated;
-    if (env && !parseBackendChoice(env, choice)) {
-      std::cerr << "unknown SANDPOOL_BENCH_BACKEND '" << env << "'\n";
-      std::exit(2);
-    }
-    std::string why;
-    auto opened = openBackend(choice, why);
-    if (!opened) {
-      std::cerr << opened.error().describe() << "\n";
-      std::exit(1);
-    }
-    std::cerr << "backend: " << why << "\n";
-    return std::move(opened.value());
-  }();
-  return *instance;
-}
-
 std::shared_ptr<const Snapshot> bootGuest(const std::string& name, uint64_t memory_mib) {
   VmConfig config;
   config.memory_size = memory_mib * kMiB;
-  auto image = GuestImage::parse(sandpool::testing::readGuest(name), config);
-  if (!image) {
-    std::cerr << image.error().describe() << "\n";
-    std::exit(1);
-  }
-  auto snapshot = Snapshot::boot(backend(), *image, config);
-  if (!snapshot) {
-    std::cerr << snapshot.error().describe() << "\n";
-    std::exit(1);
-  }
-  return snapshot.value();
-}
-
-std::unique_ptr<Sandbox> newVm(const std::shared_ptr<const Snapshot>& snapshot) {
-  auto sandbox = Sandbox::create(backend(), snapshot);
-  if (!sandbox) {
-    std::cerr << sandbox.error().describe() << "\n";
-    std::exit(1);
-  }
-  return std::move(sandbox.value());
+  return sandpool::bench::bootBenchGuest(name, config);
 }
 
 void WarmEmptyCall(benchmark::State& state) {
-  auto vm = newVm(bootGuest("echo", 64));
+  auto vm = sandpool::bench::newBenchVm(bootGuest("echo", 64));
   CallRequest request;
   request.function = "nothing";
   vm->call(request);  // translate the dispatcher once, as a warm pool VM has
@@ -80,7 +36,7 @@ BENCHMARK(WarmEmptyCall)->Repetitions(5)->ReportAggregatesOnly(true);
 
 void Reset(benchmark::State& state) {
   const auto pages = static_cast<uint32_t>(state.range(0));
-  auto vm = newVm(bootGuest("counter", static_cast<uint64_t>(state.range(1))));
+  auto vm = sandpool::bench::newBenchVm(bootGuest("counter", static_cast<uint64_t>(state.range(1))));
   CallRequest request;
   request.function = "touch_pages";
   request.args = {pages};
@@ -104,7 +60,7 @@ BENCHMARK(Reset)
 
 void NewVmFromSnapshot(benchmark::State& state) {
   auto snapshot = bootGuest("echo", 64);
-  for (auto _ : state) benchmark::DoNotOptimize(newVm(snapshot));
+  for (auto _ : state) benchmark::DoNotOptimize(sandpool::bench::newBenchVm(snapshot));
 }
 BENCHMARK(NewVmFromSnapshot)->Unit(benchmark::kMillisecond)->Repetitions(3)->ReportAggregatesOnly(true);
 

@@ -12,9 +12,7 @@
 #include <iostream>
 #include <string>
 
-#include "guest_files.h"
-#include "vm/backend.h"
-#include "vm/guest_image.h"
+#include "bench_setup.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 
@@ -39,41 +37,20 @@ long privateKib() {
 
 int main(int argc, char** argv) {
   const int count = argc > 1 ? std::atoi(argv[1]) : 32;
-  const char* env = std::getenv("SANDPOOL_BENCH_BACKEND");
-  BackendChoice choice = BackendChoice::kEmulated;
-  if (env && !parseBackendChoice(env, choice)) return 2;
-  std::string why;
-  auto backend = openBackend(choice, why);
-  if (!backend) {
-    std::cerr << backend.error().describe() << "\n";
-    return 1;
-  }
   VmConfig config;
-  auto image = GuestImage::parse(sandpool::testing::readGuest("echo"), config);
-  if (!image) return 1;
-  auto snapshot = Snapshot::boot(**backend, *image, config);
-  if (!snapshot) {
-    std::cerr << snapshot.error().describe() << "\n";
-    return 1;
-  }
+  auto snapshot = sandpool::bench::bootBenchGuest("echo", config);
   CallRequest request;
   request.function = "echo";
   request.args = {std::string("warm")};
   // One VM first, so that one-time costs (the emulator's global state, the
   // watchdog thread) do not count against the per-VM figure.
-  auto first = Sandbox::create(**backend, *snapshot);
-  if (!first) return 1;
-  (*first)->call(request);
+  auto first = sandpool::bench::newBenchVm(snapshot);
+  first->call(request);
 
   const long before = privateKib();
   std::vector<std::unique_ptr<Sandbox>> vms;
   for (int i = 0; i < count; i++) {
-    auto vm = Sandbox::create(**backend, *snapshot);
-    if (!vm) {
-      std::cerr << vm.error().describe() << "\n";
-      return 1;
-    }
-    vms.push_back(std::move(vm.value()));
+    vms.push_back(sandpool::bench::newBenchVm(snapshot));
   }
   const long created = privateKib();
   uint64_t private_pages = 0;
@@ -86,10 +63,11 @@ int main(int argc, char** argv) {
     private_pages += result.stats.pages_restored;
   }
   const long after = privateKib();
-  std::printf("backend               %s\n", why.c_str());
+  std::printf("backend               %s\n",
+              std::string(backendKindName(sandpool::bench::benchBackend().kind())).c_str());
   std::printf("guest memory          %llu MiB\n", static_cast<unsigned long long>(config.memory_size / kMiB));
   std::printf("snapshot resident     %llu KiB (shared by all VMs)\n",
-              static_cast<unsigned long long>((*snapshot)->residentPages() * kPageSize / 1024));
+              static_cast<unsigned long long>(snapshot->residentPages() * kPageSize / 1024));
   std::printf("warm idle VMs         %d\n", count);
   std::printf("private memory added  %ld KiB\n", after - before);
   std::printf("per VM                %.1f KiB\n", static_cast<double>(after - before) / count);
