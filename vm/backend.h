@@ -42,7 +42,9 @@ struct RunExit {
   std::string reason;   // for kFault: what the backend saw, e.g. "write to unmapped 0x0"
 };
 
-enum class Register { kRip, kRsp, kRax, kRsi, kRdi, kR8 };
+// The registers the shared code reads: rip for messages, rsi/rdi/r8 for the
+// ABORT, FAULT and READY reports (abi.h).
+enum class Register { kRip, kRsi, kRdi, kR8 };
 
 // Backend-specific frozen CPU state (registers, segments, FPU/SSE).
 class CpuState {

@@ -59,7 +59,6 @@ class Sandbox {
 
  private:
   Sandbox(std::shared_ptr<const Snapshot> snapshot, GuestMemory memory);
-  class CallSession;
 
   std::shared_ptr<const Snapshot> snapshot_;
   GuestMemory memory_;

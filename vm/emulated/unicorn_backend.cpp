@@ -165,8 +165,6 @@ class UnicornVcpu final : public Vcpu {
     int id = UC_X86_REG_RIP;
     switch (reg) {
       case Register::kRip: id = UC_X86_REG_RIP; break;
-      case Register::kRsp: id = UC_X86_REG_RSP; break;
-      case Register::kRax: id = UC_X86_REG_RAX; break;
       case Register::kRsi: id = UC_X86_REG_RSI; break;
       case Register::kRdi: id = UC_X86_REG_RDI; break;
       case Register::kR8: id = UC_X86_REG_R8; break;

@@ -300,8 +300,6 @@ uint64_t KvmVcpu::readRegister(Register reg) {
   const kvm_regs& regs = kvmRun().s.regs.regs;
   switch (reg) {
     case Register::kRip: return regs.rip;
-    case Register::kRsp: return regs.rsp;
-    case Register::kRax: return regs.rax;
     case Register::kRsi: return regs.rsi;
     case Register::kRdi: return regs.rdi;
     case Register::kR8: return regs.r8;
