@@ -247,6 +247,7 @@ void GuestPool::refuse(CallTask* task, RefusalKind kind, std::string message) {
 void GuestPool::finish(CallTask* task) {
   calls_.fetch_add(1, std::memory_order_relaxed);
   TenantPool& tenant = tenant_;
+  tenant.scheduler().callEnded();
   task->complete();
   tenant.taskFinished();
 }

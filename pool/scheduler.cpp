@@ -1,5 +1,7 @@
 #include "pool/scheduler.h"
 
+#include "pool/spin_wait.h"
+
 namespace sandpool::pool {
 
 Scheduler::Scheduler(SchedulerOptions options) : options_(options), queue_(1024) {
@@ -48,13 +50,10 @@ WorkItem* Scheduler::next() {
     // to it: its caches (the VM's memory, the emulator's translated code)
     // are the warm ones for the next call.
     const uint64_t ticket = spin_ticket_.fetch_add(1) + 1;
-    auto spin_until = std::chrono::steady_clock::now() + options_.spin;
+    SpinWait spin(options_.spin, lightlyLoaded());
     while (!stopping_.load(std::memory_order_relaxed) && spin_ticket_.load(std::memory_order_relaxed) == ticket &&
-           std::chrono::steady_clock::now() < spin_until) {
+           spin.turn()) {
       if ((claimed = tryClaim())) break;
-      // Yielding keeps the spinner from holding a core that the RPC thread
-      // or a running call needs when the machine is oversubscribed.
-      std::this_thread::yield();
     }
   }
   while (!claimed) {

@@ -2,10 +2,11 @@
 //
 // Work reaches the workers as WorkItems on one lock-free MPMC queue; an
 // atomic count of unclaimed items, waited on with std::atomic::wait (a
-// futex), wakes an idle worker per item. A worker spins briefly
-// before it sleeps, because the next call of a busy server usually arrives
-// within microseconds and a futex wake-up costs more than that; only the
-// worker that went idle last spins (its caches are the warm ones).
+// futex), wakes an idle worker per item. A worker spins briefly before it
+// sleeps (SpinWait, eagerly only while the server is lightly loaded),
+// because the next call of a busy server usually arrives within
+// microseconds and a futex wake-up costs more than that; only the worker
+// that went idle last spins (its caches are the warm ones).
 //
 // Fair share: a tenant with pending calls has exactly one ticket (itself, a
 // WorkItem) in the queue; a worker that takes the ticket runs one of that
@@ -58,6 +59,22 @@ class Scheduler {
   // Any thread. The item must stay alive until it has run.
   void schedule(WorkItem* item);
 
+  // Calls accepted by the pools and not yet completed, whichever tenant:
+  // the load that tells a waiting thread whether spinning eagerly can hold
+  // up anyone. Any thread; the pools report every call's arrival and end.
+  void callArrived() {
+    const int32_t now = calls_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (arrival_load_.load(std::memory_order_relaxed) != now) arrival_load_.store(now, std::memory_order_relaxed);
+  }
+  void callEnded() { calls_.fetch_sub(1, std::memory_order_relaxed); }
+  // At most one call in flight, and the latest one found none ahead of it:
+  // a core is likely free, so a thread waiting for work may spin eagerly
+  // (SpinWait). With calls queueing, the threads that feed the pools need
+  // the cores more.
+  bool lightlyLoaded() const {
+    return calls_.load(std::memory_order_relaxed) <= 1 && arrival_load_.load(std::memory_order_relaxed) <= 1;
+  }
+
  private:
   void workerLoop();
   WorkItem* next();
@@ -70,6 +87,8 @@ class Scheduler {
   std::atomic<int32_t> available_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> spin_ticket_{0};  // the idle worker holding the latest ticket spins
+  std::atomic<int32_t> calls_{0};
+  std::atomic<int32_t> arrival_load_{0};  // calls_ as the latest call arrived
   std::vector<std::thread> threads_;
 };
 

@@ -51,6 +51,7 @@ void TenantPool::submit(CallTask* task) {
     task->complete();
     return;
   }
+  scheduler_.callArrived();
   pending_.push(task);
   pending_count_.fetch_add(1);
   maybeSchedule();
@@ -81,6 +82,7 @@ void TenantPool::runOnWorker() {
   }
   if (shutting_down_.load()) {
     task->outcome.refusal = Refusal{RefusalKind::kShuttingDown, "the server is shutting down"};
+    scheduler_.callEnded();
     task->complete();
     taskFinished();
     return;
@@ -101,6 +103,7 @@ void TenantPool::dropUnrun() {
     pending_count_.fetch_sub(1);
     queued_.fetch_sub(1);
     task->outcome.refusal = Refusal{RefusalKind::kShuttingDown, "the server is shutting down"};
+    scheduler_.callEnded();
     task->complete();
   }
 }

@@ -34,9 +34,11 @@ ParsedOptions parseOptions(int argc, char** argv) {
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
       ("worker-spin-us", po::value(&spin_us)->default_value(1000)->value_name("US"),
-       "how long an idle worker busy-waits for the next call before sleeping")
+       "how long an idle worker busy-waits for the next call before sleeping (eagerly while the server is "
+       "lightly loaded, yielding the CPU on every turn otherwise); 0 disables")
       ("rpc-spin-us", po::value(&rpc_spin_us)->default_value(300)->value_name("US"),
-       "how long the RPC thread busy-polls for a reply from a worker before sleeping; 0 disables")
+       "how long the RPC thread busy-polls for a reply from a worker before sleeping (eagerly or yielding, as "
+       "the workers); 0 disables")
       ("tenants", po::value(&o.tenants_file)->value_name("FILE"),
        "tenants file: tokens and quotas (required; see docs/server.md)")
       ("data-dir", po::value(&o.data_dir)->default_value(o.data_dir)->value_name("DIR"),

@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pool/scheduler.h"
+#include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
 #include "server/guest_store.h"
 #include "server/kj_mailbox.h"
@@ -89,11 +90,12 @@ kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, c
 // While calls are out on the workers the loop busy-polls (for at most
 // `spin` without progress) instead of sleeping in epoll: a reply then
 // reaches its client without the sleep/wake-up of the RPC thread, which
-// costs more than the call itself. It yields the CPU on every turn, so
-// that it never keeps a worker off an oversubscribed core. With nothing in
-// flight it sleeps.
-int serveUntilSignal(ServiceContext& ctx, KjMailbox& mailbox, kj::AsyncIoContext& io,
-                     std::chrono::microseconds spin) {
+// costs more than the call itself. It polls eagerly while the pools are
+// lightly loaded and politely (yielding the CPU on every turn) while calls
+// queue, so that it never keeps a worker or a client off an oversubscribed
+// core (pool::SpinWait). With nothing in flight it sleeps.
+int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMailbox& mailbox,
+                     kj::AsyncIoContext& io, std::chrono::microseconds spin) {
   int received = 0;
   auto signal = io.unixEventPort.onSignal(SIGTERM)
                     .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
@@ -102,13 +104,10 @@ int serveUntilSignal(ServiceContext& ctx, KjMailbox& mailbox, kj::AsyncIoContext
   while (received == 0) {
     if (spin.count() > 0 && ctx.inFlight() > 0) {
       mailbox.beginSpin();
-      auto deadline = std::chrono::steady_clock::now() + spin;
-      while (received == 0 && ctx.inFlight() > 0 && std::chrono::steady_clock::now() < deadline) {
-        if (mailbox.drainIfAny()) deadline = std::chrono::steady_clock::now() + spin;
+      pool::SpinWait wait(spin, scheduler.lightlyLoaded());
+      while (received == 0 && ctx.inFlight() > 0 && wait.turn()) {
+        if (mailbox.drainIfAny()) wait.restart(scheduler.lightlyLoaded());
         io.waitScope.poll();
-        // On a busy machine the worker that runs the call may be waiting for
-        // this very core: offer it on every turn.
-        std::this_thread::yield();
       }
       mailbox.endSpin();
       io.waitScope.poll();
@@ -224,7 +223,7 @@ int runServer(const ServerOptions& options) {
       std::printf("%s\n", ready.c_str());
       std::fflush(stdout);
 
-      int signal = serveUntilSignal(ctx, mailbox, kj_io, options.rpc_spin);
+      int signal = serveUntilSignal(ctx, scheduler, mailbox, kj_io, options.rpc_spin);
       spdlog::info("event=shutdown_begin signal={} in_flight={}", signal, ctx.inFlight());
 
       listener->stopAccepting();

@@ -14,6 +14,7 @@
 #include "pool/guest_pool.h"
 #include "pool/latency_histogram.h"
 #include "pool/scheduler.h"
+#include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
@@ -130,6 +131,34 @@ TEST(LatencyHistogramTest, QuantilesReportTheBucketBound) {
   EXPECT_EQ(LatencyHistogram().snapshot().quantileUs(0.5), 0u);
 }
 
+TEST(SchedulerTest, LoadIsLightOnlyWhileCallsArriveAlone) {
+  Scheduler scheduler({1, 0us});
+  EXPECT_TRUE(scheduler.lightlyLoaded());
+  scheduler.callArrived();
+  EXPECT_TRUE(scheduler.lightlyLoaded());
+  scheduler.callArrived();
+  EXPECT_FALSE(scheduler.lightlyLoaded());
+  scheduler.callEnded();
+  scheduler.callEnded();
+  // Idle now, but the latest call queued behind another: more may follow.
+  EXPECT_FALSE(scheduler.lightlyLoaded());
+  scheduler.callArrived();
+  EXPECT_TRUE(scheduler.lightlyLoaded());
+  scheduler.callEnded();
+  EXPECT_TRUE(scheduler.lightlyLoaded());
+}
+
+TEST(SpinWaitTest, TurnsUntilTheBudgetIsSpent) {
+  SpinWait spent(0us, true);
+  EXPECT_FALSE(spent.turn());
+  SpinWait eager(10s, true);
+  EXPECT_TRUE(eager.turn());
+  SpinWait polite(10s, false);
+  EXPECT_TRUE(polite.turn());
+  spent.restart(false);
+  EXPECT_FALSE(spent.turn());
+}
+
 TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
   start(4);
   TenantPool& t = tenant("t");
@@ -151,6 +180,20 @@ TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
   auto until = Clock::now() + 10s;
   while (guest->stats().warm != 1 && Clock::now() < until) std::this_thread::yield();
   EXPECT_EQ(guest->stats().warm, 1u);
+}
+
+TEST_F(PoolTest, EveryCallEndsItsShareOfTheLoad) {
+  start(2);
+  TenantPool& t = tenant("t", Quota{.queue_length = 8});
+  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 2});
+  // Calls that run, wait for a VM, are refused (queue full) or fail (bad
+  // arguments): once all are done, a call arriving alone finds no load.
+  for (int i = 0; i < 12; ++i) submit(t, guest, i, "add", {int32_t(i), int32_t(1)});
+  submit(t, guest, 12, "add", {int32_t(1)});
+  ASSERT_TRUE(done_.waitFor(13, 30s));
+  submit(t, guest, 13, "add", {int32_t(1), int32_t(1)});
+  ASSERT_TRUE(done_.waitFor(14, 30s));
+  EXPECT_TRUE(scheduler_->lightlyLoaded());
 }
 
 TEST_F(PoolTest, TenantsWithPendingCallsTakeTurns) {

@@ -1,0 +1,64 @@
+// Busy-waiting for work due within microseconds, for a thread that would
+// otherwise sleep (a worker waiting for the next call, the RPC thread for a
+// reply): a futex or epoll wake-up costs tens of microseconds on a virtual
+// machine, where an idle vCPU halts and must be woken by the host.
+//
+// How to spin depends on the load, and the caller says which applies when
+// the wait starts (Scheduler::lightlyLoaded()):
+//   - eager, while a core is likely free: the pause instruction only. The
+//     waiter notices the work within nanoseconds and keeps its core awake.
+//     On a 2-core machine this made a warm call at concurrency 1 as fast as
+//     a bare RPC round trip.
+//   - polite, while calls queue: sched_yield() on every turn, so that the
+//     threads that need the core (the RPC thread, clients, running calls)
+//     get it. Spinning eagerly under load starved them; not spinning at all
+//     cost more in futex and epoll wake-ups (docs/performance.md).
+// An eager waiter turns polite by itself once it notices it was preempted
+// (a pause that took far longer than a pause): another thread wanted its
+// core.
+//
+// Thread: one waiter, on its own stack.
+#pragma once
+
+#include <chrono>
+#include <thread>
+
+namespace sandpool::pool {
+
+class SpinWait {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // A pause that lasts this long was a preemption (a pause takes well
+  // under a microsecond).
+  static constexpr std::chrono::microseconds kPreempted{20};
+
+  SpinWait(std::chrono::microseconds budget, bool eager)
+      : budget_(budget), eager_(eager), deadline_(Clock::now() + budget) {}
+
+  // Waits one turn; false once the budget is spent.
+  bool turn() {
+    if (!eager_) {
+      std::this_thread::yield();
+      return Clock::now() < deadline_;
+    }
+    const Clock::time_point before = Clock::now();
+    __builtin_ia32_pause();
+    const Clock::time_point after = Clock::now();
+    if (after - before > kPreempted) eager_ = false;
+    return after < deadline_;
+  }
+
+  // The awaited event happened: wait a whole budget again, eagerly or
+  // politely as the caller now judges.
+  void restart(bool eager) {
+    eager_ = eager;
+    deadline_ = Clock::now() + budget_;
+  }
+
+ private:
+  std::chrono::microseconds budget_;
+  bool eager_;
+  Clock::time_point deadline_;
+};
+
+}  // namespace sandpool::pool
