@@ -63,17 +63,22 @@ class Scheduler {
   // the load that tells a waiting thread whether spinning eagerly can hold
   // up anyone. Any thread; the pools report every call's arrival and end.
   void callArrived() {
-    const int32_t now = calls_.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (arrival_load_.load(std::memory_order_relaxed) != now) arrival_load_.store(now, std::memory_order_relaxed);
+    if (calls_.fetch_add(1, std::memory_order_relaxed) > 0) {
+      if (lone_arrivals_.load(std::memory_order_relaxed) != 0) lone_arrivals_.store(0, std::memory_order_relaxed);
+    } else if (lone_arrivals_.load(std::memory_order_relaxed) < kLightAfter) {
+      lone_arrivals_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   void callEnded() { calls_.fetch_sub(1, std::memory_order_relaxed); }
-  // At most one call in flight, and the latest one found none ahead of it:
-  // a core is likely free, so a thread waiting for work may spin eagerly
-  // (SpinWait). With calls queueing, the threads that feed the pools need
-  // the cores more.
+  // At most one call in flight, and the last kLightAfter calls each found
+  // none ahead of it: a core is likely free, so a thread waiting for work
+  // may spin eagerly (SpinWait). Under load a lone arrival now and then
+  // (the queue drained just before a burst) is no sign of a free core.
   bool lightlyLoaded() const {
-    return calls_.load(std::memory_order_relaxed) <= 1 && arrival_load_.load(std::memory_order_relaxed) <= 1;
+    return calls_.load(std::memory_order_relaxed) <= 1 &&
+           lone_arrivals_.load(std::memory_order_relaxed) >= kLightAfter;
   }
+  static constexpr int32_t kLightAfter = 16;
 
  private:
   void workerLoop();
@@ -88,7 +93,7 @@ class Scheduler {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> spin_ticket_{0};  // the idle worker holding the latest ticket spins
   std::atomic<int32_t> calls_{0};
-  std::atomic<int32_t> arrival_load_{0};  // calls_ as the latest call arrived
+  std::atomic<int32_t> lone_arrivals_{0};  // consecutive calls that arrived to none in flight
   std::vector<std::thread> threads_;
 };
 

@@ -20,6 +20,7 @@
 // Thread: one waiter, on its own stack.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -31,9 +32,12 @@ class SpinWait {
   // A pause that lasts this long was a preemption (a pause takes well
   // under a microsecond).
   static constexpr std::chrono::microseconds kPreempted{20};
+  // A polite wait is cut to this: under load, longer ones kept the idle
+  // workers yielding in a loop (a system call and often a context switch a
+  // turn) and cost more CPU than the calls they waited for.
+  static constexpr std::chrono::microseconds kPoliteBudget{100};
 
-  SpinWait(std::chrono::microseconds budget, bool eager)
-      : budget_(budget), eager_(eager), deadline_(Clock::now() + budget) {}
+  SpinWait(std::chrono::microseconds budget, bool eager) : budget_(budget) { restart(eager); }
 
   // Waits one turn; false once the budget is spent.
   bool turn() {
@@ -44,7 +48,10 @@ class SpinWait {
     const Clock::time_point before = Clock::now();
     __builtin_ia32_pause();
     const Clock::time_point after = Clock::now();
-    if (after - before > kPreempted) eager_ = false;
+    if (after - before > kPreempted) {
+      eager_ = false;
+      deadline_ = std::min(deadline_, after + kPoliteBudget);
+    }
     return after < deadline_;
   }
 
@@ -52,7 +59,7 @@ class SpinWait {
   // politely as the caller now judges.
   void restart(bool eager) {
     eager_ = eager;
-    deadline_ = Clock::now() + budget_;
+    deadline_ = Clock::now() + (eager ? budget_ : std::min(budget_, std::chrono::microseconds(kPoliteBudget)));
   }
 
  private:

@@ -133,6 +133,16 @@ TEST(LatencyHistogramTest, QuantilesReportTheBucketBound) {
 
 TEST(SchedulerTest, LoadIsLightOnlyWhileCallsArriveAlone) {
   Scheduler scheduler({1, 0us});
+  auto lone_calls = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      scheduler.callArrived();
+      scheduler.callEnded();
+    }
+  };
+  EXPECT_FALSE(scheduler.lightlyLoaded());
+  lone_calls(Scheduler::kLightAfter - 1);
+  EXPECT_FALSE(scheduler.lightlyLoaded());
+  lone_calls(1);
   EXPECT_TRUE(scheduler.lightlyLoaded());
   scheduler.callArrived();
   EXPECT_TRUE(scheduler.lightlyLoaded());
@@ -142,9 +152,7 @@ TEST(SchedulerTest, LoadIsLightOnlyWhileCallsArriveAlone) {
   scheduler.callEnded();
   // Idle now, but the latest call queued behind another: more may follow.
   EXPECT_FALSE(scheduler.lightlyLoaded());
-  scheduler.callArrived();
-  EXPECT_TRUE(scheduler.lightlyLoaded());
-  scheduler.callEnded();
+  lone_calls(Scheduler::kLightAfter);
   EXPECT_TRUE(scheduler.lightlyLoaded());
 }
 
@@ -187,12 +195,15 @@ TEST_F(PoolTest, EveryCallEndsItsShareOfTheLoad) {
   TenantPool& t = tenant("t", Quota{.queue_length = 8});
   auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 2});
   // Calls that run, wait for a VM, are refused (queue full) or fail (bad
-  // arguments): once all are done, a call arriving alone finds no load.
+  // arguments): once all are done, calls arriving one at a time find no
+  // load.
   for (int i = 0; i < 12; ++i) submit(t, guest, i, "add", {int32_t(i), int32_t(1)});
   submit(t, guest, 12, "add", {int32_t(1)});
   ASSERT_TRUE(done_.waitFor(13, 30s));
-  submit(t, guest, 13, "add", {int32_t(1), int32_t(1)});
-  ASSERT_TRUE(done_.waitFor(14, 30s));
+  for (int i = 0; i < Scheduler::kLightAfter; ++i) {
+    submit(t, guest, 13 + i, "add", {int32_t(1), int32_t(1)});
+    ASSERT_TRUE(done_.waitFor(14 + static_cast<size_t>(i), 30s));
+  }
   EXPECT_TRUE(scheduler_->lightlyLoaded());
 }
 
