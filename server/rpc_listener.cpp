@@ -3,18 +3,22 @@
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
 
+#include "server/buffered_message_stream.h"
+
 namespace sandpool::server {
 
 struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream>&& s, capnp::ReaderOptions options,
              capnp::Capability::Client bootstrap, size_t flow_limit_words)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
+        messages(*stream),
+        network(messages, capnp::rpc::twoparty::Side::SERVER, options),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
     rpc.setFlowLimit(flow_limit_words);
   }
 
   kj::Own<kj::AsyncIoStream> stream;
+  BufferedMessageStream messages;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
