@@ -29,12 +29,14 @@ kj::Maybe<size_t> BufferedMessageStream::frontMessageWords(const capnp::ReaderOp
   uint32_t segments_minus_one;
   std::memcpy(&segments_minus_one, prefix.begin(), sizeof segments_minus_one);
   KJ_REQUIRE(segments_minus_one < kMaxSegments, "message has too many segments", segments_minus_one + 1ull);
-  const size_t table_words = segments_minus_one / 2 + 1;
-  if (words < table_words) return nullptr;
+  // A lower bound until the whole segment table is in (what of it arrived),
+  // exact from then on; either way past the limit is past the limit.
   const size_t total = capnp::expectedSizeInWordsFromPrefix(prefix);
   KJ_REQUIRE(total <= options.traversalLimitInWords,
              "message is too large; to increase the limit on the receiving end, see capnp::ReaderOptions", total,
              options.traversalLimitInWords);
+  const size_t table_words = (segments_minus_one + 1) / 2 + 1;
+  if (words < table_words) return nullptr;
   return total;
 }
 
