@@ -3,7 +3,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
 
-#include "server/buffered_message_stream.h"
+#include "rpc-schema/buffered_message_stream.h"
 
 namespace sandpool::server {
 
@@ -18,7 +18,7 @@ struct RpcListener::Connection {
   }
 
   kj::Own<kj::AsyncIoStream> stream;
-  BufferedMessageStream messages;
+  wire::BufferedMessageStream messages;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };

@@ -23,8 +23,23 @@ kj::Promise<kj::Own<Connection>> Connection::connect(kj::AsyncIoContext& io, con
       .then([](kj::Own<kj::AsyncIoStream> stream) { return kj::heap<Connection>(kj::mv(stream)); });
 }
 
+namespace {
+
+rpc::Sandpool::Client serverBootstrap(capnp::RpcSystem<capnp::rpc::twoparty::VatId>& rpc) {
+  capnp::MallocMessageBuilder message(16);
+  auto server = message.getRoot<capnp::rpc::twoparty::VatId>();
+  server.setSide(capnp::rpc::twoparty::Side::SERVER);
+  return rpc.bootstrap(server).castAs<rpc::Sandpool>();
+}
+
+}  // namespace
+
 Connection::Connection(kj::Own<kj::AsyncIoStream> stream)
-    : stream_(kj::mv(stream)), rpc_(*stream_), sandpool_(rpc_.bootstrap().castAs<rpc::Sandpool>()) {}
+    : stream_(kj::mv(stream)),
+      messages_(*stream_),
+      network_(messages_, capnp::rpc::twoparty::Side::CLIENT),
+      rpc_(capnp::makeRpcClient(network_)),
+      sandpool_(serverBootstrap(rpc_)) {}
 
 kj::Promise<rpc::Tenant::Client> Connection::login(const std::string& token) {
   auto request = sandpool_.loginRequest();

@@ -16,6 +16,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include "rpc-schema/buffered_message_stream.h"
 #include "rpc-schema/sandpool.capnp.h"
 
 namespace sandpool::client {
@@ -35,7 +36,9 @@ class Connection {
 
  private:
   kj::Own<kj::AsyncIoStream> stream_;
-  capnp::TwoPartyClient rpc_;
+  wire::BufferedMessageStream messages_;
+  capnp::TwoPartyVatNetwork network_;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc_;
   rpc::Sandpool::Client sandpool_;
 };
 

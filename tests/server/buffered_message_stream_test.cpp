@@ -1,4 +1,4 @@
-// server/buffered_message_stream: capnp messages over a real socket pair,
+// rpc-schema/buffered_message_stream: capnp messages over a real socket pair,
 // written in bursts, split, oversized and cut short.
 #include <cstring>
 #include <vector>
@@ -10,9 +10,9 @@
 #include <kj/async-io.h>
 
 #include "rpc-schema/sandpool.capnp.h"
-#include "server/buffered_message_stream.h"
+#include "rpc-schema/buffered_message_stream.h"
 
-namespace sandpool::server {
+namespace sandpool::wire {
 namespace {
 
 // A message whose body is a Value holding `size` bytes of `fill`.
@@ -112,4 +112,4 @@ TEST_F(BufferedMessageStreamTest, EndOfStreamBetweenMessagesIsCleanAndInsideOneI
 }
 
 }  // namespace
-}  // namespace sandpool::server
+}  // namespace sandpool::wire

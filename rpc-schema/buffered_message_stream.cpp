@@ -1,11 +1,11 @@
-#include "server/buffered_message_stream.h"
+#include "rpc-schema/buffered_message_stream.h"
 
 #include <cstring>
 
 #include <capnp/serialize.h>
 #include <kj/debug.h>
 
-namespace sandpool::server {
+namespace sandpool::wire {
 
 namespace {
 
@@ -108,4 +108,4 @@ kj::Maybe<int> BufferedMessageStream::getSendBufferSize() { return writer_.getSe
 
 kj::Promise<void> BufferedMessageStream::end() { return writer_.end(); }
 
-}  // namespace sandpool::server
+}  // namespace sandpool::wire

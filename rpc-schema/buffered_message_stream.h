@@ -1,18 +1,19 @@
-// The capnp message stream of one server connection: reads the socket in
-// large chunks and takes every whole message out of what arrived, where
+// The capnp message stream of one connection, server's or client's: reads
+// the socket in large chunks and takes every whole message out of what
+// arrived, where
 // capnp's own AsyncIoMessageStream reads each message with three or four
 // read() calls (first word, segment table, body, then one that finds the
 // socket empty).
 //
 // Why it matters more than the system calls: on a Unix socket every read()
 // that consumes a message frees room in the sender's buffer, and the kernel
-// wakes the sender if it waits in epoll for writability, as KJ clients do.
+// wakes the sender if it waits in epoll for writability, as KJ peers do.
 // A client waiting for replies was woken once per request the server read;
 // reading a burst of requests in one call wakes it at most once.
 //
 // Messages are checked against the reader options' traversal limit from
 // their segment table, before their body is read: a peer cannot make the
-// server buffer a message past the limit. Writes go straight to the
+// reader buffer a message past the limit. Writes go straight to the
 // socket, as with capnp's stream.
 //
 // Thread: the KJ thread that owns the connection.
@@ -21,7 +22,7 @@
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
 
-namespace sandpool::server {
+namespace sandpool::wire {
 
 class BufferedMessageStream final : public capnp::MessageStream {
  public:
@@ -60,4 +61,4 @@ class BufferedMessageStream final : public capnp::MessageStream {
   size_t end_ = 0;    // bytes
 };
 
-}  // namespace sandpool::server
+}  // namespace sandpool::wire
