@@ -29,6 +29,8 @@ Error badTable(const std::string& what) {
 // Writes the ELF segments and the boot info into the fresh image.
 void writeImage(std::span<uint8_t> image, const GuestImage& guest, const MemoryLayout& layout) {
   for (const ImageSegment& s : guest.segments()) {
+    // A segment of zeroes only (.bss) has no file bytes, and no pointer to them.
+    if (s.data.empty()) continue;
     std::memcpy(image.data() + s.vaddr + s.data_offset, s.data.data(), s.data.size());
   }
   sandpool_boot_info boot{};
