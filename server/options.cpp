@@ -35,7 +35,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "vCPU worker threads; 0 means one per CPU core")
       ("worker-spin-us", po::value(&spin_us)->default_value(1000)->value_name("US"),
        "how long an idle worker busy-waits for the next call before sleeping (eagerly while the server is "
-       "lightly loaded, yielding the CPU on every turn otherwise); 0 disables")
+       "lightly loaded; under load yielding the CPU on every turn, for at most 100 us); 0 disables")
       ("rpc-spin-us", po::value(&rpc_spin_us)->default_value(300)->value_name("US"),
        "how long the RPC thread busy-polls for a reply from a worker before sleeping (eagerly or yielding, as "
        "the workers); 0 disables")
