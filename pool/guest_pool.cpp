@@ -143,7 +143,7 @@ void GuestPool::putIdle(std::unique_ptr<vm::Sandbox> vm) {
 
 void GuestPool::run(CallTask* task) {
   if (retired_.load()) {
-    refuse(task, RefusalKind::kGuestRemoved, "guest '" + name_ + "' was removed or replaced");
+    refuseRemoved(task);
     return;
   }
   last_used_ns_.store(nowNs(), std::memory_order_relaxed);
@@ -170,7 +170,7 @@ void GuestPool::serve(CallTask* task, std::unique_ptr<vm::Sandbox> vm, bool cold
   vm = execute(task, std::move(vm), cold);
   while (CallTask* next = takeWaiting()) {
     if (retired_.load()) {
-      refuse(next, RefusalKind::kGuestRemoved, "guest '" + name_ + "' was removed or replaced");
+      refuseRemoved(next);
       continue;
     }
     if (tenant_.shuttingDown()) {
@@ -325,9 +325,11 @@ void GuestPool::retire() {
 }
 
 void GuestPool::refuseWaiting() {
-  while (CallTask* task = takeWaiting()) {
-    refuse(task, RefusalKind::kGuestRemoved, "guest '" + name_ + "' was removed or replaced");
-  }
+  while (CallTask* task = takeWaiting()) refuseRemoved(task);
+}
+
+void GuestPool::refuseRemoved(CallTask* task) {
+  refuse(task, RefusalKind::kGuestRemoved, "guest '" + name_ + "' was removed or replaced");
 }
 
 GuestStats GuestPool::stats() const {

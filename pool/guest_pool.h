@@ -95,6 +95,7 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
   // Runs one call; returns the VM if it may be reused.
   std::unique_ptr<vm::Sandbox> execute(CallTask* task, std::unique_ptr<vm::Sandbox> vm, bool cold);
   void refuse(CallTask* task, RefusalKind kind, std::string message);
+  void refuseRemoved(CallTask* task);  // kGuestRemoved
   void finish(CallTask* task);
 
   TenantPool& tenant_;

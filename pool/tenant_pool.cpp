@@ -81,9 +81,7 @@ void TenantPool::runOnWorker() {
     return;
   }
   if (shutting_down_.load()) {
-    task->outcome.refusal = Refusal{RefusalKind::kShuttingDown, "the server is shutting down"};
-    scheduler_.callEnded();
-    task->complete();
+    refuseQueued(task);
     taskFinished();
     return;
   }
@@ -102,10 +100,14 @@ void TenantPool::dropUnrun() {
   while (pending_.pop(task)) {
     pending_count_.fetch_sub(1);
     queued_.fetch_sub(1);
-    task->outcome.refusal = Refusal{RefusalKind::kShuttingDown, "the server is shutting down"};
-    scheduler_.callEnded();
-    task->complete();
+    refuseQueued(task);
   }
+}
+
+void TenantPool::refuseQueued(CallTask* task) {
+  task->outcome.refusal = Refusal{RefusalKind::kShuttingDown, "the server is shutting down"};
+  scheduler_.callEnded();
+  task->complete();
 }
 
 bool TenantPool::reserveVm(uint64_t memory_bytes) {

@@ -86,6 +86,9 @@ class TenantPool : private WorkItem {
  private:
   void runOnWorker() override;  // the tenant's ticket: run one task
   void dropUnrun() override;    // at shutdown: fail what is still queued
+  // Fails a call that was accepted (and counted as arrived) with
+  // kShuttingDown.
+  void refuseQueued(CallTask* task);
   void maybeSchedule();
   void armIdleTimer();
   void onIdleTick();

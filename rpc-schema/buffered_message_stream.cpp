@@ -40,25 +40,23 @@ kj::Maybe<size_t> BufferedMessageStream::frontMessageWords(const capnp::ReaderOp
   return total;
 }
 
-kj::Maybe<kj::Own<capnp::MessageReader>> BufferedMessageStream::takeBuffered(const capnp::ReaderOptions& options) {
-  KJ_IF_MAYBE(total, frontMessageWords(options)) {
-    if (*total * sizeof(capnp::word) > bufferedBytes()) return nullptr;
-    auto first = begin_ / sizeof(capnp::word);
-    auto message = kj::heapArray<capnp::word>(buffer_.slice(first, first + *total));
-    begin_ += *total * sizeof(capnp::word);
-    if (begin_ == end_) begin_ = end_ = 0;
-    return readerOver(kj::mv(message), options);
-  }
-  return nullptr;
+kj::Own<capnp::MessageReader> BufferedMessageStream::takeFront(size_t total_words,
+                                                                const capnp::ReaderOptions& options) {
+  const size_t first = begin_ / sizeof(capnp::word);
+  auto message = kj::heapArray<capnp::word>(buffer_.slice(first, first + total_words));
+  begin_ += total_words * sizeof(capnp::word);
+  if (begin_ == end_) begin_ = end_ = 0;
+  return readerOver(kj::mv(message), options);
 }
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::tryReadMessage(
     kj::ArrayPtr<kj::AutoCloseFd>, capnp::ReaderOptions options, kj::ArrayPtr<capnp::word>) {
-  KJ_IF_MAYBE(reader, takeBuffered(options)) {
-    return kj::Maybe<capnp::MessageReaderAndFds>(capnp::MessageReaderAndFds{kj::mv(*reader), nullptr});
-  }
   KJ_IF_MAYBE(total, frontMessageWords(options)) {
-    if (*total * sizeof(capnp::word) > buffer_.asBytes().size()) return readLarge(*total, options);
+    const size_t bytes = *total * sizeof(capnp::word);
+    if (bytes <= bufferedBytes()) {
+      return kj::Maybe<capnp::MessageReaderAndFds>(capnp::MessageReaderAndFds{takeFront(*total, options), nullptr});
+    }
+    if (bytes > buffer_.asBytes().size()) return readLarge(*total, options);
   }
   // The unread part of a message moves to the front, so that a message that
   // fits the buffer always fits after what is buffered.

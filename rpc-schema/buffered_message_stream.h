@@ -45,9 +45,9 @@ class BufferedMessageStream final : public capnp::MessageStream {
   // The size of the message at the front of the buffer, once its segment
   // table is in. Throws past the traversal limit or capnp's segment limit.
   kj::Maybe<size_t> frontMessageWords(const capnp::ReaderOptions& options) const;
-  // A whole message at the front of the buffer, taken out of it; null if
-  // the buffer holds only part of one.
-  kj::Maybe<kj::Own<capnp::MessageReader>> takeBuffered(const capnp::ReaderOptions& options);
+  // Takes the whole message of `total_words` at the front of the buffer out
+  // of it.
+  kj::Own<capnp::MessageReader> takeFront(size_t total_words, const capnp::ReaderOptions& options);
   // Reads a message too large for the buffer straight into its own array.
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readLarge(size_t total_words, capnp::ReaderOptions options);
   size_t bufferedBytes() const { return end_ - begin_; }
