@@ -4,12 +4,18 @@
 // concurrency 1, 16 and 64, over TCP and over the Unix socket.
 //
 // The machine is usually shared, so ping and call alternate in rounds and
-// the median round is reported.
+// the median round is reported. Besides latency and throughput it reports
+// the CPU time each operation cost: the whole server, its RPC (main)
+// thread, and the client (this process's only thread), from the kernel's
+// per-thread run times.
 //
 //   e2e_bench [--calls N] [--rounds R] [--backend B] [-- extra sandpoold flags]
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -28,6 +34,9 @@ constexpr const char* kToken = "bench-token-0123456789";
 
 struct Figures {
   double p50_us = 0, p99_us = 0, calls_per_s = 0;
+  double server_cpu_us = 0, rpc_cpu_us = 0, client_cpu_us = 0;  // per operation
+  // Calls only: the server's own timing (the reply's Timing), medians.
+  double server_total_us = 0, guest_run_us = 0;
 };
 
 Figures median(std::vector<Figures> rounds) {
@@ -37,16 +46,56 @@ Figures median(std::vector<Figures> rounds) {
     std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
     return v[v.size() / 2];
   };
-  return {pick(&Figures::p50_us), pick(&Figures::p99_us), pick(&Figures::calls_per_s)};
+  return {pick(&Figures::p50_us),        pick(&Figures::p99_us),     pick(&Figures::calls_per_s),
+          pick(&Figures::server_cpu_us), pick(&Figures::rpc_cpu_us), pick(&Figures::client_cpu_us),
+          pick(&Figures::server_total_us), pick(&Figures::guest_run_us)};
 }
 
-Figures figures(const client::BenchResult& r) {
+double medianUs(std::vector<uint64_t>& ns) {
+  if (ns.empty()) return 0;
+  std::nth_element(ns.begin(), ns.begin() + static_cast<long>(ns.size() / 2), ns.end());
+  return static_cast<double>(ns[ns.size() / 2]) / 1000.0;
+}
+
+// Nanoseconds a thread of `pid` has run, from /proc/PID/task/TID/schedstat.
+uint64_t threadRunNs(pid_t pid, const std::string& tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + tid + "/schedstat");
+  uint64_t ns = 0;
+  in >> ns;
+  return ns;
+}
+
+struct CpuSample {
+  uint64_t server_ns = 0, rpc_ns = 0, client_ns = 0;
+};
+
+CpuSample sampleCpu(pid_t server) {
+  CpuSample s;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(server) + "/task")) {
+    s.server_ns += threadRunNs(server, task.path().filename().string());
+  }
+  s.rpc_ns = threadRunNs(server, std::to_string(server));
+  timespec self{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &self);
+  s.client_ns = static_cast<uint64_t>(self.tv_sec) * 1000000000ull + static_cast<uint64_t>(self.tv_nsec);
+  return s;
+}
+
+Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>()> op, unsigned concurrency,
+                uint64_t calls) {
+  const CpuSample before = sampleCpu(server);
+  client::BenchResult r = client::runBench(ws, std::move(op), concurrency, calls);
+  const CpuSample after = sampleCpu(server);
   if (r.errors != 0) {
     std::fprintf(stderr, "e2e_bench: %llu of %llu calls failed\n", static_cast<unsigned long long>(r.errors),
                  static_cast<unsigned long long>(r.calls));
     std::exit(1);
   }
-  return {r.percentile(0.5).count() / 1000.0, r.percentile(0.99).count() / 1000.0, r.callsPerSecond()};
+  auto per_op_us = [&](uint64_t CpuSample::*field) {
+    return static_cast<double>(after.*field - before.*field) / 1000.0 / static_cast<double>(r.calls);
+  };
+  return {r.percentile(0.5).count() / 1000.0, r.percentile(0.99).count() / 1000.0, r.callsPerSecond(),
+          per_op_us(&CpuSample::server_ns), per_op_us(&CpuSample::rpc_ns), per_op_us(&CpuSample::client_ns)};
 }
 
 }  // namespace
@@ -81,7 +130,8 @@ int main(int argc, char** argv) {
   auto& ws = io.waitScope;
   std::printf("e2e_bench: backend=%s cores=%u calls_per_round=%llu rounds=%u\n", backend.c_str(),
               std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), rounds);
-  std::printf("%-5s %4s  %-5s %9s %9s %10s\n", "link", "conc", "what", "p50_us", "p99_us", "calls/s");
+  std::printf("%-5s %4s  %-5s %9s %9s %10s  %s\n", "link", "conc", "what", "p50_us", "p99_us", "calls/s",
+              "cpu_us/op: server (rpc thread) client");
 
   bool uploaded = false;
   for (const std::string& address : {server.tcpAddress(), server.unixAddress()}) {
@@ -103,16 +153,21 @@ int main(int argc, char** argv) {
     }
     auto& sp = conn->sandpool();
     auto ping = [&sp]() { return sp.pingRequest().send().then([](auto&&) { return true; }); };
-    auto call = [&tenant]() {
+    // The server's timing of each call of the current round.
+    std::vector<uint64_t> total_ns, run_ns;
+    auto call = [&tenant, &total_ns, &run_ns]() {
       auto r = tenant.callRequest();
       r.setGuest("add");
       r.setFunction("add");
       auto args = r.initArgs(2);
       args[0].setI32(40);
       args[1].setI32(2);
-      return r.send().then([](capnp::Response<rpc::Tenant::CallResults>&& response) {
+      return r.send().then([&total_ns, &run_ns](capnp::Response<rpc::Tenant::CallResults>&& response) {
         auto result = response.getResult();
-        return result.isOk() && result.getOk().getValue().getI32() == 42;
+        if (!result.isOk()) return false;
+        total_ns.push_back(result.getOk().getTiming().getTotalNs());
+        run_ns.push_back(result.getOk().getTiming().getRunNs());
+        return result.getOk().getValue().getI32() == 42;
       });
     };
     for (unsigned concurrency : {1u, 16u, 64u}) {
@@ -121,14 +176,23 @@ int main(int argc, char** argv) {
       client::runBench(ws, ping, concurrency, calls / 5);
       std::vector<Figures> ping_rounds, call_rounds;
       for (unsigned r = 0; r < rounds; ++r) {
-        ping_rounds.push_back(figures(client::runBench(ws, ping, concurrency, calls)));
-        call_rounds.push_back(figures(client::runBench(ws, call, concurrency, calls)));
+        ping_rounds.push_back(measure(ws, server.process().pid(), ping, concurrency, calls));
+        total_ns.clear();
+        run_ns.clear();
+        call_rounds.push_back(measure(ws, server.process().pid(), call, concurrency, calls));
+        call_rounds.back().server_total_us = medianUs(total_ns);
+        call_rounds.back().guest_run_us = medianUs(run_ns);
       }
       Figures p = median(ping_rounds), c = median(call_rounds);
-      std::printf("%-5s %4u  %-5s %9.1f %9.1f %10.0f\n", link, concurrency, "ping", p.p50_us, p.p99_us, p.calls_per_s);
-      std::printf("%-5s %4u  %-5s %9.1f %9.1f %10.0f   p50 ratio %.2f, throughput ratio %.2f\n", link,
-                  concurrency, "call", c.p50_us, c.p99_us, c.calls_per_s, c.p50_us / p.p50_us,
-                  c.calls_per_s / p.calls_per_s);
+      auto row = [&](const char* what, const Figures& f) {
+        std::printf("%-5s %4u  %-5s %9.1f %9.1f %10.0f  %6.1f (%4.1f) %5.1f", link, concurrency, what, f.p50_us,
+                    f.p99_us, f.calls_per_s, f.server_cpu_us, f.rpc_cpu_us, f.client_cpu_us);
+      };
+      row("ping", p);
+      std::printf("\n");
+      row("call", c);
+      std::printf("   p50 ratio %.2f, throughput ratio %.2f; server p50: total %.1f us, guest %.1f us\n",
+                  c.p50_us / p.p50_us, c.calls_per_s / p.calls_per_s, c.server_total_us, c.guest_run_us);
       std::fflush(stdout);
     }
   }
