@@ -11,8 +11,7 @@
 //     a bare RPC round trip.
 //   - polite, while calls queue: sched_yield() on every turn, so that the
 //     threads that need the core (the RPC thread, clients, running calls)
-//     get it. Spinning eagerly under load starved them; not spinning at all
-//     cost more in futex and epoll wake-ups (docs/performance.md).
+//     get it. Spinning eagerly under load starved them (docs/performance.md).
 // An eager waiter turns polite by itself once it notices it was preempted
 // (a pause that took far longer than a pause): another thread wanted its
 // core.
@@ -32,9 +31,9 @@ class SpinWait {
   // A pause that lasts this long was a preemption (a pause takes well
   // under a microsecond).
   static constexpr std::chrono::microseconds kPreempted{20};
-  // A polite wait is cut to this: under load, longer ones kept the idle
-  // workers yielding in a loop (a system call and often a context switch a
-  // turn) and cost more CPU than the calls they waited for.
+  // A polite wait is cut to this: each turn is a system call and often a
+  // context switch, which a loaded server pays for every idle turn; 100 µs
+  // did best of the budgets tried (docs/performance.md).
   static constexpr std::chrono::microseconds kPoliteBudget{100};
 
   SpinWait(std::chrono::microseconds budget, bool eager) : budget_(budget) { restart(eager); }
