@@ -32,8 +32,8 @@ class SpinWait {
   // under a microsecond).
   static constexpr std::chrono::microseconds kPreempted{20};
   // A polite wait is cut to this: each turn is a system call and often a
-  // context switch, which a loaded server pays for every idle turn; 100 µs
-  // did best of the budgets tried (docs/performance.md).
+  // context switch, which a loaded server pays for every idle turn; none of
+  // the other budgets tried did better (docs/performance.md).
   static constexpr std::chrono::microseconds kPoliteBudget{100};
 
   SpinWait(std::chrono::microseconds budget, bool eager) : budget_(budget) { restart(eager); }
