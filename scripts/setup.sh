@@ -56,8 +56,16 @@ install_newer_unicorn() {
   chmod 755 "$dir"; chmod 644 "${files[@]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${files[@]}"
   rm -rf "$dir"
+  unicorn_changed=1
 }
+unicorn_changed=0
 install_newer_unicorn
 
+build_args=()
+if ((unicorn_changed)) && [[ -f $build_dir/CMakeCache.txt ]]; then
+  # Configured and compiled against the old Unicorn: find and build anew.
+  rm -f "$build_dir/CMakeCache.txt"
+  build_args+=(--clean-first)
+fi
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build_dir" -j "$(nproc)"
+cmake --build "$build_dir" -j "$(nproc)" "${build_args[@]}"
