@@ -153,7 +153,7 @@ void GuestPool::run(CallTask* task) {
     std::optional<vm::Error> error;
     vm = createVm(error);
     if (error) {
-      refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error->message);
+      refuseNoVm(task, *error);
       return;
     }
     if (!vm) {
@@ -183,7 +183,7 @@ void GuestPool::serve(CallTask* task, std::unique_ptr<vm::Sandbox> vm, bool cold
       std::optional<vm::Error> error;
       vm = createVm(error);
       if (error) {
-        refuse(next, RefusalKind::kNoVm, "could not create a VM: " + error->message);
+        refuseNoVm(next, *error);
         continue;
       }
       if (!vm) {
@@ -276,7 +276,7 @@ void GuestPool::runOnWorker() {
       putIdle(std::move(vm));
     } else if (error) {
       while (CallTask* task = takeWaiting()) {
-        refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error->message);
+        refuseNoVm(task, *error);
       }
     }
   }
@@ -326,6 +326,10 @@ void GuestPool::retire() {
 
 void GuestPool::refuseWaiting() {
   while (CallTask* task = takeWaiting()) refuseRemoved(task);
+}
+
+void GuestPool::refuseNoVm(CallTask* task, const vm::Error& error) {
+  refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error.message);
 }
 
 void GuestPool::refuseRemoved(CallTask* task) {
