@@ -37,8 +37,11 @@ unicorn_debs=(
   "libunicorn2t64_${unicorn_version}_amd64.deb 3f760a28c65a93662edbcb21fceb2e0a1c0ab0e8277564fc572e6532949e3e3f"
   "libunicorn-dev_${unicorn_version}_amd64.deb 479613e244a6023c03708951a5f0e00fc96c83a4b74b4d74c9fe7d3a9050208b"
 )
+keep_old_unicorn() {  # $1: what failed (fetch, install); $2: the version kept
+  echo "note: could not $1 Unicorn $unicorn_version; the emulated backend uses Unicorn $2 (slower guest stores)" >&2
+}
 install_newer_unicorn() {
-  local have dir files=() entry name sum
+  local have dir files=() entry name sum path
   have=$(dpkg-query -W -f='${Version}' libunicorn-dev)
   dpkg --compare-versions "$have" ge 2.1 && return 0
   [[ ${SANDPOOL_UNICORN:-} == system ]] && return 0
@@ -46,12 +49,12 @@ install_newer_unicorn() {
   dir=$(mktemp -d)
   for entry in "${unicorn_debs[@]}"; do
     read -r name sum <<<"$entry"
+    path=deb.debian.org/debian/pool/main/u/unicorn-engine/$name
     # Plain HTTP as apt itself uses, where HTTPS is not let through: the
     # checksum is what vouches for the file.
-    if ! { curl -fsS -m 120 -o "$dir/$name" "https://deb.debian.org/debian/pool/main/u/unicorn-engine/$name" ||
-           curl -fsS -m 120 -o "$dir/$name" "http://deb.debian.org/debian/pool/main/u/unicorn-engine/$name"; } ||
+    if ! { curl -fsS -m 120 -o "$dir/$name" "https://$path" || curl -fsS -m 120 -o "$dir/$name" "http://$path"; } ||
        ! echo "$sum  $dir/$name" | sha256sum -c --quiet -; then
-      echo "note: could not fetch Unicorn $unicorn_version; the emulated backend uses Unicorn $have (slower guest stores)" >&2
+      keep_old_unicorn fetch "$have"
       rm -rf "$dir"; return 0
     fi
     files+=("$dir/$name")
@@ -60,7 +63,7 @@ install_newer_unicorn() {
   if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${files[@]}"; then
     unicorn_changed=1
   else
-    echo "note: could not install Unicorn $unicorn_version; the emulated backend uses Unicorn $have (slower guest stores)" >&2
+    keep_old_unicorn install "$have"
   fi
   rm -rf "$dir"
 }
