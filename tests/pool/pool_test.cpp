@@ -1,9 +1,11 @@
 // pool/: tenant pools, guest pools and the worker scheduler, on real VMs.
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -79,6 +81,54 @@ class TestTask final : public CallTask {
   int id_;
 };
 
+// The real emulated backend, except that its vCPUs fail their next resets
+// when told to. A guest cannot make a reset fail, yet the pool must replace
+// a VM whose reset did.
+class ResetFailingBackend final : public vm::Backend {
+ public:
+  explicit ResetFailingBackend(vm::Backend& real) : real_(real) {}
+
+  void failNextResets(int count) { failures_.store(count); }
+
+  vm::BackendKind kind() const override { return real_.kind(); }
+  vm::Expected<void> prepareImage(std::span<uint8_t> image, const vm::MemoryLayout& layout) override {
+    return real_.prepareImage(image, layout);
+  }
+  vm::Expected<std::unique_ptr<vm::Vcpu>> createVcpu(vm::GuestMemory& memory, const vm::MemoryLayout& layout,
+                                                     uint64_t entry) override {
+    auto vcpu = real_.createVcpu(memory, layout, entry);
+    if (!vcpu) return vcpu.takeError();
+    return std::unique_ptr<vm::Vcpu>(std::make_unique<Vcpu>(std::move(vcpu.value()), failures_));
+  }
+
+ private:
+  class Vcpu final : public vm::Vcpu {
+   public:
+    Vcpu(std::unique_ptr<vm::Vcpu> real, std::atomic<int>& failures) : real_(std::move(real)), failures_(failures) {}
+    vm::RunExit run(vm::PortHandler& handler) override { return real_->run(handler); }
+    void interrupt() noexcept override { real_->interrupt(); }
+    void clearInterrupt() noexcept override { real_->clearInterrupt(); }
+    uint64_t readRegister(vm::Register reg) override { return real_->readRegister(reg); }
+    std::unique_ptr<vm::CpuState> saveCpuState() override { return real_->saveCpuState(); }
+    vm::Expected<void> loadCpuState(const vm::CpuState& state) override { return real_->loadCpuState(state); }
+    vm::Expected<void> armReset(std::span<const uint8_t> contents) override { return real_->armReset(contents); }
+    vm::Expected<vm::ResetStats> reset() override {
+      int left = failures_.load();
+      while (left > 0 && !failures_.compare_exchange_weak(left, left - 1)) {
+      }
+      if (left > 0) return vm::makeError(vm::ErrorKind::kResetFailed, "reset failure injected by the test");
+      return real_->reset();
+    }
+
+   private:
+    std::unique_ptr<vm::Vcpu> real_;
+    std::atomic<int>& failures_;
+  };
+
+  vm::Backend& real_;
+  std::atomic<int> failures_{0};
+};
+
 class PoolTest : public ::testing::Test {
  protected:
   void start(unsigned workers) {
@@ -93,9 +143,33 @@ class PoolTest : public ::testing::Test {
     if (io_thread_.joinable()) io_thread_.join();
   }
 
-  TenantPool& tenant(const std::string& name, Quota quota = {}) {
-    tenants_.push_back(std::make_unique<TenantPool>(*scheduler_, *backend_, io_, name, quota, 200ms));
+  TenantPool& tenant(const std::string& name, Quota quota = {}) { return tenantOn(*backend_, name, quota); }
+  TenantPool& tenantOn(vm::Backend& backend, const std::string& name, Quota quota = {}) {
+    tenants_.push_back(std::make_unique<TenantPool>(*scheduler_, backend, io_, name, quota, 200ms));
     return *tenants_.back();
+  }
+
+  // Submits `count` calls add(i, 1) at once and checks that every one
+  // completes with i + 1, whatever order they finish in.
+  void submitAddsAndExpectEachResult(TenantPool& tenant, const std::shared_ptr<GuestPool>& guest, int count) {
+    for (int i = 0; i < count; ++i) submit(tenant, guest, i, "add", {int32_t(i), int32_t(1)});
+    ASSERT_TRUE(done_.waitFor(static_cast<size_t>(count), 30s));
+    auto outcomes = done_.outcomes();
+    auto order = done_.order();
+    for (size_t k = 0; k < outcomes.size(); ++k) {
+      ASSERT_FALSE(outcomes[k].refusal) << outcomes[k].refusal->message;
+      ASSERT_TRUE(outcomes[k].call.result.ok()) << outcomes[k].call.result.error().describe();
+      EXPECT_EQ(std::get<int32_t>(outcomes[k].call.result.value()), order[k] + 1);
+    }
+  }
+
+  // Waits (bounded) until `done` holds; the pool updates its counters on
+  // worker threads, just after the completions the test waits for.
+  template <typename Predicate>
+  static bool eventually(Predicate done) {
+    auto until = Clock::now() + 20s;
+    while (!done() && Clock::now() < until) std::this_thread::yield();
+    return done();
   }
 
   void submit(TenantPool& tenant, std::shared_ptr<GuestPool> guest, int id, std::string function,
@@ -110,6 +184,7 @@ class PoolTest : public ::testing::Test {
   }
 
   std::unique_ptr<vm::Backend> backend_ = vm::makeEmulatedBackend();
+  ResetFailingBackend faulty_backend_{*backend_};  // outlives the workers, like backend_
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ = boost::asio::make_work_guard(io_);
   std::thread io_thread_;
@@ -176,15 +251,7 @@ TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
   start(4);
   TenantPool& t = tenant("t");
   auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
-  for (int i = 0; i < 40; ++i) submit(t, guest, i, "add", {int32_t(i), int32_t(1)});
-  ASSERT_TRUE(done_.waitFor(40, 30s));
-  auto outcomes = done_.outcomes();
-  auto order = done_.order();
-  for (size_t k = 0; k < outcomes.size(); ++k) {
-    ASSERT_FALSE(outcomes[k].refusal) << outcomes[k].refusal->message;
-    ASSERT_TRUE(outcomes[k].call.result.ok()) << outcomes[k].call.result.error().describe();
-    EXPECT_EQ(std::get<int32_t>(outcomes[k].call.result.value()), order[k] + 1);
-  }
+  submitAddsAndExpectEachResult(t, guest, 40);
   GuestStats s = guest->stats();
   EXPECT_EQ(s.created, 1u);
   EXPECT_EQ(s.calls, 40u);
@@ -260,6 +327,46 @@ TEST_F(PoolTest, PrewarmCreatesMinWarmAndIdleVmsScaleToZero) {
   EXPECT_EQ(guest->stats().warm, 0u);
   EXPECT_EQ(guest->stats().discarded, 3u);
   EXPECT_EQ(t.counters().vms, 0u);
+}
+
+TEST_F(PoolTest, VmWhoseResetFailedIsDroppedAndReplaced) {
+  start(1);
+  TenantPool& t = tenantOn(faulty_backend_, "t");
+  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{1, 1});
+  guest->requestPrewarm();
+  ASSERT_TRUE(eventually([&] { return guest->stats().warm == 1; }));
+
+  faulty_backend_.failNextResets(1);
+  submit(t, guest, 0, "add", {int32_t(40), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(1, 30s));
+  // The call ran before the reset failed: its result stands.
+  ASSERT_TRUE(done_.outcomes()[0].call.result.ok());
+  EXPECT_EQ(std::get<int32_t>(done_.outcomes()[0].call.result.value()), 42);
+  ASSERT_TRUE(eventually([&] { return guest->stats().discarded == 1; }));
+  EXPECT_EQ(guest->stats().warm, 0u) << "the VM that failed its reset must not serve again";
+  EXPECT_EQ(guest->stats().reset, 0u);
+
+  submit(t, guest, 1, "add", {int32_t(1), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(2, 30s));
+  ASSERT_TRUE(done_.outcomes()[1].call.result.ok()) << done_.outcomes()[1].call.result.error().describe();
+  EXPECT_EQ(std::get<int32_t>(done_.outcomes()[1].call.result.value()), 3);
+  EXPECT_TRUE(done_.outcomes()[1].cold_start);
+  EXPECT_EQ(guest->stats().created, 2u);
+  EXPECT_TRUE(eventually([&] { return guest->stats().warm == 1; }));
+  EXPECT_EQ(t.counters().vms, 1u);
+}
+
+TEST_F(PoolTest, WaitingCallsGetANewVmWhenTheOnlyOneFailsItsReset) {
+  start(2);
+  TenantPool& t = tenantOn(faulty_backend_, "t");
+  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
+  faulty_backend_.failNextResets(1);
+  // One VM at most: the calls queue behind the first, whose reset fails.
+  submitAddsAndExpectEachResult(t, guest, 10);
+  EXPECT_EQ(guest->stats().created, 2u);
+  EXPECT_EQ(guest->stats().reset, 9u);
+  EXPECT_TRUE(eventually([&] { return guest->stats().discarded == 1 && guest->stats().warm == 1; }));
+  EXPECT_EQ(t.counters().vms, 1u);
 }
 
 TEST_F(PoolTest, TenantVmQuotaCapsEveryGuest) {
