@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,21 @@ std::string describeName(const std::string& name) {
   return isValidName(name) ? name : std::string("(invalid name)");
 }
 
+void setNoSuchGuest(rpc::Error::Builder out, const std::string& name) {
+  setError(out, rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + describeName(name) + "'"));
+}
+
+// Runs a write to the guest store on the blocking pool; the promise holds
+// its error, if any, on the KJ thread.
+kj::Promise<std::optional<vm::Error>> writeStore(ServiceContext& ctx, std::function<vm::Expected<void>()> write) {
+  return runBlocking<std::optional<vm::Error>>(
+      ctx.mailbox, ctx.blocking, [write = std::move(write)]() -> std::optional<vm::Error> {
+        auto written = write();
+        if (!written) return written.takeError();
+        return std::nullopt;
+      });
+}
+
 // A call of `guest`'s function, for Tenant.call and Guest.call alike: both
 // contexts' params carry function, args, hostFunctions and timeoutMs, and
 // both results a `result :CallResult`.
@@ -80,7 +96,7 @@ kj::Promise<void> runCall(ServiceContext& ctx, TenantState& tenant, Context cont
   auto it = tenant.guests.find(guest);
   if (it == tenant.guests.end()) {
     auto error = context.getResults().initResult().initError();
-    setError(error.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + describeName(guest) + "'"));
+    setNoSuchGuest(error.initError(), guest);
     return kj::READY_NOW;
   }
   auto paf = kj::newPromiseAndFulfiller<pool::CallOutcome>();
@@ -180,7 +196,7 @@ class GuestImpl final : public rpc::Guest::Server {
     auto result = context.getResults().initResult();
     auto it = tenant_.guests.find(name_);
     if (it == tenant_.guests.end()) {
-      setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + name_ + "'"));
+      setNoSuchGuest(result.initError(), name_);
     } else {
       fillGuestInfo(name_, it->second, result.initInfo());
     }
@@ -234,7 +250,7 @@ class TenantImpl final : public rpc::Tenant::Server {
     std::string name = str(context.getParams().getName());
     auto result = context.getResults().initResult();
     if (tenant_.guests.count(name) == 0) {
-      setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST, ptr("no guest '" + describeName(name) + "'"));
+      setNoSuchGuest(result.initError(), name);
       return kj::READY_NOW;
     }
     result.setGuest(kj::heap<GuestImpl>(ctx_, tenant_, name));
@@ -355,8 +371,7 @@ kj::Promise<void> TenantImpl::remove(RemoveContext context) {
   std::string name = str(context.getParams().getName());
   auto it = tenant_.guests.find(name);
   if (it == tenant_.guests.end()) {
-    setError(context.getResults().initError(), rpc::ErrorCode::UNKNOWN_GUEST,
-             ptr("no guest '" + describeName(name) + "'"));
+    setNoSuchGuest(context.getResults().initError(), name);
     return kj::READY_NOW;
   }
   if (tenant_.uploading.count(name) != 0) {
@@ -369,13 +384,7 @@ kj::Promise<void> TenantImpl::remove(RemoveContext context) {
   ctx_.beginWork();
   ServiceContext& ctx = ctx_;
   std::string tenant_name = tenantName();
-  return runBlocking<std::optional<vm::Error>>(
-             ctx_.mailbox, ctx_.blocking,
-             [&ctx, tenant_name, name]() -> std::optional<vm::Error> {
-               auto removed = ctx.store.remove(tenant_name, name);
-               if (!removed) return removed.takeError();
-               return std::nullopt;
-             })
+  return writeStore(ctx_, [&ctx, tenant_name, name] { return ctx.store.remove(tenant_name, name); })
       .then([&ctx, context, tenant_name, name](std::optional<vm::Error> error) mutable {
         ctx.endWork();
         if (error) {
@@ -434,8 +443,7 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
   auto result = context.getResults().initResult();
   auto it = tenant_.guests.find(name);
   if (it == tenant_.guests.end()) {
-    setError(result.initError(), rpc::ErrorCode::UNKNOWN_GUEST,
-             ptr("no guest '" + describeName(name) + "'"));
+    setNoSuchGuest(result.initError(), name);
     return kj::READY_NOW;
   }
   uint32_t min_warm = settings.getMinWarm(), max_vms = settings.getMaxVms();
@@ -458,13 +466,8 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
   ctx_.beginWork();
   ServiceContext& ctx = ctx_;
   std::string tenant_name = tenantName();
-  return runBlocking<std::optional<vm::Error>>(
-             ctx_.mailbox, ctx_.blocking,
-             [&ctx, tenant_name, name, chosen]() -> std::optional<vm::Error> {
-               auto saved = ctx.store.saveSettings(tenant_name, name, chosen);
-               if (!saved) return saved.takeError();
-               return std::nullopt;
-             })
+  return writeStore(ctx_,
+                    [&ctx, tenant_name, name, chosen] { return ctx.store.saveSettings(tenant_name, name, chosen); })
       .then([&ctx, context, tenant_name, name, chosen](std::optional<vm::Error> error) mutable {
         ctx.endWork();
         auto result = context.getResults().initResult();
