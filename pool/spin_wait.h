@@ -58,7 +58,7 @@ class SpinWait {
   // politely as the caller now judges.
   void restart(bool eager) {
     eager_ = eager;
-    deadline_ = Clock::now() + (eager ? budget_ : std::min(budget_, std::chrono::microseconds(kPoliteBudget)));
+    deadline_ = Clock::now() + (eager ? budget_ : std::min(budget_, kPoliteBudget));
   }
 
  private:

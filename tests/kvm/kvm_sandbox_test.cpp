@@ -33,6 +33,12 @@ struct Counts {
   uint64_t kvm_runs = 0;
 };
 
+// One line of the test's output per measured call, for the log.
+void print(const char* what, const Counts& c) {
+  std::printf("%s: %llu syscalls, %llu KVM_RUN\n", what, static_cast<unsigned long long>(c.syscalls),
+              static_cast<unsigned long long>(c.kvm_runs));
+}
+
 class KvmSandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -104,9 +110,7 @@ TEST_F(KvmSandboxTest, WarmCallTakesFourSyscallsIncludingReset) {
   request.function = "heap_bytes";
   const auto counts = countWarmCalls(request);
   for (const Counts& c : counts) {
-    std::printf("KVM warm call, no host call: %llu syscalls, %llu KVM_RUN\n",
-                static_cast<unsigned long long>(c.syscalls),
-                static_cast<unsigned long long>(c.kvm_runs));
+    print("KVM warm call, no host call", c);
     EXPECT_EQ(c.kvm_runs, 1u);
     EXPECT_LE(c.syscalls, 5u);
   }
@@ -123,9 +127,7 @@ TEST_F(KvmSandboxTest, EachHostCallAddsExactlyOneKvmRun) {
   with_host_call.host_functions = &echo_;
   const auto counts = countWarmCalls(with_host_call);
   for (const Counts& c : counts) {
-    std::printf("KVM warm call, one host call: %llu syscalls, %llu KVM_RUN\n",
-                static_cast<unsigned long long>(c.syscalls),
-                static_cast<unsigned long long>(c.kvm_runs));
+    print("KVM warm call, one host call", c);
     EXPECT_EQ(c.kvm_runs, 2u);
   }
   EXPECT_EQ(fewestSyscalls(counts), baseline + 1) << "a host call costs one KVM_RUN and nothing else";

@@ -116,6 +116,13 @@ class ServerTest : public ::testing::Test {
     ASSERT_FALSE(error) << *error;
   }
 
+  // Asks `tenant` for the Guest capability of `name`.
+  capnp::Response<rpc::Tenant::GuestResults> guestOf(rpc::Tenant::Client& tenant, const char* name) {
+    auto request = tenant.guestRequest();
+    request.setName(name);
+    return request.send().wait(ws_);
+  }
+
   kj::Promise<CallResult> callAsync(rpc::Tenant::Client& tenant, const std::string& guest,
                                     const std::string& function, std::vector<Arg> args,
                                     uint32_t timeout_ms = 0,
@@ -357,9 +364,7 @@ TEST_F(ServerTest, GuestCapabilityCallsItsGuestAndFollowsTheName) {
   startServer();
   auto tenant = alpha();
   mustUpload(tenant, "calc", GUEST_ADD);
-  auto request = tenant.guestRequest();
-  request.setName("calc");
-  auto got = request.send().wait(ws_);
+  auto got = guestOf(tenant, "calc");
   ASSERT_TRUE(got.getResult().isGuest());
   rpc::Guest::Client guest = got.getResult().getGuest();
 
@@ -385,9 +390,7 @@ TEST_F(ServerTest, GuestCapabilityCallsItsGuestAndFollowsTheName) {
   ASSERT_TRUE(gone.getResult().isError());
   EXPECT_EQ(gone.getResult().getError().getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
 
-  auto missing = tenant.guestRequest();
-  missing.setName("nothing");
-  auto refused = missing.send().wait(ws_);
+  auto refused = guestOf(tenant, "nothing");
   ASSERT_TRUE(refused.getResult().isError());
   EXPECT_EQ(refused.getResult().getError().getCode(), rpc::ErrorCode::UNKNOWN_GUEST);
 }
@@ -396,9 +399,7 @@ TEST_F(ServerTest, SighupRotatesTokensAndRevokesOldCapabilities) {
   startServer();
   auto tenant = alpha();
   mustUpload(tenant, "add", GUEST_ADD);
-  auto handle_request = tenant.guestRequest();
-  handle_request.setName("add");
-  rpc::Guest::Client handle = handle_request.send().wait(ws_).getResult().getGuest();
+  rpc::Guest::Client handle = guestOf(tenant, "add").getResult().getGuest();
 
   // alpha gets a new token, beta leaves, delta arrives.
   std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = alpha-rotated-token-000001\nmax_vms = 8\n"
