@@ -9,19 +9,6 @@
 
 namespace sandpool::bench {
 
-namespace {
-
-template <typename T>
-T orExit(vm::Expected<T> result) {
-  if (!result) {
-    std::cerr << result.error().describe() << "\n";
-    std::exit(1);
-  }
-  return std::move(result.value());
-}
-
-}  // namespace
-
 vm::Backend& benchBackend() {
   static std::unique_ptr<vm::Backend> instance = [] {
     const char* env = std::getenv("SANDPOOL_BENCH_BACKEND");
@@ -38,13 +25,23 @@ vm::Backend& benchBackend() {
   return *instance;
 }
 
-std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name, const vm::VmConfig& config) {
+std::shared_ptr<const vm::Snapshot> bootBenchGuest(vm::Backend& backend, const std::string& name,
+                                                   const vm::VmConfig& config) {
   auto image = orExit(vm::GuestImage::parse(sandpool::testing::readGuest(name), config));
-  return orExit(vm::Snapshot::boot(benchBackend(), image, config));
+  return orExit(vm::Snapshot::boot(backend, image, config));
+}
+
+std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name, const vm::VmConfig& config) {
+  return bootBenchGuest(benchBackend(), name, config);
+}
+
+std::unique_ptr<vm::Sandbox> newBenchVm(vm::Backend& backend,
+                                        const std::shared_ptr<const vm::Snapshot>& snapshot) {
+  return orExit(vm::Sandbox::create(backend, snapshot));
 }
 
 std::unique_ptr<vm::Sandbox> newBenchVm(const std::shared_ptr<const vm::Snapshot>& snapshot) {
-  return orExit(vm::Sandbox::create(benchBackend(), snapshot));
+  return newBenchVm(benchBackend(), snapshot);
 }
 
 }  // namespace sandpool::bench

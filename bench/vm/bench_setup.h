@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <string>
 
@@ -14,11 +16,26 @@
 
 namespace sandpool::bench {
 
+// The value, or the error on stderr and exit status 1.
+template <typename T>
+T orExit(vm::Expected<T> result) {
+  if (!result) {
+    std::cerr << result.error().describe() << "\n";
+    std::exit(1);
+  }
+  return std::move(result.value());
+}
+
 // The process's backend, opened on first use; prints which one and why.
 vm::Backend& benchBackend();
-// Boots guest `name` (found like the tests find it) with `config`.
+// Boots guest `name` (found like the tests find it) with `config`, on
+// `backend` or the bench backend.
+std::shared_ptr<const vm::Snapshot> bootBenchGuest(vm::Backend& backend, const std::string& name,
+                                                   const vm::VmConfig& config);
 std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name, const vm::VmConfig& config);
-// A new VM over `snapshot` on the bench backend.
+// A new VM over `snapshot`, on `backend` or the bench backend.
+std::unique_ptr<vm::Sandbox> newBenchVm(vm::Backend& backend,
+                                        const std::shared_ptr<const vm::Snapshot>& snapshot);
 std::unique_ptr<vm::Sandbox> newBenchVm(const std::shared_ptr<const vm::Snapshot>& snapshot);
 
 }  // namespace sandpool::bench

@@ -22,9 +22,8 @@
 #include <vector>
 
 #include "bench/vm/kvm_syscall_counter.h"
-#include "guest_files.h"
+#include "bench_setup.h"
 #include "vm/backend.h"
-#include "vm/guest_image.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 
@@ -103,36 +102,18 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto backend = makeKvmBackend();
-  if (!backend) {
-    std::fprintf(stderr, "%s\n", backend.error().describe().c_str());
-    return 1;
-  }
-  VmConfig config;
-  auto image = GuestImage::parse(sandpool::testing::readGuest("probe"), config);
-  if (!image) {
-    std::fprintf(stderr, "%s\n", image.error().describe().c_str());
-    return 1;
-  }
-  auto snapshot = Snapshot::boot(**backend, *image, config);
-  if (!snapshot) {
-    std::fprintf(stderr, "%s\n", snapshot.error().describe().c_str());
-    return 1;
-  }
-  auto sandbox = Sandbox::create(**backend, *snapshot);
-  if (!sandbox) {
-    std::fprintf(stderr, "%s\n", sandbox.error().describe().c_str());
-    return 1;
-  }
+  auto backend = sandpool::bench::orExit(makeKvmBackend());
+  auto snapshot = sandpool::bench::bootBenchGuest(*backend, "probe", VmConfig{});
+  auto sandbox = sandpool::bench::newBenchVm(*backend, snapshot);
   std::printf("KVM backend, probe guest, %d warm calls each\n", calls);
   CallRequest plain;
   plain.function = "heap_bytes";
-  measure("no host call", **sandbox, plain, calls);
+  measure("no host call", *sandbox, plain, calls);
   Echo echo;
   CallRequest host_call;
   host_call.function = "call_host";
   host_call.args = {std::string("echo"), std::string("ping")};
   host_call.host_functions = &echo;
-  measure("one host call", **sandbox, host_call, calls);
+  measure("one host call", *sandbox, host_call, calls);
   return 0;
 }
