@@ -90,10 +90,13 @@ kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, c
 // While calls are out on the workers the loop busy-polls (for at most
 // `spin` without progress) instead of sleeping in epoll: a reply then
 // reaches its client without the sleep/wake-up of the RPC thread, which
-// costs more than the call itself. It polls eagerly while the pools are
-// lightly loaded and politely (yielding the CPU on every turn) while calls
-// queue, so that it never keeps a worker or a client off an oversubscribed
-// core (pool::SpinWait). With nothing in flight it sleeps.
+// costs more than the call itself. A turn that delivered a reply or started
+// or finished a call goes straight on to the next one. Only an idle turn
+// waits: eagerly while the pools are lightly loaded, politely (yielding the
+// CPU) while calls queue, so that it never keeps a worker or a client off
+// an oversubscribed core (pool::SpinWait). Under load every call passes
+// through this thread: yielding its core after a turn that had work only
+// delays the next (docs/performance.md). With nothing in flight it sleeps.
 int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMailbox& mailbox,
                      kj::AsyncIoContext& io, std::chrono::microseconds spin) {
   int received = 0;
@@ -105,9 +108,13 @@ int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMa
     if (spin.count() > 0 && ctx.inFlight() > 0) {
       mailbox.beginSpin();
       pool::SpinWait wait(spin, scheduler.lightlyLoaded());
-      while (received == 0 && ctx.inFlight() > 0 && wait.turn()) {
-        if (mailbox.drainIfAny()) wait.restart(scheduler.lightlyLoaded());
+      bool idle = false;
+      while (received == 0 && ctx.inFlight() > 0 && (!idle || wait.turn())) {
+        const uint64_t before = ctx.activityCount();
+        const bool delivered = mailbox.drainIfAny();
         io.waitScope.poll();
+        idle = !delivered && ctx.activityCount() == before;
+        if (!idle) wait.restart(scheduler.lightlyLoaded());
       }
       mailbox.endSpin();
       io.waitScope.poll();

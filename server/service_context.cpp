@@ -118,6 +118,7 @@ void ServiceContext::beginWork() {
 }
 
 void ServiceContext::signalActivity() {
+  ++activity_count_;
   KJ_IF_MAYBE(f, activity_fulfiller_) {
     (*f)->fulfill();
     activity_fulfiller_ = nullptr;

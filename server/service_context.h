@@ -73,6 +73,9 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
   void beginWork();
   void endWork();
   uint64_t inFlight() const { return in_flight_; }
+  // How many times work began or ended since start: a turn of the serving
+  // loop that moved it did something useful.
+  uint64_t activityCount() const { return activity_count_; }
   // Resolves at the next beginWork() or endWork(): the serving loop's cue to
   // start or stop busy-polling for replies.
   kj::Promise<void> nextActivity();
@@ -86,6 +89,7 @@ class ServiceContext : private kj::TaskSet::ErrorHandler {
 
   PoolFactory make_pool_;
   uint64_t in_flight_ = 0;
+  uint64_t activity_count_ = 0;
   bool shutting_down_ = false;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> idle_fulfiller_;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> activity_fulfiller_;
