@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include <capnp/schema.h>
 
@@ -217,14 +218,15 @@ double BenchResult::callsPerSecond() const {
 }
 
 BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>()> op,
-                     unsigned concurrency, uint64_t calls) {
+                     unsigned concurrency, uint64_t calls, std::chrono::microseconds poll) {
   struct State {
     std::function<kj::Promise<bool>()> op;
     uint64_t started = 0;
     uint64_t target = 0;
     BenchResult result;
+    kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> next_completion;  // wakes a sleeping poller
   };
-  State state{std::move(op), 0, calls, {}};
+  State state{std::move(op), 0, calls, {}, nullptr};
   state.result.latencies.reserve(calls);
 
   // One lane keeps one operation in flight and starts the next when it ends.
@@ -236,13 +238,46 @@ BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>(
       state.result.latencies.push_back(std::chrono::steady_clock::now() - begin);
       ++state.result.calls;
       if (!ok) ++state.result.errors;
+      KJ_IF_MAYBE(waiter, state.next_completion) {
+        (*waiter)->fulfill();
+        state.next_completion = nullptr;
+      }
       return lane();
     });
   };
   auto begin = std::chrono::steady_clock::now();
   kj::Vector<kj::Promise<void>> lanes;
   for (unsigned i = 0; i < std::max(1u, concurrency); ++i) lanes.add(lane());
-  kj::joinPromises(lanes.releaseAsArray()).wait(wait_scope);
+  auto all = kj::joinPromises(lanes.releaseAsArray()).fork();
+  bool settled = false;  // every lane ended, or one failed
+  auto settle = all.addBranch()
+                    .then([&settled] { settled = true; }, [&settled](kj::Exception&&) { settled = true; })
+                    .eagerlyEvaluate(nullptr);
+  // With several calls out, replies come every few microseconds: poll for
+  // them, yielding the CPU on every idle turn, rather than sleep in epoll
+  // and be woken once per reply (each wake-up costs the server's writing
+  // thread and this one more than the reply itself; docs/performance.md).
+  // With one call out the reply is a whole round trip away, and the cores
+  // are better left to the server.
+  auto out = [&state] { return state.started - state.result.calls; };
+  while (!settled && poll.count() > 0 && concurrency > 1) {
+    auto deadline = std::chrono::steady_clock::now() + poll;
+    uint64_t seen = state.result.calls;
+    while (!settled && out() > 1 && std::chrono::steady_clock::now() < deadline) {
+      wait_scope.poll();
+      if (state.result.calls != seen) {
+        seen = state.result.calls;
+        deadline = std::chrono::steady_clock::now() + poll;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    if (settled) break;
+    auto next = kj::newPromiseAndFulfiller<void>();
+    state.next_completion = kj::mv(next.fulfiller);
+    next.promise.exclusiveJoin(all.addBranch()).wait(wait_scope);
+  }
+  all.addBranch().wait(wait_scope);
   state.result.elapsed = std::chrono::steady_clock::now() - begin;
   std::sort(state.result.latencies.begin(), state.result.latencies.end());
   return std::move(state.result);

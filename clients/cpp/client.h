@@ -70,6 +70,8 @@ class KvHostFunctions final : public rpc::HostFunctions::Server {
   uint64_t calls_ = 0;
 };
 
+inline constexpr std::chrono::microseconds kDefaultBenchPoll{1000};
+
 struct BenchResult {
   uint64_t calls = 0;
   uint64_t errors = 0;
@@ -81,8 +83,12 @@ struct BenchResult {
 };
 
 // Keeps `concurrency` operations in flight until `calls` have completed and
-// measures each one's latency. `op` returns false for a failed call.
+// measures each one's latency. `op` returns false for a failed call. While
+// more than one operation is out, the event loop is polled for replies
+// until `poll` passes without one, then sleeps until the next (0: always
+// sleeps).
 BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>()> op,
-                     unsigned concurrency, uint64_t calls);
+                     unsigned concurrency, uint64_t calls,
+                     std::chrono::microseconds poll = kDefaultBenchPoll);
 
 }  // namespace sandpool::client

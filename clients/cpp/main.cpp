@@ -49,6 +49,9 @@ Options:
   --concurrency N    bench: calls in flight (default 1)
   --calls N          bench: calls to measure (default 10000)
   --warmup N         bench: calls before measuring (default 200)
+  --poll-us N        bench: with several calls out, poll for replies (yielding
+                     the CPU) until N us pass without one, then sleep until
+                     the next; 0 always sleeps (default 1000)
   --help             this text
 
 Exit status: 0 success, 1 the server refused or the call failed,
@@ -66,6 +69,7 @@ struct Args {
   unsigned concurrency = 1;
   uint64_t calls = 10000;
   uint64_t warmup = 200;
+  std::chrono::microseconds poll = client::kDefaultBenchPoll;
   std::optional<uint32_t> min_warm, max_vms;
 };
 
@@ -100,6 +104,7 @@ Args parseArgs(int argc, char** argv) {
     else if (arg == "--concurrency") a.concurrency = static_cast<unsigned>(number(arg, value()));
     else if (arg == "--calls") a.calls = number(arg, value());
     else if (arg == "--warmup") a.warmup = number(arg, value());
+    else if (arg == "--poll-us") a.poll = std::chrono::microseconds(number(arg, value()));
     else if (arg == "--min-warm") a.min_warm = static_cast<uint32_t>(number(arg, value()));
     else if (arg == "--max-vms") a.max_vms = static_cast<uint32_t>(number(arg, value()));
     else if (arg == "--kv") {
@@ -225,8 +230,8 @@ int run(const Args& a) {
   if (verb == "bench" && a.positional.size() == 2 && a.positional[1] == "ping") {
     auto& sp = conn->sandpool();
     auto op = [&sp]() { return sp.pingRequest().send().then([](auto&&) { return true; }); };
-    client::runBench(ws, op, a.concurrency, a.warmup);
-    printBench("ping", a, client::runBench(ws, op, a.concurrency, a.calls));
+    client::runBench(ws, op, a.concurrency, a.warmup, a.poll);
+    printBench("ping", a, client::runBench(ws, op, a.concurrency, a.calls, a.poll));
     return 0;
   }
 
@@ -358,13 +363,14 @@ int run(const Args& a) {
         return true;
       });
     };
-    auto warm = client::runBench(ws, op, a.concurrency, a.warmup);
+    auto warm = client::runBench(ws, op, a.concurrency, a.warmup, a.poll);
     if (a.warmup > 0 && warm.errors == warm.calls) {
       auto response = request.send().wait(ws);
       if (response.getResult().isError()) throw Refused{client::describe(response.getResult().getError().getError())};
     }
     measuring = true;
-    printBench(a.positional[1] + "." + a.positional[2], a, client::runBench(ws, op, a.concurrency, a.calls));
+    printBench(a.positional[1] + "." + a.positional[2], a,
+               client::runBench(ws, op, a.concurrency, a.calls, a.poll));
     auto median = [](std::vector<uint64_t>& v) -> double {
       if (v.empty()) return 0;
       std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());

@@ -333,6 +333,47 @@ TEST_F(ServerTest, ThirtyTwoConcurrentClientsGetTheirOwnResults) {
   }
 }
 
+// The load driver behind `sandpool bench` and the end-to-end benchmark:
+// whether it polls for replies or sleeps between them, every call it
+// starts is answered, counted and timed once.
+TEST_F(ServerTest, BenchDriverCompletesEveryCallWhetherPollingOrSleeping) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  constexpr uint64_t kCalls = 300;
+  for (auto poll : {std::chrono::microseconds(0), client::kDefaultBenchPoll}) {
+    for (unsigned concurrency : {1u, 16u}) {
+      int32_t next = 0;
+      uint64_t right = 0;
+      auto op = [&]() {
+        int32_t n = next++;
+        return callAsync(tenant, "add", "add", {i32(n), i32(1)}).then([&right, n](CallResult r) {
+          if (r.ok && r.value == std::to_string(n + 1)) ++right;
+          return r.ok;
+        });
+      };
+      client::BenchResult result = client::runBench(ws_, op, concurrency, kCalls, poll);
+      SCOPED_TRACE("poll " + std::to_string(poll.count()) + " us, concurrency " + std::to_string(concurrency));
+      EXPECT_EQ(result.calls, kCalls);
+      EXPECT_EQ(result.errors, 0u);
+      EXPECT_EQ(right, kCalls);
+      EXPECT_EQ(next, static_cast<int32_t>(kCalls)) << "no call started past the count";
+      EXPECT_EQ(result.latencies.size(), kCalls);
+      EXPECT_GT(result.callsPerSecond(), 0);
+    }
+  }
+  // Refused calls count as errors; a call that fails in the client ends
+  // the run with its exception instead of leaving the driver waiting.
+  auto unknown = [&]() { return callAsync(tenant, "add", "nope", {}).then([](CallResult r) { return r.ok; }); };
+  EXPECT_EQ(client::runBench(ws_, unknown, 16, 50).errors, 50u);
+  int started = 0;
+  auto broken = [&]() -> kj::Promise<bool> {
+    if (++started == 20) return KJ_EXCEPTION(FAILED, "the client lost its connection");
+    return callAsync(tenant, "add", "add", {i32(1), i32(1)}).then([](CallResult r) { return r.ok; });
+  };
+  EXPECT_THROW(client::runBench(ws_, broken, 16, 1000), kj::Exception);
+}
+
 TEST_F(ServerTest, TenantsCannotSeeCallOrRemoveEachOthersGuests) {
   startServer();
   auto a = alpha();
