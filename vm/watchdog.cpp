@@ -1,15 +1,36 @@
 #include "vm/watchdog.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
 #include <stdexcept>
 
 namespace sandpool::vm {
 
 namespace {
 
-constexpr auto kIdleBeforeSleep = std::chrono::milliseconds(200);
-
 int64_t toNs(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// The futex calls behind a timed std::atomic::wait, which C++20 lacks.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+uint32_t* futexWord(std::atomic<uint32_t>& word) { return reinterpret_cast<uint32_t*>(&word); }
+
+// Sleeps while `word` holds `seen`, until `deadline_ns` on the steady clock
+// (CLOCK_MONOTONIC, the clock of an absolute FUTEX_WAIT_BITSET) or a wake.
+void futexWaitUntil(std::atomic<uint32_t>& word, uint32_t seen, int64_t deadline_ns, int64_t never) {
+  timespec until{static_cast<time_t>(deadline_ns / 1'000'000'000), static_cast<long>(deadline_ns % 1'000'000'000)};
+  ::syscall(SYS_futex, futexWord(word), FUTEX_WAIT_BITSET_PRIVATE, seen, deadline_ns == never ? nullptr : &until,
+            nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+
+void futexWakeOne(std::atomic<uint32_t>& word) {
+  ::syscall(SYS_futex, futexWord(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
 }  // namespace
@@ -23,9 +44,13 @@ Watchdog::Watchdog() : thread_([this] { loop(); }) {}
 
 Watchdog::~Watchdog() {
   stopping_ = true;
-  running_.fetch_add(1);
-  running_.notify_one();
+  wake();
   thread_.join();
+}
+
+void Watchdog::wake() {
+  wakeups_.fetch_add(1);
+  futexWakeOne(wakeups_);
 }
 
 Watchdog::Guard::Guard(Watchdog& watchdog, Vcpu& vcpu, std::chrono::steady_clock::time_point deadline)
@@ -46,7 +71,9 @@ Watchdog::Guard::Guard(Watchdog& watchdog, Vcpu& vcpu, std::chrono::steady_clock
   slot.fired = false;
   slot.deadline_ns = toNs(deadline);
   slot.vcpu = &vcpu;
-  if (watchdog_.running_.fetch_add(1) == 0) watchdog_.running_.notify_one();
+  // Pairs with loop(): either its scan sees this slot, or this load sees a
+  // look planned after the scan (or kNever) and wakes it if that is too late.
+  if (slot.deadline_ns.load() < watchdog_.next_look_ns_.load()) watchdog_.wake();
 }
 
 Watchdog::Guard::~Guard() {
@@ -58,34 +85,42 @@ Watchdog::Guard::~Guard() {
   while (slot.firing.load()) {
   }
   slot.in_use = false;
-  watchdog_.running_.fetch_sub(1);
 }
 
 bool Watchdog::Guard::fired() const { return watchdog_.slots_[slot_].fired; }
 
 void Watchdog::loop() {
-  auto last_busy = std::chrono::steady_clock::now();
-  while (!stopping_) {
-    if (running_.load() == 0) {
-      if (std::chrono::steady_clock::now() - last_busy > kIdleBeforeSleep) running_.wait(0);
-    } else {
-      last_busy = std::chrono::steady_clock::now();
-    }
-    const int64_t now = toNs(std::chrono::steady_clock::now());
-    for (Slot& slot : slots_) {
-      if (!slot.in_use.load(std::memory_order_relaxed)) continue;
-      if (slot.deadline_ns.load() > now) continue;
-      slot.firing = true;
-      // Re-sent every tick until the call ends: an interrupt that raced with
-      // the start of run() is not lost.
-      if (Vcpu* vcpu = slot.vcpu.load()) {
-        slot.fired = true;
-        vcpu->interrupt();
-      }
-      slot.firing = false;
-    }
-    std::this_thread::sleep_for(kTick);
+  while (!stopping_.load()) {
+    next_look_ns_.store(kNever);
+    const uint32_t seen = wakeups_.load();
+    const int64_t next = scan(toNs(std::chrono::steady_clock::now()));
+    next_look_ns_.store(next);
+    // Returns at once if a call registered (or the destructor called) since
+    // `seen` was read.
+    futexWaitUntil(wakeups_, seen, next, kNever);
   }
+}
+
+int64_t Watchdog::scan(int64_t now_ns) {
+  int64_t next = kNever;
+  for (Slot& slot : slots_) {
+    // Sequentially consistent, like the guard's stores, for the pairing
+    // described in the guard's constructor (a plain load on x86).
+    if (!slot.in_use.load()) continue;
+    const int64_t deadline = slot.deadline_ns.load();
+    if (deadline > now_ns) {
+      next = std::min(next, deadline);
+      continue;
+    }
+    slot.firing = true;
+    if (Vcpu* vcpu = slot.vcpu.load()) {
+      slot.fired = true;
+      vcpu->interrupt();
+      next = std::min(next, now_ns + std::chrono::nanoseconds(kRepeat).count());
+    }
+    slot.firing = false;
+  }
+  return next;
 }
 
 }  // namespace sandpool::vm

@@ -2,8 +2,13 @@
 // deadlines of running calls and interrupts the vCPUs that pass them.
 //
 // The call path takes no lock: a running call owns one slot and publishes
-// its deadline there with atomics; the watchdog scans the slots every tick
-// while any call is running and sleeps otherwise.
+// its deadline there with atomics. The watchdog sleeps until the earliest
+// deadline it saw, and a call wakes it (one futex wake) only if its own
+// deadline comes sooner; with one call timeout for all, the call that
+// started first always ends first, so a busy server wakes the watchdog
+// about once per timeout instead of once per call or per tick. Each
+// wake-up of an idle thread costs a context switch, which on a virtual
+// machine costs more than a short call (docs/performance.md).
 #pragma once
 
 #include <atomic>
@@ -19,7 +24,9 @@ namespace sandpool::vm {
 class Watchdog {
  public:
   static constexpr size_t kSlots = 1024;
-  static constexpr std::chrono::microseconds kTick{500};
+  // A call past its deadline is interrupted again this often until it
+  // ends, so an interrupt that raced with the start of a run is not lost.
+  static constexpr std::chrono::microseconds kRepeat{500};
 
   static Watchdog& instance();
 
@@ -51,9 +58,19 @@ class Watchdog {
 
   Watchdog();
   void loop();
+  // Interrupts the calls past their deadline; returns when to look again
+  // (kNever if no call is running).
+  int64_t scan(int64_t now_ns);
+  void wake();
+
+  static constexpr int64_t kNever = INT64_MAX;
 
   Slot slots_[kSlots];
-  std::atomic<int> running_{0};
+  // When the watchdog will look at the slots next, on its own. kNever while
+  // it scans or has nothing to wait for, so that a call registering then
+  // always wakes it.
+  std::atomic<int64_t> next_look_ns_{kNever};
+  std::atomic<uint32_t> wakeups_{0};  // the futex word the watchdog sleeps on
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

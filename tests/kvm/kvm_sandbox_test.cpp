@@ -103,8 +103,8 @@ class KvmSandboxTest : public ::testing::Test {
 };
 
 // KVM_RUN, then reset: KVM_GET_DIRTY_LOG, KVM_SET_XSAVE, KVM_SET_DEBUGREGS.
-// A call that finds the watchdog thread asleep (no call in the last 200 ms)
-// also wakes it: one futex call more.
+// A call whose deadline comes before the watchdog's next planned look (the
+// first call after an idle spell) also wakes it: one futex call more.
 TEST_F(KvmSandboxTest, WarmCallTakesFourSyscallsIncludingReset) {
   CallRequest request;
   request.function = "heap_bytes";

@@ -8,7 +8,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <semaphore>
 #include <set>
+#include <thread>
 
 #include "guest_files.h"
 #include "vm/backend.h"
@@ -288,6 +290,48 @@ TEST_P(ConformanceTest, HostFunctionThatOutlivesTheDeadlineEndsTheCallAsATimeout
   EXPECT_NE(result.result.error().message.find("gave no reply"), std::string::npos);
   EXPECT_TRUE(probe->healthy());
   EXPECT_EQ(typeOf(ok(call(*probe, "heap_bytes"))), ValueType::kU64) << "the VM serves on";
+}
+
+// Holds a call inside a host function until released, and says when the
+// call got there (its deadline is registered with the watchdog by then).
+class HoldingHostFunctions final : public HostFunctions {
+ public:
+  Expected<Value> callHostFunction(std::string_view, std::span<const Value>) override {
+    entered_.release();
+    released_.acquire();
+    return Value(std::string("released"));
+  }
+  void waitUntilEntered() { entered_.acquire(); }
+  void release() { released_.release(); }
+
+ private:
+  std::binary_semaphore entered_{0};
+  std::binary_semaphore released_{0};
+};
+
+// The watchdog sleeps until the earliest deadline it knows; a call with a
+// sooner one must wake it and be stopped at its own.
+TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
+  auto probe = vm("probe");
+  auto spinner = vm("misbehave");
+  ASSERT_TRUE(probe && spinner);
+  HoldingHostFunctions host;
+  std::optional<CallResult> held;
+  std::thread long_call(
+      [&] { held = call(*probe, "call_host", {std::string("hold"), std::string("")}, 20s, &host); });
+  host.waitUntilEntered();
+  const auto start = std::chrono::steady_clock::now();
+  CallResult stopped = call(*spinner, "spin", {}, 50ms);
+  const auto took = std::chrono::steady_clock::now() - start;
+  host.release();
+  long_call.join();
+  ASSERT_FALSE(stopped.result.ok());
+  EXPECT_EQ(stopped.result.error().kind, ErrorKind::kTimeout) << stopped.result.error().describe();
+  // 50 ms past the deadline is plenty; a watchdog that slept on towards a
+  // later deadline (the held call's, or a VM boot's 2 s) misses this.
+  EXPECT_LT(took, 1s) << "the watchdog slept past the spinning call's deadline";
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(ok(*held), Value(std::string("released")));
 }
 
 // One misbehaviour: what the guest does and the typed error it must yield.
