@@ -9,7 +9,10 @@
 // thread, and the client (this process's only thread), from the kernel's
 // per-thread run times.
 //
-//   e2e_bench [--calls N] [--rounds R] [--backend B] [-- extra sandpoold flags]
+// The client polls for replies while several calls are out, as
+// `sandpool bench` does (--client-poll-us 0: it sleeps in epoll instead).
+//
+//   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [-- extra sandpoold flags]
 #include <time.h>
 
 #include <algorithm>
@@ -82,9 +85,9 @@ CpuSample sampleCpu(pid_t server) {
 }
 
 Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>()> op, unsigned concurrency,
-                uint64_t calls) {
+                uint64_t calls, std::chrono::microseconds poll) {
   const CpuSample before = sampleCpu(server);
-  client::BenchResult r = client::runBench(ws, std::move(op), concurrency, calls);
+  client::BenchResult r = client::runBench(ws, std::move(op), concurrency, calls, poll);
   const CpuSample after = sampleCpu(server);
   if (r.errors != 0) {
     std::fprintf(stderr, "e2e_bench: %llu of %llu calls failed\n", static_cast<unsigned long long>(r.errors),
@@ -101,8 +104,9 @@ Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t calls = 5000;
+  uint64_t calls = 30000;
   unsigned rounds = 5;
+  std::chrono::microseconds poll = client::kDefaultBenchPoll;
   std::string backend = "emulated";
   std::vector<std::string> extra;
   for (int i = 1; i < argc; ++i) {
@@ -110,11 +114,14 @@ int main(int argc, char** argv) {
     if (a == "--calls" && i + 1 < argc) calls = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--rounds" && i + 1 < argc) rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     else if (a == "--backend" && i + 1 < argc) backend = argv[++i];
+    else if (a == "--client-poll-us" && i + 1 < argc)
+      poll = std::chrono::microseconds(std::strtoull(argv[++i], nullptr, 10));
     else if (a == "--") {
       extra.assign(argv + i + 1, argv + argc);
       break;
     } else {
-      std::fprintf(stderr, "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [-- sandpoold flags]\n");
+      std::fprintf(stderr, "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N]"
+                           " [-- sandpoold flags]\n");
       return 2;
     }
   }
@@ -128,8 +135,9 @@ int main(int argc, char** argv) {
 
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
-  std::printf("e2e_bench: backend=%s cores=%u calls_per_round=%llu rounds=%u\n", backend.c_str(),
-              std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), rounds);
+  std::printf("e2e_bench: backend=%s cores=%u calls_per_round=%llu rounds=%u client_poll_us=%lld\n",
+              backend.c_str(), std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), rounds,
+              static_cast<long long>(poll.count()));
   std::printf("%-5s %4s  %-5s %9s %9s %10s  %s\n", "link", "conc", "what", "p50_us", "p99_us", "calls/s",
               "cpu_us/op: server (rpc thread) client");
 
@@ -172,14 +180,14 @@ int main(int argc, char** argv) {
     };
     for (unsigned concurrency : {1u, 16u, 64u}) {
       // Warm-up: every VM the concurrency needs exists before measuring.
-      client::runBench(ws, call, concurrency, calls / 5);
-      client::runBench(ws, ping, concurrency, calls / 5);
+      client::runBench(ws, call, concurrency, calls / 5, poll);
+      client::runBench(ws, ping, concurrency, calls / 5, poll);
       std::vector<Figures> ping_rounds, call_rounds;
       for (unsigned r = 0; r < rounds; ++r) {
-        ping_rounds.push_back(measure(ws, server.process().pid(), ping, concurrency, calls));
+        ping_rounds.push_back(measure(ws, server.process().pid(), ping, concurrency, calls, poll));
         total_ns.clear();
         run_ns.clear();
-        call_rounds.push_back(measure(ws, server.process().pid(), call, concurrency, calls));
+        call_rounds.push_back(measure(ws, server.process().pid(), call, concurrency, calls, poll));
         call_rounds.back().server_total_us = medianUs(total_ns);
         call_rounds.back().guest_run_us = medianUs(run_ns);
       }
