@@ -164,6 +164,16 @@ class ServerTest : public ::testing::Test {
     return names;
   }
 
+  // Runs the CLI against this server's Unix socket with alpha's token;
+  // returns its exit status and output.
+  std::pair<int, std::string> runCli(std::vector<std::string> args) {
+    std::vector<std::string> all = {"--connect", server_->unixAddress(), "--token", kAlphaToken};
+    all.insert(all.end(), args.begin(), args.end());
+    ChildProcess cli(SANDPOOL_CLI_BIN, all);
+    int status = cli.wait(30s).value_or(-1);
+    return {status, cli.output()};
+  }
+
   // Polls the tenant's stats until `pred` holds for guest `name`, or the
   // deadline passes; returns whether it held.
   bool waitForStats(rpc::Tenant::Client& tenant, const std::string& name,
@@ -965,14 +975,7 @@ TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
 
 TEST_F(ServerTest, CliServesKeyValueHostFunction) {
   startServer();
-  std::vector<std::string> base = {"--connect", server_->unixAddress(), "--token", kAlphaToken};
-  auto run = [&](std::vector<std::string> args) {
-    std::vector<std::string> all = base;
-    all.insert(all.end(), args.begin(), args.end());
-    auto cli = std::make_unique<ChildProcess>(SANDPOOL_CLI_BIN, all);
-    int status = cli->wait(30s).value_or(-1);
-    return std::make_pair(status, cli->output());
-  };
+  auto run = [&](std::vector<std::string> args) { return runCli(std::move(args)); };
   auto [up_status, up_out] = run({"upload", "probe", GUEST_PROBE});
   ASSERT_EQ(up_status, 0) << up_out;
   EXPECT_NE(up_out.find("call_host(string, string) -> string"), std::string::npos) << up_out;
@@ -993,6 +996,25 @@ TEST_F(ServerTest, CliServesKeyValueHostFunction) {
   auto [bad_status, bad_out] = run({"--token", "wrong-token-0000000000", "list"});
   EXPECT_EQ(bad_status, 1) << bad_out;
   EXPECT_NE(bad_out.find("unauthenticated"), std::string::npos) << bad_out;
+}
+
+TEST_F(ServerTest, CliBenchReportsEveryCallPollingOrNot) {
+  startServer();
+  auto [up_status, up_out] = runCli({"upload", "add", GUEST_ADD});
+  ASSERT_EQ(up_status, 0) << up_out;
+  for (const char* poll : {"0", "500"}) {
+    auto [status, out] = runCli({"bench", "add", "add", "40", "2", "--concurrency", "8", "--calls", "400",
+                                 "--warmup", "40", "--poll-us", poll});
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find("bench add.add concurrency=8 calls=400 errors=0 "), std::string::npos) << out;
+    EXPECT_NE(out.find("server p50:"), std::string::npos) << out;
+  }
+  auto [ping_status, ping_out] = runCli({"bench", "ping", "--concurrency", "4", "--calls", "300"});
+  EXPECT_EQ(ping_status, 0) << ping_out;
+  EXPECT_NE(ping_out.find("bench ping concurrency=4 calls=300 errors=0 "), std::string::npos) << ping_out;
+  auto [bad_status, bad_out] = runCli({"bench", "ping", "--poll-us", "soon"});
+  EXPECT_EQ(bad_status, 2) << bad_out;
+  EXPECT_NE(bad_out.find("--poll-us needs a number, got 'soon'"), std::string::npos) << bad_out;
 }
 
 }  // namespace
