@@ -70,6 +70,7 @@ class KvHostFunctions final : public rpc::HostFunctions::Server {
   uint64_t calls_ = 0;
 };
 
+// How long runBench polls without a reply before it sleeps until the next.
 inline constexpr std::chrono::microseconds kDefaultBenchPoll{1000};
 
 struct BenchResult {
