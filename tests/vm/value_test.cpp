@@ -45,5 +45,18 @@ TEST(ValueTest, ParsesTextForEachType) {
   EXPECT_FALSE(parseValue(ValueType::kBytes, "0xabc").ok());
 }
 
+TEST(ValueTest, UnparsableTextIsQuotedInTheError) {
+  auto message = [](ValueType type, std::string_view text) {
+    auto parsed = parseValue(type, text);
+    EXPECT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed ? ErrorKind::kInternal : parsed.error().kind, ErrorKind::kBadArguments);
+    return parsed ? std::string() : parsed.error().message;
+  };
+  EXPECT_EQ(message(ValueType::kU32, "-1"), "'-1' is not a valid u32");
+  EXPECT_EQ(message(ValueType::kF64, "1.5x"), "'1.5x' is not a valid f64");
+  EXPECT_EQ(message(ValueType::kBool, "yes"), "'yes' is not a bool (true/false)");
+  EXPECT_EQ(message(ValueType::kBytes, "0xzz"), "'0xzz' is not hex bytes");
+}
+
 }  // namespace
 }  // namespace sandpool::vm
