@@ -68,12 +68,13 @@ Watchdog::Guard::Guard(Watchdog& watchdog, Vcpu& vcpu, std::chrono::steady_clock
   }
   if (slot_ == kSlots) throw std::runtime_error("watchdog: more than 1024 calls running at once");
   Slot& slot = watchdog_.slots_[slot_];
+  const int64_t deadline_ns = toNs(deadline);
   slot.fired = false;
-  slot.deadline_ns = toNs(deadline);
+  slot.deadline_ns = deadline_ns;
   slot.vcpu = &vcpu;
   // Pairs with loop(): either its scan sees this slot, or this load sees a
   // look planned after the scan (or kNever) and wakes it if that is too late.
-  if (slot.deadline_ns.load() < watchdog_.next_look_ns_.load()) watchdog_.wake();
+  if (deadline_ns < watchdog_.next_look_ns_.load()) watchdog_.wake();
 }
 
 Watchdog::Guard::~Guard() {

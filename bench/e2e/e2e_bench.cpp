@@ -54,12 +54,6 @@ Figures median(std::vector<Figures> rounds) {
           pick(&Figures::server_total_us), pick(&Figures::guest_run_us)};
 }
 
-double medianUs(std::vector<uint64_t>& ns) {
-  if (ns.empty()) return 0;
-  std::nth_element(ns.begin(), ns.begin() + static_cast<long>(ns.size() / 2), ns.end());
-  return static_cast<double>(ns[ns.size() / 2]) / 1000.0;
-}
-
 // Nanoseconds a thread of `pid` has run, from /proc/PID/task/TID/schedstat.
 uint64_t threadRunNs(pid_t pid, const std::string& tid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + tid + "/schedstat");
@@ -188,8 +182,8 @@ int main(int argc, char** argv) {
         total_ns.clear();
         run_ns.clear();
         call_rounds.push_back(measure(ws, server.process().pid(), call, concurrency, calls, poll));
-        call_rounds.back().server_total_us = medianUs(total_ns);
-        call_rounds.back().guest_run_us = medianUs(run_ns);
+        call_rounds.back().server_total_us = client::medianUs(total_ns);
+        call_rounds.back().guest_run_us = client::medianUs(run_ns);
       }
       Figures p = median(ping_rounds), c = median(call_rounds);
       auto row = [&](const char* what, const Figures& f) {

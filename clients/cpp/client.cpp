@@ -217,6 +217,12 @@ double BenchResult::callsPerSecond() const {
   return static_cast<double>(calls) * 1e9 / static_cast<double>(elapsed.count());
 }
 
+double medianUs(std::vector<uint64_t>& ns) {
+  if (ns.empty()) return 0;
+  std::nth_element(ns.begin(), ns.begin() + static_cast<long>(ns.size() / 2), ns.end());
+  return static_cast<double>(ns[ns.size() / 2]) / 1000.0;
+}
+
 BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>()> op,
                      unsigned concurrency, uint64_t calls, std::chrono::microseconds poll) {
   struct State {

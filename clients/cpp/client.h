@@ -70,6 +70,10 @@ class KvHostFunctions final : public rpc::HostFunctions::Server {
   uint64_t calls_ = 0;
 };
 
+// The median of nanosecond samples, in microseconds (0 for none); reorders
+// `ns`.
+double medianUs(std::vector<uint64_t>& ns);
+
 // How long runBench polls without a reply before it sleeps until the next.
 inline constexpr std::chrono::microseconds kDefaultBenchPoll{1000};
 

@@ -371,13 +371,9 @@ int run(const Args& a) {
     measuring = true;
     printBench(a.positional[1] + "." + a.positional[2], a,
                client::runBench(ws, op, a.concurrency, a.calls, a.poll));
-    auto median = [](std::vector<uint64_t>& v) -> double {
-      if (v.empty()) return 0;
-      std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
-      return static_cast<double>(v[v.size() / 2]) / 1000.0;
-    };
-    std::printf("  server p50: queue_us=%.1f run_us=%.1f reset_us=%.1f total_us=%.1f\n", median(times.queue),
-                median(times.run), median(times.reset), median(times.total));
+    std::printf("  server p50: queue_us=%.1f run_us=%.1f reset_us=%.1f total_us=%.1f\n",
+                client::medianUs(times.queue), client::medianUs(times.run), client::medianUs(times.reset),
+                client::medianUs(times.total));
     return 0;
   }
   throw UsageError{"unknown verb '" + verb + "'"};

@@ -975,25 +975,24 @@ TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
 
 TEST_F(ServerTest, CliServesKeyValueHostFunction) {
   startServer();
-  auto run = [&](std::vector<std::string> args) { return runCli(std::move(args)); };
-  auto [up_status, up_out] = run({"upload", "probe", GUEST_PROBE});
+  auto [up_status, up_out] = runCli({"upload", "probe", GUEST_PROBE});
   ASSERT_EQ(up_status, 0) << up_out;
   EXPECT_NE(up_out.find("call_host(string, string) -> string"), std::string::npos) << up_out;
 
-  auto [status, out] = run({"call", "probe", "call_host", "kv_get", "color", "--kv", "color=blue", "--kv", "size=9"});
+  auto [status, out] = runCli({"call", "probe", "call_host", "kv_get", "color", "--kv", "color=blue", "--kv", "size=9"});
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("\"blue\""), std::string::npos) << out;
 
-  auto [miss_status, miss_out] = run({"call", "probe", "call_host", "kv_get", "shape", "--kv", "color=blue"});
+  auto [miss_status, miss_out] = runCli({"call", "probe", "call_host", "kv_get", "shape", "--kv", "color=blue"});
   EXPECT_EQ(miss_status, 1) << miss_out;
   EXPECT_NE(miss_out.find("guestAbort"), std::string::npos) << miss_out;
   EXPECT_NE(miss_out.find("no key 'shape'"), std::string::npos) << miss_out;
 
-  auto [info_status, info_out] = run({"info"});
+  auto [info_status, info_out] = runCli({"info"});
   EXPECT_EQ(info_status, 0) << info_out;
   EXPECT_NE(info_out.find("tenant alpha: max_vms=8"), std::string::npos) << info_out;
 
-  auto [bad_status, bad_out] = run({"--token", "wrong-token-0000000000", "list"});
+  auto [bad_status, bad_out] = runCli({"--token", "wrong-token-0000000000", "list"});
   EXPECT_EQ(bad_status, 1) << bad_out;
   EXPECT_NE(bad_out.find("unauthenticated"), std::string::npos) << bad_out;
 }
