@@ -30,7 +30,10 @@ ParsedOptions parseOptions(int argc, char** argv) {
       ("listen-unix", po::value(&o.listen_unix)->default_value(o.listen_unix)->value_name("PATH"),
        "Unix socket to serve RPC on, relative to --data-dir unless absolute; empty disables it")
       ("backend", po::value(&o.backend)->default_value(o.backend)->value_name("auto|kvm|emulated"),
-       "VM backend; auto uses KVM where /dev/kvm opens and the emulator otherwise")
+       "VM backend; auto uses KVM where /dev/kvm opens and passes its self-test, the emulator otherwise")
+      ("kvm-speed-check", po::value(&o.kvm_speed_check)->default_value(o.kvm_speed_check)->value_name("require|waive"),
+       "waive: accept a KVM whose guest code runs far below hardware speed (KVM under software emulation; "
+       "the KVM self-test, docs/kvm.md) instead of refusing it")
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
       ("worker-spin-us", po::value(&spin_us)->default_value(1000)->value_name("US"),

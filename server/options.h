@@ -14,6 +14,7 @@ struct ServerOptions {
   std::string listen_tcp = "127.0.0.1:7300";  // empty: no TCP listener
   std::string listen_unix = "sandpoold.sock";  // relative to data_dir; empty: none
   std::string backend = "auto";
+  std::string kvm_speed_check = "require";  // or "waive": accept KVM under emulation
   unsigned workers = 0;  // 0: one per CPU core
   std::string tenants_file;
   std::string data_dir = "sandpool-data";

@@ -146,8 +146,14 @@ int runServer(const ServerOptions& options) {
     spdlog::critical("event=start_failed step=backend error=\"unknown backend '{}'\"", options.backend);
     return 1;
   }
+  vm::KvmOptions kvm_options;
+  if (!vm::parseKvmSpeedCheck(options.kvm_speed_check, kvm_options)) {
+    spdlog::critical("event=start_failed step=backend error=\"--kvm-speed-check takes require or waive, not '{}'\"",
+                     options.kvm_speed_check);
+    return 1;
+  }
   std::string because;
-  auto backend = vm::openBackend(choice, because);
+  auto backend = vm::openBackend(choice, because, kvm_options);
   if (!backend) {
     spdlog::critical("event=start_failed step=backend error=\"{}\"", backend.error().describe());
     return 1;

@@ -1,5 +1,7 @@
 #include "vm/backend.h"
 
+#include <cstdlib>
+
 namespace sandpool::vm {
 
 std::string_view backendKindName(BackendKind kind) {
@@ -14,20 +16,34 @@ bool parseBackendChoice(std::string_view text, BackendChoice& choice) {
   return true;
 }
 
-Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string& chosen_because) {
+bool parseKvmSpeedCheck(std::string_view text, KvmOptions& options) {
+  if (text != "require" && text != "waive") return false;
+  options.waive_speed_check = text == "waive";
+  return true;
+}
+
+KvmOptions KvmOptions::fromEnvironment() {
+  const char* speed_check = std::getenv("SANDPOOL_KVM_SPEED_CHECK");
+  KvmOptions options;
+  if (speed_check != nullptr) parseKvmSpeedCheck(speed_check, options);
+  return options;
+}
+
+Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string& chosen_because,
+                                               const KvmOptions& kvm_options) {
   switch (choice) {
     case BackendChoice::kEmulated:
       chosen_because = "emulated backend: requested";
       return makeEmulatedBackend();
     case BackendChoice::kKvm: {
-      auto kvm = makeKvmBackend();
-      if (kvm) chosen_because = "kvm backend: requested";
+      auto kvm = makeKvmBackend(kvm_options);
+      if (kvm) chosen_because = "kvm backend: requested; " + kvm.value()->openingReport();
       return kvm;
     }
     case BackendChoice::kAuto: {
-      auto kvm = makeKvmBackend();
+      auto kvm = makeKvmBackend(kvm_options);
       if (kvm) {
-        chosen_because = "kvm backend: /dev/kvm opened (auto)";
+        chosen_because = "kvm backend: /dev/kvm opened (auto); " + kvm.value()->openingReport();
         return kvm;
       }
       chosen_because = "emulated backend: KVM unavailable (" + kvm.error().message + ") (auto)";

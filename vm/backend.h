@@ -97,16 +97,38 @@ class Backend {
   virtual Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory,
                                                      const MemoryLayout& layout,
                                                      uint64_t entry) = 0;
+  // What was checked when the backend was opened, for the start-up log line
+  // (the KVM self-test's findings); empty where nothing was.
+  virtual std::string openingReport() const { return {}; }
 };
 
-// --backend=auto|kvm|emulated. `auto` picks KVM when /dev/kvm opens;
-// `chosen_because` says which one was picked and why, for the log.
+// How the KVM backend is opened.
+struct KvmOptions {
+  // Accept a KVM whose guest code runs far below hardware speed (the
+  // self-test's speed check, vm/kvm/self_test.h) and say so in the opening
+  // report, instead of refusing it. For KVM under software emulation, such as
+  // the test suite's KVM inside QEMU, where correctness is what is tested.
+  bool waive_speed_check = false;
+
+  // SANDPOOL_KVM_SPEED_CHECK=waive sets waive_speed_check: how test and
+  // benchmark programs are told (sandpoold and sandpool-run take the flag
+  // --kvm-speed-check=waive instead).
+  static KvmOptions fromEnvironment();
+};
+// The flag's value: "require" (the default) or "waive".
+bool parseKvmSpeedCheck(std::string_view text, KvmOptions& options);
+
+// --backend=auto|kvm|emulated. `auto` picks KVM when /dev/kvm opens and
+// passes its self-test; `chosen_because` says which one was picked and why,
+// for the log.
 enum class BackendChoice { kAuto, kKvm, kEmulated };
 bool parseBackendChoice(std::string_view text, BackendChoice& choice);
-Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string& chosen_because);
+Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string& chosen_because,
+                                               const KvmOptions& kvm_options = {});
 
 std::unique_ptr<Backend> makeEmulatedBackend();
-// Opens /dev/kvm and checks the API version; a clear error where it cannot.
-Expected<std::unique_ptr<Backend>> makeKvmBackend();
+// Opens /dev/kvm, checks its API and capabilities and runs the self-test
+// (vm/kvm/self_test.h); a kBackendUnavailable error saying which failed.
+Expected<std::unique_ptr<Backend>> makeKvmBackend(const KvmOptions& options = {});
 
 }  // namespace sandpool::vm

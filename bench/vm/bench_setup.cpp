@@ -18,7 +18,7 @@ vm::Backend& benchBackend() {
       std::exit(2);
     }
     std::string why;
-    auto opened = orExit(vm::openBackend(choice, why));
+    auto opened = orExit(vm::openBackend(choice, why, vm::KvmOptions::fromEnvironment()));
     std::cerr << "backend: " << why << "\n";
     return opened;
   }();

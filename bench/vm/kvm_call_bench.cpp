@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto backend = sandpool::bench::orExit(makeKvmBackend());
+  auto backend = sandpool::bench::orExit(makeKvmBackend(KvmOptions::fromEnvironment()));
   auto snapshot = sandpool::bench::bootBenchGuest(*backend, "probe", VmConfig{});
   auto sandbox = sandpool::bench::newBenchVm(*backend, snapshot);
   std::printf("KVM backend, probe guest, %d warm calls each\n", calls);

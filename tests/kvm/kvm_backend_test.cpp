@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <atomic>
@@ -22,7 +23,9 @@
 #include "bench/vm/kvm_syscall_counter.h"
 #include "tests/kvm/raw_guest.h"
 #include "vm/kvm/kvm_backend.h"
+#include "vm/kvm/cpuid.h"
 #include "vm/kvm/page_tables.h"
+#include "vm/kvm/self_test.h"
 #include "vm/kvm/x86.h"
 #include "vm/watchdog.h"
 
@@ -81,7 +84,7 @@ std::string lastOut(const Recorder& recorder, Vcpu& vcpu) {
 class KvmBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = makeKvmBackend();
+    auto backend = makeKvmBackend(KvmOptions::fromEnvironment());
     if (!backend) {
       if (std::getenv("SANDPOOL_REQUIRE_KVM") != nullptr) {
         FAIL() << "KVM required but unavailable: " << backend.error().message;
@@ -370,6 +373,46 @@ TEST_F(KvmBackendTest, CpuidHidesVirtualisationAndXsave) {
   EXPECT_EQ(leaf7_ebx & x86::cpuid::kLeaf7EbxAvx, 0u);
   // SSE2 must still be there (leaf 1 EDX is not filtered); SSE3 is in ECX bit 0.
   EXPECT_NE(leaf1_ecx & 1u, 0u) << "the filter removed more than it should";
+}
+
+// The self-test's guest on this KVM: every step runs, the guest sees the
+// filtered CPUID, and the loop is timed on every call it made. Whether the
+// loop is fast enough depends on the machine (under QEMU it runs at emulation
+// speed, which is why the QEMU runner waives the speed check): printed, and
+// judged both ways.
+TEST_F(KvmBackendTest, SelfTestRunsEveryStepAndSeesTheFilteredCpuid) {
+  auto* kvm = dynamic_cast<KvmBackend*>(backend_.get());
+  ASSERT_NE(kvm, nullptr);
+  auto measured = measureSelfTest(*kvm);
+  ASSERT_TRUE(measured.ok()) << measured.error().message;
+  EXPECT_EQ(measured->failed_step, "");
+  ASSERT_TRUE(measured->cpuid_leaf1_ecx && measured->cpuid_leaf7_ebx);
+  EXPECT_TRUE(hiddenFeaturesSeen(*measured->cpuid_leaf1_ecx, *measured->cpuid_leaf7_ebx).empty());
+  ASSERT_TRUE(measured->fastest_loop);
+  EXPECT_GE(measured->loops, 2) << "one call before and at least one after a reset";
+  std::printf("self-test loop of %u iterations: fastest %.3f ms of %d\n", kSelfTestLoopIterations,
+              std::chrono::duration<double, std::milli>(*measured->fastest_loop).count(),
+              measured->loops);
+
+  KvmOptions waived;
+  waived.waive_speed_check = true;
+  auto judged_waived = judgeSelfTest(*measured, waived, false);
+  ASSERT_TRUE(judged_waived.ok()) << judged_waived.error().message;
+  auto judged = judgeSelfTest(*measured, KvmOptions{}, false);
+  if (*measured->fastest_loop < kSelfTestLoopLimit) {
+    EXPECT_TRUE(judged.ok()) << judged.error().message;
+  } else {
+    ASSERT_FALSE(judged.ok());
+    EXPECT_NE(judged.error().message.find("speed check"), std::string::npos);
+    EXPECT_NE(judged_waived->find("speed check waived"), std::string::npos) << *judged_waived;
+  }
+}
+
+// The backend this suite opened says what its self-test found, for the log.
+TEST_F(KvmBackendTest, OpeningReportSaysWhatTheSelfTestFound) {
+  const std::string report = backend_->openingReport();
+  EXPECT_NE(report.find("CPUID filtered"), std::string::npos) << report;
+  EXPECT_NE(report.find("a loop of 100000 iterations took"), std::string::npos) << report;
 }
 
 TEST_F(KvmBackendTest, MsrReadsAreDenied) {

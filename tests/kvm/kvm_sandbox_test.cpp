@@ -43,7 +43,7 @@ class KvmSandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const bool required = std::getenv("SANDPOOL_REQUIRE_KVM") != nullptr;
-    auto backend = makeKvmBackend();
+    auto backend = makeKvmBackend(KvmOptions::fromEnvironment());
     if (!backend) {
       if (required) FAIL() << "KVM required but unavailable: " << backend.error().message;
       GTEST_SKIP() << "no usable /dev/kvm: " << backend.error().message;

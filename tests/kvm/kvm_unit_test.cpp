@@ -12,6 +12,7 @@
 #include "vm/kvm/cpuid.h"
 #include "vm/kvm/kvm_backend.h"
 #include "vm/kvm/page_tables.h"
+#include "vm/kvm/self_test.h"
 #include "vm/kvm/x86.h"
 #include "vm/mapping.h"
 
@@ -224,6 +225,148 @@ TEST(KvmDevice, PermissionDeniedSaysSo) {
   if (WEXITSTATUS(status) == kSkip) GTEST_SKIP() << "user nobody may open /dev/kvm here";
   EXPECT_EQ(WEXITSTATUS(status), kPassed)
       << "opening /dev/kvm as user nobody did not fail with 'permission denied'";
+}
+
+// The self-test's verdicts, one per outcome, from measurements as a hardware
+// KVM, kvm-pvm (CPUID ignored, ~200 ms loop, SSE failing) and KVM under
+// emulation would give them. The measuring half runs on a real KVM in
+// kvm_backend_test (inside QEMU).
+SelfTestMeasurement hardwareKvm() {
+  SelfTestMeasurement m;
+  m.cpuid_leaf1_ecx = 0x7ed8320b & ~x86::cpuid::kLeaf1EcxHidden;
+  m.cpuid_leaf7_ebx = 0x219c07ab & ~x86::cpuid::kLeaf7EbxAvx;
+  m.fastest_loop = std::chrono::microseconds(45);
+  m.loops = 2;
+  return m;
+}
+
+KvmOptions waived() {
+  KvmOptions options;
+  options.waive_speed_check = true;
+  return options;
+}
+
+bool mentions(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(KvmSelfTest, PassesWithFilteredCpuidAndAHardwareSpeedLoop) {
+  auto judged = judgeSelfTest(hardwareKvm(), KvmOptions{}, false);
+  ASSERT_TRUE(judged.ok()) << judged.error().message;
+  EXPECT_TRUE(mentions(*judged, "CPUID filtered")) << *judged;
+  EXPECT_TRUE(mentions(*judged, "a loop of 100000 iterations took 0.045 ms (fastest of 2; limit 10 ms)"))
+      << *judged;
+}
+
+TEST(KvmSelfTest, RefusesAKvmThatDoesNotApplyTheCpuidFilter) {
+  SelfTestMeasurement m = hardwareKvm();
+  *m.cpuid_leaf1_ecx |= x86::cpuid::kXsave | x86::cpuid::kAvx;
+  *m.cpuid_leaf7_ebx |= x86::cpuid::kLeaf7EbxAvx2;
+  auto judged = judgeSelfTest(m, KvmOptions{}, false);
+  ASSERT_FALSE(judged.ok());
+  EXPECT_EQ(judged.error().kind, ErrorKind::kBackendUnavailable);
+  EXPECT_TRUE(mentions(judged.error().message, "CPUID check: the guest sees features the backend "
+                                               "hides (XSAVE, AVX, AVX2;"))
+      << judged.error().message;
+  EXPECT_FALSE(mentions(judged.error().message, "speed check")) << "the loop was fast";
+}
+
+TEST(KvmSelfTest, RefusesGuestCodeFarBelowHardwareSpeed) {
+  SelfTestMeasurement m = hardwareKvm();
+  m.fastest_loop = std::chrono::microseconds(212'500);
+  auto judged = judgeSelfTest(m, KvmOptions{}, false);
+  ASSERT_FALSE(judged.ok());
+  EXPECT_EQ(judged.error().kind, ErrorKind::kBackendUnavailable);
+  EXPECT_TRUE(mentions(judged.error().message,
+                       "speed check: a loop of 100000 iterations took 212.500 ms (fastest of 2; "
+                       "limit 10 ms), so guest code is emulated"))
+      << judged.error().message;
+  EXPECT_FALSE(mentions(judged.error().message, "CPUID check"));
+}
+
+TEST(KvmSelfTest, LoopAtTheLimitIsTooSlow) {
+  SelfTestMeasurement m = hardwareKvm();
+  m.fastest_loop = kSelfTestLoopLimit;
+  EXPECT_FALSE(judgeSelfTest(m, KvmOptions{}, false).ok());
+}
+
+TEST(KvmSelfTest, WaivedSpeedCheckAcceptsASlowKvmAndTheReportSaysSo) {
+  SelfTestMeasurement m = hardwareKvm();
+  m.fastest_loop = std::chrono::milliseconds(40);
+  auto judged = judgeSelfTest(m, waived(), false);
+  ASSERT_TRUE(judged.ok()) << judged.error().message;
+  EXPECT_TRUE(mentions(*judged, "speed check waived as asked (--kvm-speed-check=waive")) << *judged;
+  EXPECT_TRUE(mentions(*judged, "took 40.000 ms")) << *judged;
+  EXPECT_TRUE(mentions(*judged, "guests run at emulation speed")) << *judged;
+}
+
+TEST(KvmSelfTest, WaiverDoesNotExcuseTheCpuidCheck) {
+  SelfTestMeasurement m = hardwareKvm();
+  *m.cpuid_leaf1_ecx |= x86::cpuid::kVmx;
+  auto judged = judgeSelfTest(m, waived(), false);
+  ASSERT_FALSE(judged.ok());
+  EXPECT_TRUE(mentions(judged.error().message, "hides (VMX;")) << judged.error().message;
+}
+
+TEST(KvmSelfTest, AGuestStepThatFailsIsReportedWithWhatWasMeasuredBefore) {
+  // kvm-pvm as measured: CPUID not applied, ~200 ms loop, SSE store fails.
+  SelfTestMeasurement m = hardwareKvm();
+  *m.cpuid_leaf1_ecx |= x86::cpuid::kXsave | x86::cpuid::kOsxsave | x86::cpuid::kAvx;
+  *m.cpuid_leaf7_ebx |= x86::cpuid::kLeaf7EbxAvx2;
+  m.fastest_loop = std::chrono::microseconds(203'000);
+  m.loops = 1;
+  m.failed_step = "first call, SSE store and DONE: KVM internal error 1 (instruction emulation failed)";
+  auto judged = judgeSelfTest(m, KvmOptions{}, true);
+  ASSERT_FALSE(judged.ok());
+  const std::string& message = judged.error().message;
+  EXPECT_TRUE(mentions(message, "CPUID check")) << message;
+  EXPECT_TRUE(mentions(message, "speed check: a loop of 100000 iterations took 203.000 ms (fastest of 1"))
+      << message;
+  EXPECT_TRUE(mentions(message, "guest run: first call, SSE store and DONE: KVM internal error 1"))
+      << message;
+  EXPECT_TRUE(mentions(message, "The kvm_pvm module is loaded: kvm-pvm runs ring-0 guest code through "
+                                "KVM's instruction emulator"))
+      << message;
+}
+
+TEST(KvmSelfTest, NamesKvmPvmOnlyWhereItsModuleIsLoaded) {
+  SelfTestMeasurement m = hardwareKvm();
+  m.fastest_loop = std::chrono::milliseconds(300);
+  auto without = judgeSelfTest(m, KvmOptions{}, false);
+  ASSERT_FALSE(without.ok());
+  EXPECT_FALSE(mentions(without.error().message, "kvm-pvm")) << without.error().message;
+  EXPECT_TRUE(mentions(without.error().message, "use the emulated backend (auto does)"));
+}
+
+TEST(KvmSelfTest, BootFailureBeforeAnyMeasurementIsReported) {
+  SelfTestMeasurement m;
+  m.failed_step = "boot to READY: triple fault";
+  auto judged = judgeSelfTest(m, waived(), false);
+  ASSERT_FALSE(judged.ok());
+  EXPECT_TRUE(mentions(judged.error().message, "KVM self-test failed: guest run: boot to READY: triple fault"))
+      << judged.error().message;
+}
+
+// This host's own /dev/kvm: where it is kvm-pvm, the backend is refused with
+// a message naming it and `auto` falls back to the emulator saying why;
+// elsewhere (KVM inside QEMU among them) a refusal does not blame kvm-pvm.
+TEST(KvmSelfTest, KvmPvmHostIsRefusedAndAutoFallsBack) {
+  if (::access(kKvmDevicePath, R_OK | W_OK) != 0) GTEST_SKIP() << "no open-able /dev/kvm here";
+  auto kvm = makeKvmBackendAt(kKvmDevicePath);
+  if (!kvmPvmLoaded()) {
+    if (!kvm.ok()) {
+      EXPECT_FALSE(mentions(kvm.error().message, "kvm-pvm")) << kvm.error().message;
+    }
+    return;
+  }
+  ASSERT_FALSE(kvm.ok()) << "kvm-pvm passed the self-test: " << kvm.value()->openingReport();
+  EXPECT_TRUE(mentions(kvm.error().message, "KVM self-test failed")) << kvm.error().message;
+  EXPECT_TRUE(mentions(kvm.error().message, "kvm-pvm")) << kvm.error().message;
+  std::string because;
+  auto chosen = openBackend(BackendChoice::kAuto, because);
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_EQ(chosen.value()->kind(), BackendKind::kEmulated);
+  EXPECT_TRUE(mentions(because, "KVM self-test failed")) << because;
 }
 
 }  // namespace

@@ -153,7 +153,9 @@ for m in irqbypass ccp kvm kvm-amd; do
   insmod /mods/$m.ko || echo "SANDPOOL-QEMU: insmod $m.ko failed"
 done
 # Inside this VM the KVM tests must run: a missing /dev/kvm is a failure.
-export SANDPOOL_REQUIRE_KVM=1 GTEST_COLOR=no
+# KVM under TCG runs guest code at emulation speed: the self-test measures
+# and reports it, but must not refuse it (docs/kvm.md, "The self-test").
+export SANDPOOL_REQUIRE_KVM=1 SANDPOOL_KVM_SPEED_CHECK=waive GTEST_COLOR=no
 status=0
 [ -c /dev/kvm ] || { echo "SANDPOOL-QEMU: /dev/kvm is missing after loading kvm-amd"; status=1; }
 set -o pipefail

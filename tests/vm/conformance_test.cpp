@@ -31,7 +31,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
       backend_ = makeEmulatedBackend();
       return;
     }
-    auto kvm = makeKvmBackend();
+    auto kvm = makeKvmBackend(KvmOptions::fromEnvironment());
     if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
     backend_ = std::move(kvm.value());
   }

@@ -12,8 +12,7 @@ void filterCpuid(std::vector<kvm_cpuid_entry2>& entries) {
   for (kvm_cpuid_entry2& e : entries) {
     switch (e.function) {
       case 0x1:
-        e.ecx &= ~(x86::cpuid::kVmx | x86::cpuid::kFma | x86::cpuid::kXsave |
-                   x86::cpuid::kOsxsave | x86::cpuid::kAvx | x86::cpuid::kF16c);
+        e.ecx &= ~x86::cpuid::kLeaf1EcxHidden;
         break;
       case 0x7:
         if (e.index == 0) {
@@ -31,6 +30,29 @@ void filterCpuid(std::vector<kvm_cpuid_entry2>& entries) {
         break;
     }
   }
+}
+
+std::vector<std::string> hiddenFeaturesSeen(uint32_t leaf1_ecx, uint32_t leaf7_ebx) {
+  struct Feature {
+    uint32_t leaf1_ecx;
+    uint32_t leaf7_ebx;
+    const char* name;
+  };
+  static constexpr Feature kHidden[] = {
+      {x86::cpuid::kVmx, 0, "VMX"},
+      {x86::cpuid::kFma, 0, "FMA"},
+      {x86::cpuid::kXsave, 0, "XSAVE"},
+      {x86::cpuid::kOsxsave, 0, "OSXSAVE"},
+      {x86::cpuid::kAvx, 0, "AVX"},
+      {x86::cpuid::kF16c, 0, "F16C"},
+      {0, x86::cpuid::kLeaf7EbxAvx2, "AVX2"},
+      {0, x86::cpuid::kLeaf7EbxAvx & ~x86::cpuid::kLeaf7EbxAvx2, "AVX-512"},
+  };
+  std::vector<std::string> seen;
+  for (const Feature& f : kHidden) {
+    if ((leaf1_ecx & f.leaf1_ecx) != 0 || (leaf7_ebx & f.leaf7_ebx) != 0) seen.emplace_back(f.name);
+  }
+  return seen;
 }
 
 }  // namespace sandpool::vm::kvm

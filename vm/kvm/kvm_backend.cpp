@@ -25,20 +25,23 @@ Expected<std::unique_ptr<Vcpu>> KvmBackend::createVcpu(GuestMemory& memory,
   return std::unique_ptr<Vcpu>(std::move(*vcpu));
 }
 
-Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path) {
+Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path,
+                                                    const KvmOptions& options) {
   auto device = KvmDevice::open(device_path);
   if (!device) return device.takeError();
   auto signal = installKickSignal();
   if (!signal) return signal.takeError();
   auto backend = std::make_unique<KvmBackend>(std::move(*device), *signal);
-  if (auto tested = runSelfTest(*backend); !tested) return tested.takeError();
+  auto tested = runSelfTest(*backend, options);
+  if (!tested) return tested.takeError();
+  backend->self_test_report_ = std::move(*tested);
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
 }  // namespace kvm
 
-Expected<std::unique_ptr<Backend>> makeKvmBackend() {
-  return kvm::makeKvmBackendAt(kvm::kKvmDevicePath);
+Expected<std::unique_ptr<Backend>> makeKvmBackend(const KvmOptions& options) {
+  return kvm::makeKvmBackendAt(kvm::kKvmDevicePath, options);
 }
 
 }  // namespace sandpool::vm

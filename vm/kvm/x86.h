@@ -63,9 +63,11 @@ inline constexpr uint32_t kXsave = 1u << 26;
 inline constexpr uint32_t kOsxsave = 1u << 27;
 inline constexpr uint32_t kAvx = 1u << 28;
 inline constexpr uint32_t kF16c = 1u << 29;
+inline constexpr uint32_t kLeaf1EcxHidden = kVmx | kFma | kXsave | kOsxsave | kAvx | kF16c;
 // Leaf 0x80000001, ECX.
 inline constexpr uint32_t kSvm = 1u << 2;
 // Leaf 7 subleaf 0, EBX: AVX2 and the AVX-512 family.
+inline constexpr uint32_t kLeaf7EbxAvx2 = 1u << 5;
 inline constexpr uint32_t kLeaf7EbxAvx = (1u << 5) | (1u << 16) | (1u << 17) | (1u << 21) |
                                          (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) |
                                          (1u << 31);

@@ -29,7 +29,10 @@ void usage() {
                "  with the given arguments (types: i32 i64 u32 u64 f32 f64 bool string bytes;\n"
                "  bytes as hex, e.g. bytes:0x00ff). Without FUNCTION, lists the exports.\n"
                "options:\n"
-               "  --backend=auto|kvm|emulated  vCPU backend (default auto: KVM where /dev/kvm opens)\n"
+               "  --backend=auto|kvm|emulated  vCPU backend (default auto: KVM where /dev/kvm opens\n"
+               "                               and passes its self-test)\n"
+               "  --kvm-speed-check=require|waive  waive: accept a KVM that runs guest code far\n"
+               "                               below hardware speed (KVM under emulation)\n"
                "  --memory-mib=N               guest memory in MiB, a multiple of 2 (default 64)\n"
                "  --timeout-ms=N               per-call timeout (default 5000)\n"
                "  --repeat=N                   call N times on the same VM (default 1)\n";
@@ -47,6 +50,7 @@ bool readFile(const std::string& path, std::vector<uint8_t>& out) {
 int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   BackendChoice choice = BackendChoice::kAuto;
+  KvmOptions kvm_options;
   VmConfig config;
   std::chrono::milliseconds timeout(5000);
   unsigned long repeat = 1;
@@ -57,6 +61,11 @@ int main(int argc, char** argv) {
     if (arg.rfind("--backend=", 0) == 0) {
       if (!parseBackendChoice(value("--backend="), choice)) {
         std::cerr << "sandpool-run: unknown backend '" << value("--backend=") << "'\n";
+        return 2;
+      }
+    } else if (arg.rfind("--kvm-speed-check=", 0) == 0) {
+      if (!parseKvmSpeedCheck(value("--kvm-speed-check="), kvm_options)) {
+        std::cerr << "sandpool-run: --kvm-speed-check takes require or waive\n";
         return 2;
       }
     } else if (arg.rfind("--memory-mib=", 0) == 0) {
@@ -78,7 +87,7 @@ int main(int argc, char** argv) {
   }
 
   std::string why;
-  auto backend = openBackend(choice, why);
+  auto backend = openBackend(choice, why, kvm_options);
   if (!backend) {
     std::cerr << "sandpool-run: " << backend.error().describe() << "\n";
     return 1;
