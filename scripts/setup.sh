@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 build_dir=${1:-build}
 
 packages=(
-  build-essential cmake ninja-build pkg-config git curl ca-certificates
+  build-essential cmake ninja-build pkg-config git ca-certificates
   libboost-dev libboost-program-options-dev libspdlog-dev libfmt-dev
   libcapnp-dev capnproto libelf-dev libunicorn-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -29,37 +29,65 @@ fi
 # Unicorn: Debian 12 ships 2.0.1, which sends every guest store through a slow
 # path (a warm emulated call costs about 3.6 us there against 1.0 us on 2.1,
 # docs/performance.md). Debian 13's 2.1.1 packages need nothing newer than
-# Debian 12's libc, so take them from Debian's archive, pinned by checksum,
-# and stay on 2.0.1 (correct, slower) where they cannot be fetched or where
-# SANDPOOL_UNICORN=system asks for the distribution's own.
+# Debian 12's libc. apt fetches them, by name, from the Debian mirror this
+# machine's apt already uses, through a sources list of its own in a
+# temporary folder (the system's apt configuration is not touched); their
+# SHA-256 is checked against the pins below before they are installed. Where
+# they cannot be fetched, or with SANDPOOL_UNICORN=system, 2.0.1 stays
+# (correct, slower).
+unicorn_release=trixie
 unicorn_version=2.1.1-2+b2
 unicorn_debs=(
-  "libunicorn2t64_${unicorn_version}_amd64.deb 3f760a28c65a93662edbcb21fceb2e0a1c0ab0e8277564fc572e6532949e3e3f"
-  "libunicorn-dev_${unicorn_version}_amd64.deb 479613e244a6023c03708951a5f0e00fc96c83a4b74b4d74c9fe7d3a9050208b"
+  "libunicorn2t64 3f760a28c65a93662edbcb21fceb2e0a1c0ab0e8277564fc572e6532949e3e3f"
+  "libunicorn-dev 479613e244a6023c03708951a5f0e00fc96c83a4b74b4d74c9fe7d3a9050208b"
 )
-keep_old_unicorn() {  # $1: what failed (fetch, install); $2: the version kept
+keep_old_unicorn() {  # $1: what failed; $2: the version kept
   echo "note: could not $1 Unicorn $unicorn_version; the emulated backend uses Unicorn $2 (slower guest stores)" >&2
 }
+# The URI of the Debian archive that apt is configured with for this release.
+debian_mirror() {
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  apt-get indextargets --format '$(REPO_URI)|$(RELEASE)|$(COMPONENT)|$(IDENTIFIER)' 2>/dev/null |
+    awk -F'|' -v suite="$codename" '$2 == suite && $3 == "main" && $4 == "Packages" {print $1; exit}'
+}
 install_newer_unicorn() {
-  local have dir files=() entry name sum path
+  local have dir mirror entry name sum names=() files=() apt_options
   have=$(dpkg-query -W -f='${Version}' libunicorn-dev)
   dpkg --compare-versions "$have" ge 2.1 && return 0
   [[ ${SANDPOOL_UNICORN:-} == system ]] && return 0
   [[ $(dpkg --print-architecture) == amd64 ]] || return 0
+  mirror=$(debian_mirror)
+  if [[ -z $mirror ]]; then
+    keep_old_unicorn "find the Debian mirror apt uses, to fetch" "$have"
+    return 0
+  fi
   dir=$(mktemp -d)
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  # apt downloads as its own unprivileged user where it can.
+  if [[ $(id -u) == 0 ]] && id _apt >/dev/null 2>&1; then chown -R _apt "$dir"; fi
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $unicorn_release main" \
+    > "$dir/sources.list"
+  apt_options=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+               -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o Debug::NoLocking=1)
+  for entry in "${unicorn_debs[@]}"; do
+    read -r name _ <<<"$entry"
+    names+=("$name=$unicorn_version")
+  done
+  if ! apt-get "${apt_options[@]}" update -qq ||
+     ! (cd "$dir" && apt-get "${apt_options[@]}" download -qq "${names[@]}"); then
+    keep_old_unicorn "fetch (apt-get download from $unicorn_release)" "$have"
+    rm -rf "$dir"; return 0
+  fi
   for entry in "${unicorn_debs[@]}"; do
     read -r name sum <<<"$entry"
-    path=deb.debian.org/debian/pool/main/u/unicorn-engine/$name
-    # Plain HTTP as apt itself uses, where HTTPS is not let through: the
-    # checksum is what vouches for the file.
-    if ! { curl -fsS -m 120 -o "$dir/$name" "https://$path" || curl -fsS -m 120 -o "$dir/$name" "http://$path"; } ||
-       ! echo "$sum  $dir/$name" | sha256sum -c --quiet -; then
-      keep_old_unicorn fetch "$have"
+    files+=("$dir/${name}_${unicorn_version}_amd64.deb")
+    if ! echo "$sum  ${files[-1]}" | sha256sum -c --quiet -; then
+      keep_old_unicorn "verify (SHA-256 differs from the pin)" "$have"
       rm -rf "$dir"; return 0
     fi
-    files+=("$dir/$name")
   done
-  chmod 755 "$dir"; chmod 644 "${files[@]}"
+  chmod 644 "${files[@]}"
   if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${files[@]}"; then
     unicorn_changed=1
   else
@@ -76,5 +104,9 @@ if ((unicorn_changed)) && [[ -f $build_dir/CMakeCache.txt ]]; then
   rm -f "$build_dir/CMakeCache.txt"
   build_args+=(--clean-first)
 fi
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+# The Python client's tests run with the Debian interpreter that
+# python3-pytest was installed for, not whichever python3 comes first on PATH;
+# SANDPOOL_PYTHON names another (a virtual environment with pycapnp, say).
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DPython3_EXECUTABLE="${SANDPOOL_PYTHON:-/usr/bin/python3}"
 cmake --build "$build_dir" -j "$(nproc)" "${build_args[@]}"

@@ -18,6 +18,7 @@
 #include "pool/scheduler.h"
 #include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
+#include "tests/vm/holding_host_functions.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/snapshot.h"
@@ -145,7 +146,9 @@ class PoolTest : public ::testing::Test {
 
   TenantPool& tenant(const std::string& name, Quota quota = {}) { return tenantOn(*backend_, name, quota); }
   TenantPool& tenantOn(vm::Backend& backend, const std::string& name, Quota quota = {}) {
-    tenants_.push_back(std::make_unique<TenantPool>(*scheduler_, backend, io_, name, quota, 200ms));
+    // Idle VMs are dropped by the tests themselves (scaleToZeroIfIdle), never
+    // by the timer behind a test's back on a slow machine.
+    tenants_.push_back(std::make_unique<TenantPool>(*scheduler_, backend, io_, name, quota, 1h));
     return *tenants_.back();
   }
 
@@ -173,11 +176,13 @@ class PoolTest : public ::testing::Test {
   }
 
   void submit(TenantPool& tenant, std::shared_ptr<GuestPool> guest, int id, std::string function,
-              std::vector<vm::Value> args, std::chrono::milliseconds timeout = 5s) {
+              std::vector<vm::Value> args, std::chrono::milliseconds timeout = 120s,
+              vm::HostFunctions* host = nullptr) {
     auto* task = new TestTask(done_, id);
     task->guest = std::move(guest);
     task->request.function = std::move(function);
     task->request.args = std::move(args);
+    task->request.host_functions = host;
     task->received = Clock::now();
     task->deadline = task->received + timeout;
     tenant.submit(task);
@@ -283,17 +288,26 @@ TEST_F(PoolTest, TenantsWithPendingCallsTakeTurns) {
   start(1);
   TenantPool& a = tenant("a");
   TenantPool& b = tenant("b");
+  TenantPool& c = tenant("c");
   auto snapshot = boot(*backend_, GUEST_MISBEHAVE);
   auto ga = std::make_shared<GuestPool>(a, "m", snapshot, PoolSettings{0, 2});
   auto gb = std::make_shared<GuestPool>(b, "m", snapshot, PoolSettings{0, 2});
+  auto gc = std::make_shared<GuestPool>(c, "p", boot(*backend_, GUEST_PROBE), PoolSettings{0, 1});
+  // c's call holds the one worker until every call below is queued, so the
+  // order they run in is the scheduler's alone, whatever this thread's pace.
+  testing::HoldingHostFunctions holder;
+  submit(c, gc, 200, "call_host", {std::string("hold"), std::string("")}, 120s, &holder);
+  holder.waitUntilEntered();
   // Tenant a queues 12 calls that each spin until their 30 ms deadline; b's
   // one call arrives after them and must not wait for all of a's.
   for (int i = 0; i < 12; ++i) submit(a, ga, i, "spin", {}, 30ms * (i + 2));
   submit(b, gb, 100, "divide", {int32_t(8), int32_t(2)});
-  ASSERT_TRUE(done_.waitFor(13, 30s));
+  holder.release();
+  ASSERT_TRUE(done_.waitFor(14, 30s));
   auto order = done_.order();
-  size_t b_position = std::find(order.begin(), order.end(), 100) - order.begin();
-  EXPECT_LE(b_position, 2u) << "b's call completed after " << b_position << " of a's";
+  ASSERT_EQ(order.front(), 200);
+  size_t b_position = std::find(order.begin(), order.end(), 100) - order.begin() - 1;
+  EXPECT_LE(b_position, 1u) << "b's call completed after " << b_position << " of a's";
 }
 
 TEST_F(PoolTest, FullQueueRefusesAtOnce) {
@@ -303,13 +317,21 @@ TEST_F(PoolTest, FullQueueRefusesAtOnce) {
   quota.queue_length = 3;
   TenantPool& t = tenant("t", quota);
   auto guest = std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
+  auto prober = std::make_shared<GuestPool>(t, "p", boot(*backend_, GUEST_PROBE), PoolSettings{0, 1});
+  // The tenant's one running call is held until all ten are submitted: three
+  // wait, seven are refused, however slowly this thread submits them.
+  testing::HoldingHostFunctions holder;
+  submit(t, prober, 100, "call_host", {std::string("hold"), std::string("")}, 120s, &holder);
+  holder.waitUntilEntered();
   for (int i = 0; i < 10; ++i) submit(t, guest, i, "spin", {}, 100ms);
-  ASSERT_TRUE(done_.waitFor(10, 30s));
+  ASSERT_TRUE(done_.waitFor(7, 30s));
+  holder.release();
+  ASSERT_TRUE(done_.waitFor(11, 30s));
   int overloaded = 0;
   for (auto& o : done_.outcomes()) {
     if (o.refusal && o.refusal->kind == RefusalKind::kOverloaded) ++overloaded;
   }
-  EXPECT_GE(overloaded, 6);
+  EXPECT_EQ(overloaded, 7);
   EXPECT_EQ(t.counters().overloaded, static_cast<uint64_t>(overloaded));
 }
 

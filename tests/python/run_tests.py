@@ -1,8 +1,9 @@
 """Runs the Python client tests for ctest (see CMakeLists.txt here).
 
-Exit status 5, which ctest counts as skipped, when they cannot run: pytest
-is missing (said here), or pycapnp is (said by the test module, whose skip
-makes pytest report that no test ran). Any failing test fails the run.
+Exit status 5, which ctest counts as skipped, when they cannot run because
+pycapnp or pytest is missing from the interpreter ctest was configured with;
+the line printed says which is missing and for which interpreter. Any failing
+test fails the run.
 """
 import importlib.util
 import os
@@ -13,8 +14,11 @@ from pathlib import Path
 # (under pycapnp) warns on stderr when the two differ.
 os.environ["PWD"] = os.getcwd()
 
-if importlib.util.find_spec("pytest") is None:
-    print("pytest not installed: Python client tests skipped")
+missing = [what for module, what in (("capnp", "pycapnp"), ("pytest", "pytest"))
+           if importlib.util.find_spec(module) is None]
+if missing:
+    print(f"{' and '.join(missing)} not installed for {sys.executable} (docs/python-client.md, "
+          "Tests): Python client tests skipped")
     sys.exit(5)
 
 import pytest  # noqa: E402  (only once it is known to be there)

@@ -8,11 +8,11 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <semaphore>
 #include <set>
 #include <thread>
 
 #include "guest_files.h"
+#include "holding_host_functions.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
@@ -22,7 +22,18 @@ namespace sandpool::vm {
 namespace {
 
 using namespace std::chrono_literals;
+using sandpool::testing::HoldingHostFunctions;
 using sandpool::testing::readGuest;
+
+// Calls and boots that are not about timing get a deadline far beyond any
+// plausible run time, KVM inside QEMU on a loaded machine included.
+constexpr std::chrono::seconds kGenerousDeadline{120};
+
+VmConfig generous() {
+  VmConfig config;
+  config.boot_timeout = kGenerousDeadline;
+  return config;
+}
 
 class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
  protected:
@@ -36,7 +47,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     backend_ = std::move(kvm.value());
   }
 
-  std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = {}) {
+  std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = generous()) {
     auto image = GuestImage::parse(readGuest(guest), config);
     EXPECT_TRUE(image.ok()) << image.error().describe();
     if (!image) return nullptr;
@@ -45,7 +56,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     return snapshot ? snapshot.value() : nullptr;
   }
 
-  std::unique_ptr<Sandbox> vm(const std::string& guest, VmConfig config = {}) {
+  std::unique_ptr<Sandbox> vm(const std::string& guest, VmConfig config = generous()) {
     auto snapshot = boot(guest, config);
     if (!snapshot) return nullptr;
     auto sandbox = Sandbox::create(*backend_, snapshot);
@@ -53,8 +64,10 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
 
+
   static CallResult call(Sandbox& sandbox, std::string function, std::vector<Value> args = {},
-                         std::chrono::nanoseconds timeout = 5s, HostFunctions* host = nullptr) {
+                         std::chrono::nanoseconds timeout = kGenerousDeadline,
+                         HostFunctions* host = nullptr) {
     CallRequest request;
     request.function = std::move(function);
     request.args = std::move(args);
@@ -189,7 +202,7 @@ TEST_P(ConformanceTest, WrongArgumentsAreRefusedBeforeTheGuestRuns) {
 }
 
 TEST_P(ConformanceTest, ArgumentsLargerThanTheInputBufferAreRefused) {
-  VmConfig config;
+  VmConfig config = generous();
   config.input_size = 64 * 1024;
   auto echo = vm("echo", config);
   ASSERT_TRUE(echo);
@@ -239,9 +252,9 @@ TEST_P(ConformanceTest, InitialisationThatNeverFinishesIsRefusedAtTheBootTimeout
 }
 
 TEST_P(ConformanceTest, InitialisationThatAbortsIsRefusedWithTheGuestsMessage) {
-  auto image = GuestImage::parse(readGuest("abort_init"), VmConfig{});
+  auto image = GuestImage::parse(readGuest("abort_init"), generous());
   ASSERT_TRUE(image.ok()) << image.error().describe();
-  auto snapshot = Snapshot::boot(*backend_, *image, VmConfig{});
+  auto snapshot = Snapshot::boot(*backend_, *image, generous());
   ASSERT_FALSE(snapshot.ok());
   EXPECT_EQ(snapshot.error().kind, ErrorKind::kInvalidGuest);
   EXPECT_NE(snapshot.error().message.find("missing configuration"), std::string::npos)
@@ -264,9 +277,9 @@ TEST_P(ConformanceTest, HostFunctionsAnswerGuestsAndTheirErrorsReachTheGuest) {
   auto probe = vm("probe");
   ASSERT_TRUE(probe);
   RecordingHostFunctions host;
-  EXPECT_EQ(ok(call(*probe, "call_host", {std::string("kv_get"), std::string("k1")}, 5s, &host)),
+  EXPECT_EQ(ok(call(*probe, "call_host", {std::string("kv_get"), std::string("k1")}, kGenerousDeadline, &host)),
             Value(std::string("value-of-k1")));
-  CallResult refused = call(*probe, "call_host", {std::string("kv_put"), std::string("k1")}, 5s, &host);
+  CallResult refused = call(*probe, "call_host", {std::string("kv_put"), std::string("k1")}, kGenerousDeadline, &host);
   ASSERT_FALSE(refused.result.ok());
   EXPECT_EQ(refused.result.error().kind, ErrorKind::kGuestAbort);
   EXPECT_NE(refused.result.error().message.find("no host function 'kv_put' here"), std::string::npos);
@@ -284,30 +297,13 @@ TEST_P(ConformanceTest, HostFunctionThatOutlivesTheDeadlineEndsTheCallAsATimeout
   auto probe = vm("probe");
   ASSERT_TRUE(probe);
   ExpiringHostFunctions host;
-  CallResult result = call(*probe, "call_host", {std::string("kv_get"), std::string("k")}, 5s, &host);
+  CallResult result = call(*probe, "call_host", {std::string("kv_get"), std::string("k")}, kGenerousDeadline, &host);
   ASSERT_FALSE(result.result.ok());
   EXPECT_EQ(result.result.error().kind, ErrorKind::kTimeout) << result.result.error().describe();
   EXPECT_NE(result.result.error().message.find("gave no reply"), std::string::npos);
   EXPECT_TRUE(probe->healthy());
   EXPECT_EQ(typeOf(ok(call(*probe, "heap_bytes"))), ValueType::kU64) << "the VM serves on";
 }
-
-// Holds a call inside a host function until released, and says when the
-// call got there (its deadline is registered with the watchdog by then).
-class HoldingHostFunctions final : public HostFunctions {
- public:
-  Expected<Value> callHostFunction(std::string_view, std::span<const Value>) override {
-    entered_.release();
-    released_.acquire();
-    return Value(std::string("released"));
-  }
-  void waitUntilEntered() { entered_.acquire(); }
-  void release() { released_.release(); }
-
- private:
-  std::binary_semaphore entered_{0};
-  std::binary_semaphore released_{0};
-};
 
 // The watchdog sleeps until the earliest deadline it knows; a call with a
 // sooner one must wake it and be stopped at its own.
@@ -318,7 +314,7 @@ TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
   HoldingHostFunctions host;
   std::optional<CallResult> held;
   std::thread long_call(
-      [&] { held = call(*probe, "call_host", {std::string("hold"), std::string("")}, 20s, &host); });
+      [&] { held = call(*probe, "call_host", {std::string("hold"), std::string("")}, 600s, &host); });
   host.waitUntilEntered();
   const auto start = std::chrono::steady_clock::now();
   CallResult stopped = call(*spinner, "spin", {}, 50ms);
@@ -327,12 +323,15 @@ TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
   long_call.join();
   ASSERT_FALSE(stopped.result.ok());
   EXPECT_EQ(stopped.result.error().kind, ErrorKind::kTimeout) << stopped.result.error().describe();
-  // 50 ms past the deadline is plenty; a watchdog that slept on towards a
-  // later deadline (the held call's, or a VM boot's 2 s) misses this.
-  EXPECT_LT(took, 1s) << "the watchdog slept past the spinning call's deadline";
+  // A watchdog that slept on towards the held call's deadline (600 s) would
+  // stop the spinner only then; 30 s is far beyond the 50 ms deadline plus any
+  // plausible delay of a loaded machine, and far below 600 s.
+  EXPECT_LT(took, 30s) << "the watchdog slept past the spinning call's deadline";
   ASSERT_TRUE(held.has_value());
   EXPECT_EQ(ok(*held), Value(std::string("released")));
 }
+
+constexpr std::chrono::milliseconds kMisbehaviourDeadline{120'000};
 
 // One misbehaviour: what the guest does and the typed error it must yield.
 struct Misbehaviour {
@@ -342,12 +341,15 @@ struct Misbehaviour {
   const char* message_part;
   int fault_vector = -1;
   std::optional<uint64_t> fault_page;  // page of the faulting address
+  // Only `spin` is about its deadline; the rest must end long before theirs
+  // (1 000 host calls under KVM inside QEMU on a busy machine take seconds).
+  std::chrono::milliseconds deadline = kMisbehaviourDeadline;
 };
 
 class MisbehaviourTest : public ConformanceTest {};
 
 TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
-  VmConfig config;
+  VmConfig config = generous();
   config.max_host_calls = 1000;
   auto snapshot = boot("misbehave", config);
   ASSERT_TRUE(snapshot);
@@ -357,7 +359,7 @@ TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
   const MemoryLayout& layout = snapshot->layout();
 
   const std::vector<Misbehaviour> cases = {
-      {"spin", {}, ErrorKind::kTimeout, "timeout"},
+      {"spin", {}, ErrorKind::kTimeout, "timeout", -1, std::nullopt, 200ms},
       {"read_null", {}, ErrorKind::kGuestFault, "0x0", 14, 0},
       {"write_null", {}, ErrorKind::kGuestFault, "0x0", 14, 0},
       {"stack_overflow", {}, ErrorKind::kGuestFault, "page fault", 14, layout.guard_addr},
@@ -375,7 +377,7 @@ TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
   };
   for (const Misbehaviour& m : cases) {
     SCOPED_TRACE(m.function);
-    CallResult result = call(vm, m.function, m.args, 200ms);
+    CallResult result = call(vm, m.function, m.args, m.deadline);
     ASSERT_FALSE(result.result.ok()) << m.function << " succeeded";
     const Error& error = result.result.error();
     EXPECT_EQ(error.kind, m.kind) << error.describe();
@@ -394,7 +396,7 @@ TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
 }
 
 TEST_P(MisbehaviourTest, PrintOutputIsBoundedPerCall) {
-  VmConfig config;
+  VmConfig config = generous();
   config.max_output_bytes = 4096;
   auto vm = this->vm("misbehave", config);
   ASSERT_TRUE(vm);
