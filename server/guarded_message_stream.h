@@ -58,9 +58,6 @@ class GuardedMessageStream final : public capnp::MessageStream {
   kj::Maybe<int> getSendBufferSize() override;
   kj::Promise<void> end() override;
 
-  // Distinct capabilities the peer has lent the server and not had released.
-  size_t imports() const { return imports_.size(); }
-
  private:
   // Checks and counts one message from the peer; throws past a limit.
   void admit(capnp::MessageReader& reader);

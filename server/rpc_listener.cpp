@@ -3,7 +3,6 @@
 #include <malloc.h>
 
 #include <algorithm>
-#include <iterator>
 
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
