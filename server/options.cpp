@@ -13,7 +13,8 @@ namespace sandpool::server {
 ParsedOptions parseOptions(int argc, char** argv) {
   ServerOptions o;
   uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0, rpc_spin_us = 0;
-  uint64_t max_upload_kib = 0, rpc_limit_kib = 0, flow_limit_kib = 0;
+  uint64_t login_timeout_ms = 0, connection_idle_ms = 0;
+  uint64_t max_upload_kib = 0, rpc_limit_kib = 0, flow_limit_kib = 0, login_limit_kib = 0;
   std::string config_file;
 
   po::options_description general("General");
@@ -71,8 +72,30 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "largest upload plus 1 MiB; a client sending more is disconnected")
       ("rpc-flow-limit-kib", po::value(&flow_limit_kib)->default_value(64 * 1024)->value_name("KIB"),
        "per connection, call data in flight before the server stops reading more")
+      ("rpc-login-message-limit-kib", po::value(&login_limit_kib)->default_value(64)->value_name("KIB"),
+       "largest RPC message read from a connection that has not logged in yet (its traversal limit too); "
+       "a client sending more is disconnected")
+      ("rpc-max-caps-per-message", po::value(&o.rpc_max_caps_per_message)
+           ->default_value(o.rpc_max_caps_per_message)->value_name("N"),
+       "capabilities one RPC message from a client may carry; a client sending more is disconnected")
+      ("rpc-max-imports", po::value(&o.rpc_max_imports)->default_value(o.rpc_max_imports)->value_name("N"),
+       "per connection, capabilities a client may have lent the server at once (e.g. the HostFunctions of "
+       "its calls in flight); a client lending more is disconnected");
+
+  po::options_description connections("Connections");
+  connections.add_options()
       ("max-connections", po::value(&o.max_connections)->default_value(o.max_connections)->value_name("N"),
-       "connections served at once (TCP and Unix together); more are closed on accept");
+       "connections served at once (TCP and Unix together); at the limit a new connection takes the place "
+       "of the oldest one that has not logged in, and is closed on accept if every one has")
+      ("max-connections-per-peer", po::value(&o.max_connections_per_peer)
+           ->default_value(o.max_connections_per_peer)->value_name("N"),
+       "connections one peer may hold at once (per uid on the Unix socket, per IP address on TCP); "
+       "more are closed on accept")
+      ("login-timeout-ms", po::value(&login_timeout_ms)->default_value(10000)->value_name("MS"),
+       "a connection that has not logged in this long after it was accepted is closed")
+      ("connection-idle-timeout-ms", po::value(&connection_idle_ms)->default_value(300000)->value_name("MS"),
+       "a connection that has no call in flight and moved no message either way for this long is closed; "
+       "0 never closes one for being idle");
 
   po::options_description logging("Logging");
   logging.add_options()
@@ -83,7 +106,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
 
   po::options_description all("sandpoold: runs tenants' functions in warm micro-VMs over Cap'n Proto RPC\n\n"
                               "Usage: sandpoold --tenants FILE [options]");
-  all.add(general).add(server).add(pools).add(logging);
+  all.add(general).add(server).add(pools).add(connections).add(logging);
 
   ParsedOptions result;
   try {
@@ -119,6 +142,11 @@ ParsedOptions parseOptions(int argc, char** argv) {
   if (o.min_warm > o.max_vms) return fail("--min-warm " + std::to_string(o.min_warm) + " exceeds --max-vms " + std::to_string(o.max_vms));
   if (o.queue_length == 0) return fail("--queue-length must be at least 1");
   if (o.max_connections == 0) return fail("--max-connections must be at least 1");
+  if (o.max_connections_per_peer == 0) return fail("--max-connections-per-peer must be at least 1");
+  if (o.rpc_max_caps_per_message == 0) return fail("--rpc-max-caps-per-message must be at least 1");
+  if (o.rpc_max_imports == 0) return fail("--rpc-max-imports must be at least 1");
+  if (login_timeout_ms == 0) return fail("--login-timeout-ms must be at least 1");
+  if (login_limit_kib == 0) return fail("--rpc-login-message-limit-kib must be at least 1");
   if (timeout_ms == 0) return fail("--call-timeout-ms must be at least 1");
   if (o.guest_memory_mib < 2 || o.guest_memory_mib % 2 != 0) return fail("--guest-memory-mib must be a multiple of 2");
   if (o.log_format != "text" && o.log_format != "json") return fail("--log-format must be text or json, not '" + o.log_format + "'");
@@ -130,9 +158,15 @@ ParsedOptions parseOptions(int argc, char** argv) {
   o.max_upload_bytes = max_upload_kib << 10;
   o.rpc_message_limit_bytes = rpc_limit_kib << 10;
   o.rpc_flow_limit_bytes = flow_limit_kib << 10;
+  o.rpc_login_message_limit_bytes = login_limit_kib << 10;
+  o.login_timeout = std::chrono::milliseconds(login_timeout_ms);
+  o.connection_idle_timeout = std::chrono::milliseconds(connection_idle_ms);
   if (o.rpcMessageLimit() <= o.max_upload_bytes) {
     return fail("--rpc-message-limit-kib must exceed --max-upload-kib, or an upload of the largest "
                 "accepted size could not arrive");
+  }
+  if (o.rpc_login_message_limit_bytes > o.rpcMessageLimit()) {
+    return fail("--rpc-login-message-limit-kib exceeds the RPC message limit (--rpc-message-limit-kib)");
   }
   if (o.workers == 0) o.workers = std::max(1u, std::thread::hardware_concurrency());
   result.options = o;

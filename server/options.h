@@ -27,7 +27,13 @@ struct ServerOptions {
   uint64_t max_upload_bytes = 32ull << 20;
   uint64_t rpc_message_limit_bytes = 0;  // 0: max upload + 1 MiB
   uint64_t rpc_flow_limit_bytes = 64ull << 20;
+  uint64_t rpc_login_message_limit_bytes = 64ull << 10;
+  uint32_t rpc_max_caps_per_message = 64;
+  uint32_t rpc_max_imports = 256;
   uint32_t max_connections = 1024;
+  uint32_t max_connections_per_peer = 128;
+  std::chrono::milliseconds login_timeout{10000};
+  std::chrono::milliseconds connection_idle_timeout{300000};  // 0: never
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::microseconds worker_spin{1000};
   std::chrono::microseconds rpc_spin{300};

@@ -1,28 +1,51 @@
 // Our own accept loop (instead of capnp::TwoPartyServer): every connection
 // gets its own bootstrap capability (which knows the peer, for the log), a
-// TwoPartyVatNetwork whose ReaderOptions bound the size and traversal of any
-// message a client may send, and a flow limit on the call data it may have
-// in flight.
+// message stream that bounds what any message of the client may make the
+// server allocate (GuardedMessageStream), and a flow limit on the call data
+// it may have in flight.
+//
+// Connections are bounded too, so that no peer can lock tenants out:
+// - at most `max_connections` at once; at the limit a new connection takes
+//   the place of the oldest connection that has not logged in (which is
+//   closed), and is itself closed if every connection has logged in;
+// - at most `max_connections_per_peer` from one peer (one uid on the Unix
+//   socket, one IP address on TCP); more are closed on accept;
+// - a connection that has not logged in `login_timeout` after it was
+//   accepted is closed;
+// - a connection with no call in flight that moved no message either way
+//   for `idle_timeout` is closed (never when it is zero).
+// Every close is logged with its reason.
 //
 // Threads: the KJ thread only.
 #pragma once
 
+#include <list>
 #include <memory>
 #include <string>
-#include <vector>
+#include <unordered_map>
 
 #include <capnp/message.h>
 #include <kj/async-io.h>
 
-#include "server/sandpool_service.h"
+#include "server/guarded_message_stream.h"
 #include "server/service_context.h"
 
 namespace sandpool::server {
 
+struct ConnectionLimits {
+  uint32_t max_connections;
+  uint32_t max_connections_per_peer;
+  kj::Duration login_timeout;
+  kj::Duration idle_timeout;  // zero: never
+  size_t flow_limit_words;
+  // The full limit (after login) is also the traversal limit of the
+  // connection's RPC system.
+  MessageLimits messages;
+};
+
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
-  RpcListener(ServiceContext& ctx, kj::Network& network, capnp::ReaderOptions reader_options,
-              size_t flow_limit_words, uint32_t max_connections);
+  RpcListener(ServiceContext& ctx, kj::Network& network, kj::Timer& timer, const ConnectionLimits& limits);
   ~RpcListener();
 
   // Binds `address` ("host:port" or "unix:/path") and starts accepting.
@@ -38,16 +61,26 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
  private:
   struct Connection;
   kj::Promise<void> acceptLoop(kj::ConnectionReceiver& receiver);
+  void admit(kj::AuthenticatedStream&& accepted);
+  // Closes the oldest connection that has not logged in; false if there is none.
+  bool evictOneNotLoggedIn();
+  // Resolves when `conn` is due to be closed (login deadline or idle).
+  kj::Promise<void> closeWhenDue(Connection& conn);
+  // Drops `conn` from the counts; called once it is closing.
+  void forget(Connection& conn);
   void taskFailed(kj::Exception&& exception) override;
 
   ServiceContext& ctx_;
   kj::Network& network_;
-  capnp::ReaderOptions reader_options_;
-  size_t flow_limit_words_;
-  uint32_t max_connections_;
+  kj::Timer& timer_;
+  const ConnectionLimits limits_;
+  // Open connections, oldest first, and how many each peer holds. Declared
+  // before the task sets that own the connections, which forget() themselves
+  // from these when they are destroyed.
+  std::list<Connection*> open_;
+  std::unordered_map<std::string, uint32_t> open_per_peer_;
   kj::Own<kj::TaskSet> accepting_;
   kj::Own<kj::TaskSet> connections_tasks_;
-  uint64_t connections_ = 0;
 };
 
 }  // namespace sandpool::server

@@ -10,8 +10,8 @@
 
 namespace sandpool::server {
 
-SandpoolImpl::SandpoolImpl(ServiceContext& context, std::string peer)
-    : ctx_(context), peer_(std::move(peer)) {}
+SandpoolImpl::SandpoolImpl(ServiceContext& context, std::string peer, kj::Own<ConnectionStatus> connection)
+    : ctx_(context), peer_(std::move(peer)), connection_(kj::mv(connection)) {}
 
 kj::Promise<void> SandpoolImpl::ping(PingContext) { return kj::READY_NOW; }
 
@@ -39,6 +39,7 @@ kj::Promise<void> SandpoolImpl::login(LoginContext context) {
     return kj::READY_NOW;
   }
   spdlog::info("event=login tenant={} peer={}", match->config.name, peer_);
+  connection_->logged_in = true;
   result.setTenant(makeTenantService(ctx_, *match));
   return kj::READY_NOW;
 }

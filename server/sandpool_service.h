@@ -1,6 +1,7 @@
 // The bootstrap capability, `Sandpool`: what any peer may do before
 // logging in (ping, version, login). One per connection, so that the log
-// can name the peer.
+// can name the peer and a successful login can lift the connection's
+// login limits (ConnectionStatus).
 //
 // Thread: the KJ thread.
 #pragma once
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "rpc-schema/sandpool.capnp.h"
+#include "server/connection_status.h"
 
 namespace sandpool::server {
 
@@ -15,7 +17,7 @@ class ServiceContext;
 
 class SandpoolImpl final : public rpc::Sandpool::Server {
  public:
-  SandpoolImpl(ServiceContext& context, std::string peer);
+  SandpoolImpl(ServiceContext& context, std::string peer, kj::Own<ConnectionStatus> connection);
 
  protected:
   kj::Promise<void> ping(PingContext context) override;
@@ -25,6 +27,7 @@ class SandpoolImpl final : public rpc::Sandpool::Server {
  private:
   ServiceContext& ctx_;
   std::string peer_;
+  kj::Own<ConnectionStatus> connection_;
 };
 
 }  // namespace sandpool::server

@@ -204,12 +204,18 @@ int runServer(const ServerOptions& options) {
     loops.add(mailbox.run());
     loops.add(reloadOnHangup(ctx, kj_io.unixEventPort, options));
 
-    capnp::ReaderOptions reader_options;
-    uint64_t limit_words = options.rpcMessageLimit() / sizeof(capnp::word);
-    reader_options.traversalLimitInWords = limit_words;
+    const ConnectionLimits limits{
+        .max_connections = options.max_connections,
+        .max_connections_per_peer = options.max_connections_per_peer,
+        .login_timeout = options.login_timeout.count() * kj::MILLISECONDS,
+        .idle_timeout = options.connection_idle_timeout.count() * kj::MILLISECONDS,
+        .flow_limit_words = options.rpc_flow_limit_bytes / sizeof(capnp::word),
+        .messages = {.login_message_words = options.rpc_login_message_limit_bytes / sizeof(capnp::word),
+                     .message_words = options.rpcMessageLimit() / sizeof(capnp::word),
+                     .max_caps_per_message = options.rpc_max_caps_per_message,
+                     .max_imports = options.rpc_max_imports}};
     std::optional<RpcListener> listener;
-    listener.emplace(ctx, kj_io.provider->getNetwork(), reader_options,
-                     options.rpc_flow_limit_bytes / sizeof(capnp::word), options.max_connections);
+    listener.emplace(ctx, kj_io.provider->getNetwork(), kj_io.provider->getTimer(), limits);
 
     std::string ready = "sandpoold ready";
     std::string unix_path;
