@@ -5,6 +5,9 @@
 // The host touches guest memory only through read()/write()/view(), which
 // check every offset and length against guest memory; no raw guest pointer
 // leaves vm/. Host writes are recorded as dirty so a reset restores them.
+// Where the guest names the address or fills the bytes, the host goes
+// through GuestView (guest_view.h), which further limits every access to
+// the regions the guest itself may use.
 //
 // Thread: owned by one Sandbox; used by the thread running that Sandbox.
 #pragma once

@@ -47,7 +47,7 @@ std::string describeFault(const FaultInfo& fault) {
 GuestSession::GuestSession(Phase phase, GuestMemory& memory, const MemoryLayout& layout,
                            const VmConfig& config, Vcpu& vcpu, HostFunctions* host_functions)
     : phase_(phase),
-      memory_(memory),
+      guest_(memory, layout),
       layout_(layout),
       config_(config),
       vcpu_(vcpu),
@@ -91,7 +91,7 @@ PortAction GuestSession::serveHostCall() {
                               "guest made more than " + std::to_string(config_.max_host_calls) +
                                   " host calls in one call"));
   }
-  auto area = memory_.view(layout_.host_call_addr, layout_.host_call_size, "host-call buffer");
+  auto area = guest_.read(layout_.host_call_addr, layout_.host_call_size, "host-call buffer");
   if (!area) return stopWith(area.takeError());
   sandpool_host_call_header header;
   std::memcpy(&header, area->data(), sizeof header);
@@ -169,7 +169,7 @@ void GuestSession::replyToGuest(const Expected<Value>& reply) {
   std::memcpy(message.data(), &header, sizeof header);
   std::copy(payload.begin(), payload.end(), message.begin() + sizeof header);
   // The buffer was validated when the call was read; a failure here is a host bug.
-  if (auto written = memory_.write(layout_.host_call_addr, message, "host reply"); !written) {
+  if (auto written = guest_.write(layout_.host_call_addr, message, "host reply"); !written) {
     error_ = written.takeError();
   }
 }
@@ -177,8 +177,12 @@ void GuestSession::replyToGuest(const Expected<Value>& reply) {
 PortAction GuestSession::reportAbort(uint32_t code) {
   const uint64_t address = vcpu_.readRegister(Register::kRsi);
   const uint64_t size = std::min(vcpu_.readRegister(Register::kRdi), kMaxAbortMessage);
-  std::string message = "(message unreadable)";
-  if (auto text = memory_.view(address, size, "abort message")) message.assign(text->begin(), text->end());
+  auto text = guest_.read(address, size, "abort message");
+  if (!text) {
+    return stopWith(makeError(ErrorKind::kGuestFault, "guest aborted (code " + std::to_string(code) +
+                                                          ") with an unreadable message: " + text.error().message));
+  }
+  const std::string message(text->begin(), text->end());
   switch (code) {
     case SANDPOOL_ABORT_OUT_OF_MEMORY:
       return stopWith(makeError(ErrorKind::kOutOfMemory, "guest ran out of memory: " + message));

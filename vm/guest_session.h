@@ -13,6 +13,7 @@
 #include "vm/backend.h"
 #include "vm/config.h"
 #include "vm/guest_memory.h"
+#include "vm/guest_view.h"
 #include "vm/host_functions.h"
 #include "vm/layout.h"
 
@@ -48,7 +49,7 @@ class GuestSession final : public PortHandler {
   void replyToGuest(const Expected<Value>& reply);
 
   Phase phase_;
-  GuestMemory& memory_;
+  GuestView guest_;
   const MemoryLayout& layout_;
   const VmConfig& config_;
   Vcpu& vcpu_;

@@ -23,6 +23,15 @@ const Region* MemoryLayout::regionAt(uint64_t addr) const {
   return addr < it->end() ? &*it : nullptr;
 }
 
+std::string_view MemoryLayout::describe(uint64_t addr) const {
+  if (const Region* region = regionAt(addr)) return region->name;
+  if (addr >= memory_size) return "past guest memory";
+  if (addr < kPageSize) return "page 0";
+  if (addr >= SANDPOOL_HOST_AREA_START && addr < SANDPOOL_HOST_AREA_END) return "the host area";
+  if (addr >= guard_addr && addr < guard_addr + kPageSize) return "the guard page";
+  return "an unmapped gap";
+}
+
 Expected<MemoryLayout> computeLayout(const GuestImage& image, const VmConfig& config) {
   constexpr uint64_t k2MiB = 2 * kMiB;
   if (config.memory_size < 4 * kMiB || config.memory_size % k2MiB != 0 ||

@@ -47,6 +47,9 @@ struct MemoryLayout {
   uint64_t pageCount() const { return memory_size / kPageSize; }
   // The region holding `addr`, or nullptr where the guest has no mapping.
   const Region* regionAt(uint64_t addr) const;
+  // What is at `addr`, for error messages: a region's name, or "page 0",
+  // "the host area", "the guard page", "an unmapped gap", "past guest memory".
+  std::string_view describe(uint64_t addr) const;
 };
 
 Expected<MemoryLayout> computeLayout(const GuestImage& image, const VmConfig& config);

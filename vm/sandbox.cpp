@@ -8,6 +8,7 @@
 
 #include "vm/entropy.h"
 #include "vm/guest_session.h"
+#include "vm/guest_view.h"
 #include "vm/watchdog.h"
 
 namespace sandpool::vm {
@@ -36,8 +37,9 @@ Expected<void> checkArguments(const FunctionSignature& sig, const std::vector<Va
 }
 
 // The result the guest left in the output buffer, checked against the export.
-Expected<Value> readResult(const GuestMemory& memory, const MemoryLayout& layout, const FunctionSignature& sig) {
-  auto area = memory.view(layout.output_addr, layout.output_size, "output buffer");
+Expected<Value> readResult(const GuestView& guest, const FunctionSignature& sig) {
+  const MemoryLayout& layout = guest.layout();
+  auto area = guest.read(layout.output_addr, layout.output_size, "output buffer");
   if (!area) return area.takeError();
   sandpool_result_header header;
   std::memcpy(&header, area->data(), sizeof header);
@@ -121,9 +123,10 @@ CallResult Sandbox::call(const CallRequest& request) {
   std::memcpy(message.data(), &header, sizeof header);
 
   const auto started = Clock::now();
+  GuestView guest(memory_, layout);
   GuestSession session(GuestSession::Phase::kCall, memory_, layout, snap.config(), *vcpu_,
                        request.host_functions);
-  if (auto written = memory_.write(layout.input_addr, message, "call request"); !written) {
+  if (auto written = guest.write(layout.input_addr, message, "call request"); !written) {
     outcome.result = written.takeError();
   } else {
     RunExit exit;
@@ -135,7 +138,7 @@ CallResult Sandbox::call(const CallRequest& request) {
     if (auto failed = session.failure(exit, request.timeout)) {
       outcome.result = std::move(*failed);
     } else {
-      outcome.result = readResult(memory_, layout, sig);
+      outcome.result = readResult(guest, sig);
     }
   }
   const auto ran = Clock::now();

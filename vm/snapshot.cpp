@@ -12,6 +12,7 @@
 
 #include "vm/entropy.h"
 #include "vm/guest_session.h"
+#include "vm/guest_view.h"
 #include "vm/watchdog.h"
 
 namespace sandpool::vm {
@@ -151,9 +152,10 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
       if (error.kind != ErrorKind::kInternal) error.kind = ErrorKind::kInvalidGuest;
       return error;
     }
-    auto table = memory->view(snapshot->layout_.output_addr,
-                              std::min<uint64_t>(session.finishedSize(), snapshot->layout_.output_size),
-                              "export table");
+    auto table = GuestView(*memory, snapshot->layout_)
+                     .read(snapshot->layout_.output_addr,
+                           std::min<uint64_t>(session.finishedSize(), snapshot->layout_.output_size),
+                           "export table");
     if (!table) return table.takeError();
     auto exports = parseExportTable(*table);
     if (!exports) return exports.takeError();

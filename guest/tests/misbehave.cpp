@@ -10,6 +10,11 @@
 // namespace so that the compiler emits it even though it is never called).
 extern "C" __attribute__((noinline, used)) int32_t sandpool_test_code_target(int32_t a) { return a * 3; }
 
+// Privileged instructions sit at these labels (defined by the asm below), so
+// that the host can check the rip a fault reports (site_of returns them).
+extern "C" char sandpool_test_wrmsr_site[], sandpool_test_rdmsr_site[], sandpool_test_cr0_site[],
+    sandpool_test_cr3_site[], sandpool_test_jump_site[];
+
 namespace {
 
 volatile uint64_t sink;
@@ -89,6 +94,71 @@ void host_call_storm() {
   for (;;) sandpool_print("x");
 }
 
+// Aborts with a message the host must read from guest memory at `address`:
+// the host may only read what the guest itself can.
+void abort_with_message_at(uint64_t address, uint64_t size) {
+  sandpool_abort_with(SANDPOOL_ABORT_EXPLICIT, reinterpret_cast<const char*>(address), size);
+}
+
+__attribute__((noinline)) void write_msr(uint32_t index, uint64_t value) {
+  __asm__ volatile("sandpool_test_wrmsr_site: wrmsr"
+                   :
+                   : "c"(index), "a"(uint32_t(value)), "d"(uint32_t(value >> 32))
+                   : "memory");
+}
+
+__attribute__((noinline)) uint64_t read_msr(uint32_t index) {
+  uint32_t low, high;
+  __asm__ volatile("sandpool_test_rdmsr_site: rdmsr" : "=a"(low), "=d"(high) : "c"(index));
+  return uint64_t{high} << 32 | low;
+}
+
+__attribute__((noinline)) void write_cr0(uint64_t value) {
+  __asm__ volatile("sandpool_test_cr0_site: mov %0, %%cr0" : : "r"(value) : "memory");
+}
+
+__attribute__((noinline)) uint64_t read_cr3() {
+  uint64_t value;
+  __asm__ volatile("mov %%cr3, %0" : "=r"(value));
+  return value;
+}
+
+__attribute__((noinline)) void write_cr3(uint64_t value) {
+  __asm__ volatile("sandpool_test_cr3_site: mov %0, %%cr3" : : "r"(value) : "memory");
+}
+
+// Writes CR0 (meant: without WP), then the code write_code() is refused;
+// returns what the patched function computes (3 * 5 unpatched).
+int32_t write_cr0_then_code(uint64_t value) {
+  write_cr0(value);
+  auto* code = reinterpret_cast<volatile uint8_t*>(&sandpool_test_code_target);
+  // mov eax, 7; ret
+  const uint8_t patch[] = {0xb8, 7, 0, 0, 0, 0xc3};
+  for (size_t i = 0; i < sizeof patch; i++) code[i] = patch[i];
+  int32_t (*volatile target)(int32_t) = &sandpool_test_code_target;
+  return target(5);
+}
+
+__attribute__((noinline)) void jump_to(uint64_t target) {
+  __asm__ volatile("sandpool_test_jump_site: jmp *%0" : : "r"(target) : "memory");
+}
+
+uint64_t site_of(sandpool::str name) {
+  const struct {
+    const char* name;
+    const char* address;
+  } sites[] = {{"wrmsr", sandpool_test_wrmsr_site}, {"rdmsr", sandpool_test_rdmsr_site},
+               {"cr0", sandpool_test_cr0_site},     {"cr3", sandpool_test_cr3_site},
+               {"jump", sandpool_test_jump_site}};
+  for (const auto& site : sites) {
+    if (strlen(site.name) == name.size && memcmp(site.name, name.data, name.size) == 0) {
+      return reinterpret_cast<uint64_t>(site.address);
+    }
+  }
+  sandpool_fail("no such site");
+  return 0;
+}
+
 }  // namespace
 
 void sandpool_main() {
@@ -109,4 +179,13 @@ void sandpool_main() {
   sandpool::export_function<print_flood>("print_flood");
   sandpool::export_function<call_missing_host_function>("call_missing_host_function");
   sandpool::export_function<host_call_storm>("host_call_storm");
+  sandpool::export_function<abort_with_message_at>("abort_with_message_at");
+  sandpool::export_function<write_msr>("write_msr");
+  sandpool::export_function<read_msr>("read_msr");
+  sandpool::export_function<write_cr0>("write_cr0");
+  sandpool::export_function<read_cr3>("read_cr3");
+  sandpool::export_function<write_cr3>("write_cr3");
+  sandpool::export_function<write_cr0_then_code>("write_cr0_then_code");
+  sandpool::export_function<jump_to>("jump_to");
+  sandpool::export_function<site_of>("site_of");
 }

@@ -416,6 +416,207 @@ TEST_P(MisbehaviourTest, MissingHostFunctionIsAnErrorTheGuestSees) {
             Value(std::string("unknown host function 'no_such_function'")));
 }
 
+// Guest memory the host reads for the guest, and privileged instructions:
+// the same behaviour on both backends, or a typed fault naming what differs.
+// None of these cases is about time: their deadline only stops a hung guest.
+constexpr auto kNoDeadline = std::chrono::seconds(60);
+
+TEST_P(MisbehaviourTest, AbortMessageOutsideGuestReadableMemoryIsAGuestFaultNamingTheAddress) {
+  auto snapshot = boot("misbehave");
+  ASSERT_TRUE(snapshot);
+  auto sandbox = Sandbox::create(*backend_, snapshot);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.error().describe();
+  Sandbox& vm = **sandbox;
+  const MemoryLayout& layout = snapshot->layout();
+  struct Case {
+    uint64_t address, size;
+    uint64_t refused;   // the first address the host must not read
+    const char* where;  // what lies there
+  };
+  const Case cases[] = {
+      {SANDPOOL_HOST_AREA_START, 64, SANDPOOL_HOST_AREA_START, "the host area"},
+      {SANDPOOL_HOST_AREA_END - 8, 8, SANDPOOL_HOST_AREA_END - 8, "the host area"},
+      {0, 16, 0, "page 0"},
+      {SANDPOOL_BOOT_INFO_ADDR + kPageSize - 8, 16, SANDPOOL_HOST_AREA_START, "the host area"},
+      {SANDPOOL_HOST_AREA_END, 8, SANDPOOL_HOST_AREA_END, "an unmapped gap"},
+      {layout.heap_end - 8, 64, layout.guard_addr, "the guard page"},
+      {layout.memory_size - 8, 64, layout.memory_size, "past guest memory"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(toHex(c.address));
+    CallResult result = call(vm, "abort_with_message_at", {c.address, c.size}, kNoDeadline);
+    ASSERT_FALSE(result.result.ok());
+    const Error& error = result.result.error();
+    EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
+    EXPECT_NE(error.message.find("unreadable message"), std::string::npos) << error.describe();
+    EXPECT_NE(error.message.find(toHex(c.refused) + " (" + c.where + ") is not readable by the guest"),
+              std::string::npos)
+        << error.describe();
+    ASSERT_TRUE(vm.healthy());
+    EXPECT_EQ(ok(call(vm, "divide", {int32_t{6}, int32_t{3}}, kNoDeadline)), Value(int32_t{2}));
+  }
+  CallResult wrapping = call(vm, "abort_with_message_at", {~uint64_t{0} - 8, uint64_t{64}}, kNoDeadline);
+  ASSERT_FALSE(wrapping.result.ok());
+  EXPECT_EQ(wrapping.result.error().kind, ErrorKind::kGuestFault);
+  EXPECT_NE(wrapping.result.error().message.find("wraps around the address space"), std::string::npos)
+      << wrapping.result.error().describe();
+}
+
+TEST_P(MisbehaviourTest, AbortMessageIsReadFromEveryGuestReadableRegionAndAcrossAdjacentOnes) {
+  auto snapshot = boot("misbehave");
+  ASSERT_TRUE(snapshot);
+  auto sandbox = Sandbox::create(*backend_, snapshot);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.error().describe();
+  const MemoryLayout& layout = snapshot->layout();
+  // The boot info starts with its magic; the others hold what they hold.
+  const uint64_t readable[] = {SANDPOOL_BOOT_INFO_ADDR, SANDPOOL_IMAGE_BASE, layout.output_addr - 4,
+                               layout.heap_start, layout.stack_top - 16};
+  for (uint64_t address : readable) {
+    SCOPED_TRACE(toHex(address));
+    CallResult result = call(**sandbox, "abort_with_message_at", {address, uint64_t{16}}, kNoDeadline);
+    ASSERT_FALSE(result.result.ok());
+    EXPECT_EQ(result.result.error().kind, ErrorKind::kGuestAbort) << result.result.error().describe();
+  }
+  CallResult boot_info = call(**sandbox, "abort_with_message_at", {uint64_t{SANDPOOL_BOOT_INFO_ADDR}, uint64_t{4}},
+                              kNoDeadline);
+  ASSERT_FALSE(boot_info.result.ok());
+  const uint32_t magic = SANDPOOL_BOOT_MAGIC;
+  EXPECT_EQ(boot_info.result.error().message,
+            "guest aborted: " + std::string(reinterpret_cast<const char*>(&magic), sizeof magic));
+}
+
+// What a privileged instruction must yield: #GP(0) at the instruction, as
+// KVM's MSR filter and the architecture raise it.
+void expectGeneralProtectionFault(const CallResult& result, uint64_t rip) {
+  ASSERT_FALSE(result.result.ok());
+  const Error& error = result.result.error();
+  EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
+  EXPECT_NE(error.message.find("general protection fault (vector 13)"), std::string::npos) << error.describe();
+  ASSERT_TRUE(error.fault.has_value()) << error.describe();
+  EXPECT_EQ(error.fault->vector, 13u);
+  EXPECT_EQ(error.fault->error_code, 0u);
+  EXPECT_EQ(error.fault->rip, rip) << error.describe();
+}
+
+uint64_t siteOf(Sandbox& vm, const char* name) {
+  CallResult site = vm.call({"site_of", {std::string(name)}, kNoDeadline, nullptr});
+  EXPECT_TRUE(site.result.ok()) << site.result.error().describe();
+  return site.result ? std::get<uint64_t>(site.result.value()) : 0;
+}
+
+TEST_P(MisbehaviourTest, MsrAccessOtherThanTheSegmentBasesRaisesGeneralProtectionFault) {
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  const uint64_t wrmsr = siteOf(*vm, "wrmsr"), rdmsr = siteOf(*vm, "rdmsr");
+  constexpr uint32_t kUnknownMsr = 0x1234, kEfer = 0xc0000080, kKernelGsBase = 0xc0000102;
+  for (uint32_t msr : {kUnknownMsr, kEfer, kKernelGsBase}) {
+    SCOPED_TRACE(toHex(msr));
+    expectGeneralProtectionFault(call(*vm, "write_msr", {msr, uint64_t{1}}, kNoDeadline), wrmsr);
+    expectGeneralProtectionFault(call(*vm, "read_msr", {msr}, kNoDeadline), rdmsr);
+  }
+  constexpr uint32_t kFsBase = 0xc0000100, kGsBase = 0xc0000101;
+  for (uint32_t msr : {kFsBase, kGsBase}) {
+    SCOPED_TRACE(toHex(msr));
+    ok(call(*vm, "write_msr", {msr, uint64_t{0x10000}}, kNoDeadline));
+    EXPECT_EQ(ok(call(*vm, "read_msr", {msr}, kNoDeadline)), Value(uint64_t{0})) << "the reset restored it";
+  }
+}
+
+constexpr uint64_t kLongModeCr0 = 0x80050033;  // PE|MP|ET|NE|WP|PG, as docs/kvm.md sets it
+constexpr uint64_t kCr0Wp = 1ull << 16, kCr0Pg = 1ull << 31;
+
+TEST_P(MisbehaviourTest, ClearingCr0PagingRaisesGeneralProtectionFault) {
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  expectGeneralProtectionFault(call(*vm, "write_cr0", {kLongModeCr0 & ~kCr0Pg}, kNoDeadline), siteOf(*vm, "cr0"));
+  EXPECT_EQ(ok(call(*vm, "divide", {int32_t{6}, int32_t{3}}, kNoDeadline)), Value(int32_t{2}));
+}
+
+// KVM: the guest runs at ring 0 and may change CR0 and CR3 for the rest of
+// its call; the reset puts them back.
+TEST_P(MisbehaviourTest, Cr0AndCr3WritesLastOneCallOnKvm) {
+  if (GetParam() != BackendKind::kKvm) GTEST_SKIP() << "KVM behaviour; see the emulated case below";
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  EXPECT_EQ(ok(call(*vm, "write_cr0_then_code", {kLongModeCr0 & ~kCr0Wp}, kNoDeadline)), Value(int32_t{7}))
+      << "without CR0.WP the guest patched its own code";
+  CallResult protected_again = call(*vm, "write_code", {}, kNoDeadline);
+  ASSERT_FALSE(protected_again.result.ok()) << "the reset restored CR0.WP and the code page";
+  ASSERT_TRUE(protected_again.result.error().fault.has_value());
+  EXPECT_EQ(protected_again.result.error().fault->vector, 14u);
+  ok(call(*vm, "write_cr0", {kLongModeCr0}, kNoDeadline));
+  const Value cr3 = ok(call(*vm, "read_cr3", {}, kNoDeadline));
+  ok(call(*vm, "write_cr3", {cr3}, kNoDeadline));
+  CallResult no_tables = call(*vm, "write_cr3", {vm->snapshot().layout().heap_start}, kNoDeadline);
+  ASSERT_FALSE(no_tables.result.ok());
+  EXPECT_EQ(no_tables.result.error().kind, ErrorKind::kGuestFault) << no_tables.result.error().describe();
+  EXPECT_NE(no_tables.result.error().message.find("triple fault"), std::string::npos)
+      << no_tables.result.error().describe();
+  EXPECT_EQ(ok(call(*vm, "read_cr3", {}, kNoDeadline)), cr3);
+}
+
+// Emulated: Unicorn runs the guest without paging, so it cannot do what such
+// a write does on KVM; the call fails naming the instruction instead.
+TEST_P(MisbehaviourTest, Cr0AndCr3WritesFailNamingTheInstructionWhenEmulated) {
+  if (GetParam() != BackendKind::kEmulated) GTEST_SKIP() << "emulated behaviour; see the KVM case above";
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  struct Case {
+    const char* function;
+    uint64_t value;
+    const char* site;
+    const char* names;
+  };
+  const Case cases[] = {
+      {"write_cr0_then_code", kLongModeCr0 & ~kCr0Wp, "cr0", "mov to cr0 of 0x80040033"},
+      {"write_cr0", kLongModeCr0, "cr0", "mov to cr0 of 0x80050033"},
+      {"write_cr3", SANDPOOL_HOST_AREA_START, "cr3", "mov to cr3 of 0x2000"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.function);
+    CallResult result = call(*vm, c.function, {c.value}, kNoDeadline);
+    ASSERT_FALSE(result.result.ok());
+    const Error& error = result.result.error();
+    EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
+    EXPECT_NE(error.message.find(c.names), std::string::npos) << error.describe();
+    EXPECT_NE(error.message.find("does not emulate control-register writes"), std::string::npos)
+        << error.describe();
+    ASSERT_TRUE(error.fault.has_value());
+    EXPECT_EQ(error.fault->rip, siteOf(*vm, c.site));
+  }
+  CallResult protected_still = call(*vm, "write_code", {}, kNoDeadline);
+  ASSERT_FALSE(protected_still.result.ok());
+  EXPECT_EQ(protected_still.result.error().kind, ErrorKind::kGuestFault);
+}
+
+TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNamingIt) {
+  auto vm = this->vm("misbehave");
+  ASSERT_TRUE(vm);
+  const uint64_t jump = siteOf(*vm, "jump");
+  // The last target is the guest's own code with bit 63 set: an emulator
+  // that truncated addresses would run it.
+  const uint64_t targets[] = {uint64_t{1} << 63, uint64_t{1} << 47, jump | uint64_t{1} << 63};
+  for (uint64_t target : targets) {
+    SCOPED_TRACE(toHex(target));
+    CallResult result = call(*vm, "jump_to", {target}, kNoDeadline);
+    ASSERT_FALSE(result.result.ok());
+    const Error& error = result.result.error();
+    EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
+    ASSERT_TRUE(error.fault.has_value()) << error.describe();
+    EXPECT_EQ(error.fault->vector, 13u) << error.describe();
+    EXPECT_EQ(error.fault->error_code, 0u);
+    // The rip of the #GP is the target under QEMU's CPU (KVM inside QEMU and
+    // Unicorn both); a hardware CPU reports the jump itself.
+    EXPECT_TRUE(error.fault->rip == target || error.fault->rip == jump) << error.describe();
+  }
+  const uint64_t unmapped = 0xdead0000;
+  CallResult result = call(*vm, "jump_to", {unmapped}, kNoDeadline);
+  ASSERT_FALSE(result.result.ok());
+  ASSERT_TRUE(result.result.error().fault.has_value());
+  EXPECT_EQ(result.result.error().fault->vector, 14u) << "a canonical address is a page fault";
+  EXPECT_EQ(result.result.error().fault->address, unmapped);
+}
+
 std::string backendName(const ::testing::TestParamInfo<BackendKind>& info) {
   return std::string(backendKindName(info.param));
 }

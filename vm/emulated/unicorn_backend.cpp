@@ -6,6 +6,12 @@
 // Unicorn finishes the current translation block after a hook asks it to
 // stop, so port writes are answered inside the hook (a host call is complete
 // before the guest's next instruction) and writes after a stop are ignored.
+// A code hook's stop takes effect before the hooked instruction runs.
+//
+// Where Unicorn differs from KVM on privileged instructions and
+// non-canonical addresses, code hooks make it fault as KVM does or, where
+// Unicorn cannot do what KVM does, fail the call naming the instruction
+// (privileged_instructions.h, docs/guest-abi.md "Privileged instructions").
 #include <sys/mman.h>
 #include <unicorn/unicorn.h>
 
@@ -18,8 +24,10 @@
 #include <spdlog/spdlog.h>
 
 #include "vm/backend.h"
+#include "vm/emulated/privileged_instructions.h"
 #include "vm/emulated/write_tracker.h"
 #include "vm/guest_session.h"
+#include "vm/kvm/x86.h"
 
 namespace sandpool::vm {
 
@@ -32,6 +40,18 @@ constexpr size_t kStickyPageLimit = 64;
 Error unicornError(const std::string& step, uc_err err) {
   return makeError(ErrorKind::kInternal, step + ": " + uc_strerror(err));
 }
+
+// The lowest non-canonical address: guest memory never reaches it, and
+// Unicorn, which runs the guest without paging, truncates such addresses to
+// physical ones instead of raising #GP.
+constexpr uint64_t kNonCanonicalStart = 1ull << 47;
+
+bool isCanonical(uint64_t address) { return address < kNonCanonicalStart || address >= ~(kNonCanonicalStart - 1); }
+
+constexpr int kGeneralRegisterIds[16] = {
+    UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX, UC_X86_REG_RSP, UC_X86_REG_RBP,
+    UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+    UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15};
 
 uint32_t unicornPerms(uint8_t access) {
   uint32_t perms = UC_PROT_NONE;
@@ -119,6 +139,21 @@ class UnicornVcpu final : public Vcpu {
     if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INTR, reinterpret_cast<void*>(&onInterrupt), this, 1, 0);
         err != UC_ERR_OK) {
       return unicornError("adding the interrupt hook", err);
+    }
+    // Code at a non-canonical address runs only where Unicorn's truncation
+    // aliased it to guest memory; KVM raises #GP there.
+    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onNonCanonicalCode), this,
+                                 kNonCanonicalStart, ~(kNonCanonicalStart - 1) - 1);
+        err != UC_ERR_OK) {
+      return unicornError("adding the non-canonical code hook", err);
+    }
+    for (const CodeRange& range :
+         findPrivilegedCandidates(std::span<const uint8_t>(memory_.hostBase(), memory_.size()), layout_)) {
+      if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onPrivilegedCandidate), this,
+                                   range.first, range.last);
+          err != UC_ERR_OK) {
+        return unicornError("adding a privileged-instruction hook at " + toHex(range.first), err);
+      }
     }
     const uint64_t boot_regs[] = {entry, layout_.stack_top, layout_.boot_info_addr};
     const int boot_ids[] = {UC_X86_REG_RIP, UC_X86_REG_RSP, UC_X86_REG_RDI};
@@ -291,8 +326,65 @@ class UnicornVcpu final : public Vcpu {
     self->stopWithFault(vector, 0, 0, describeFault(fault));
   }
 
+  // #GP(0) at rip, as KVM reports it: vector 13, error code 0.
+  void generalProtectionFault(uint64_t rip, const std::string& why) {
+    FaultInfo fault{13, 0, 0, rip};
+    stopWithFault(13, 0, 0, describeFault(fault) + ": " + why);
+  }
+
+  static void onNonCanonicalCode(uc_engine*, uint64_t address, uint32_t, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    self->generalProtectionFault(address, "execution at non-canonical address " + toHex(address));
+  }
+
+  static void onPrivilegedCandidate(uc_engine*, uint64_t address, uint32_t size, void* self_ptr) {
+    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    // An x86 instruction is at most 15 bytes; Unicorn may pass a placeholder size.
+    auto instruction = decodePrivileged(
+        std::span<const uint8_t>(self->memory_.hostBase() + address, std::min<uint32_t>(size, 15)));
+    if (instruction) self->checkPrivileged(address, *instruction);
+  }
+
+  void checkPrivileged(uint64_t rip, const PrivilegedInstruction& instruction) {
+    using Kind = PrivilegedInstruction::Kind;
+    if (instruction.kind != Kind::kMovToControlRegister) {
+      // KVM's MSR filter lets the guest reach only the segment bases.
+      uint64_t index = 0;
+      uc_reg_read(uc_, UC_X86_REG_RCX, &index);
+      index &= 0xffffffff;
+      if (index == kvm::x86::kMsrFsBase || index == kvm::x86::kMsrGsBase) return;
+      generalProtectionFault(rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
+                                      toHex(index) + ", which guests may not access");
+      return;
+    }
+    const uint8_t cr = instruction.control_register;
+    if (cr != 0 && cr != 3 && cr != 4) return;
+    uint64_t value = 0;
+    uc_reg_read(uc_, kGeneralRegisterIds[instruction.source_register], &value);
+    if (cr == 0 && !(value & kvm::x86::kCr0Pg)) {
+      generalProtectionFault(rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
+      return;
+    }
+    // Unicorn runs the guest without paging: what such a write changes on
+    // KVM (page tables, write protection, paging features) cannot happen here.
+    stopWithFault(6, 0, 0,
+                  "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
+                      ": the emulated backend does not emulate control-register writes (it runs guests "
+                      "without paging)");
+  }
+
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    const bool fetch = type == UC_MEM_FETCH_UNMAPPED || type == UC_MEM_FETCH_PROT;
+    const uint64_t rip = self->readRegister(Register::kRip);
+    if (fetch && rip >= kNonCanonicalStart) {
+      // Unicorn reports the truncated physical address; the guest jumped to rip.
+      if (!isCanonical(rip)) {
+        self->generalProtectionFault(rip, "execution at non-canonical address " + toHex(rip));
+        return false;
+      }
+      address = rip;
+    }
     // Page-fault error code bits: 0 present (protection), 1 write, 4 fetch.
     uint64_t code = 0;
     const char* what = "access";
