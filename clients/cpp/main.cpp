@@ -303,7 +303,10 @@ int run(const Args& a) {
   }
   if (verb == "stats") {
     need(a, 0, 0, "stats");
-    auto s = tenant.statsRequest().send().wait(ws).getStats();
+    // The response owns the message the readers point into: it must
+    // outlive them.
+    auto response = tenant.statsRequest().send().wait(ws);
+    auto s = response.getStats();
     std::printf("queued=%u running=%u overloaded=%llu\n", s.getQueued(), s.getRunning(),
                 static_cast<unsigned long long>(s.getOverloaded()));
     for (auto g : s.getGuests()) {
@@ -325,7 +328,8 @@ int run(const Args& a) {
     request.setGuest(a.positional[1]);
     request.getSettings().setMinWarm(*a.min_warm);
     request.getSettings().setMaxVms(*a.max_vms);
-    auto result = request.send().wait(ws).getResult();
+    auto response = request.send().wait(ws);
+    auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
     std::printf("%s min_warm=%u max_vms=%u\n", a.positional[1].c_str(), result.getSettings().getMinWarm(),
                 result.getSettings().getMaxVms());

@@ -1016,5 +1016,26 @@ TEST_F(ServerTest, CliBenchReportsEveryCallPollingOrNot) {
   EXPECT_NE(bad_out.find("--poll-us needs a number, got 'soon'"), std::string::npos) << bad_out;
 }
 
+
+TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
+  startServer();
+  auto tenant = alpha();
+  const std::vector<std::pair<std::string, std::string>> guests = {
+      {"hello", GUEST_HELLO}, {"add", GUEST_ADD},           {"echo", GUEST_ECHO},
+      {"probe", GUEST_PROBE}, {"misbehave", GUEST_MISBEHAVE}, {"counter", GUEST_COUNTER}};
+  for (const auto& [name, path] : guests) mustUpload(tenant, name, path);
+
+  auto [status, out] = runCli({"stats"});
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(out.rfind("queued=0 running=0 overloaded=0\n", 0), 0u) << out;
+  for (const auto& [name, path] : guests) {
+    EXPECT_NE(out.find("\n" + name + " warm=1 busy=0 waiting=0 created=1 "), std::string::npos) << name << "\n" << out;
+  }
+
+  auto [conf_status, conf_out] = runCli({"configure", "echo", "--min-warm", "2", "--max-vms", "3"});
+  ASSERT_EQ(conf_status, 0) << conf_out;
+  EXPECT_EQ(conf_out, "echo min_warm=2 max_vms=3\n");
+}
+
 }  // namespace
 }  // namespace sandpool
