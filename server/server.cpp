@@ -136,6 +136,7 @@ void captureSignals() {
 }
 
 int runServer(const ServerOptions& options) {
+  const fs::file_time_type started = fs::file_time_type::clock::now();
   auto tenant_configs = loadTenantsFile(options.tenants_file, options.queue_length);
   if (!tenant_configs) {
     spdlog::critical("event=start_failed step=tenants error=\"{}\"", tenant_configs.error().message);
@@ -226,6 +227,20 @@ int runServer(const ServerOptions& options) {
     }
 
     if (exit_code == 0) {
+      // Only once the listeners are up: a second sandpoold started on this
+      // data directory by mistake stops at its Unix socket (by default in
+      // the data directory) before it could delete the temporary file of an
+      // upload the first one is writing. Files written since `started` are
+      // this process's own.
+      for (const auto& stale : store.removeStaleTemporaries(started)) {
+        if (stale.error) {
+          spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
+                        stale.path.string(), stale.bytes, *stale.error);
+        } else {
+          spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", stale.path.string(),
+                       stale.bytes);
+        }
+      }
       spdlog::info("event=ready workers={} tenants={} {}", options.workers, tenants.size(), ready);
       std::printf("%s\n", ready.c_str());
       std::fflush(stdout);

@@ -1037,5 +1037,44 @@ TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
   EXPECT_EQ(conf_out, "echo min_warm=2 max_vms=3\n");
 }
 
+
+TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
+  startServer();
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "hello", GUEST_HELLO);
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  // What a kill -9 during an upload or a configure leaves: the temporary
+  // file beside the final one, here also in the directory of a tenant that
+  // is no longer configured. Files of other names stay.
+  fs::path guests = dir_.path() / "data" / "guests";
+  fs::create_directories(guests / "retired");
+  const fs::path upload_cut_short = guests / "alpha" / ".hello.guest.tmp";
+  const fs::path configure_cut_short = guests / "retired" / ".old.settings.tmp";
+  std::ofstream(upload_cut_short, std::ios::binary) << std::string(4 << 20, '\x7f');
+  std::ofstream(configure_cut_short) << "min_warm = 1\n";
+  const fs::path others[] = {guests / "alpha" / "notes.tmp", guests / "alpha" / ".tmp", guests / "alpha" / ".keep"};
+  for (const auto& path : others) std::ofstream(path) << "not ours\n";
+
+  startServer();
+  EXPECT_FALSE(fs::exists(upload_cut_short));
+  EXPECT_FALSE(fs::exists(configure_cut_short));
+  for (const auto& path : others) EXPECT_TRUE(fs::exists(path)) << path;
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + upload_cut_short.string() +
+                                         "\" bytes=4194304"))
+      << server_->process().output();
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + configure_cut_short.string() +
+                                         "\" bytes=13"))
+      << server_->process().output();
+  auto tenant = alpha();
+  CallResult r = call(tenant, "hello", "hello", {str("after the crash")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, after the crash!\"");
+}
+
 }  // namespace
 }  // namespace sandpool
