@@ -20,6 +20,7 @@
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
 
+#include "common/untrusted_text.h"
 #include "pool/scheduler.h"
 #include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
@@ -42,7 +43,7 @@ namespace {
 class LogErrors final : public kj::TaskSet::ErrorHandler {
  public:
   void taskFailed(kj::Exception&& exception) override {
-    spdlog::error("event=task_failed error=\"{}\"", exception.getDescription().cStr());
+    spdlog::error("event=task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
   }
 };
 
@@ -235,9 +236,9 @@ int runServer(const ServerOptions& options) {
       for (const auto& stale : store.removeStaleTemporaries(started)) {
         if (stale.error) {
           spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
-                        stale.path.string(), stale.bytes, *stale.error);
+                        text::escapeUntrusted(stale.path.string()), stale.bytes, *stale.error);
         } else {
-          spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", stale.path.string(),
+          spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", text::escapeUntrusted(stale.path.string()),
                        stale.bytes);
         }
       }

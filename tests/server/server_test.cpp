@@ -12,12 +12,15 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <capnp/compat/json.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/debug.h>
+#include <kj/encoding.h>
 
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
@@ -1037,6 +1040,98 @@ TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
   EXPECT_EQ(conf_out, "echo min_warm=2 max_vms=3\n");
 }
 
+// Guests and clients that put line breaks, bytes that are not UTF-8 and a
+// megabyte of text where the server quotes them.
+class GuestTextTest : public ServerTest {
+ protected:
+  static constexpr const char* kForged = "2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged";
+
+  // Makes misbehave abort with a forged log line and a 0xff byte, fail with
+  // an error as large as its output buffer, and be asked for a function
+  // whose name holds the same; stops the server and returns its output.
+  std::string provokeAndStop() {
+    auto tenant = alpha();
+    mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+    std::string message = std::string("x\n") + kForged + " \xff\x1b[2J";
+    Arg bytes = [message](rpc::Value::Builder b) {
+      b.setBytes(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(message.data()), message.size()));
+    };
+    CallResult aborted = call(tenant, "misbehave", "abort_with", {bytes});
+    EXPECT_EQ(aborted.code, rpc::ErrorCode::GUEST_ABORT) << aborted.message;
+    EXPECT_EQ(aborted.message, std::string("guest aborted: x\\n") + kForged + " \\xff\\x1b[2J");
+
+    CallResult huge = call(tenant, "misbehave", "fail_filling_output", {});
+    EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << huge.message.substr(0, 200);
+    EXPECT_EQ(huge.message.rfind("guest function 'fail_filling_output' failed: \\n2026-01-01", 0), 0u)
+        << huge.message.substr(0, 200);
+    EXPECT_LE(huge.message.size(), 1024u + 64u);
+    EXPECT_TRUE(huge.message.ends_with(" bytes in all]")) << huge.message;
+
+    CallResult unknown = call(tenant, "misbehave", "f\n" + std::string(kForged) + "\xff", {});
+    EXPECT_EQ(unknown.code, rpc::ErrorCode::UNKNOWN_FUNCTION) << unknown.message;
+    EXPECT_EQ(unknown.message.find('\n'), std::string::npos) << unknown.message;
+
+    connections_.clear();
+    EXPECT_EQ(server_->stop(), 0);
+    return server_->process().output();
+  }
+
+  static std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+};
+
+TEST_F(GuestTextTest, TextLogKeepsGuestTextOnItsOwnEscapedLine) {
+  startServer();
+  std::string output = provokeAndStop();
+  for (const std::string& line : lines(output)) {
+    EXPECT_NE(line.rfind(kForged, 0), 0u) << "a guest forged a log line:\n" << output;
+    EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
+  }
+  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"abort_with\" "
+                                    "error=\"guest-abort: guest aborted: x\\n") +
+                        kForged + " \\xff\\x1b[2J\"\n"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"f\\n") + kForged +
+                        "\\xff\" error=\"unknown-function: "),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find(" bytes in all]\"\n"), std::string::npos) << "the 1 MiB error is cut with a marker";
+}
+
+TEST_F(GuestTextTest, EveryJsonLogLineParsesWhateverTheGuestsWrote) {
+  startServer({"--log-format", "json"});
+  std::string output = provokeAndStop();
+  capnp::JsonCodec json;
+  size_t log_lines = 0, call_failures = 0;
+  for (const std::string& line : lines(output)) {
+    if (line.rfind("sandpoold ready ", 0) == 0) continue;  // stdout, not the log
+    ++log_lines;
+    EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
+    EXPECT_FALSE(kj::encodeUtf32(kj::arrayPtr(line.data(), line.size())).hadErrors) << "not UTF-8: " << line;
+    EXPECT_TRUE(std::none_of(line.begin(), line.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; }))
+        << line;
+    capnp::MallocMessageBuilder message;
+    auto value = message.initRoot<capnp::JsonValue>();
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { json.decodeRaw(kj::arrayPtr(line.data(), line.size()), value); })) {
+      ADD_FAILURE() << "not JSON: " << e->getDescription().cStr() << "\n" << line;
+      continue;
+    }
+    ASSERT_TRUE(value.isObject()) << line;
+    std::map<std::string, std::string> fields;
+    for (auto field : value.getObject()) {
+      if (field.getValue().isString()) fields[field.getName().cStr()] = field.getValue().getString().cStr();
+    }
+    EXPECT_EQ(fields.count("time") + fields.count("level") + fields.count("msg"), 3u) << line;
+    if (fields["msg"].rfind("event=call_failed tenant=alpha guest=misbehave ", 0) == 0) ++call_failures;
+  }
+  EXPECT_GT(log_lines, 5u) << output;
+  EXPECT_EQ(call_failures, 3u) << output;
+}
 
 TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
   startServer();
