@@ -24,6 +24,18 @@ constexpr char kMagic[8] = {'S', 'P', 'G', 'U', 'E', 'S', 'T', '1'};
 constexpr size_t kHeaderSize = sizeof kMagic + 32;
 constexpr std::string_view kSuffix = ".guest";
 constexpr std::string_view kSettingsSuffix = ".settings";
+constexpr std::string_view kTemporaryPrefix = ".";
+constexpr std::string_view kTemporarySuffix = ".tmp";
+
+// Where writeAtomically() writes `name` before renaming it into place.
+std::string temporaryName(const std::string& name) {
+  return std::string(kTemporaryPrefix) + name + std::string(kTemporarySuffix);
+}
+
+bool isTemporaryName(std::string_view file) {
+  return file.size() > kTemporaryPrefix.size() + kTemporarySuffix.size() && file.starts_with(kTemporaryPrefix) &&
+         file.ends_with(kTemporarySuffix);
+}
 
 std::array<uint8_t, 32> sha256(std::span<const uint8_t> data) {
   std::array<uint8_t, 32> digest{};
@@ -85,7 +97,7 @@ vm::Expected<void> GuestStore::writeAtomically(const std::string& tenant, const 
                          "create directory '" + dir.string() + "': " + ec.message());
   }
   fs::path final_path = dir / name;
-  fs::path temp_path = dir / ("." + name + ".tmp");
+  fs::path temp_path = dir / temporaryName(name);
   vm::UniqueFd fd(::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return ioError("create", temp_path);
   for (auto part : parts) {
@@ -174,6 +186,25 @@ std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
   }
   std::sort(out.begin(), out.end(), [](const Stored& a, const Stored& b) { return a.guest < b.guest; });
   return out;
+}
+
+std::vector<GuestStore::StaleTemporary> GuestStore::removeStaleTemporaries(fs::file_time_type started) const {
+  std::vector<StaleTemporary> found;
+  std::error_code ec;
+  const fs::directory_iterator end;
+  for (fs::directory_iterator tenant_dir(root_, ec); !ec && tenant_dir != end; tenant_dir.increment(ec)) {
+    if (!tenant_dir->is_directory(ec)) continue;
+    for (fs::directory_iterator entry(tenant_dir->path(), ec); !ec && entry != end; entry.increment(ec)) {
+      std::string file = entry->path().filename().string();
+      if (!isTemporaryName(file) || !entry->is_regular_file(ec) || entry->last_write_time(ec) >= started) continue;
+      uintmax_t bytes = entry->file_size(ec);
+      StaleTemporary stale{entry->path(), ec ? 0 : bytes, std::nullopt};
+      if (::unlink(entry->path().c_str()) != 0) stale.error = std::strerror(errno);
+      found.push_back(std::move(stale));
+    }
+    ec.clear();  // an unreadable tenant directory does not stop the others
+  }
+  return found;
 }
 
 }  // namespace sandpool::server

@@ -6,6 +6,9 @@
 // renames it over the final name and fsyncs the directory, so after a crash
 // a guest is either the old file, the new one, or absent if it was never
 // acknowledged. load() checks the digest, so a corrupted file is refused.
+// A crash between the first write and the rename leaves the temporary file
+// (".<file>.tmp" beside it); removeStaleTemporaries() deletes those at the
+// next start.
 //
 // Threads: any; calls for the same guest must not overlap (the server
 // serialises uploads of a name).
@@ -49,6 +52,17 @@ class GuestStore {
   // The stored guests of `tenant`, sorted by name. A file that cannot be read
   // or fails its digest is left in place and described in `errors`.
   std::vector<Stored> loadAll(const std::string& tenant, std::vector<std::string>& errors) const;
+
+  struct StaleTemporary {
+    std::filesystem::path path;
+    uint64_t bytes = 0;
+    std::optional<std::string> error;  // why it is still there
+  };
+  // Deletes the temporary files of writes that a crash cut short, in every
+  // tenant's directory (tenants no longer configured included), and says
+  // which. Files modified at or after `started` are left alone: they may be
+  // this process's own uploads in progress.
+  std::vector<StaleTemporary> removeStaleTemporaries(std::filesystem::file_time_type started) const;
 
  private:
   vm::Expected<void> writeAtomically(const std::string& tenant, const std::string& name,

@@ -6,28 +6,48 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/untrusted_text.h"
+
 namespace sandpool::server {
 
 namespace {
 
-// %j: the message, escaped for a JSON string.
+// %j: the message, escaped for a JSON string. Guest- and client-supplied
+// text reaches the message already escaped (common/untrusted_text.h); a byte
+// that is still not UTF-8 (from a host error, say) becomes U+FFFD here, so
+// that every line stays valid JSON whatever the message holds.
 class JsonMessageFlag final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
     static constexpr char kHex[] = "0123456789abcdef";
-    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+    std::string_view payload(msg.payload.data(), msg.payload.size());
+    for (size_t at = 0; at < payload.size();) {
+      const char c = payload[at];
+      const auto byte = static_cast<unsigned char>(c);
+      if (byte >= 0x80) {
+        auto decoded = text::decodeUtf8Char(payload.substr(at));
+        if (decoded) {
+          dest.append(payload.substr(at, decoded->size));
+          at += decoded->size;
+        } else {
+          dest.append(std::string_view("\\ufffd"));
+          ++at;
+        }
+        continue;
+      }
       switch (c) {
         case '"': dest.append(std::string_view("\\\"")); break;
         case '\\': dest.append(std::string_view("\\\\")); break;
         case '\n': dest.append(std::string_view("\\n")); break;
         default:
-          if (static_cast<unsigned char>(c) < 0x20) {
-            const char esc[] = {'\\', 'u', '0', '0', kHex[(c >> 4) & 15], kHex[c & 15]};
+          if (byte < 0x20) {
+            const char esc[] = {'\\', 'u', '0', '0', kHex[byte >> 4], kHex[byte & 15]};
             dest.append(esc, esc + sizeof esc);
           } else {
             dest.push_back(c);
           }
       }
+      ++at;
     }
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {

@@ -1,5 +1,7 @@
 #include "server/rpc_codec.h"
 
+#include "common/untrusted_text.h"
+
 namespace sandpool::server {
 
 vm::Value fromRpc(rpc::Value::Reader value) {
@@ -87,7 +89,9 @@ rpc::ErrorCode errorCode(pool::RefusalKind kind) {
 
 void setError(rpc::Error::Builder out, rpc::ErrorCode code, kj::StringPtr message) {
   out.setCode(code);
-  out.setMessage(message);
+  // Messages quote names, guest aborts and ELF contents: escaped and bounded
+  // like log fields (common/untrusted_text.h).
+  out.setMessage(ptr(text::escapeUntrusted(std::string_view(message.begin(), message.size()))));
 }
 
 void toRpc(const vm::Error& error, rpc::Error::Builder out) {

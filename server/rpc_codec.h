@@ -28,6 +28,8 @@ rpc::ErrorCode errorCode(pool::RefusalKind kind);
 // Fills `out` from a vm error. Internal errors may carry host details (paths,
 // syscalls): those are logged by the caller and replaced here.
 void toRpc(const vm::Error& error, rpc::Error::Builder out);
+// Every error message a client gets is set here: escaped and cut at
+// text::kMaxUntrustedBytes (common/untrusted_text.h), whatever it quotes.
 void setError(rpc::Error::Builder out, rpc::ErrorCode code, kj::StringPtr message);
 
 }  // namespace sandpool::server

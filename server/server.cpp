@@ -20,6 +20,7 @@
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
 
+#include "common/untrusted_text.h"
 #include "pool/scheduler.h"
 #include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
@@ -42,7 +43,7 @@ namespace {
 class LogErrors final : public kj::TaskSet::ErrorHandler {
  public:
   void taskFailed(kj::Exception&& exception) override {
-    spdlog::error("event=task_failed error=\"{}\"", exception.getDescription().cStr());
+    spdlog::error("event=task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
   }
 };
 
@@ -136,6 +137,7 @@ void captureSignals() {
 }
 
 int runServer(const ServerOptions& options) {
+  const fs::file_time_type started = fs::file_time_type::clock::now();
   auto tenant_configs = loadTenantsFile(options.tenants_file, options.queue_length);
   if (!tenant_configs) {
     spdlog::critical("event=start_failed step=tenants error=\"{}\"", tenant_configs.error().message);
@@ -238,6 +240,20 @@ int runServer(const ServerOptions& options) {
     }
 
     if (exit_code == 0) {
+      // Only once the listeners are up: a second sandpoold started on this
+      // data directory by mistake stops at its Unix socket (by default in
+      // the data directory) before it could delete the temporary file of an
+      // upload the first one is writing. Files written since `started` are
+      // this process's own.
+      for (const auto& stale : store.removeStaleTemporaries(started)) {
+        if (stale.error) {
+          spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
+                        text::escapeUntrusted(stale.path.string()), stale.bytes, *stale.error);
+        } else {
+          spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", text::escapeUntrusted(stale.path.string()),
+                       stale.bytes);
+        }
+      }
       spdlog::info("event=ready workers={} tenants={} {}", options.workers, tenants.size(), ready);
       std::printf("%s\n", ready.c_str());
       std::fflush(stdout);

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/untrusted_text.h"
 #include "vm/guest_image.h"
 
 namespace sandpool::server {
@@ -33,12 +34,12 @@ ServiceContext::ServiceContext(const ServerOptions& options, vm::VmConfig vm_con
 void ServiceContext::loadStoredGuests(TenantState& tenant) {
   std::vector<std::string> errors;
   auto stored = store.loadAll(tenant.config.name, errors);
-  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", e);
+  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", text::escapeUntrusted(e));
   for (auto& g : stored) {
     auto snapshot = bootGuest(backend, g.elf, vm_config);
     if (!snapshot) {
       spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, g.guest,
-                    snapshot.error().describe());
+                    text::escapeUntrusted(snapshot.error().describe()));
       continue;
     }
     auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, g.guest, std::move(snapshot.value()),
@@ -149,7 +150,7 @@ kj::Promise<void> ServiceContext::shutdown() {
 }
 
 void ServiceContext::taskFailed(kj::Exception&& exception) {
-  spdlog::error("event=background_task_failed error=\"{}\"", exception.getDescription().cStr());
+  spdlog::error("event=background_task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
 }
 
 }  // namespace sandpool::server

@@ -11,6 +11,7 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
+#include "common/untrusted_text.h"
 #include "server/call_task.h"
 #include "server/rpc_codec.h"
 #include "server/service_context.h"
@@ -126,17 +127,19 @@ kj::Promise<void> runCall(ServiceContext& ctx, TenantState& tenant, Context cont
       .then([context, received, guest, &tenant_name](pool::CallOutcome&& o) mutable {
         auto total = pool::Clock::now() - received;
         auto result = context.getResults(replySize(o)).initResult();
-        const std::string& function = context.getParams().getFunction().cStr();
+        // The client chose the function's name: escaped (and quoted) in every
+        // log line, and only when a line is written.
+        auto function = [&context] { return text::escapeUntrusted(context.getParams().getFunction().cStr()); };
         if (o.refusal) {
           auto error = result.initError();
           rpc::ErrorCode code = errorCode(o.refusal->kind);
           if (code == rpc::ErrorCode::INTERNAL) {
-            spdlog::error("event=call_refused tenant={} guest={} function={} reason=\"{}\"", tenant_name,
-                          guest, function, o.refusal->message);
+            spdlog::error("event=call_refused tenant={} guest={} function=\"{}\" reason=\"{}\"", tenant_name,
+                          guest, function(), text::escapeUntrusted(o.refusal->message));
             setError(error.initError(), code, "internal error in the server; its log has the details");
           } else {
-            spdlog::debug("event=call_refused tenant={} guest={} function={} reason=\"{}\"", tenant_name,
-                          guest, function, o.refusal->message);
+            spdlog::debug("event=call_refused tenant={} guest={} function=\"{}\" reason=\"{}\"", tenant_name,
+                          guest, function(), text::escapeUntrusted(o.refusal->message));
             setError(error.initError(), code, ptr(o.refusal->message));
           }
           fillTiming(o, total, error.initTiming());
@@ -148,16 +151,18 @@ kj::Promise<void> runCall(ServiceContext& ctx, TenantState& tenant, Context cont
           ok.setOutput(ptr(o.call.output));
           ok.setOutputTruncated(o.call.output_truncated);
           fillTiming(o, total, ok.initTiming());
-          spdlog::debug("event=call tenant={} guest={} function={} total_us={} cold={}", tenant_name, guest,
-                        function, ns(total) / 1000, o.cold_start);
+          if (spdlog::should_log(spdlog::level::debug)) {
+            spdlog::debug("event=call tenant={} guest={} function=\"{}\" total_us={} cold={}", tenant_name,
+                          guest, function(), ns(total) / 1000, o.cold_start);
+          }
           return;
         }
         const vm::Error& e = o.call.result.error();
         auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed
                          ? spdlog::level::err
                          : spdlog::level::info;
-        spdlog::log(level, "event=call_failed tenant={} guest={} function={} error=\"{}\"", tenant_name, guest,
-                    function, e.describe());
+        spdlog::log(level, "event=call_failed tenant={} guest={} function=\"{}\" error=\"{}\"", tenant_name,
+                    guest, function(), text::escapeUntrusted(e.describe()));
         auto error = result.initError();
         toRpc(e, error.initError());
         error.setOutput(ptr(o.call.output));
@@ -339,7 +344,7 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
                            out->pool->snapshot().exports().size());
             } else {
               spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
-                           name, out->error->describe());
+                           name, text::escapeUntrusted(out->error->describe()));
             }
             return out;
           })
@@ -389,7 +394,7 @@ kj::Promise<void> TenantImpl::remove(RemoveContext context) {
         ctx.endWork();
         if (error) {
           spdlog::error("event=remove_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
-                        error->describe());
+                        text::escapeUntrusted(error->describe()));
           setError(context.getResults().initError(), rpc::ErrorCode::INTERNAL,
                    "could not delete the stored guest; the server's log has the details");
           return;
@@ -473,7 +478,7 @@ kj::Promise<void> TenantImpl::configure(ConfigureContext context) {
         auto result = context.getResults().initResult();
         if (error) {
           spdlog::error("event=configure_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
-                        error->describe());
+                        text::escapeUntrusted(error->describe()));
           setError(result.initError(), rpc::ErrorCode::INTERNAL,
                    "could not store the settings; the server's log has the details");
           return;

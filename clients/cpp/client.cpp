@@ -10,6 +10,8 @@
 
 #include <capnp/schema.h>
 
+#include "common/untrusted_text.h"
+
 namespace sandpool::client {
 
 std::string toKjAddress(const std::string& address) {
@@ -87,16 +89,8 @@ bool parseNumber(const std::string& text, T& out) {
 }
 
 std::string quote(kj::StringPtr text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out.push_back(c);
-  }
-  return out + "\"";
+  return "\"" + text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kQuoted, text::kNoLimit) +
+         "\"";
 }
 
 }  // namespace

@@ -51,7 +51,7 @@ std::string valueTypeName(rpc::ValueType type);
 // on failure ("'x' is not a valid i32"). Bytes are hex ("0x00ff" or "00ff").
 std::optional<std::string> parseValue(rpc::ValueType type, const std::string& text,
                                       rpc::Value::Builder out);
-// 42, -1.5, true, "text" (quoted), 0x00ff.
+// 42, -1.5, true, "text" (quoted, escaped as in common/untrusted_text.h), 0x00ff.
 std::string formatValue(rpc::Value::Reader value);
 std::string formatSignature(rpc::FunctionSignature::Reader sig);
 

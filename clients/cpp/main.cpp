@@ -15,6 +15,7 @@
 #include <kj/debug.h>
 
 #include "clients/cpp/client.h"
+#include "common/untrusted_text.h"
 
 namespace {
 
@@ -127,6 +128,12 @@ struct Refused {
   std::string message;
 };
 
+// Text the server sent (names, messages, a guest's output), made safe for a
+// terminal: no control characters or invalid UTF-8 reach it.
+std::string shown(kj::StringPtr text) {
+  return text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kLine, text::kNoLimit);
+}
+
 void need(const Args& a, size_t min, size_t max, const char* usage) {
   size_t n = a.positional.size() - 1;
   if (n < min || n > max) throw UsageError{std::string("usage: sandpool ") + usage};
@@ -186,6 +193,15 @@ kj::Maybe<rpc::HostFunctions::Client> hostFunctions(const Args& a) {
   return rpc::HostFunctions::Client(kj::heap<client::KvHostFunctions>(a.kv));
 }
 
+// A guest's output is its own lines: line feeds and tabs stay, every other
+// control character is escaped.
+void printGuestOutput(capnp::Text::Reader output) {
+  std::fputs(text::escapeUntrusted(std::string_view(output.begin(), output.size()), text::Escape::kText,
+                                   text::kNoLimit)
+                 .c_str(),
+             stdout);
+}
+
 void printTiming(rpc::Timing::Reader t) {
   std::fprintf(stderr, "timing: queue=%.1fus run=%.1fus reset=%.1fus total=%.1fus host_calls=%u pages_restored=%llu cold=%s\n",
                t.getQueueNs() / 1000.0, t.getRunNs() / 1000.0, t.getResetNs() / 1000.0, t.getTotalNs() / 1000.0,
@@ -207,7 +223,8 @@ int run(const Args& a) {
   try {
     conn = client::Connection::connect(io, a.connect).wait(ws);
   } catch (const kj::Exception& e) {
-    std::fprintf(stderr, "sandpool: cannot connect to %s: %s\n", a.connect.c_str(), e.getDescription().cStr());
+    std::fprintf(stderr, "sandpool: cannot connect to %s: %s\n", a.connect.c_str(),
+                 shown(e.getDescription()).c_str());
     return 3;
   }
   const std::string& verb = a.positional[0];
@@ -223,7 +240,7 @@ int run(const Args& a) {
   if (verb == "version") {
     need(a, 0, 0, "version");
     auto r = conn->sandpool().versionRequest().send().wait(ws);
-    std::printf("%s (protocol %u; this client speaks %u)\n", r.getServer().cStr(), r.getProtocol(),
+    std::printf("%s (protocol %u; this client speaks %u)\n", shown(r.getServer()).c_str(), r.getProtocol(),
                 rpc::PROTOCOL_VERSION);
     return 0;
   }
@@ -241,7 +258,7 @@ int run(const Args& a) {
     auto r = tenant.infoRequest().send().wait(ws);
     auto q = r.getQuota();
     std::printf("tenant %s: max_vms=%u max_guests=%u max_memory_mib=%llu max_concurrent_calls=%u queue_length=%u\n",
-                r.getName().cStr(), q.getMaxVms(), q.getMaxGuests(),
+                shown(r.getName()).c_str(), q.getMaxVms(), q.getMaxGuests(),
                 static_cast<unsigned long long>(q.getMaxMemoryBytes() >> 20), q.getMaxConcurrentCalls(),
                 q.getQueueLength());
     return 0;
@@ -259,19 +276,19 @@ int run(const Args& a) {
     auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
     auto guest = result.getGuest();
-    std::printf("uploaded %s (%llu bytes, sha256 %s)\n", guest.getName().cStr(),
-                static_cast<unsigned long long>(guest.getSize()), guest.getSha256().cStr());
-    for (auto sig : guest.getExports()) std::printf("  %s\n", client::formatSignature(sig).c_str());
+    std::printf("uploaded %s (%llu bytes, sha256 %s)\n", shown(guest.getName()).c_str(),
+                static_cast<unsigned long long>(guest.getSize()), shown(guest.getSha256()).c_str());
+    for (auto sig : guest.getExports()) std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
     return 0;
   }
   if (verb == "list") {
     need(a, 0, 0, "list");
     auto response = tenant.listRequest().send().wait(ws);
     for (auto g : response.getGuests()) {
-      std::printf("%s  %llu bytes  sha256 %s  min_warm=%u max_vms=%u\n", g.getName().cStr(),
-                  static_cast<unsigned long long>(g.getSize()), g.getSha256().cStr(),
+      std::printf("%s  %llu bytes  sha256 %s  min_warm=%u max_vms=%u\n", shown(g.getName()).c_str(),
+                  static_cast<unsigned long long>(g.getSize()), shown(g.getSha256()).c_str(),
                   g.getSettings().getMinWarm(), g.getSettings().getMaxVms());
-      for (auto sig : g.getExports()) std::printf("  %s\n", client::formatSignature(sig).c_str());
+      for (auto sig : g.getExports()) std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
     }
     return 0;
   }
@@ -290,26 +307,29 @@ int run(const Args& a) {
     auto result = response.getResult();
     if (result.isError()) {
       auto e = result.getError();
-      std::fputs(e.getOutput().cStr(), stdout);
+      printGuestOutput(e.getOutput());
       if (a.timing) printTiming(e.getTiming());
       throw Refused{client::describe(e.getError())};
     }
     auto ok = result.getOk();
-    std::fputs(ok.getOutput().cStr(), stdout);
+    printGuestOutput(ok.getOutput());
     if (ok.getOutputTruncated()) std::printf("[output truncated]\n");
-    std::printf("%s\n", client::formatValue(ok.getValue()).c_str());
+    std::printf("%s\n", shown(client::formatValue(ok.getValue())).c_str());
     if (a.timing) printTiming(ok.getTiming());
     return 0;
   }
   if (verb == "stats") {
     need(a, 0, 0, "stats");
-    auto s = tenant.statsRequest().send().wait(ws).getStats();
+    // The response owns the message the readers point into: it must
+    // outlive them.
+    auto response = tenant.statsRequest().send().wait(ws);
+    auto s = response.getStats();
     std::printf("queued=%u running=%u overloaded=%llu\n", s.getQueued(), s.getRunning(),
                 static_cast<unsigned long long>(s.getOverloaded()));
     for (auto g : s.getGuests()) {
       std::printf("%s warm=%u busy=%u waiting=%u created=%llu reset=%llu discarded=%llu calls=%llu "
                   "failed=%llu timeouts=%llu p50_us<=%llu p99_us<=%llu\n",
-                  g.getName().cStr(), g.getWarm(), g.getBusy(), g.getWaiting(),
+                  shown(g.getName()).c_str(), g.getWarm(), g.getBusy(), g.getWaiting(),
                   static_cast<unsigned long long>(g.getCreated()), static_cast<unsigned long long>(g.getReset()),
                   static_cast<unsigned long long>(g.getDiscarded()), static_cast<unsigned long long>(g.getCalls()),
                   static_cast<unsigned long long>(g.getFailed()), static_cast<unsigned long long>(g.getTimeouts()),
@@ -325,7 +345,8 @@ int run(const Args& a) {
     request.setGuest(a.positional[1]);
     request.getSettings().setMinWarm(*a.min_warm);
     request.getSettings().setMaxVms(*a.max_vms);
-    auto result = request.send().wait(ws).getResult();
+    auto response = request.send().wait(ws);
+    auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
     std::printf("%s min_warm=%u max_vms=%u\n", a.positional[1].c_str(), result.getSettings().getMinWarm(),
                 result.getSettings().getMaxVms());
@@ -393,10 +414,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sandpool: %s\n\n%s", e.message.c_str(), kUsage);
     return 2;
   } catch (const Refused& e) {
-    std::fprintf(stderr, "error: %s\n", e.message.c_str());
+    std::fprintf(stderr, "error: %s\n", shown(e.message).c_str());
     return 1;
   } catch (const kj::Exception& e) {
-    std::fprintf(stderr, "sandpool: connection failed: %s\n", e.getDescription().cStr());
+    std::fprintf(stderr, "sandpool: connection failed: %s\n", shown(e.getDescription()).c_str());
     return 3;
   }
 }

@@ -159,6 +159,25 @@ uint64_t site_of(sandpool::str name) {
   return 0;
 }
 
+// Aborts with the caller's bytes as its message: line feeds, 0xff, anything.
+void abort_with(sandpool::bytes message) {
+  sandpool_abort_with(SANDPOOL_ABORT_EXPLICIT, reinterpret_cast<const char*>(message.data), message.size);
+}
+
+// Fails the call with an error message as large as the output buffer,
+// written by hand, as a guest without the SDK may: the message repeats a
+// line feed, a forged log line and a byte that is not UTF-8.
+void fail_filling_output() {
+  const sandpool_boot_info* boot = sandpool_boot();
+  auto* header = reinterpret_cast<sandpool_result_header*>(boot->output_addr);
+  auto* text = reinterpret_cast<uint8_t*>(header + 1);
+  const uint32_t size = uint32_t(boot->output_size - sizeof *header);
+  static const char kPattern[] = "\n2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged \xff";
+  for (uint32_t i = 0; i < size; i++) text[i] = uint8_t(kPattern[i % (sizeof kPattern - 1)]);
+  *header = {SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_ERROR, size, 0};
+  sandpool_out(SANDPOOL_PORT_DONE, uint32_t(boot->output_size));
+}
+
 }  // namespace
 
 void sandpool_main() {
@@ -188,4 +207,6 @@ void sandpool_main() {
   sandpool::export_function<write_cr0_then_code>("write_cr0_then_code");
   sandpool::export_function<jump_to>("jump_to");
   sandpool::export_function<site_of>("site_of");
+  sandpool::export_function<abort_with>("abort_with");
+  sandpool::export_function<fail_filling_output>("fail_filling_output");
 }

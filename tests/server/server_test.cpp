@@ -12,12 +12,15 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <capnp/compat/json.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/debug.h>
+#include <kj/encoding.h>
 
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
@@ -1029,6 +1032,167 @@ TEST_F(ServerTest, CliBenchReportsEveryCallPollingOrNot) {
   auto [bad_status, bad_out] = runCli({"bench", "ping", "--poll-us", "soon"});
   EXPECT_EQ(bad_status, 2) << bad_out;
   EXPECT_NE(bad_out.find("--poll-us needs a number, got 'soon'"), std::string::npos) << bad_out;
+}
+
+
+TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
+  startServer();
+  auto tenant = alpha();
+  const std::vector<std::pair<std::string, std::string>> guests = {
+      {"hello", GUEST_HELLO}, {"add", GUEST_ADD},           {"echo", GUEST_ECHO},
+      {"probe", GUEST_PROBE}, {"misbehave", GUEST_MISBEHAVE}, {"counter", GUEST_COUNTER}};
+  for (const auto& [name, path] : guests) mustUpload(tenant, name, path);
+
+  auto [status, out] = runCli({"stats"});
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(out.rfind("queued=0 running=0 overloaded=0\n", 0), 0u) << out;
+  for (const auto& [name, path] : guests) {
+    EXPECT_NE(out.find("\n" + name + " warm=1 busy=0 waiting=0 created=1 "), std::string::npos) << name << "\n" << out;
+  }
+
+  auto [conf_status, conf_out] = runCli({"configure", "echo", "--min-warm", "2", "--max-vms", "3"});
+  ASSERT_EQ(conf_status, 0) << conf_out;
+  EXPECT_EQ(conf_out, "echo min_warm=2 max_vms=3\n");
+}
+
+// Guests and clients that put line breaks, bytes that are not UTF-8 and a
+// megabyte of text where the server quotes them.
+class GuestTextTest : public ServerTest {
+ protected:
+  static constexpr const char* kForged = "2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged";
+
+  // Makes misbehave abort with a forged log line and a 0xff byte, fail with
+  // an error as large as its output buffer, and be asked for a function
+  // whose name holds the same; stops the server and returns its output.
+  std::string provokeAndStop() {
+    auto tenant = alpha();
+    mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+    std::string message = std::string("x\n") + kForged + " \xff\x1b[2J";
+    Arg bytes = [message](rpc::Value::Builder b) {
+      b.setBytes(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(message.data()), message.size()));
+    };
+    CallResult aborted = call(tenant, "misbehave", "abort_with", {bytes});
+    EXPECT_EQ(aborted.code, rpc::ErrorCode::GUEST_ABORT) << excerpt(aborted.message);
+    EXPECT_EQ(aborted.message, std::string("guest aborted: x\\n") + kForged + " \\xff\\x1b[2J");
+
+    CallResult huge = call(tenant, "misbehave", "fail_filling_output", {});
+    EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << excerpt(huge.message, 200);
+    EXPECT_EQ(huge.message.rfind("guest function 'fail_filling_output' failed: \\n2026-01-01", 0), 0u)
+        << excerpt(huge.message, 200);
+    EXPECT_LE(huge.message.size(), 1024u + 64u);
+    EXPECT_TRUE(huge.message.ends_with(" bytes in all]")) << excerpt(huge.message, 200);
+
+    CallResult unknown = call(tenant, "misbehave", "f\n" + std::string(kForged) + "\xff", {});
+    EXPECT_EQ(unknown.code, rpc::ErrorCode::UNKNOWN_FUNCTION) << excerpt(unknown.message);
+    EXPECT_EQ(unknown.message.find('\n'), std::string::npos) << excerpt(unknown.message);
+
+    connections_.clear();
+    EXPECT_EQ(server_->stop(), 0);
+    return server_->process().output();
+  }
+
+  // At most `size` bytes of `text`, so a failure does not print megabytes.
+  static std::string excerpt(const std::string& text, size_t size = 4096) {
+    if (text.size() <= size) return text;
+    return text.substr(0, size) + "...(" + std::to_string(text.size()) + " bytes in all)";
+  }
+
+  static std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+};
+
+TEST_F(GuestTextTest, TextLogKeepsGuestTextOnItsOwnEscapedLine) {
+  startServer();
+  std::string output = provokeAndStop();
+  size_t forged = 0, longest = 0;
+  for (const std::string& line : lines(output)) {
+    if (line.rfind(kForged, 0) == 0) ++forged;
+    longest = std::max(longest, line.size());
+  }
+  EXPECT_EQ(forged, 0u) << "a guest forged log lines:\n" << excerpt(output);
+  EXPECT_LT(longest, 4096u) << excerpt(output);
+  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"abort_with\" "
+                                    "error=\"guest-abort: guest aborted: x\\n") +
+                        kForged + " \\xff\\x1b[2J\"\n"),
+            std::string::npos)
+      << excerpt(output);
+  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"f\\n") + kForged +
+                        "\\xff\" error=\"unknown-function: "),
+            std::string::npos)
+      << excerpt(output);
+  EXPECT_NE(output.find(" bytes in all]\"\n"), std::string::npos) << "the 1 MiB error is cut with a marker";
+}
+
+TEST_F(GuestTextTest, EveryJsonLogLineParsesWhateverTheGuestsWrote) {
+  startServer({"--log-format", "json"});
+  std::string output = provokeAndStop();
+  capnp::JsonCodec json;
+  size_t log_lines = 0, call_failures = 0;
+  for (const std::string& line : lines(output)) {
+    if (line.rfind("sandpoold ready ", 0) == 0) continue;  // stdout, not the log
+    ++log_lines;
+    EXPECT_LT(line.size(), 4096u) << excerpt(line, 200);
+    EXPECT_FALSE(kj::encodeUtf32(kj::arrayPtr(line.data(), line.size())).hadErrors) << "not UTF-8: " << excerpt(line);
+    EXPECT_TRUE(std::none_of(line.begin(), line.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; }))
+        << excerpt(line);
+    capnp::MallocMessageBuilder message;
+    auto value = message.initRoot<capnp::JsonValue>();
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { json.decodeRaw(kj::arrayPtr(line.data(), line.size()), value); })) {
+      ADD_FAILURE() << "not JSON: " << e->getDescription().cStr() << "\n" << excerpt(line);
+      continue;
+    }
+    ASSERT_TRUE(value.isObject()) << excerpt(line);
+    std::map<std::string, std::string> fields;
+    for (auto field : value.getObject()) {
+      if (field.getValue().isString()) fields[field.getName().cStr()] = field.getValue().getString().cStr();
+    }
+    EXPECT_EQ(fields.count("time") + fields.count("level") + fields.count("msg"), 3u) << excerpt(line);
+    if (fields["msg"].rfind("event=call_failed tenant=alpha guest=misbehave ", 0) == 0) ++call_failures;
+  }
+  EXPECT_GT(log_lines, 5u) << excerpt(output);
+  EXPECT_EQ(call_failures, 3u) << excerpt(output);
+}
+
+TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
+  startServer();
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "hello", GUEST_HELLO);
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  // What a kill -9 during an upload or a configure leaves: the temporary
+  // file beside the final one, here also in the directory of a tenant that
+  // is no longer configured. Files of other names stay.
+  fs::path guests = dir_.path() / "data" / "guests";
+  fs::create_directories(guests / "retired");
+  const fs::path upload_cut_short = guests / "alpha" / ".hello.guest.tmp";
+  const fs::path configure_cut_short = guests / "retired" / ".old.settings.tmp";
+  std::ofstream(upload_cut_short, std::ios::binary) << std::string(4 << 20, '\x7f');
+  std::ofstream(configure_cut_short) << "min_warm = 1\n";
+  const fs::path others[] = {guests / "alpha" / "notes.tmp", guests / "alpha" / ".tmp", guests / "alpha" / ".keep"};
+  for (const auto& path : others) std::ofstream(path) << "not ours\n";
+
+  startServer();
+  EXPECT_FALSE(fs::exists(upload_cut_short));
+  EXPECT_FALSE(fs::exists(configure_cut_short));
+  for (const auto& path : others) EXPECT_TRUE(fs::exists(path)) << path;
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + upload_cut_short.string() +
+                                         "\" bytes=4194304"))
+      << server_->process().output();
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + configure_cut_short.string() +
+                                         "\" bytes=13"))
+      << server_->process().output();
+  auto tenant = alpha();
+  CallResult r = call(tenant, "hello", "hello", {str("after the crash")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, after the crash!\"");
 }
 
 }  // namespace
