@@ -204,11 +204,8 @@ int runServer(const ServerOptions& options) {
     loops.add(mailbox.run());
     loops.add(reloadOnHangup(ctx, kj_io.unixEventPort, options));
 
-    capnp::ReaderOptions reader_options;
-    uint64_t limit_words = options.rpcMessageLimit() / sizeof(capnp::word);
-    reader_options.traversalLimitInWords = limit_words;
     std::optional<RpcListener> listener;
-    listener.emplace(ctx, kj_io.provider->getNetwork(), reader_options,
+    listener.emplace(ctx, kj_io.provider->getNetwork(), options.rpcReaderOptions(),
                      options.rpc_flow_limit_bytes / sizeof(capnp::word), options.max_connections);
 
     std::string ready = "sandpoold ready";
