@@ -14,6 +14,8 @@
 #include <cstring>
 #include <memory>
 #include <span>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include <sandpool/abi.h>
@@ -71,13 +73,24 @@ std::vector<uint8_t> minimalGuest() {
   return elf;
 }
 
-// A host function set like a client's: echoes its one argument back (so a
-// reply can be as large as a request), refuses any other call.
-class EchoHostFunctions final : public HostFunctions {
+// A host function set like a client's: answers a call of one argument with
+// that argument, strings and bytes twice over (so that a reply can outgrow
+// the buffer its request fit in); refuses any other call.
+class DoublingHostFunctions final : public HostFunctions {
  public:
   Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) override {
     if (args.size() != 1) return makeError(ErrorKind::kBadArguments, std::string(name) + " takes one argument");
-    return args[0];
+    Value reply = args[0];
+    std::visit(
+        [](auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, Bytes>) {
+            const T once = v;
+            v.insert(v.end(), once.begin(), once.end());
+          }
+        },
+        reply);
+    return reply;
   }
 };
 
@@ -96,7 +109,7 @@ struct HostCallFixture {
   static VmConfig fuzzConfig() {
     VmConfig config;
     config.memory_size = 8 * kMiB;
-    config.host_call_size = 2 * kPageSize;  // room for large requests, cheap to rewrite per input
+    config.host_call_size = kPageSize;  // libFuzzer's inputs (4096 bytes at most) can fill it
     config.max_output_bytes = 1024;         // so print() truncates too
     return config;
   }
@@ -115,7 +128,7 @@ struct HostCallFixture {
   GuestMemory memory;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Vcpu> vcpu;
-  EchoHostFunctions host_functions;
+  DoublingHostFunctions host_functions;
 };
 
 void checkReply(const HostCallFixture& vm) {
