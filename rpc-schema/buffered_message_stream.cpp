@@ -43,7 +43,9 @@ kj::Maybe<size_t> BufferedMessageStream::frontMessageWords(const capnp::ReaderOp
 kj::Own<capnp::MessageReader> BufferedMessageStream::takeFront(size_t total_words,
                                                                 const capnp::ReaderOptions& options) {
   const size_t first = begin_ / sizeof(capnp::word);
-  auto message = kj::heapArray<capnp::word>(buffer_.slice(first, first + total_words));
+  // Copied bytewise: clang builds of capnp make `word` non-copyable.
+  auto message = kj::heapArray<capnp::word>(total_words);
+  std::memcpy(message.begin(), buffer_.begin() + first, total_words * sizeof(capnp::word));
   begin_ += total_words * sizeof(capnp::word);
   if (begin_ == end_) begin_ = end_ = 0;
   return readerOver(kj::mv(message), options);

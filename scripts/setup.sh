@@ -13,6 +13,8 @@ packages=(
   python3 python3-pytest
   # KVM tests: a Debian kernel booted under QEMU offers a real /dev/kvm.
   qemu-system-x86 busybox-static cpio
+  # Fuzz targets (scripts/fuzz.sh): clang with libFuzzer and the sanitizers.
+  clang-14 libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

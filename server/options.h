@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include <capnp/message.h>
+
 namespace sandpool::server {
 
 struct ServerOptions {
@@ -42,6 +44,13 @@ struct ServerOptions {
 
   uint64_t rpcMessageLimit() const {
     return rpc_message_limit_bytes != 0 ? rpc_message_limit_bytes : max_upload_bytes + (1ull << 20);
+  }
+  // How every message a client sends is read: no larger (and no more
+  // traversal) than rpcMessageLimit(), capnp's default nesting limit.
+  capnp::ReaderOptions rpcReaderOptions() const {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = rpcMessageLimit() / sizeof(capnp::word);
+    return options;
   }
 };
 

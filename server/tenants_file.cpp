@@ -75,23 +75,19 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
     }
     uint64_t n = 0;
     if (!parseUint(value, n)) return lineError(line, "value of '" + key + "' is not a number: '" + value + "'");
-    auto positive32 = [&](uint32_t& field) -> bool {
-      if (n == 0 || n > UINT32_MAX) return false;
-      field = static_cast<uint32_t>(n);
-      return true;
-    };
-    bool ok = true;
-    if (key == "max_vms") ok = positive32(t.quota.max_vms);
-    else if (key == "max_guests") ok = positive32(t.quota.max_guests);
-    else if (key == "max_concurrent_calls") ok = positive32(t.quota.max_concurrent_calls);
-    else if (key == "queue_length") ok = positive32(t.quota.queue_length);
-    else if (key == "max_memory_mib") {
-      ok = n > 0;
-      t.quota.max_memory_bytes = n << 20;
-    } else {
-      return lineError(line, "unknown key '" + key + "'");
+    uint32_t* count = nullptr;
+    if (key == "max_vms") count = &t.quota.max_vms;
+    else if (key == "max_guests") count = &t.quota.max_guests;
+    else if (key == "max_concurrent_calls") count = &t.quota.max_concurrent_calls;
+    else if (key == "queue_length") count = &t.quota.queue_length;
+    else if (key != "max_memory_mib") return lineError(line, "unknown key '" + key + "'");
+    // Counts are 32-bit; the memory quota is kept in bytes, which must fit 64 bits.
+    const uint64_t limit = count ? UINT32_MAX : kMaxMemoryMib;
+    if (n == 0 || n > limit) {
+      return lineError(line, "'" + key + "' must be between 1 and " + std::to_string(limit) + ", got " + value);
     }
-    if (!ok) return lineError(line, "'" + key + "' must be between 1 and 4294967295, got " + value);
+    if (count) *count = static_cast<uint32_t>(n);
+    else t.quota.max_memory_bytes = n << 20;
   }
   std::set<std::string> names, tokens;
   for (size_t i = 0; i < tenants.size(); ++i) {

@@ -12,6 +12,7 @@
 // Blank lines and lines starting with '#' are ignored.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct TenantConfig {
   std::string token;
   pool::Quota quota;
 };
+
+// The largest max_memory_mib: the quota in bytes fits 64 bits.
+inline constexpr uint64_t kMaxMemoryMib = UINT64_MAX >> 20;
 
 // Errors name the file's line and the offending key or value.
 vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text,
