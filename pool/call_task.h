@@ -50,7 +50,9 @@ class CallTask {
   virtual void complete() = 0;
 
   std::shared_ptr<GuestPool> guest;
-  vm::CallRequest request;  // request.timeout is set from `deadline` when a VM starts
+  // request.deadline and request.timeout are set from `deadline` and
+  // `received` when a VM starts.
+  vm::CallRequest request;
   Clock::time_point received{};
   Clock::time_point deadline{};  // the call fails with kTimeout once past it
   CallOutcome outcome;

@@ -212,7 +212,10 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
     finish(task);
     return vm;
   }
-  task->request.timeout = task->deadline - start;
+  // Stopped at the call's deadline; the message names the timeout that
+  // applied to it from its receipt, queueing included.
+  task->request.deadline = task->deadline;
+  task->request.timeout = task->deadline - task->received;
   busy_.fetch_add(1);
   task->outcome.call = vm->call(task->request);
   busy_.fetch_sub(1);

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -177,7 +178,10 @@ int runServer(const ServerOptions& options) {
   pool::Scheduler scheduler({options.workers, options.worker_spin});
   boost::asio::io_context io(1);
   auto io_work = boost::asio::make_work_guard(io);
-  boost::asio::thread_pool blocking(2);
+  // Uploads boot their guest here, one at a time per tenant (BootGate): a
+  // thread per tenant at start and one more, so that no tenant's uploads,
+  // whose initialisation may spin until the boot timeout, hold every thread.
+  boost::asio::thread_pool blocking(std::clamp<size_t>(tenant_configs.value().size() + 1, 2, 64));
 
   auto make_pool = [&](const TenantConfig& config) {
     return std::make_unique<pool::TenantPool>(scheduler, *backend.value(), io, config.name, config.quota,

@@ -333,8 +333,12 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
   // The install step runs even if the client disconnects meanwhile: the
   // file is on disk, so the registry must agree with it.
   auto installed =
-      runBlocking<std::shared_ptr<UploadOutcome>>(ctx_.mailbox, ctx_.blocking, std::move(work))
+      tenant_.boot_gate.enter()
+          .then([&ctx, work = std::move(work)]() mutable {
+            return runBlocking<std::shared_ptr<UploadOutcome>>(ctx.mailbox, ctx.blocking, std::move(work));
+          })
           .then([&ctx, &tenant, name](std::shared_ptr<UploadOutcome> out) {
+            tenant.boot_gate.leave();
             tenant.uploading.erase(name);
             ctx.endWork();
             if (out->stored) {

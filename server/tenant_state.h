@@ -7,10 +7,13 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+
+#include <kj/async.h>
 
 #include "pool/guest_pool.h"
 #include "pool/tenant_pool.h"
@@ -24,11 +27,48 @@ struct GuestEntry {
   uint64_t size = 0;
 };
 
+// One tenant's uploads boot their guests one at a time, in the order they
+// arrived: a tenant whose guests' initialisation spins until the boot timeout
+// then holds one thread of the blocking pool, never all of them, and another
+// tenant's upload boots beside it (docs/server.md, "Fair share").
+// Thread: the KJ thread.
+class BootGate {
+ public:
+  // Resolves when this upload may boot; it must call leave() once it has.
+  kj::Promise<void> enter() {
+    if (!busy_) {
+      busy_ = true;
+      return kj::READY_NOW;
+    }
+    auto turn = kj::newPromiseAndFulfiller<void>();
+    waiting_.push_back(kj::mv(turn.fulfiller));
+    return kj::mv(turn.promise);
+  }
+  // Hands the turn to the oldest upload still waiting (one whose client
+  // went away no longer is).
+  void leave() {
+    while (!waiting_.empty()) {
+      kj::Own<kj::PromiseFulfiller<void>> next = kj::mv(waiting_.front());
+      waiting_.pop_front();
+      if (next->isWaiting()) {
+        next->fulfill();
+        return;
+      }
+    }
+    busy_ = false;
+  }
+
+ private:
+  bool busy_ = false;
+  std::deque<kj::Own<kj::PromiseFulfiller<void>>> waiting_;
+};
+
 struct TenantState {
   TenantConfig config;
   std::unique_ptr<pool::TenantPool> pool;
   std::map<std::string, GuestEntry> guests;
   std::set<std::string> uploading;  // names with an upload in progress
+  BootGate boot_gate;
   // Capabilities handed out carry the generation they were issued under;
   // bumping it (token rotated, tenant removed) revokes them all at once.
   uint64_t generation = 0;

@@ -132,7 +132,7 @@ CallResult Sandbox::call(const CallRequest& request) {
     RunExit exit;
     vcpu_->clearInterrupt();
     {
-      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, started + request.timeout);
+      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline.value_or(started + request.timeout));
       exit = vcpu_->run(session);
     }
     if (auto failed = session.failure(exit, request.timeout)) {

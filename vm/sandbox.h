@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,11 @@ namespace sandpool::vm {
 struct CallRequest {
   std::string function;
   std::vector<Value> args;
+  // The timeout the caller was given, named in a timeout's message; the call
+  // is stopped at `deadline`, or `timeout` after it starts where none is set
+  // (a pool sets it: the time a call queued counts against its timeout).
   std::chrono::nanoseconds timeout = std::chrono::seconds(5);
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   HostFunctions* host_functions = nullptr;  // optional, for non-built-in host calls
 };
 

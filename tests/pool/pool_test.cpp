@@ -310,6 +310,29 @@ TEST_F(PoolTest, TenantsWithPendingCallsTakeTurns) {
   EXPECT_LE(b_position, 1u) << "b's call completed after " << b_position << " of a's";
 }
 
+// A call's timeout counts from its receipt: one that spent most of it in
+// the queue is stopped at its deadline, and the message names the timeout
+// it was given, not what was left of it when it started.
+TEST_F(PoolTest, TimeoutMessageNamesTheTimeoutTheCallWasGiven) {
+  start(1);
+  TenantPool& t = tenant("t");
+  auto guest = std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
+  auto* task = new TestTask(done_, 0);
+  task->guest = guest;
+  task->request.function = "spin";
+  // Received 300 ms ago (as if it had queued that long), with 400 ms to run.
+  task->received = Clock::now() - 300ms;
+  task->deadline = task->received + 400ms;
+  t.submit(task);
+  ASSERT_TRUE(done_.waitFor(1, 30s));
+  const CallOutcome outcome = done_.outcomes()[0];
+  ASSERT_FALSE(outcome.refusal);
+  ASSERT_FALSE(outcome.call.result.ok());
+  EXPECT_EQ(outcome.call.result.error().kind, vm::ErrorKind::kTimeout);
+  EXPECT_NE(outcome.call.result.error().message.find("exceeded its 400 ms timeout"), std::string::npos)
+      << outcome.call.result.error().message;
+}
+
 TEST_F(PoolTest, FullQueueRefusesAtOnce) {
   start(1);
   Quota quota;

@@ -1196,4 +1196,38 @@ TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
 }
 
 }  // namespace
+// Uploads boot one at a time per tenant: a tenant whose guests'
+// initialisation spins until the boot timeout holds one boot thread, and
+// another tenant's upload completes while all of its uploads still wait.
+TEST_F(ServerTest, UploadsThatSpinInInitialisationLeaveBootsToAnotherTenant) {
+  startServer();
+  auto a = alpha();
+  auto b_conn = connect();
+  auto b = login(*b_conn, kBetaToken);
+  const std::vector<uint8_t> spinning = readFile(GUEST_BAD_INIT);
+  int a_answered = 0;
+  kj::Vector<kj::Promise<void>> a_uploads;
+  for (int i = 0; i < 4; ++i) {
+    auto request = a.uploadRequest();
+    request.setName("spin" + std::to_string(i));
+    request.setElf(kj::arrayPtr(spinning.data(), spinning.size()));
+    a_uploads.add(request.send().then([&a_answered](auto response) {
+      ++a_answered;
+      ASSERT_TRUE(response.getResult().isError());
+      EXPECT_EQ(response.getResult().getError().getCode(), rpc::ErrorCode::INVALID_GUEST);
+    }));
+  }
+  auto b_upload = b.uploadRequest();
+  const std::vector<uint8_t> add = readFile(GUEST_ADD);
+  b_upload.setName("add");
+  b_upload.setElf(kj::arrayPtr(add.data(), add.size()));
+  auto b_response = b_upload.send().wait(ws_);
+  ASSERT_FALSE(b_response.getResult().isError()) << client::describe(b_response.getResult().getError());
+  EXPECT_EQ(a_answered, 0) << "b's upload waited for a's boots";
+  CallResult r = call(b, "add", "add", {i32(1), i32(2)});
+  EXPECT_EQ(r.value, "3") << r.message;
+  kj::joinPromises(a_uploads.releaseAsArray()).wait(ws_);
+  EXPECT_EQ(a_answered, 4);
+}
+
 }  // namespace sandpool
