@@ -26,6 +26,24 @@ struct HostCallState {
 
 namespace {
 
+// What the guest learns of an exception its caller's host function threw:
+// the exception's own message, not the client's traceback (file paths,
+// source lines), bounded. Cap'n Proto prefixes "remote exception: "; a
+// Python client (pycapnp) sends "Traceback (most recent call last): ..."
+// whose last line is the exception and its message.
+std::string clientExceptionMessage(std::string_view description) {
+  constexpr std::string_view kRemote = "remote exception: ";
+  constexpr size_t kMaxBytes = 200;
+  if (description.substr(0, kRemote.size()) == kRemote) description.remove_prefix(kRemote.size());
+  std::string_view message = description.substr(0, description.find('\n'));
+  if (description.find("Traceback (most recent call last)") != std::string_view::npos) {
+    std::string_view rest = description;
+    while (!rest.empty() && (rest.back() == '\n' || rest.back() == ' ')) rest.remove_suffix(1);
+    message = rest.substr(rest.rfind('\n') == std::string_view::npos ? 0 : rest.rfind('\n') + 1);
+  }
+  return std::string(message.substr(0, kMaxBytes));
+}
+
 class HostCallMessage final : public KjMailbox::Message {
  public:
   HostCallMessage(RpcCallTask& task, std::shared_ptr<HostCallState> state)
@@ -91,8 +109,8 @@ void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
         },
         [state](kj::Exception&& e) {
           state->result = vm::Expected<vm::Value>(vm::makeError(
-              vm::ErrorKind::kBadHostCall, "host function '" + state->name +
-                                               "' failed in the client: " + e.getDescription().cStr()));
+              vm::ErrorKind::kBadHostCall, "host function '" + state->name + "' failed in the client: " +
+                                               clientExceptionMessage(e.getDescription().cStr())));
           state->done.release();
         }));
   }

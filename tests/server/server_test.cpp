@@ -1230,4 +1230,32 @@ TEST_F(ServerTest, UploadsThatSpinInInitialisationLeaveBootsToAnotherTenant) {
   EXPECT_EQ(a_answered, 4);
 }
 
+// A host function that fails the way a Python client's does: pycapnp sends
+// the whole traceback, with the client's file paths, as the exception.
+class RaisingHostFunctions final : public rpc::HostFunctions::Server {
+ protected:
+  kj::Promise<void> call(CallContext) override {
+    return KJ_EXCEPTION(FAILED,
+                        "Traceback (most recent call last):\n"
+                        "  File \"/home/someone/secret-project/client.py\", line 42, in kv_get\n"
+                        "    raise KeyError(key)\n"
+                        "KeyError: 'color'\n");
+  }
+};
+
+// The guest learns the exception's message, not the client's traceback.
+TEST_F(ServerTest, HostFunctionThatRaisesGivesTheGuestItsMessageOnly) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  CallResult r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0,
+                      rpc::HostFunctions::Client(kj::heap<RaisingHostFunctions>()));
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_ABORT) << r.message;
+  EXPECT_NE(r.message.find("host function 'kv_get' failed in the client: KeyError: 'color'"), std::string::npos)
+      << r.message;
+  EXPECT_EQ(r.message.find("Traceback"), std::string::npos) << r.message;
+  EXPECT_EQ(r.message.find("/home/someone"), std::string::npos) << r.message;
+}
+
 }  // namespace sandpool
