@@ -1258,4 +1258,33 @@ TEST_F(ServerTest, HostFunctionThatRaisesGivesTheGuestItsMessageOnly) {
   EXPECT_EQ(r.message.find("/home/someone"), std::string::npos) << r.message;
 }
 
+// docs/rpc.md's error table is the contract clients are written from: it
+// lists every code of the schema.
+TEST(ErrorTable, DocsListEveryErrorCodeOfTheSchema) {
+  std::ifstream in(std::string(SANDPOOL_SOURCE_DIR) + "/docs/rpc.md");
+  const std::string docs((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(docs.empty());
+  for (auto enumerant : capnp::Schema::from<rpc::ErrorCode>().getEnumerants()) {
+    const std::string row = "| `" + std::string(enumerant.getProto().getName().cStr()) + "` |";
+    EXPECT_NE(docs.find(row), std::string::npos) << "docs/rpc.md has no row " << row;
+  }
+}
+
+// The cases where code and table once disagreed, pinned to the table.
+TEST_F(ServerTest, ErrorCodesAreTheOnesTheTableGives) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
+  mustUpload(tenant, "echo", GUEST_ECHO);
+  CallResult bad_name = call(tenant, "../etc", "add", {i32(1), i32(2)});
+  EXPECT_EQ(bad_name.code, rpc::ErrorCode::UNKNOWN_GUEST) << bad_name.message;
+  auto refused = upload(tenant, "../etc", readFile(GUEST_ADD));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->rfind("invalidArgument:", 0), 0u) << *refused;
+  CallResult huge = call(tenant, "misbehave", "huge_result", {});
+  EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << huge.message;
+  CallResult too_many_args = call(tenant, "echo", "echo", {str(std::string(2 << 20, 'x'))});
+  EXPECT_EQ(too_many_args.code, rpc::ErrorCode::LIMIT_EXCEEDED) << too_many_args.message;
+}
+
 }  // namespace sandpool
