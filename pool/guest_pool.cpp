@@ -89,9 +89,28 @@ CallTask* GuestPool::takeWaiting() {
   return task;
 }
 
+bool GuestPool::dropOneIdleVm() {
+  auto vm = popIdle();
+  if (!vm) return false;
+  dropVm(std::move(vm));
+  return true;
+}
+
 void GuestPool::parkOrRefuse(CallTask* task) {
   // Waiting only makes sense for a VM of this guest to come back. With none
-  // at all, the limit hit was the tenant's, held by its other guests.
+  // at all, the limit hit was the tenant's, held by its other guests: an
+  // idle VM of theirs gives way, a busy one is waited for by nobody.
+  if (vm_count_.load() == 0 && tenant_.reclaimIdleVmFor(*this)) {
+    std::optional<vm::Error> error;
+    if (auto vm = createVm(error)) {
+      serve(task, std::move(vm), true);
+      return;
+    }
+    if (error) {
+      refuseNoVm(task, *error);
+      return;
+    }
+  }
   if (vm_count_.load() == 0) {
     refuse(task, RefusalKind::kVmQuota,
            "the tenant's VM quota (" + std::to_string(tenant_.quota().max_vms) + " VMs, " +

@@ -72,6 +72,10 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
 
   GuestStats stats() const;
 
+  // Any thread: drops one idle VM, if there is one (TenantPool::
+  // reclaimIdleVmFor, for another guest of the tenant).
+  bool dropOneIdleVm();
+
  private:
   void runOnWorker() override;  // the prewarm (and rescue) job
   void scheduleWorkerJob();

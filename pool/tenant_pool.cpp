@@ -131,16 +131,39 @@ void TenantPool::releaseVm(uint64_t memory_bytes) {
 }
 
 void TenantPool::addGuest(std::shared_ptr<GuestPool> guest) {
+  {
+    std::lock_guard lock(reclaimable_mutex_);
+    std::erase_if(reclaimable_, [](const std::weak_ptr<GuestPool>& g) { return g.expired(); });
+    reclaimable_.push_back(guest);
+  }
   boost::asio::post(strand_, [this, guest = std::move(guest)]() mutable {
     guests_.push_back(std::move(guest));
   });
 }
 
 void TenantPool::removeGuest(std::shared_ptr<GuestPool> guest) {
+  {
+    std::lock_guard lock(reclaimable_mutex_);
+    std::erase_if(reclaimable_, [&guest](const std::weak_ptr<GuestPool>& g) {
+      auto held = g.lock();
+      return !held || held == guest;
+    });
+  }
   boost::asio::post(strand_, [this, guest = std::move(guest)] {
     std::erase(guests_, guest);
     guest->retire();
   });
+}
+
+bool TenantPool::reclaimIdleVmFor(const GuestPool& needy) {
+  std::lock_guard lock(reclaimable_mutex_);
+  for (const std::weak_ptr<GuestPool>& weak : reclaimable_) {
+    std::shared_ptr<GuestPool> guest = weak.lock();
+    if (!guest || guest.get() == &needy || !guest->dropOneIdleVm()) continue;
+    spdlog::info("event=vm_reclaimed tenant={} from_guest={} for_guest={}", name_, guest->name(), needy.name());
+    return true;
+  }
+  return false;
 }
 
 void TenantPool::stop() {

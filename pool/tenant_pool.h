@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,12 @@ class TenantPool : private WorkItem {
   void addGuest(std::shared_ptr<GuestPool> guest);
   void removeGuest(std::shared_ptr<GuestPool> guest);
 
+  // Worker, when the tenant's VM quota is held and `needy` has no VM of its
+  // own: drops one idle VM of another of the tenant's guests, so that idle
+  // VMs give way to calls. False if no other guest has an idle VM. Takes a
+  // lock, but only on this path, never on a call that finds a VM.
+  bool reclaimIdleVmFor(const GuestPool& needy);
+
   TenantCounters counters() const;
 
  private:
@@ -113,6 +120,9 @@ class TenantPool : private WorkItem {
   boost::asio::steady_timer idle_timer_;
   bool stopped_ = false;  // strand only
   std::vector<std::shared_ptr<GuestPool>> guests_;  // strand only
+  // The same guests, for reclaimIdleVmFor() on a worker.
+  std::mutex reclaimable_mutex_;
+  std::vector<std::weak_ptr<GuestPool>> reclaimable_;
 };
 
 }  // namespace sandpool::pool

@@ -346,6 +346,13 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
               spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}",
                            tenant.config.name, name, out->size, out->sha256,
                            out->pool->snapshot().exports().size());
+              const uint32_t warm = out->pool->stats().warm, min_warm = out->pool->settings().min_warm;
+              if (warm < min_warm) {
+                spdlog::warn("event=upload_short_of_min_warm tenant={} guest={} warm={} min_warm={} reason=\"the "
+                             "tenant's VM quota ({} VMs) is in use by its other guests; calls take their idle "
+                             "VMs\"",
+                             tenant.config.name, name, warm, min_warm, tenant.config.quota.max_vms);
+              }
             } else {
               spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
                            name, text::escapeUntrusted(out->error->describe()));

@@ -414,7 +414,7 @@ TEST_F(PoolTest, WaitingCallsGetANewVmWhenTheOnlyOneFailsItsReset) {
   EXPECT_EQ(t.counters().vms, 1u);
 }
 
-TEST_F(PoolTest, TenantVmQuotaCapsEveryGuest) {
+TEST_F(PoolTest, IdleVmsOfOneGuestGiveWayToAnotherGuestsCall) {
   start(2);
   Quota quota;
   quota.max_vms = 2;
@@ -422,25 +422,53 @@ TEST_F(PoolTest, TenantVmQuotaCapsEveryGuest) {
   auto snapshot = boot(*backend_, GUEST_ADD);
   auto g1 = std::make_shared<GuestPool>(t, "one", snapshot, PoolSettings{2, 2});
   auto g2 = std::make_shared<GuestPool>(t, "two", snapshot, PoolSettings{2, 2});
+  t.addGuest(g1);
+  t.addGuest(g2);
   g1->requestPrewarm();
-  auto until = Clock::now() + 20s;
-  while (g1->stats().warm < 2 && Clock::now() < until) std::this_thread::yield();
-  ASSERT_EQ(g1->stats().warm, 2u);
-  // The tenant has no VM left for `two`: its call is refused, not parked
-  // forever waiting for a VM that `two` does not have.
+  ASSERT_TRUE(eventually([&] { return g1->stats().warm == 2; }));
+  // The tenant's two VMs are `one`'s, idle: one of them gives way.
   submit(t, g2, 1, "add", {int32_t(1), int32_t(2)});
-  ASSERT_TRUE(done_.waitFor(1, 10s));
+  ASSERT_TRUE(done_.waitFor(1, 30s));
   auto outcome = done_.outcomes()[0];
-  ASSERT_TRUE(outcome.refusal);
-  EXPECT_EQ(outcome.refusal->kind, RefusalKind::kVmQuota) << outcome.refusal->message;
+  ASSERT_FALSE(outcome.refusal) << outcome.refusal->message;
+  EXPECT_EQ(std::get<int32_t>(outcome.call.result.value()), 3);
+  EXPECT_TRUE(outcome.cold_start);
+  EXPECT_EQ(g1->stats().warm, 1u);
+  EXPECT_EQ(g1->stats().discarded, 1u);
   EXPECT_EQ(t.counters().vms, 2u);
-  // Once `one` is gone, `two` gets the VMs.
-  g1->retire();
+}
+
+TEST_F(PoolTest, TenantVmQuotaHeldByRunningCallsRefusesAnotherGuest) {
+  start(3);  // two held by the calls below, one for `two`'s call
+  Quota quota;
+  quota.max_vms = 2;
+  TenantPool& t = tenant("t", quota);
+  auto g1 = std::make_shared<GuestPool>(t, "one", boot(*backend_, GUEST_PROBE), PoolSettings{0, 2});
+  auto g2 = std::make_shared<GuestPool>(t, "two", boot(*backend_, GUEST_ADD), PoolSettings{0, 2});
+  t.addGuest(g1);
+  t.addGuest(g2);
+  // Both of the tenant's VMs run `one`'s calls, held inside a host function.
+  testing::HoldingHostFunctions first, second;
+  submit(t, g1, 10, "call_host", {std::string("hold"), std::string("")}, 120s, &first);
+  submit(t, g1, 11, "call_host", {std::string("hold"), std::string("")}, 120s, &second);
+  first.waitUntilEntered();
+  second.waitUntilEntered();
+  // No VM for `two` and none will come back to it: refused, not parked.
+  submit(t, g2, 1, "add", {int32_t(1), int32_t(2)});
+  const bool answered = done_.waitFor(1, 30s);
+  first.release();
+  second.release();
+  ASSERT_TRUE(answered);
+  auto outcome = done_.outcomes()[0];
+  ASSERT_TRUE(outcome.refusal) << "ran: " << (outcome.call.result.ok() ? "ok" : outcome.call.result.error().describe());
+  EXPECT_EQ(outcome.refusal->kind, RefusalKind::kVmQuota) << outcome.refusal->message;
+  ASSERT_TRUE(done_.waitFor(3, 30s));
+  // Once `one`'s VMs are idle, `two`'s call gets one of them.
   submit(t, g2, 2, "add", {int32_t(1), int32_t(2)});
-  ASSERT_TRUE(done_.waitFor(2, 10s));
-  auto second = done_.outcomes()[1];
-  ASSERT_FALSE(second.refusal) << second.refusal->message;
-  EXPECT_EQ(std::get<int32_t>(second.call.result.value()), 3);
+  ASSERT_TRUE(done_.waitFor(4, 30s));
+  auto last = done_.outcomes()[3];
+  ASSERT_FALSE(last.refusal) << last.refusal->message;
+  EXPECT_EQ(std::get<int32_t>(last.call.result.value()), 3);
 }
 
 }  // namespace
