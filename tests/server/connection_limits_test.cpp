@@ -229,7 +229,7 @@ class ConnectionLimitsTest : public ::testing::Test {
 
 TEST_F(ConnectionLimitsTest, HelpListsTheConnectionFlagsWithTheirDefaults) {
   ChildProcess help(SANDPOOLD_BIN, {"--help"});
-  ASSERT_EQ(help.wait(10s), 0);
+  ASSERT_EQ(help.wait(60s), 0);
   std::string text = help.output();
   for (const char* flag :
        {"--rpc-login-message-limit-kib KIB (=64)", "--rpc-max-caps-per-message N (=64)", "--rpc-max-imports N (=256)",
@@ -278,7 +278,7 @@ TEST_F(ConnectionLimitsTest, CapabilityFloodAfterLoginIsRefusedAndCostsNoMemory)
     EXPECT_TRUE(attacker->awaitClose()) << "attempt " << attempt;
   }
   EXPECT_TRUE(server_->process().waitForLine(
-      "logged_in=true reason=\"1000000 capabilities in one message, at most 64\"", 5s))
+      "logged_in=true reason=\"1000000 capabilities in one message, at most 64\"", 60s))
       << server_->process().output();
 
   expectServed(tenant);

@@ -205,7 +205,7 @@ class ServerTest : public ::testing::Test {
 
 TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
   ChildProcess help(SANDPOOLD_BIN, {"--help"});
-  ASSERT_EQ(help.wait(10s), 0);
+  ASSERT_EQ(help.wait(60s), 0);
   std::string text = help.output();
   for (const char* flag :
        {"--listen-tcp", "--listen-unix", "--backend", "--workers", "--tenants", "--data-dir", "--min-warm",
@@ -239,14 +239,14 @@ TEST_F(ServerTest, ConfigFileSetsFlagsAndTheCommandLineWins) {
 
 TEST_F(ServerTest, BadFlagsAndBadTenantsFileStopTheStart) {
   ChildProcess bad_flag(SANDPOOLD_BIN, {"--tenants", "x", "--log-format", "xml"});
-  EXPECT_EQ(bad_flag.wait(10s), 2);
+  EXPECT_EQ(bad_flag.wait(60s), 2);
   EXPECT_TRUE(bad_flag.sawLine("--log-format must be text or json"));
 
   fs::path tenants = dir_.path() / "bad-tenants.conf";
   std::ofstream(tenants) << "[alpha]\ntoken = short\n";
   ChildProcess bad_file(SANDPOOLD_BIN, {"--tenants", tenants.string(), "--data-dir", (dir_.path() / "d").string(),
                                         "--backend", testBackend()});
-  EXPECT_EQ(bad_file.wait(10s), 1);
+  EXPECT_EQ(bad_file.wait(60s), 1);
   EXPECT_TRUE(bad_file.sawLine("tenants file line 1: tenant 'alpha' needs a token of at least 16 characters"))
       << bad_file.output();
 }
@@ -817,7 +817,7 @@ TEST_F(ServerTest, KillNineLosesNoAcknowledgedUpload) {
   }
   connections_.clear();
   server_->process().signal(SIGKILL);
-  ASSERT_EQ(server_->process().wait(10s), 128 + SIGKILL);
+  ASSERT_EQ(server_->process().wait(60s), 128 + SIGKILL);
   server_.reset();
 
   startServer();

@@ -145,26 +145,20 @@ Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
   if (!vcpu) return vcpu.takeError();
 
   SelfTestMeasurement m;
-  auto step = [&m](Expected<void> result) {
-    if (!result) m.failed_step = result.error().message;
+  // Records the first step that failed, as "<step>: <error>" where `step`
+  // is given (the step's own errors name it otherwise); true if it ran.
+  auto ran = [&m](const auto& result, const std::string& step) {
+    if (!result) m.failed_step = step.empty() ? result.error().message : step + ": " + result.error().message;
     return result.ok();
   };
-  auto ready = runToOut(**vcpu, kReady, "boot to READY");
-  if (!ready) {
-    m.failed_step = ready.error().message;
-    return m;
-  }
-  if (!step((*vcpu)->armReset(contents->bytes()))) return m;
+  if (!ran(runToOut(**vcpu, kReady, "boot to READY"), "")) return m;
+  if (!ran((*vcpu)->armReset(contents->bytes()), "arming the reset")) return m;
   // At least two calls, so one runs after a reset; more only while the loop
   // has not yet come in under the limit once.
   for (int call = 0; call < kSelfTestCalls; call++) {
     const std::string name = call == 0 ? "first call" : fmt::format("call {} after a reset", call);
-    if (!step(measureCall(**vcpu, name, m))) return m;
-    auto reset = (*vcpu)->reset();
-    if (!reset) {
-      m.failed_step = fmt::format("{}, reset: {}", name, reset.error().message);
-      return m;
-    }
+    if (!ran(measureCall(**vcpu, name, m), "")) return m;
+    if (!ran((*vcpu)->reset(), name + ", reset")) return m;
     if (call >= 1 && *m.fastest_loop < kSelfTestLoopLimit) break;
   }
   return m;
