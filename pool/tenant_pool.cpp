@@ -59,9 +59,15 @@ void TenantPool::submit(CallTask* task) {
 
 void TenantPool::maybeSchedule() {
   // Exactly one ticket exists while scheduled_ is true. Whoever changes
-  // pending_count_ or running_ calls this afterwards, so a ticket is never
-  // missing while there is work and room to run it.
-  if (pending_count_.load() == 0 || running_.load() >= quota_.max_concurrent_calls) return;
+  // pending_count_, running_ or long_calls_ calls this afterwards, so a
+  // ticket is never missing while there is work and room to run it. A
+  // ticket already queued when the tenant reaches its long calls still
+  // runs one call, so a tenant has at most that number plus the workers
+  // running at once.
+  if (pending_count_.load() == 0 || running_.load() >= quota_.max_concurrent_calls ||
+      long_calls_.load() >= scheduler_.maxLongCallsPerTenant()) {
+    return;
+  }
   bool expected = false;
   if (scheduled_.compare_exchange_strong(expected, true)) scheduler_.schedule(this);
 }
@@ -91,6 +97,13 @@ void TenantPool::runOnWorker() {
 
 void TenantPool::taskFinished() {
   running_.fetch_sub(1);
+  maybeSchedule();
+}
+
+void TenantPool::settingAside() { long_calls_.fetch_add(1); }
+
+void TenantPool::setAsideEnded() {
+  long_calls_.fetch_sub(1);
   maybeSchedule();
 }
 
@@ -197,6 +210,7 @@ TenantCounters TenantPool::counters() const {
   TenantCounters c;
   c.queued = pending_count_.load();
   c.running = running_.load();
+  c.long_calls = long_calls_.load();
   c.vms = vms_.load();
   c.memory_bytes = memory_bytes_.load();
   c.overloaded = overloaded_.load();

@@ -40,7 +40,7 @@ struct Quota {
 };
 
 struct TenantCounters {
-  uint32_t queued = 0, running = 0, vms = 0;
+  uint32_t queued = 0, running = 0, long_calls = 0, vms = 0;
   uint64_t memory_bytes = 0, overloaded = 0;
 };
 
@@ -93,6 +93,10 @@ class TenantPool : private WorkItem {
  private:
   void runOnWorker() override;  // the tenant's ticket: run one task
   void dropUnrun() override;    // at shutdown: fail what is still queued
+  // A call of this tenant steps aside, or ended after it did: while the
+  // scheduler's per-tenant number of them run, no other call starts.
+  void settingAside() override;
+  void setAsideEnded() override;
   // Fails a call that was accepted (and counted as arrived) with
   // kShuttingDown.
   void refuseQueued(CallTask* task);
@@ -110,6 +114,7 @@ class TenantPool : private WorkItem {
   std::atomic<uint32_t> queued_{0};   // reserved queue places (pushed or about to be)
   std::atomic<uint32_t> pending_count_{0};  // tasks in pending_
   std::atomic<uint32_t> running_{0};
+  std::atomic<uint32_t> long_calls_{0};  // set aside (or about to be), part of running_
   std::atomic<bool> scheduled_{false};  // the ticket is in the scheduler's queue
   std::atomic<bool> shutting_down_{false};
   std::atomic<uint32_t> vms_{0};

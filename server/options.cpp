@@ -6,13 +6,23 @@
 
 #include <boost/program_options.hpp>
 
+#include "vm/watchdog.h"
+
 namespace po = boost::program_options;
 
 namespace sandpool::server {
 
+namespace {
+
+// Calls on workers and set aside, each holding a watchdog slot; the rest of
+// the slots are for the boots of uploads (at most 64 threads).
+constexpr uint64_t kMaxRunningCalls = vm::Watchdog::kSlots - 64;
+
+}  // namespace
+
 ParsedOptions parseOptions(int argc, char** argv) {
   ServerOptions o;
-  uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0, rpc_spin_us = 0;
+  uint64_t idle_ms = 0, timeout_ms = 0, grace_ms = 0, spin_us = 0, rpc_spin_us = 0, long_call_us = 0;
   uint64_t login_timeout_ms = 0, connection_idle_ms = 0;
   uint64_t max_upload_kib = 0, rpc_limit_kib = 0, flow_limit_kib = 0, login_limit_kib = 0;
   std::string config_file;
@@ -37,6 +47,15 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "the KVM self-test, docs/kvm.md) instead of refusing it")
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
+      ("long-call-us", po::value(&long_call_us)->default_value(5000)->value_name("US"),
+       "a call still running after one to two of these steps aside: its thread drops to the idle scheduling "
+       "class and a new worker takes its place, so that long calls of one tenant never hold the workers from "
+       "another's calls (docs/server.md, \"Long calls\"); 0 disables")
+      ("max-long-calls", po::value(&o.max_long_calls)->default_value(o.max_long_calls)->value_name("N"),
+       "most calls stepped aside at once, each on a thread of its own; past it long calls keep their worker")
+      ("max-long-calls-per-tenant", po::value(&o.max_long_calls_per_tenant)->default_value(0)->value_name("N"),
+       "a tenant with this many calls stepped aside starts no other call until one ends; 0 means twice "
+       "--workers")
       ("worker-spin-us", po::value(&spin_us)->default_value(1000)->value_name("US"),
        "how long an idle worker busy-waits for the next call before sleeping (eagerly while the server is "
        "lightly loaded; under load yielding the CPU on every turn, for at most 100 us); 0 disables")
@@ -154,6 +173,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
   o.call_timeout = std::chrono::milliseconds(timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(grace_ms);
   o.worker_spin = std::chrono::microseconds(spin_us);
+  o.long_call = std::chrono::microseconds(long_call_us);
   o.rpc_spin = std::chrono::microseconds(rpc_spin_us);
   o.max_upload_bytes = max_upload_kib << 10;
   o.rpc_message_limit_bytes = rpc_limit_kib << 10;
@@ -169,6 +189,13 @@ ParsedOptions parseOptions(int argc, char** argv) {
     return fail("--rpc-login-message-limit-kib exceeds the RPC message limit (--rpc-message-limit-kib)");
   }
   if (o.workers == 0) o.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (o.max_long_calls_per_tenant == 0) o.max_long_calls_per_tenant = 2 * o.workers;
+  // Every running call holds one of the watchdog's slots; uploads' boots
+  // hold a few more.
+  if (o.workers + uint64_t{o.max_long_calls} > kMaxRunningCalls) {
+    return fail("--workers plus --max-long-calls exceeds " + std::to_string(kMaxRunningCalls) +
+                " calls running at once");
+  }
   result.options = o;
   return result;
 }

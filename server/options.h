@@ -38,6 +38,9 @@ struct ServerOptions {
   std::chrono::milliseconds connection_idle_timeout{300000};  // 0: never
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::microseconds worker_spin{1000};
+  std::chrono::microseconds long_call{5000};  // 0: calls never step aside
+  uint32_t max_long_calls = 256;
+  uint32_t max_long_calls_per_tenant = 0;  // 0: twice the workers
   std::chrono::microseconds rpc_spin{300};
   std::string log_level = "info";
   std::string log_format = "text";

@@ -96,7 +96,8 @@ kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, c
 // or finished a call goes straight on to the next one. Only an idle turn
 // waits: eagerly while the pools are lightly loaded, politely (yielding the
 // CPU) while calls queue, so that it never keeps a worker or a client off
-// an oversubscribed core (pool::SpinWait). Under load every call passes
+// an oversubscribed core, and not at all while long calls run set aside
+// (pool::SpinWait). Under load every call passes
 // through this thread: yielding its core after a turn that had work only
 // delays the next (docs/performance.md). With nothing in flight it sleeps.
 int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMailbox& mailbox,
@@ -109,14 +110,14 @@ int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMa
   while (received == 0) {
     if (spin.count() > 0 && ctx.inFlight() > 0) {
       mailbox.beginSpin();
-      pool::SpinWait wait(spin, scheduler.lightlyLoaded());
+      pool::SpinWait wait(spin, scheduler.spinMode());
       bool idle = false;
       while (received == 0 && ctx.inFlight() > 0 && (!idle || wait.turn())) {
         const uint64_t before = ctx.activityCount();
         const bool delivered = mailbox.drainIfAny();
         io.waitScope.poll();
         idle = !delivered && ctx.activityCount() == before;
-        if (!idle) wait.restart(scheduler.lightlyLoaded());
+        if (!idle) wait.restart(scheduler.spinMode());
       }
       mailbox.endSpin();
       io.waitScope.poll();
@@ -175,7 +176,8 @@ int runServer(const ServerOptions& options) {
   vm_config.memory_size = options.guest_memory_mib * vm::kMiB;
   vm_config.max_binary_size = options.max_upload_bytes;
 
-  pool::Scheduler scheduler({options.workers, options.worker_spin});
+  pool::Scheduler scheduler(
+      {options.workers, options.worker_spin, options.long_call, options.max_long_calls, options.max_long_calls_per_tenant});
   boost::asio::io_context io(1);
   auto io_work = boost::asio::make_work_guard(io);
   // Uploads boot their guest here, one at a time per tenant (BootGate): a

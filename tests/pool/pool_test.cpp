@@ -132,8 +132,10 @@ class ResetFailingBackend final : public vm::Backend {
 
 class PoolTest : public ::testing::Test {
  protected:
-  void start(unsigned workers) {
-    scheduler_ = std::make_unique<Scheduler>(SchedulerOptions{workers, std::chrono::microseconds(0)});
+  // Long calls step aside only where a test asks for it: the others order
+  // their queues by holding a call on the one worker.
+  void start(unsigned workers, std::chrono::microseconds long_call = 0us, unsigned long_calls_per_tenant = 64) {
+    scheduler_ = std::make_unique<Scheduler>(SchedulerOptions{workers, 0us, long_call, 256, long_calls_per_tenant});
     scheduler_->start();
     io_thread_ = std::thread([this] { io_.run(); });
   }
@@ -237,19 +239,23 @@ TEST(SchedulerTest, LoadIsLightOnlyWhileCallsArriveAlone) {
 }
 
 TEST(SpinWaitTest, TurnsUntilTheBudgetIsSpent) {
-  SpinWait spent(0us, true);
+  SpinWait spent(0us, SpinMode::eager);
   EXPECT_FALSE(spent.turn());
-  SpinWait eager(10s, true);
+  SpinWait eager(10s, SpinMode::eager);
   EXPECT_TRUE(eager.turn());
   // A polite wait ends at its own cap, however long the budget asked for
   // (whether its first turn still fits the cap depends on the scheduler).
-  SpinWait polite(10s, false);
+  SpinWait polite(10s, SpinMode::polite);
   const auto began = SpinWait::Clock::now();
   while (polite.turn()) {
   }
   EXPECT_LT(SpinWait::Clock::now() - began, 5s);
-  spent.restart(false);
+  spent.restart(SpinMode::polite);
   EXPECT_FALSE(spent.turn());
+  SpinWait none(10s, SpinMode::none);
+  EXPECT_FALSE(none.turn());
+  none.restart(SpinMode::none);
+  EXPECT_FALSE(none.turn());
 }
 
 TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
@@ -308,6 +314,94 @@ TEST_F(PoolTest, TenantsWithPendingCallsTakeTurns) {
   ASSERT_EQ(order.front(), 200);
   size_t b_position = std::find(order.begin(), order.end(), 100) - order.begin() - 1;
   EXPECT_LE(b_position, 1u) << "b's call completed after " << b_position << " of a's";
+}
+
+// Long calls step aside: tenant a's calls spin until their deadline, three
+// times as many as there are workers. They all start (the first ones step
+// aside for the next), and b's call, arriving after them, completes while
+// every one of a's is still running, not after the first of them times out.
+TEST_F(PoolTest, SpinningCallsOfOneTenantDoNotHoldTheWorkersFromAnother) {
+  start(2, 5ms);
+  TenantPool& a = tenant("a");
+  TenantPool& b = tenant("b");
+  auto snapshot = boot(*backend_, GUEST_MISBEHAVE);
+  auto ga = std::make_shared<GuestPool>(a, "m", snapshot, PoolSettings{0, 6});
+  auto gb = std::make_shared<GuestPool>(b, "m", snapshot, PoolSettings{0, 1});
+  for (int i = 0; i < 6; ++i) submit(a, ga, i, "spin", {}, 10s);
+  ASSERT_TRUE(eventually([&] { return ga->stats().busy == 6; })) << "a's six calls all started";
+  EXPECT_GE(scheduler_->longCallsSetAside(), 4u) << "at most two of them on the workers";
+  submit(b, gb, 100, "divide", {int32_t(8), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(1, 60s));
+  EXPECT_EQ(done_.order().front(), 100) << "b's call waited for one of a's to time out";
+  EXPECT_EQ(ga->stats().busy, 6u) << "a's calls are all still running";
+  ASSERT_TRUE(done_.waitFor(7, 60s));
+  const auto outcomes = done_.outcomes();
+  ASSERT_FALSE(outcomes[0].refusal);
+  EXPECT_EQ(std::get<int32_t>(outcomes[0].call.result.value()), 4);
+  for (size_t k = 1; k < outcomes.size(); ++k) {
+    ASSERT_FALSE(outcomes[k].refusal) << outcomes[k].refusal->message;
+    ASSERT_FALSE(outcomes[k].call.result.ok());
+    EXPECT_EQ(outcomes[k].call.result.error().kind, vm::ErrorKind::kTimeout);
+  }
+  // A thread set aside ends with its call.
+  EXPECT_TRUE(eventually([&] { return scheduler_->longCallsRunning() == 0; }));
+}
+
+// A tenant with its share of long calls set aside starts no more: with one
+// worker and two long calls per tenant, a's calls that spin stop at three
+// running (the third was taken before the second stepped aside) and the
+// rest wait in a's queue, while b's call runs.
+TEST_F(PoolTest, ATenantsLongCallsAreCappedAndItsOtherCallsWait) {
+  start(1, 5ms, 2);
+  TenantPool& a = tenant("a");
+  TenantPool& b = tenant("b");
+  auto snapshot = boot(*backend_, GUEST_MISBEHAVE);
+  auto ga = std::make_shared<GuestPool>(a, "m", snapshot, PoolSettings{0, 6});
+  auto gb = std::make_shared<GuestPool>(b, "m", snapshot, PoolSettings{0, 1});
+  for (int i = 0; i < 6; ++i) submit(a, ga, i, "spin", {}, 10s);
+  ASSERT_TRUE(eventually([&] { return a.counters().long_calls == 3; }));
+  submit(b, gb, 100, "divide", {int32_t(8), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(1, 60s));
+  EXPECT_EQ(done_.order().front(), 100);
+  const TenantCounters counters = a.counters();
+  EXPECT_EQ(counters.running, 3u);
+  EXPECT_EQ(counters.queued, 3u);
+  EXPECT_EQ(ga->stats().busy, 3u);
+  // As a's calls time out, the waiting ones run, three at a time.
+  ASSERT_TRUE(done_.waitFor(7, 60s));
+  EXPECT_EQ(a.counters().queued, 0u);
+}
+
+// A call waiting on a slow host function steps aside like a spinning one:
+// with one worker, b's call completes while a's is held in the host, and
+// a's call, set aside meanwhile, still gets its answer.
+TEST_F(PoolTest, ACallWaitingOnItsHostStepsAsideAndCompletes) {
+  start(1, 5ms);
+  TenantPool& a = tenant("a");
+  TenantPool& b = tenant("b");
+  auto ga = std::make_shared<GuestPool>(a, "p", boot(*backend_, GUEST_PROBE), PoolSettings{0, 1});
+  auto gb = std::make_shared<GuestPool>(b, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
+  testing::HoldingHostFunctions holder;
+  submit(a, ga, 0, "call_host", {std::string("hold"), std::string("")}, 120s, &holder);
+  holder.waitUntilEntered();
+  submit(b, gb, 1, "add", {int32_t(40), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(1, 60s));
+  EXPECT_EQ(done_.order().front(), 1);
+  EXPECT_EQ(scheduler_->longCallsRunning(), 1u);
+  EXPECT_EQ(scheduler_->spinMode(), SpinMode::none) << "a yield could hand the core to the long call";
+  holder.release();
+  ASSERT_TRUE(done_.waitFor(2, 60s));
+  const auto outcomes = done_.outcomes();
+  ASSERT_TRUE(outcomes[0].call.result.ok()) << outcomes[0].call.result.error().describe();
+  EXPECT_EQ(std::get<int32_t>(outcomes[0].call.result.value()), 42);
+  ASSERT_TRUE(outcomes[1].call.result.ok()) << outcomes[1].call.result.error().describe();
+  EXPECT_EQ(std::get<std::string>(outcomes[1].call.result.value()), "released");
+  EXPECT_EQ(scheduler_->longCallsSetAside(), 1u);
+  EXPECT_TRUE(eventually([&] { return scheduler_->longCallsRunning() == 0; }));
+  // The worker that took the set-aside one's place serves the next call.
+  submit(b, gb, 2, "add", {int32_t(1), int32_t(2)});
+  ASSERT_TRUE(done_.waitFor(3, 60s));
+  EXPECT_EQ(std::get<int32_t>(done_.outcomes()[2].call.result.value()), 3);
 }
 
 // A call's timeout counts from its receipt: one that spent most of it in

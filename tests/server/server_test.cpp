@@ -1196,6 +1196,35 @@ TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
 }
 
 }  // namespace
+// Long calls step aside (docs/server.md, "Long calls"): a tenant whose
+// calls spin until their timeout, three times as many as there are workers,
+// does not hold the workers from another tenant, whose call is answered
+// while none of the spinning calls has ended and at least the four that a
+// tenant may have set aside (twice the workers) are running.
+TEST_F(ServerTest, SpinningCallsOfOneTenantLeaveTheWorkersToAnother) {
+  startServer({"--workers", "2"});
+  auto a = alpha();
+  mustUpload(a, "misbehave", GUEST_MISBEHAVE);
+  auto b_conn = connect();
+  auto b = login(*b_conn, kBetaToken);
+  mustUpload(b, "add", GUEST_ADD);
+  int a_answered = 0;
+  kj::Vector<kj::Promise<void>> spins;
+  for (int i = 0; i < 6; ++i) {
+    spins.add(callAsync(a, "misbehave", "spin", {}, 20000).then([&a_answered](CallResult r) {
+      ++a_answered;
+      EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+    }));
+  }
+  ASSERT_TRUE(waitForStats(a, "misbehave", [](auto g) { return g.getBusy() >= 4; }, 60s));
+  CallResult answered = call(b, "add", "add", {i32(40), i32(2)});
+  ASSERT_TRUE(answered.ok) << answered.message;
+  EXPECT_EQ(answered.value, "42");
+  EXPECT_EQ(a_answered, 0) << "b's call waited for one of a's to end";
+  kj::joinPromises(spins.releaseAsArray()).wait(ws_);
+  EXPECT_EQ(a_answered, 6);
+}
+
 // Uploads boot one at a time per tenant: a tenant whose guests'
 // initialisation spins until the boot timeout holds one boot thread, and
 // another tenant's upload completes while all of its uploads still wait.
