@@ -366,7 +366,9 @@ TEST_F(PoolTest, ATenantsLongCallsAreCappedAndItsOtherCallsWait) {
   const TenantCounters counters = a.counters();
   EXPECT_EQ(counters.running, 3u);
   EXPECT_EQ(counters.queued, 3u);
-  EXPECT_EQ(ga->stats().busy, 3u);
+  // A call counts as busy once its VM is created, which a set-aside call
+  // may still be doing.
+  EXPECT_TRUE(eventually([&] { return ga->stats().busy == 3; }));
   // As a's calls time out, the waiting ones run, three at a time.
   ASSERT_TRUE(done_.waitFor(7, 60s));
   EXPECT_EQ(a.counters().queued, 0u);
@@ -387,7 +389,9 @@ TEST_F(PoolTest, ACallWaitingOnItsHostStepsAsideAndCompletes) {
   submit(b, gb, 1, "add", {int32_t(40), int32_t(2)});
   ASSERT_TRUE(done_.waitFor(1, 60s));
   EXPECT_EQ(done_.order().front(), 1);
-  EXPECT_EQ(scheduler_->longCallsRunning(), 1u);
+  // b's call may have stepped aside too on a loaded machine (its VM is a
+  // cold start); its thread ends just after the call completes.
+  EXPECT_TRUE(eventually([&] { return scheduler_->longCallsRunning() == 1; }));
   EXPECT_EQ(scheduler_->spinMode(), SpinMode::none) << "a yield could hand the core to the long call";
   holder.release();
   ASSERT_TRUE(done_.waitFor(2, 60s));
@@ -396,7 +400,7 @@ TEST_F(PoolTest, ACallWaitingOnItsHostStepsAsideAndCompletes) {
   EXPECT_EQ(std::get<int32_t>(outcomes[0].call.result.value()), 42);
   ASSERT_TRUE(outcomes[1].call.result.ok()) << outcomes[1].call.result.error().describe();
   EXPECT_EQ(std::get<std::string>(outcomes[1].call.result.value()), "released");
-  EXPECT_EQ(scheduler_->longCallsSetAside(), 1u);
+  EXPECT_GE(scheduler_->longCallsSetAside(), 1u);
   EXPECT_TRUE(eventually([&] { return scheduler_->longCallsRunning() == 0; }));
   // The worker that took the set-aside one's place serves the next call.
   submit(b, gb, 2, "add", {int32_t(1), int32_t(2)});
