@@ -50,6 +50,9 @@ void Scheduler::stop() {
 }
 
 void Scheduler::workerLoop(Worker& self) {
+  // Named for operators (top -H, /proc/PID/task/*/comm) and for the
+  // system-call filter's tests.
+  pthread_setname_np(pthread_self(), "sp-worker");
   while (WorkItem* item = next()) {
     // Only this thread changes `state` while no item runs. Sequentially
     // consistent, for the pairing described in overseerLoop().
@@ -68,6 +71,7 @@ void Scheduler::workerLoop(Worker& self) {
 }
 
 void Scheduler::overseerLoop() {
+  pthread_setname_np(pthread_self(), "sp-overseer");
   const auto look_every = options_.long_call;
   // Ticks without a busy worker before the overseer sleeps until woken: a
   // server with calls now and then keeps it ticking (a few wake-ups per
