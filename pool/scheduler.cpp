@@ -53,6 +53,7 @@ void Scheduler::workerLoop(Worker& self) {
   // Named for operators (top -H, /proc/PID/task/*/comm) and for the
   // system-call filter's tests.
   pthread_setname_np(pthread_self(), "sp-worker");
+  if (options_.thread_setup) options_.thread_setup();
   while (WorkItem* item = next()) {
     // Only this thread changes `state` while no item runs. Sequentially
     // consistent, for the pairing described in overseerLoop().

@@ -34,6 +34,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstddef>
 #include <list>
 #include <mutex>
@@ -76,6 +77,9 @@ struct SchedulerOptions {
   // extra thread in the idle class costs the others latency
   // (docs/performance.md). 0: twice the workers.
   unsigned max_long_calls_per_tenant = 0;
+  // Runs first on every worker thread, the replacements of set-aside ones
+  // included (the server installs its system-call filter there).
+  std::function<void()> thread_setup;
 };
 
 class Scheduler {

@@ -8,7 +8,7 @@ build_dir=${1:-build}
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libboost-dev libboost-program-options-dev libspdlog-dev libfmt-dev
-  libcapnp-dev capnproto libelf-dev libunicorn-dev libssl-dev
+  libcapnp-dev capnproto libelf-dev libunicorn-dev libssl-dev libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-pytest
   # KVM tests: a Debian kernel booted under QEMU offers a real /dev/kvm.

@@ -45,6 +45,10 @@ ParsedOptions parseOptions(int argc, char** argv) {
       ("kvm-speed-check", po::value(&o.kvm_speed_check)->default_value(o.kvm_speed_check)->value_name("require|waive"),
        "waive: accept a KVM whose guest code runs far below hardware speed (KVM under software emulation; "
        "the KVM self-test, docs/kvm.md) instead of refusing it")
+      ("syscall-filter", po::value(&o.syscall_filter)->default_value(o.syscall_filter)->value_name("kill|log|off"),
+       "system-call filters (seccomp): an allow-list on the threads that run guests, a deny-list (no new "
+       "processes or programs, no tracing, modules or mounts) on the whole process; a call outside them kills "
+       "the process (kill), or is only logged by the kernel (log, for tuning); docs/security.md")
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
       ("long-call-us", po::value(&long_call_us)->default_value(5000)->value_name("US"),
@@ -168,6 +172,9 @@ ParsedOptions parseOptions(int argc, char** argv) {
   if (login_limit_kib == 0) return fail("--rpc-login-message-limit-kib must be at least 1");
   if (timeout_ms == 0) return fail("--call-timeout-ms must be at least 1");
   if (o.guest_memory_mib < 2 || o.guest_memory_mib % 2 != 0) return fail("--guest-memory-mib must be a multiple of 2");
+  if (o.syscall_filter != "kill" && o.syscall_filter != "log" && o.syscall_filter != "off") {
+    return fail("--syscall-filter must be kill, log or off, not '" + o.syscall_filter + "'");
+  }
   if (o.log_format != "text" && o.log_format != "json") return fail("--log-format must be text or json, not '" + o.log_format + "'");
   o.idle_time = std::chrono::milliseconds(idle_ms);
   o.call_timeout = std::chrono::milliseconds(timeout_ms);

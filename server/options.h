@@ -17,6 +17,7 @@ struct ServerOptions {
   std::string listen_unix = "sandpoold.sock";  // relative to data_dir; empty: none
   std::string backend = "auto";
   std::string kvm_speed_check = "require";  // or "waive": accept KVM under emulation
+  std::string syscall_filter = "kill";  // or "log", "off"
   unsigned workers = 0;  // 0: one per CPU core
   std::string tenants_file;
   std::string data_dir = "sandpool-data";

@@ -33,6 +33,7 @@
 #include "server/tenant_state.h"
 #include "server/tenants_file.h"
 #include "vm/backend.h"
+#include "vm/syscall_filter.h"
 #include "vm/unique_fd.h"
 
 namespace sandpool::server {
@@ -162,7 +163,9 @@ int runServer(const ServerOptions& options) {
     spdlog::critical("event=start_failed step=backend error=\"{}\"", backend.error().describe());
     return 1;
   }
-  spdlog::info("event=backend name={} reason=\"{}\"", vm::backendKindName(backend.value()->kind()), because);
+  spdlog::info("event=backend name={} isolation=\"{}\" reason=\"{}\"", vm::backendKindName(backend.value()->kind()),
+               backend.value()->kind() == vm::BackendKind::kKvm ? "hardware virtualisation" : "software emulation",
+               because);
 
   std::error_code ec;
   fs::create_directories(fs::path(options.data_dir) / "guests", ec);
@@ -176,8 +179,34 @@ int runServer(const ServerOptions& options) {
   vm_config.memory_size = options.guest_memory_mib * vm::kMiB;
   vm_config.max_binary_size = options.max_upload_bytes;
 
-  pool::Scheduler scheduler(
-      {options.workers, options.worker_spin, options.long_call, options.max_long_calls, options.max_long_calls_per_tenant});
+  std::optional<vm::FilterMode> filter_mode;
+  if (vm::FilterMode mode; vm::parseFilterMode(options.syscall_filter, mode)) filter_mode = mode;
+  if (filter_mode) {
+    // Before the workers start: their own filter stacks on this one, and a
+    // thread with a filter of its own cannot be given another one later.
+    // Nothing from here on needs what it forbids.
+    if (auto restricted = vm::restrictProcess(*filter_mode); !restricted) {
+      spdlog::critical("event=start_failed step=syscall_filter error=\"{}\"", restricted.error().describe());
+      return 1;
+    }
+    spdlog::info("event=syscall_filter mode={} guest_threads=allow_list process=deny_list",
+                 vm::filterModeName(*filter_mode));
+  } else {
+    spdlog::warn("event=syscall_filter mode=off what=\"no system-call filter: a guest that escapes its VM finds "
+                 "every system call\"");
+  }
+  pool::SchedulerOptions scheduler_options{options.workers, options.worker_spin, options.long_call,
+                                           options.max_long_calls, options.max_long_calls_per_tenant};
+  if (filter_mode) {
+    scheduler_options.thread_setup = [kind = backend.value()->kind(), mode = *filter_mode] {
+      if (auto restricted = vm::restrictGuestThread(kind, mode); !restricted) {
+        // A worker without its filter would run guests unguarded.
+        spdlog::critical("event=syscall_filter_failed thread=worker error=\"{}\"", restricted.error().describe());
+        std::abort();
+      }
+    };
+  }
+  pool::Scheduler scheduler(std::move(scheduler_options));
   boost::asio::io_context io(1);
   auto io_work = boost::asio::make_work_guard(io);
   // Uploads boot their guest here, one at a time per tenant (BootGate): a

@@ -212,7 +212,7 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
         "--max-vms", "--idle-time-ms", "--call-timeout-ms", "--guest-memory-mib", "--queue-length",
         "--max-upload-kib", "--rpc-message-limit-kib", "--log-level", "--log-format", "--config",
         "--shutdown-grace-ms", "--max-connections", "--worker-spin-us", "--rpc-spin-us", "--rpc-flow-limit-kib",
-        "--kvm-speed-check"}) {
+        "--kvm-speed-check", "--syscall-filter", "--long-call-us", "--max-long-calls", "--max-long-calls-per-tenant"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
   EXPECT_NE(text.find("(=127.0.0.1:7300)"), std::string::npos);
@@ -1196,6 +1196,30 @@ TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
 }
 
 }  // namespace
+// The start-up log names the boundary around guests and the system-call
+// filters in force (docs/security.md); every other test runs with them.
+TEST_F(ServerTest, StartUpLogNamesTheIsolationAndTheSystemCallFilters) {
+  startServer();
+  const std::string isolation =
+      testBackend() == "kvm" ? "isolation=\"hardware virtualisation\"" : "isolation=\"software emulation\"";
+  EXPECT_TRUE(server_->process().sawLine(isolation)) << server_->process().output();
+  EXPECT_TRUE(server_->process().sawLine("event=syscall_filter mode=kill guest_threads=allow_list process=deny_list"))
+      << server_->process().output();
+  auto tenant = alpha();
+  mustUpload(tenant, "hello", GUEST_HELLO);
+  CallResult r = call(tenant, "hello", "hello", {str("filtered")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, filtered!\"");
+}
+
+TEST_F(ServerTest, SystemCallFiltersCanBeTurnedOffAndTheLogSaysSo) {
+  startServer({"--syscall-filter", "off"});
+  EXPECT_TRUE(server_->process().sawLine("event=syscall_filter mode=off")) << server_->process().output();
+  ChildProcess refused(SANDPOOLD_BIN, {"--syscall-filter", "audit", "--tenants", "x"});
+  EXPECT_EQ(refused.wait(60s), 2);
+  EXPECT_NE(refused.output().find("--syscall-filter must be kill, log or off"), std::string::npos) << refused.output();
+}
+
 // Long calls step aside (docs/server.md, "Long calls"): a tenant whose
 // calls spin until their timeout, three times as many as there are workers,
 // does not hold the workers from another tenant, whose call is answered

@@ -17,6 +17,7 @@
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "vm/syscall_filter.h"
 
 namespace sandpool::vm {
 namespace {
@@ -632,6 +633,43 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
 
 std::string backendName(const ::testing::TestParamInfo<BackendKind>& info) {
   return std::string(backendKindName(info.param));
+}
+
+// The system-call filter of the threads that run guests
+// (docs/security.md): a thread under it, in kill mode, creates VMs, runs
+// calls that print, call the host, fault and time out (the watchdog
+// interrupts it), and resets between them. A call the filter does not
+// allow would have killed the test process.
+TEST_P(ConformanceTest, GuestsRunOnAThreadUnderTheSystemCallFilter) {
+  auto hello = boot("hello");
+  auto misbehave = boot("misbehave");
+  auto probe = boot("probe");
+  ASSERT_TRUE(hello && misbehave && probe);
+  std::thread worker([&] {
+    auto restricted = restrictGuestThread(GetParam(), FilterMode::kKill);
+    ASSERT_TRUE(restricted.ok()) << restricted.error().describe();
+    auto greeter = Sandbox::create(*backend_, hello);
+    auto spinner = Sandbox::create(*backend_, misbehave);
+    auto prober = Sandbox::create(*backend_, probe);
+    ASSERT_TRUE(greeter.ok() && spinner.ok() && prober.ok());
+    for (int i = 0; i < 3; ++i) {
+      CallResult greeting = call(**greeter, "hello", {std::string("filter")});
+      EXPECT_EQ(ok(greeting), Value(std::string("Hello, filter!")));
+      EXPECT_FALSE(greeting.output.empty());
+    }
+    RecordingHostFunctions host;
+    EXPECT_EQ(ok(call(**prober, "call_host", {std::string("kv_get"), std::string("k")}, kGenerousDeadline, &host)),
+              Value(std::string("value-of-k")));
+    EXPECT_EQ(typeOf(ok(call(**prober, "entropy"))), ValueType::kBytes);
+    CallResult fault = call(**spinner, "write_null");
+    ASSERT_FALSE(fault.result.ok());
+    EXPECT_EQ(fault.result.error().kind, ErrorKind::kGuestFault);
+    CallResult spun = call(**spinner, "spin", {}, 200ms);
+    ASSERT_FALSE(spun.result.ok());
+    EXPECT_EQ(spun.result.error().kind, ErrorKind::kTimeout);
+    EXPECT_EQ(ok(call(**spinner, "divide", {int32_t(8), int32_t(2)})), Value(int32_t(4)));
+  });
+  worker.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm),
