@@ -15,6 +15,9 @@ packages=(
   qemu-system-x86 busybox-static cpio
   # Fuzz targets (scripts/fuzz.sh): clang with libFuzzer and the sanitizers.
   clang-14 libclang-rt-14-dev
+  # Wasm guests (docs/wasm.md): wasm2c translates modules at upload; clang-14
+  # with wasi-libc builds the example and test modules.
+  wabt wasi-libc libclang-rt-14-dev-wasm32 lld-14
 )
 missing=()
 for p in "${packages[@]}"; do

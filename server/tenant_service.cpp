@@ -15,6 +15,7 @@
 #include "server/call_task.h"
 #include "server/rpc_codec.h"
 #include "server/service_context.h"
+#include "wasm/translator.h"
 
 namespace sandpool::server {
 
@@ -314,13 +315,20 @@ kj::Promise<void> TenantImpl::upload(UploadContext context) {
                bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
     auto out = std::make_shared<UploadOutcome>();
     out->size = bytes.size();
-    auto snapshot = bootGuest(ctx.backend, bytes, ctx.vm_config);
+    // A Wasm module becomes a guest ELF here, and the ELF is what is stored,
+    // so a restart does not translate it again (docs/wasm.md).
+    auto image = wasm::guestImageFromUpload(bytes);
+    if (!image) {
+      out->error = image.takeError();
+      return out;
+    }
+    auto snapshot = bootGuest(ctx.backend, *image, ctx.vm_config);
     if (!snapshot) {
       out->error = snapshot.takeError();
       return out;
     }
-    out->sha256 = sha256Hex(bytes);
-    if (auto saved = ctx.store.save(tenant.config.name, name, bytes); !saved) {
+    out->sha256 = sha256Hex(*image);
+    if (auto saved = ctx.store.save(tenant.config.name, name, *image); !saved) {
       out->error = saved.takeError();
       return out;
     }

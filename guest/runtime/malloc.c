@@ -51,6 +51,15 @@ void* malloc(size_t size) {
   return header + 1;
 }
 
+void* sandpool_heap_reserve(size_t max_size, size_t keep, size_t* size) {
+  uintptr_t top = heap_end & ~(uintptr_t)(SANDPOOL_PAGE_SIZE - 1);
+  size_t available = top > heap_next + keep ? top - heap_next - keep : 0;
+  size_t taken = (max_size < available ? max_size : available) & ~(size_t)(SANDPOOL_PAGE_SIZE - 1);
+  heap_end = top - taken;
+  *size = taken;
+  return (void*)heap_end;
+}
+
 void free(void* ptr) {
   if (!ptr) return;
   block_header* header = (block_header*)ptr - 1;

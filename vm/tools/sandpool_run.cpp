@@ -18,14 +18,16 @@
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "wasm/translator.h"
 
 namespace {
 
 using namespace sandpool::vm;
 
 void usage() {
-  std::cerr << "usage: sandpool-run [options] GUEST.elf [FUNCTION [TYPE:VALUE ...]]\n"
-               "  Boots GUEST.elf, snapshots it after its initialisation and calls FUNCTION\n"
+  std::cerr << "usage: sandpool-run [options] GUEST [FUNCTION [TYPE:VALUE ...]]\n"
+               "  GUEST is an SDK guest ELF or a wasm32-wasi module (translated first, docs/wasm.md).\n"
+               "  Boots GUEST, snapshots it after its initialisation and calls FUNCTION\n"
                "  with the given arguments (types: i32 i64 u32 u64 f32 f64 bool string bytes;\n"
                "  bytes as hex, e.g. bytes:0x00ff). Without FUNCTION, lists the exports.\n"
                "options:\n"
@@ -94,12 +96,17 @@ int main(int argc, char** argv) {
   }
   std::cerr << "backend: " << why << "\n";
 
-  std::vector<uint8_t> elf;
-  if (!readFile(positional[0], elf)) {
+  std::vector<uint8_t> upload;
+  if (!readFile(positional[0], upload)) {
     std::cerr << "sandpool-run: cannot read " << positional[0] << "\n";
     return 1;
   }
-  auto image = GuestImage::parse(elf, config);
+  auto elf = sandpool::wasm::guestImageFromUpload(std::move(upload));
+  if (!elf) {
+    std::cerr << "sandpool-run: " << elf.error().describe() << "\n";
+    return 1;
+  }
+  auto image = GuestImage::parse(*elf, config);
   if (!image) {
     std::cerr << "sandpool-run: " << image.error().describe() << "\n";
     return 1;

@@ -74,6 +74,13 @@ const char* sandpool_host_error(void);
  * in sandpool_main(), or every call gets the same sequence). */
 const uint8_t* sandpool_call_entropy(void);
 
+/* Takes up to `max_size` bytes (whole pages, page-aligned) off the top of the
+ * heap for the rest of the guest's life, leaving at least `keep` bytes to
+ * malloc; stores the size taken in `*size` (possibly 0). The pages are zero
+ * until written, and cost nothing until touched. For regions that must grow
+ * in place, such as a Wasm linear memory. */
+void* sandpool_heap_reserve(size_t max_size, size_t keep, size_t* size);
+
 /* The boot info the host gave this guest. */
 const sandpool_boot_info* sandpool_boot(void);
 
