@@ -173,8 +173,8 @@ struct FunctionSignature {
 
 struct GuestInfo {
   name @0 :Text;
-  sha256 @1 :Text;        # of the uploaded ELF, lowercase hex
-  size @2 :UInt64;        # of the uploaded ELF, bytes
+  sha256 @1 :Text;        # of the stored guest ELF (a Wasm module's: the ELF it became), lowercase hex
+  size @2 :UInt64;        # of the stored guest ELF, bytes
   exports @3 :List(FunctionSignature);
   settings @4 :PoolSettings;
 }

@@ -4,7 +4,15 @@
 #include "server/options.h"
 #include "server/server.h"
 
+#include <cstdlib>
+#include <cstring>
+
+#include "wasm/translator_service.h"
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], sandpool::server::kServeWasmTranslations) == 0) {
+    return sandpool::wasm::serveTranslations(std::atoi(argv[2]));
+  }
   sandpool::server::captureSignals();
   auto parsed = sandpool::server::parseOptions(argc, argv);
   if (!parsed.options) return parsed.exit_code;

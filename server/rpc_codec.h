@@ -1,6 +1,7 @@
 // Conversions between the wire types (rpc-schema/sandpool.capnp) and the
-// vm/ and pool/ types, and the mapping of internal errors to typed RPC
-// errors. Everything here runs on the KJ thread.
+// types of the layers below (vm/, pool/, the TenantRegistry's answers), and
+// the mapping of their errors to typed RPC errors: every answer a client
+// gets is encoded here. Everything here runs on the KJ thread.
 #pragma once
 
 #include <string>
@@ -9,6 +10,8 @@
 #include "pool/call_task.h"
 #include "pool/guest_pool.h"
 #include "rpc-schema/sandpool.capnp.h"
+#include "server/tenant_registry.h"
+#include "server/tenant_state.h"
 #include "vm/error.h"
 #include "vm/value.h"
 
@@ -31,5 +34,32 @@ void toRpc(const vm::Error& error, rpc::Error::Builder out);
 // Every error message a client gets is set here: escaped and cut at
 // text::kMaxUntrustedBytes (common/untrusted_text.h), whatever it quotes.
 void setError(rpc::Error::Builder out, rpc::ErrorCode code, kj::StringPtr message);
+void toRpc(const Failure& failure, rpc::Error::Builder out);
+
+void toRpc(const std::string& name, const GuestEntry& guest, rpc::GuestInfo::Builder out);
+void toRpc(const pool::PoolSettings& settings, rpc::PoolSettings::Builder out);
+void toRpc(const pool::Quota& quota, rpc::Quota::Builder out);
+
+// A size hint for a call's reply. Without one capnp starts every reply with
+// an 8 KiB segment: a large allocation per call, which sends glibc's malloc
+// down its slow path (consolidating the small chunks the call freed).
+capnp::MessageSize replySize(const pool::CallOutcome& outcome);
+// A call's value or typed error, its output and the server's timing.
+// Internal errors and refusals carry no host details (the registry logged
+// them).
+void toRpc(const FinishedCall& call, rpc::CallResult::Builder out);
+
+// Writes the statistics a TenantRegistry visits into `out`.
+class RpcStatsWriter final : public StatsVisitor {
+ public:
+  explicit RpcStatsWriter(rpc::TenantStats::Builder out) : out_(out) {}
+  void tenant(const TenantConfig& config, const pool::TenantCounters& counters, size_t guests) override;
+  void guest(const std::string& name, const pool::GuestStats& stats) override;
+
+ private:
+  rpc::TenantStats::Builder out_;
+  kj::Maybe<capnp::List<rpc::GuestStats>::Builder> guests_;
+  unsigned next_ = 0;
+};
 
 }  // namespace sandpool::server

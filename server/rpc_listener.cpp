@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include "rpc-schema/buffered_message_stream.h"
-#include "server/sandpool_service.h"
 
 namespace sandpool::server {
 
@@ -61,7 +60,7 @@ struct RpcListener::Connection {
         messages(*stream),
         guarded(messages, owner.limits_.messages, *status, owner.timer_, peer),
         network(guarded, capnp::rpc::twoparty::Side::SERVER, readerOptions(owner.limits_.messages)),
-        rpc(capnp::makeRpcServer(network, kj::heap<SandpoolImpl>(owner.ctx_, peer, kj::addRef(*status)))) {
+        rpc(capnp::makeRpcServer(network, owner.make_bootstrap_(peer, kj::addRef(*status)))) {
     rpc.setFlowLimit(owner.limits_.flow_limit_words);
   }
   ~Connection() { listener.forget(*this); }
@@ -84,8 +83,9 @@ struct RpcListener::Connection {
   kj::Maybe<std::list<Connection*>::iterator> position;
 };
 
-RpcListener::RpcListener(ServiceContext& ctx, kj::Network& network, kj::Timer& timer, const ConnectionLimits& limits)
-    : ctx_(ctx),
+RpcListener::RpcListener(BootstrapFactory make_bootstrap, kj::Network& network, kj::Timer& timer,
+                         const ConnectionLimits& limits)
+    : make_bootstrap_(std::move(make_bootstrap)),
       network_(network),
       timer_(timer),
       limits_(limits),

@@ -19,16 +19,18 @@
 // Threads: the KJ thread only.
 #pragma once
 
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
+#include <capnp/capability.h>
 #include <capnp/message.h>
 #include <kj/async-io.h>
 
+#include "server/connection_status.h"
 #include "server/guarded_message_stream.h"
-#include "server/service_context.h"
 
 namespace sandpool::server {
 
@@ -45,7 +47,12 @@ struct ConnectionLimits {
 
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
-  RpcListener(ServiceContext& ctx, kj::Network& network, kj::Timer& timer, const ConnectionLimits& limits);
+  // The bootstrap capability of a new connection from `peer`.
+  using BootstrapFactory =
+      std::function<capnp::Capability::Client(const std::string& peer, kj::Own<ConnectionStatus> connection)>;
+
+  RpcListener(BootstrapFactory make_bootstrap, kj::Network& network, kj::Timer& timer,
+              const ConnectionLimits& limits);
   ~RpcListener();
 
   // Binds `address` ("host:port" or "unix:/path") and starts accepting.
@@ -70,7 +77,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   void forget(Connection& conn);
   void taskFailed(kj::Exception&& exception) override;
 
-  ServiceContext& ctx_;
+  const BootstrapFactory make_bootstrap_;
   kj::Network& network_;
   kj::Timer& timer_;
   const ConnectionLimits limits_;

@@ -10,14 +10,15 @@
 
 #include "rpc-schema/sandpool.capnp.h"
 #include "server/connection_status.h"
+#include "server/rpc_host_functions.h"
+#include "server/tenant_registry.h"
 
 namespace sandpool::server {
 
-class ServiceContext;
-
 class SandpoolImpl final : public rpc::Sandpool::Server {
  public:
-  SandpoolImpl(ServiceContext& context, std::string peer, kj::Own<ConnectionStatus> connection);
+  SandpoolImpl(TenantRegistry& registry, HostCallForwarder& host_calls, std::string peer,
+               kj::Own<ConnectionStatus> connection);
 
  protected:
   kj::Promise<void> ping(PingContext context) override;
@@ -25,7 +26,8 @@ class SandpoolImpl final : public rpc::Sandpool::Server {
   kj::Promise<void> login(LoginContext context) override;
 
  private:
-  ServiceContext& ctx_;
+  TenantRegistry& registry_;
+  HostCallForwarder& host_calls_;
   std::string peer_;
   kj::Own<ConnectionStatus> connection_;
 };

@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <optional>
+#include <functional>
 #include <thread>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -25,15 +25,18 @@
 #include "pool/scheduler.h"
 #include "pool/spin_wait.h"
 #include "pool/tenant_pool.h"
+#include "server/activity_cue.h"
 #include "server/guest_store.h"
+#include "server/in_flight_work.h"
 #include "server/kj_mailbox.h"
+#include "server/rpc_host_functions.h"
 #include "server/rpc_listener.h"
 #include "server/sandpool_service.h"
-#include "server/service_context.h"
-#include "server/tenant_state.h"
+#include "server/tenant_registry.h"
 #include "server/tenants_file.h"
 #include "vm/backend.h"
 #include "vm/syscall_filter.h"
+#include "wasm/translator_service.h"
 #include "vm/unique_fd.h"
 
 namespace sandpool::server {
@@ -42,11 +45,28 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class LogErrors final : public kj::TaskSet::ErrorHandler {
+class LogTaskFailures final : public kj::TaskSet::ErrorHandler {
  public:
+  explicit LogTaskFailures(const char* event) : event_(event) {}
   void taskFailed(kj::Exception&& exception) override {
-    spdlog::error("event=task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
+    spdlog::error("event={} error=\"{}\"", event_, text::escapeUntrusted(exception.getDescription().cStr()));
   }
+
+ private:
+  const char* event_;
+};
+
+// One step of the shutdown, run when the member holding it is destroyed:
+// its place among Server's members says when.
+class ShutdownStep {
+ public:
+  explicit ShutdownStep(std::function<void()> step) : step_(std::move(step)) {}
+  ShutdownStep(const ShutdownStep&) = delete;
+  ShutdownStep& operator=(const ShutdownStep&) = delete;
+  ~ShutdownStep() { step_(); }
+
+ private:
+  std::function<void()> step_;
 };
 
 // A socket file left by a server that died is in the way of bind(); one
@@ -73,25 +93,153 @@ std::string unixSocketPath(const ServerOptions& options) {
   return p.string();
 }
 
+ConnectionLimits connectionLimits(const ServerOptions& options) {
+  return {.max_connections = options.max_connections,
+          .max_connections_per_peer = options.max_connections_per_peer,
+          .login_timeout = options.login_timeout.count() * kj::MILLISECONDS,
+          .idle_timeout = options.connection_idle_timeout.count() * kj::MILLISECONDS,
+          .flow_limit_words = options.rpc_flow_limit_bytes / sizeof(capnp::word),
+          .messages = {.login_message_words = options.rpc_login_message_limit_bytes / sizeof(capnp::word),
+                       .message_words = options.rpcMessageLimit() / sizeof(capnp::word),
+                       .max_caps_per_message = options.rpc_max_caps_per_message,
+                       .max_imports = options.rpc_max_imports}};
+}
+
+// The workers' options; with a filter mode, each worker installs the
+// guest-thread system-call filter as it starts.
+pool::SchedulerOptions schedulerOptions(const ServerOptions& options, vm::BackendKind backend,
+                                        std::optional<vm::FilterMode> filter_mode) {
+  pool::SchedulerOptions scheduler{options.workers, options.worker_spin, options.long_call, options.max_long_calls,
+                                   options.max_long_calls_per_tenant};
+  if (filter_mode) {
+    scheduler.thread_setup = [backend, mode = *filter_mode] {
+      if (auto restricted = vm::restrictGuestThread(backend, mode); !restricted) {
+        // A worker without its filter would run guests unguarded.
+        spdlog::critical("event=syscall_filter_failed thread=worker error=\"{}\"", restricted.error().describe());
+        std::abort();
+      }
+    };
+  }
+  return scheduler;
+}
+
+// sandpoold, the composition root. The members are declared in the order
+// the parts depend on each other, so construction builds each part after
+// what it uses, and destruction, in reverse, is the shutdown order of
+// docs/server.md ("Shutdown"): the threads that post to the KJ loop stop
+// first (the ShutdownSteps at the end), then what they posted is
+// delivered, the connections closed and the Unix socket removed, and the KJ
+// loop goes last. serve() does the steps before them: stop accepting, and
+// wait for the work in flight within the grace period.
+//
+// Thread: the KJ thread (the one that constructs it).
+class Server {
+ public:
+  Server(const ServerOptions& options, fs::file_time_type started, std::unique_ptr<vm::Backend> backend,
+         std::vector<TenantConfig> tenants, std::optional<vm::FilterMode> filter_mode,
+         wasm::TranslatorService* translator)
+      : options_(options),
+        started_(started),
+        kj_io_(kj::setupAsyncIo()),
+        mailbox_(kj_io_.unixEventPort),
+        backend_(std::move(backend)),
+        store_(fs::path(options.data_dir) / "guests"),
+        scheduler_(schedulerOptions(options, backend_->kind(), filter_mode)),
+        strand_io_(1),
+        strand_io_work_(boost::asio::make_work_guard(strand_io_)),
+        // Uploads boot their guest here, one at a time per tenant (BootGate):
+        // a thread per tenant at start and one more, so that no tenant's
+        // uploads, whose initialisation may spin until the boot timeout, hold
+        // every thread.
+        blocking_(std::clamp<size_t>(tenants.size() + 1, 2, 64)),
+        in_flight_(activity_),
+        registry_(options, *backend_, store_, mailbox_, blocking_, in_flight_,
+                  [this](const TenantConfig& config) {
+                    return std::make_unique<pool::TenantPool>(scheduler_, *backend_, strand_io_, config.name,
+                                                              config.quota, options_.idle_time);
+                  },
+                  std::move(tenants), translator),
+        host_call_tasks_(host_call_failures_),
+        host_calls_(mailbox_, host_call_tasks_),
+        loops_(loop_failures_),
+        listener_(
+            [this](const std::string& peer, kj::Own<ConnectionStatus> connection) -> capnp::Capability::Client {
+              return kj::heap<SandpoolImpl>(registry_, host_calls_, peer, kj::mv(connection));
+            },
+            kj_io_.provider->getNetwork(), kj_io_.provider->getTimer(), connectionLimits(options)) {
+    scheduler_.start();
+    strand_thread_ = std::thread([this] { strand_io_.run(); });
+  }
+
+  // Loads the stored guests, listens, serves until SIGTERM or SIGINT, and
+  // waits for the work in flight. Returns the process's exit code.
+  int serve();
+
+ private:
+  kj::Promise<void> reloadOnHangup();
+  int serveUntilSignal();
+
+  const ServerOptions& options_;
+  const fs::file_time_type started_;  // temporaries older than this are stale
+  kj::AsyncIoContext kj_io_;
+  KjMailbox mailbox_;
+  std::unique_ptr<vm::Backend> backend_;
+  GuestStore store_;
+  pool::Scheduler scheduler_;
+  boost::asio::io_context strand_io_;  // the tenants' strands
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> strand_io_work_;
+  boost::asio::thread_pool blocking_;
+  ActivityCue activity_;
+  InFlightWork in_flight_;
+  TenantRegistry registry_;
+  LogTaskFailures host_call_failures_{"background_task_failed"};
+  kj::TaskSet host_call_tasks_;
+  HostCallForwarder host_calls_;
+  LogTaskFailures loop_failures_{"task_failed"};
+  kj::TaskSet loops_;  // the mailbox's delivery loop, SIGHUP
+  std::string unix_path_;  // ours to remove at exit once set
+  ShutdownStep remove_unix_socket_{[this] {
+    kj_io_.waitScope.poll();
+    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  }};
+  RpcListener listener_;
+  ShutdownStep close_connections_{[this] { listener_.closeConnections(); }};
+  // What the threads below posted is delivered while the KJ loop still
+  // exists, and the replies flushed.
+  ShutdownStep deliver_posted_{[this] {
+    mailbox_.drainNow();
+    kj_io_.waitScope.poll();
+  }};
+  std::thread strand_thread_;
+  ShutdownStep stop_strands_{[this] {
+    registry_.stopPools();
+    strand_io_work_.reset();
+    if (strand_thread_.joinable()) strand_thread_.join();
+  }};
+  // Queued uploads and file writes finish first.
+  ShutdownStep join_blocking_{[this] { blocking_.join(); }};
+  ShutdownStep stop_workers_{[this] { scheduler_.stop(); }};
+};
+
 // SIGHUP: re-read the tenants file (token rotation, tenants added or
 // removed). A file that fails to parse changes nothing.
-kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, const ServerOptions& options) {
-  return port.onSignal(SIGHUP).then([&ctx, &port, &options](siginfo_t) {
-    auto configs = loadTenantsFile(options.tenants_file, options.queue_length);
+kj::Promise<void> Server::reloadOnHangup() {
+  return kj_io_.unixEventPort.onSignal(SIGHUP).then([this](siginfo_t) {
+    auto configs = loadTenantsFile(options_.tenants_file, options_.queue_length);
     if (!configs) {
       spdlog::error("event=tenants_reload_failed error=\"{}\"", configs.error().message);
     } else {
-      ctx.applyTenants(std::move(configs.value()));
-      spdlog::info("event=tenants_reloaded tenants={}", ctx.tenants.size());
+      registry_.applyTenants(std::move(configs.value()));
+      spdlog::info("event=tenants_reloaded tenants={}", registry_.tenantCount());
     }
-    return reloadOnHangup(ctx, port, options);
+    return reloadOnHangup();
   });
 }
 
 // Runs the KJ loop until SIGTERM or SIGINT and returns the signal.
 //
 // While calls are out on the workers the loop busy-polls (for at most
-// `spin` without progress) instead of sleeping in epoll: a reply then
+// --rpc-spin-us without progress) instead of sleeping in epoll: a reply then
 // reaches its client without the sleep/wake-up of the RPC thread, which
 // costs more than the call itself. A turn that delivered a reply or started
 // or finished a call goes straight on to the next one. Only an idle turn
@@ -101,32 +249,89 @@ kj::Promise<void> reloadOnHangup(ServiceContext& ctx, kj::UnixEventPort& port, c
 // (pool::SpinWait). Under load every call passes
 // through this thread: yielding its core after a turn that had work only
 // delays the next (docs/performance.md). With nothing in flight it sleeps.
-int serveUntilSignal(ServiceContext& ctx, const pool::Scheduler& scheduler, KjMailbox& mailbox,
-                     kj::AsyncIoContext& io, std::chrono::microseconds spin) {
+int Server::serveUntilSignal() {
+  const std::chrono::microseconds spin = options_.rpc_spin;
   int received = 0;
-  auto signal = io.unixEventPort.onSignal(SIGTERM)
-                    .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+  auto signal = kj_io_.unixEventPort.onSignal(SIGTERM)
+                    .exclusiveJoin(kj_io_.unixEventPort.onSignal(SIGINT))
                     .then([&received](siginfo_t info) { received = info.si_signo; })
                     .fork();
   while (received == 0) {
-    if (spin.count() > 0 && ctx.inFlight() > 0) {
-      mailbox.beginSpin();
-      pool::SpinWait wait(spin, scheduler.spinMode());
+    if (spin.count() > 0 && in_flight_.count() > 0) {
+      mailbox_.beginSpin();
+      pool::SpinWait wait(spin, scheduler_.spinMode());
       bool idle = false;
-      while (received == 0 && ctx.inFlight() > 0 && (!idle || wait.turn())) {
-        const uint64_t before = ctx.activityCount();
-        const bool delivered = mailbox.drainIfAny();
-        io.waitScope.poll();
-        idle = !delivered && ctx.activityCount() == before;
-        if (!idle) wait.restart(scheduler.spinMode());
+      while (received == 0 && in_flight_.count() > 0 && (!idle || wait.turn())) {
+        const uint64_t before = activity_.count();
+        const bool delivered = mailbox_.drainIfAny();
+        kj_io_.waitScope.poll();
+        idle = !delivered && activity_.count() == before;
+        if (!idle) wait.restart(scheduler_.spinMode());
       }
-      mailbox.endSpin();
-      io.waitScope.poll();
+      mailbox_.endSpin();
+      kj_io_.waitScope.poll();
       if (received != 0) break;
     }
-    signal.addBranch().exclusiveJoin(ctx.nextActivity()).wait(io.waitScope);
+    signal.addBranch().exclusiveJoin(activity_.next()).wait(kj_io_.waitScope);
   }
   return received;
+}
+
+int Server::serve() {
+  registry_.loadStoredGuests();
+  loops_.add(mailbox_.run());
+  loops_.add(reloadOnHangup());
+
+  std::string ready = "sandpoold ready";
+  try {
+    if (!options_.listen_tcp.empty()) {
+      ready += " tcp=" + listener_.listen(options_.listen_tcp).wait(kj_io_.waitScope);
+    }
+    if (!options_.listen_unix.empty()) {
+      std::string path = unixSocketPath(options_);
+      if (!clearStaleSocket(path)) {
+        throw KJ_EXCEPTION(FAILED, "another process is serving on the Unix socket", path.c_str());
+      }
+      listener_.listen("unix:" + path).wait(kj_io_.waitScope);
+      unix_path_ = path;
+      ready += " unix=" + unix_path_;
+    }
+  } catch (const kj::Exception& e) {
+    spdlog::critical("event=start_failed step=listen error=\"{}\"", e.getDescription().cStr());
+    return 1;
+  }
+
+  // Only once the listeners are up: a second sandpoold started on this data
+  // directory by mistake stops at its Unix socket (by default in the data
+  // directory) before it could delete the temporary file of an upload the
+  // first one is writing. Files written since `started_` are this
+  // process's own.
+  for (const auto& stale : store_.removeStaleTemporaries(started_)) {
+    if (stale.error) {
+      spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
+                    text::escapeUntrusted(stale.path.string()), stale.bytes, *stale.error);
+    } else {
+      spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", text::escapeUntrusted(stale.path.string()),
+                   stale.bytes);
+    }
+  }
+  spdlog::info("event=ready workers={} tenants={} {}", options_.workers, registry_.tenantCount(), ready);
+  std::printf("%s\n", ready.c_str());
+  std::fflush(stdout);
+
+  int signal = serveUntilSignal();
+  spdlog::info("event=shutdown_begin signal={} in_flight={}", signal, in_flight_.count());
+
+  listener_.stopAccepting();
+  auto drained = in_flight_.shutdown();
+  registry_.beginShutdown();
+  bool clean = drained.then([] { return true; })
+                   .exclusiveJoin(kj_io_.provider->getTimer()
+                                      .afterDelay(options_.shutdown_grace.count() * kj::MILLISECONDS)
+                                      .then([] { return false; }))
+                   .wait(kj_io_.waitScope);
+  spdlog::info("event=shutdown_drained clean={} in_flight={}", clean, in_flight_.count());
+  return 0;
 }
 
 }  // namespace
@@ -173,11 +378,13 @@ int runServer(const ServerOptions& options) {
     spdlog::critical("event=start_failed step=data_dir dir={} error=\"{}\"", options.data_dir, ec.message());
     return 1;
   }
-  GuestStore store(fs::path(options.data_dir) / "guests");
 
-  vm::VmConfig vm_config;
-  vm_config.memory_size = options.guest_memory_mib * vm::kMiB;
-  vm_config.max_binary_size = options.max_upload_bytes;
+  // Before the filter below: it forbids starting processes.
+  auto translator = wasm::TranslatorService::start("/proc/self/exe", kServeWasmTranslations);
+  if (!translator) {
+    spdlog::warn("event=wasm_translator_unavailable error=\"{}\" what=\"Wasm uploads are refused\"",
+                 translator.error().describe());
+  }
 
   std::optional<vm::FilterMode> filter_mode;
   if (vm::FilterMode mode; vm::parseFilterMode(options.syscall_filter, mode)) filter_mode = mode;
@@ -195,132 +402,13 @@ int runServer(const ServerOptions& options) {
     spdlog::warn("event=syscall_filter mode=off what=\"no system-call filter: a guest that escapes its VM finds "
                  "every system call\"");
   }
-  pool::SchedulerOptions scheduler_options{options.workers, options.worker_spin, options.long_call,
-                                           options.max_long_calls, options.max_long_calls_per_tenant};
-  if (filter_mode) {
-    scheduler_options.thread_setup = [kind = backend.value()->kind(), mode = *filter_mode] {
-      if (auto restricted = vm::restrictGuestThread(kind, mode); !restricted) {
-        // A worker without its filter would run guests unguarded.
-        spdlog::critical("event=syscall_filter_failed thread=worker error=\"{}\"", restricted.error().describe());
-        std::abort();
-      }
-    };
-  }
-  pool::Scheduler scheduler(std::move(scheduler_options));
-  boost::asio::io_context io(1);
-  auto io_work = boost::asio::make_work_guard(io);
-  // Uploads boot their guest here, one at a time per tenant (BootGate): a
-  // thread per tenant at start and one more, so that no tenant's uploads,
-  // whose initialisation may spin until the boot timeout, hold every thread.
-  boost::asio::thread_pool blocking(std::clamp<size_t>(tenant_configs.value().size() + 1, 2, 64));
 
-  auto make_pool = [&](const TenantConfig& config) {
-    return std::make_unique<pool::TenantPool>(scheduler, *backend.value(), io, config.name, config.quota,
-                                              options.idle_time);
-  };
-  std::vector<std::unique_ptr<TenantState>> tenants;
-  for (auto& config : tenant_configs.value()) {
-    auto t = std::make_unique<TenantState>();
-    t->pool = make_pool(config);
-    t->config = std::move(config);
-    tenants.push_back(std::move(t));
-  }
-
-  scheduler.start();
-  std::thread asio_thread([&io] { io.run(); });
-
-  auto kj_io = kj::setupAsyncIo();
-  KjMailbox mailbox(kj_io.unixEventPort);
-  int exit_code = 0;
+  int exit_code;
   {
-    ServiceContext ctx(options, vm_config, *backend.value(), store, mailbox, blocking, tenants, make_pool);
-    for (auto& tenant : tenants) ctx.loadStoredGuests(*tenant);
-
-    LogErrors log_errors;
-    kj::TaskSet loops(log_errors);
-    loops.add(mailbox.run());
-    loops.add(reloadOnHangup(ctx, kj_io.unixEventPort, options));
-
-    const ConnectionLimits limits{
-        .max_connections = options.max_connections,
-        .max_connections_per_peer = options.max_connections_per_peer,
-        .login_timeout = options.login_timeout.count() * kj::MILLISECONDS,
-        .idle_timeout = options.connection_idle_timeout.count() * kj::MILLISECONDS,
-        .flow_limit_words = options.rpc_flow_limit_bytes / sizeof(capnp::word),
-        .messages = {.login_message_words = options.rpc_login_message_limit_bytes / sizeof(capnp::word),
-                     .message_words = options.rpcMessageLimit() / sizeof(capnp::word),
-                     .max_caps_per_message = options.rpc_max_caps_per_message,
-                     .max_imports = options.rpc_max_imports}};
-    std::optional<RpcListener> listener;
-    listener.emplace(ctx, kj_io.provider->getNetwork(), kj_io.provider->getTimer(), limits);
-
-    std::string ready = "sandpoold ready";
-    std::string unix_path;
-    try {
-      if (!options.listen_tcp.empty()) {
-        ready += " tcp=" + listener->listen(options.listen_tcp).wait(kj_io.waitScope);
-      }
-      if (!options.listen_unix.empty()) {
-        std::string path = unixSocketPath(options);
-        if (!clearStaleSocket(path)) {
-          throw KJ_EXCEPTION(FAILED, "another process is serving on the Unix socket", path.c_str());
-        }
-        listener->listen("unix:" + path).wait(kj_io.waitScope);
-        unix_path = path;  // ours to remove at exit from here on
-        ready += " unix=" + unix_path;
-      }
-    } catch (const kj::Exception& e) {
-      spdlog::critical("event=start_failed step=listen error=\"{}\"", e.getDescription().cStr());
-      exit_code = 1;
-    }
-
-    if (exit_code == 0) {
-      // Only once the listeners are up: a second sandpoold started on this
-      // data directory by mistake stops at its Unix socket (by default in
-      // the data directory) before it could delete the temporary file of an
-      // upload the first one is writing. Files written since `started` are
-      // this process's own.
-      for (const auto& stale : store.removeStaleTemporaries(started)) {
-        if (stale.error) {
-          spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
-                        text::escapeUntrusted(stale.path.string()), stale.bytes, *stale.error);
-        } else {
-          spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", text::escapeUntrusted(stale.path.string()),
-                       stale.bytes);
-        }
-      }
-      spdlog::info("event=ready workers={} tenants={} {}", options.workers, tenants.size(), ready);
-      std::printf("%s\n", ready.c_str());
-      std::fflush(stdout);
-
-      int signal = serveUntilSignal(ctx, scheduler, mailbox, kj_io, options.rpc_spin);
-      spdlog::info("event=shutdown_begin signal={} in_flight={}", signal, ctx.inFlight());
-
-      listener->stopAccepting();
-      bool drained = ctx.shutdown()
-                         .then([] { return true; })
-                         .exclusiveJoin(kj_io.provider->getTimer()
-                                            .afterDelay(options.shutdown_grace.count() * kj::MILLISECONDS)
-                                            .then([] { return false; }))
-                         .wait(kj_io.waitScope);
-      spdlog::info("event=shutdown_drained clean={} in_flight={}", drained, ctx.inFlight());
-    }
-
-    // Everything that can post to the mailbox stops first; what it posted
-    // is delivered while the KJ loop still exists, and the replies flushed.
-    scheduler.stop();
-    blocking.join();
-    for (auto& tenant : tenants) tenant->pool->stop();
-    io_work.reset();
-    asio_thread.join();
-    mailbox.drainNow();
-    kj_io.waitScope.poll();
-    listener->closeConnections();
-    listener.reset();
-    kj_io.waitScope.poll();
-    if (!unix_path.empty()) ::unlink(unix_path.c_str());
+    Server server(options, started, std::move(backend.value()), std::move(tenant_configs.value()), filter_mode,
+                  translator ? translator.value().get() : nullptr);
+    exit_code = server.serve();
   }
-  tenants.clear();
   spdlog::info("event=shutdown_done exit_code={}", exit_code);
   return exit_code;
 }

@@ -16,4 +16,9 @@ void captureSignals();
 // Returns the process exit code: 0 after a clean shutdown.
 int runServer(const ServerOptions& options);
 
+// sandpoold started with this as its first argument, and a descriptor
+// number as its second, is the Wasm translator process that runServer()
+// starts for itself (wasm/translator_service.h); never given by hand.
+inline constexpr const char* kServeWasmTranslations = "--serve-wasm-translations";
+
 }  // namespace sandpool::server

@@ -1,19 +1,24 @@
-// The `Tenant` capability: everything one tenant may do, scoped to it by
-// construction (it is handed out by login and holds its tenant).
+// The `Tenant` capability and the `Guest` capabilities it hands out:
+// adapters over the TenantRegistry. Each method decodes its request, calls
+// one registry operation and encodes the answer (rpc_codec.h); what a
+// tenant may do, and what is logged, is the registry's.
 //
-// Thread: the KJ thread. Slow work (validating and booting uploads, file
-// writes) goes to the blocking pool, calls go to the tenant's pool.
+// A capability is scoped to its tenant by construction (login hands it out)
+// and carries the tenant's generation: once a token is rotated or the
+// tenant removed, every method fails with DISCONNECTED.
+//
+// Thread: the KJ thread.
 #pragma once
 
 #include <kj/memory.h>
 
 #include "rpc-schema/sandpool.capnp.h"
+#include "server/rpc_host_functions.h"
+#include "server/tenant_registry.h"
 
 namespace sandpool::server {
 
-class ServiceContext;
-struct TenantState;
-
-kj::Own<rpc::Tenant::Server> makeTenantService(ServiceContext& ctx, TenantState& tenant);
+kj::Own<rpc::Tenant::Server> makeTenantService(TenantRegistry& registry, HostCallForwarder& host_calls,
+                                               TenantState& tenant);
 
 }  // namespace sandpool::server

@@ -1220,6 +1220,75 @@ TEST_F(ServerTest, SystemCallFiltersCanBeTurnedOffAndTheLogSaysSo) {
   EXPECT_NE(refused.output().find("--syscall-filter must be kill, log or off"), std::string::npos) << refused.output();
 }
 
+// A Wasm module uploads like an ELF (docs/wasm.md): translated in the
+// translator process while sandpoold runs under its system-call filter
+// (which forbids starting programs), listed with its typed exports, called,
+// its traps typed errors, a foreign import refused naming it; and what is
+// stored is the ELF, which a restarted server boots without translating.
+TEST_F(ServerTest, WasmModulesUploadAndAnswerCallsAndSurviveARestart) {
+  startServer();
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "greet", WASM_GREETING);
+    auto list = tenant.listRequest().send().wait(ws_);
+    ASSERT_EQ(list.getGuests().size(), 1u);
+    bool listed = false;
+    for (auto f : list.getGuests()[0].getExports()) {
+      listed = listed || (std::string(f.getName().cStr()) == "greet" && f.getParams().size() == 1 &&
+                          f.getParams()[0] == rpc::ValueType::STRING && f.getResult() == rpc::ValueType::STRING);
+    }
+    EXPECT_TRUE(listed) << "greet(string) -> string";
+    CallResult r = call(tenant, "greet", "greet", {str("Lead")});
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(r.value, "\"Hello, Lead!\"");
+
+    auto refused = upload(tenant, "env", readFile(std::string(WASM_TEST_MODULES) + "/import_env.wasm"));
+    ASSERT_TRUE(refused);
+    EXPECT_NE(refused->find("invalidGuest"), std::string::npos) << *refused;
+    EXPECT_NE(refused->find("'env'.'getenv_secret'"), std::string::npos) << *refused;
+
+    mustUpload(tenant, "traps", std::string(WASM_TEST_MODULES) + "/traps.wasm");
+    CallResult trapped = call(tenant, "traps", "unreachable", {});
+    ASSERT_FALSE(trapped.ok);
+    EXPECT_EQ(trapped.code, rpc::ErrorCode::GUEST_ABORT);
+    EXPECT_NE(trapped.message.find("wasm trap: unreachable"), std::string::npos) << trapped.message;
+    CallResult again = call(tenant, "greet", "greet", {str("again")});
+    EXPECT_EQ(again.value, "\"Hello, again!\"") << again.message;
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  startServer();
+  EXPECT_TRUE(server_->process().sawLine("event=reload tenant=alpha guest=greet")) << server_->process().output();
+  auto tenant = alpha();
+  CallResult r = call(tenant, "greet", "greet", {str("restart")});
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"Hello, restart!\"");
+}
+
+// The translator process is a child of sandpoold: if it dies, Wasm uploads
+// fail with a typed error and everything else goes on.
+TEST_F(ServerTest, AWasmTranslatorThatDiedFailsWasmUploadsOnly) {
+  startServer();
+  std::ifstream children("/proc/" + std::to_string(server_->process().pid()) + "/task/" +
+                         std::to_string(server_->process().pid()) + "/children");
+  pid_t translator = 0;
+  children >> translator;
+  ASSERT_GT(translator, 0) << "sandpoold started its translator process";
+  std::ifstream cmdline("/proc/" + std::to_string(translator) + "/cmdline");
+  std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+  ASSERT_NE(args.find("--serve-wasm-translations"), std::string::npos) << args;
+  ASSERT_EQ(::kill(translator, SIGKILL), 0);
+  auto tenant = alpha();
+  auto refused = upload(tenant, "greet", readFile(WASM_GREETING));
+  ASSERT_TRUE(refused);
+  EXPECT_NE(refused->find("internal"), std::string::npos) << *refused;
+  mustUpload(tenant, "hello", GUEST_HELLO);
+  CallResult r = call(tenant, "hello", "hello", {str("still here")});
+  EXPECT_EQ(r.value, "\"Hello, still here!\"") << r.message;
+}
+
 // Long calls step aside (docs/server.md, "Long calls"): a tenant whose
 // calls spin until their timeout, three times as many as there are workers,
 // does not hold the workers from another tenant, whose call is answered

@@ -1,4 +1,4 @@
-#include "server/call_task.h"
+#include "server/rpc_host_functions.h"
 
 #include <memory>
 #include <optional>
@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "server/rpc_codec.h"
-#include "server/service_context.h"
 
 namespace sandpool::server {
 
@@ -46,14 +45,15 @@ std::string clientExceptionMessage(std::string_view description) {
 
 class HostCallMessage final : public KjMailbox::Message {
  public:
-  HostCallMessage(RpcCallTask& task, std::shared_ptr<HostCallState> state)
-      : task_(task), state_(std::move(state)) {}
-  // The task is still alive: its own completion is posted after this
-  // message by the same worker, and the mailbox keeps their order.
-  void deliver() override { task_.startHostCall(std::move(state_)); }
+  HostCallMessage(RpcHostFunctions& functions, std::shared_ptr<HostCallState> state)
+      : functions_(functions), state_(std::move(state)) {}
+  // The functions are still alive: they live as long as their call's task,
+  // whose completion is posted after this message by the same worker, and
+  // the mailbox keeps their order.
+  void deliver() override { functions_.startHostCall(std::move(state_)); }
 
  private:
-  RpcCallTask& task_;
+  RpcHostFunctions& functions_;
   std::shared_ptr<HostCallState> state_;
 };
 
@@ -70,50 +70,46 @@ class CancelHostCallMessage final : public KjMailbox::Message {
 
 }  // namespace
 
-void RpcCallTask::complete() { ctx_.mailbox.post(this); }
-
-vm::Expected<vm::Value> RpcCallTask::callHostFunction(std::string_view name,
-                                                      std::span<const vm::Value> args) {
+vm::Expected<vm::Value> RpcHostFunctions::callHostFunction(std::string_view name,
+                                                           std::span<const vm::Value> args) {
   auto state = std::make_shared<HostCallState>();
   state->name = std::string(name);
   state->args.assign(args.begin(), args.end());
-  ctx_.mailbox.post(new HostCallMessage(*this, state));
-  if (!state->done.try_acquire_until(deadline)) {
-    ctx_.mailbox.post(new CancelHostCallMessage(state));
+  mailbox_.post(new HostCallMessage(*this, state));
+  if (!state->done.try_acquire_until(deadline_)) {
+    mailbox_.post(new CancelHostCallMessage(state));
     return vm::makeError(vm::ErrorKind::kTimeout,
                          "host function '" + state->name + "' gave no reply before the call's deadline");
   }
   return std::move(*state->result);
 }
 
-void RpcCallTask::startHostCall(std::shared_ptr<HostCallState> state) {
-  KJ_IF_MAYBE(client, host_functions_) {
-    auto request = client->callRequest();
-    request.setName(ptr(state->name));
-    auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
-    for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
-    // Only the request is wrapped: the handlers that hold `state` must
-    // outlive the canceler's link to it, or dropping the last reference from
-    // inside the wrapped promise would destroy the canceler under it.
-    ctx_.background.add(state->canceler.wrap(request.send()).then(
-        [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
-          auto result = response.getResult();
-          if (result.isValue()) {
-            state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
-          } else {
-            state->result = vm::Expected<vm::Value>(vm::makeError(
-                vm::ErrorKind::kBadHostCall,
-                "host function '" + state->name + "' failed: " + str(result.getError())));
-          }
-          state->done.release();
-        },
-        [state](kj::Exception&& e) {
+void RpcHostFunctions::startHostCall(std::shared_ptr<HostCallState> state) {
+  auto request = client_.callRequest();
+  request.setName(ptr(state->name));
+  auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
+  for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
+  // Only the request is wrapped: the handlers that hold `state` must
+  // outlive the canceler's link to it, or dropping the last reference from
+  // inside the wrapped promise would destroy the canceler under it.
+  background_.add(state->canceler.wrap(request.send()).then(
+      [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
+        auto result = response.getResult();
+        if (result.isValue()) {
+          state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
+        } else {
           state->result = vm::Expected<vm::Value>(vm::makeError(
-              vm::ErrorKind::kBadHostCall, "host function '" + state->name + "' failed in the client: " +
-                                               clientExceptionMessage(e.getDescription().cStr())));
-          state->done.release();
-        }));
-  }
+              vm::ErrorKind::kBadHostCall,
+              "host function '" + state->name + "' failed: " + str(result.getError())));
+        }
+        state->done.release();
+      },
+      [state](kj::Exception&& e) {
+        state->result = vm::Expected<vm::Value>(vm::makeError(
+            vm::ErrorKind::kBadHostCall, "host function '" + state->name + "' failed in the client: " +
+                                             clientExceptionMessage(e.getDescription().cStr())));
+        state->done.release();
+      }));
 }
 
 }  // namespace sandpool::server

@@ -1,0 +1,472 @@
+#include "server/tenant_registry.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "common/untrusted_text.h"
+#include "vm/snapshot.h"
+#include "wasm/module.h"
+
+namespace sandpool::server {
+
+namespace {
+
+uint64_t ns(std::chrono::nanoseconds d) { return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)); }
+
+vm::VmConfig vmConfigOf(const ServerOptions& options) {
+  vm::VmConfig config;
+  config.memory_size = options.guest_memory_mib * vm::kMiB;
+  config.max_binary_size = options.max_upload_bytes;
+  return config;
+}
+
+vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend, std::span<const uint8_t> uploaded,
+                                                            const vm::VmConfig& config) {
+  auto image = guestImageFromUpload(uploaded, config);
+  if (!image) return image.takeError();
+  return vm::Snapshot::boot(backend, image.value(), config);
+}
+
+std::string describeName(const std::string& name) {
+  return isValidName(name) ? name : std::string("(invalid name)");
+}
+
+Failure unknownGuest(const std::string& name) {
+  return {FailureCode::kUnknownGuest, "no guest '" + describeName(name) + "'"};
+}
+
+// A call on its way through the pools, completed on the KJ thread through
+// the mailbox: pool::CallTask's contract, with the outcome logged and handed
+// to the RPC call's promise.
+class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
+ public:
+  MailboxCallTask(KjMailbox& mailbox, const TenantState& tenant, kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller,
+                  std::unique_ptr<vm::HostFunctions> host_functions)
+      : mailbox_(mailbox),
+        tenant_(tenant),
+        fulfiller_(kj::mv(fulfiller)),
+        host_functions_(std::move(host_functions)) {}
+  ~MailboxCallTask() noexcept override {}
+
+  vm::HostFunctions* hostFunctions() const { return host_functions_.get(); }
+
+  // Any thread: hands the task to the KJ thread.
+  void complete() override { mailbox_.post(this); }
+  // KJ thread: logs the outcome and fulfils the RPC call's promise.
+  void deliver() override {
+    const std::chrono::nanoseconds total = pool::Clock::now() - received;
+    logOutcome(total);
+    fulfiller_->fulfill(FinishedCall{kj::mv(outcome), total});
+  }
+
+ private:
+  // Successful calls only at debug, to keep the hot path quiet; failures
+  // the server caused at error.
+  void logOutcome(std::chrono::nanoseconds total) const {
+    const std::string& tenant = tenant_.config.name;
+    const std::string& guest_name = guest->name();
+    // The client chose the function's name: escaped (and quoted) in every
+    // log line, and only when a line is written.
+    auto function = [this] { return text::escapeUntrusted(request.function); };
+    if (outcome.refusal) {
+      auto level = outcome.refusal->kind == pool::RefusalKind::kNoVm ? spdlog::level::err : spdlog::level::debug;
+      if (spdlog::should_log(level)) {
+        spdlog::log(level, "event=call_refused tenant={} guest={} function=\"{}\" reason=\"{}\"", tenant, guest_name,
+                    function(), text::escapeUntrusted(outcome.refusal->message));
+      }
+      return;
+    }
+    if (outcome.call.result.ok()) {
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("event=call tenant={} guest={} function=\"{}\" total_us={} cold={}", tenant, guest_name,
+                      function(), ns(total) / 1000, outcome.cold_start);
+      }
+      return;
+    }
+    const vm::Error& e = outcome.call.result.error();
+    auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed ? spdlog::level::err
+                                                                                            : spdlog::level::info;
+    spdlog::log(level, "event=call_failed tenant={} guest={} function=\"{}\" error=\"{}\"", tenant, guest_name,
+                function(), text::escapeUntrusted(e.describe()));
+  }
+
+  KjMailbox& mailbox_;
+  const TenantState& tenant_;
+  kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller_;
+  std::unique_ptr<vm::HostFunctions> host_functions_;
+};
+
+// What the blocking pool reports of an upload.
+struct UploadOutcome {
+  std::optional<vm::Error> error;
+  bool stored = false;  // validation passed and the file is durable
+  std::shared_ptr<pool::GuestPool> pool;  // the new version, prewarmed
+  std::string sha256;
+  uint64_t size = 0;
+};
+
+}  // namespace
+
+vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded, const vm::VmConfig& config) {
+  return vm::GuestImage::parse(uploaded, config);
+}
+
+vm::Expected<std::vector<uint8_t>> TenantRegistry::imageFromUpload(std::vector<uint8_t> bytes) {
+  if (!wasm::isWasmModule(bytes)) return bytes;
+  if (translator_ == nullptr) {
+    return vm::makeError(vm::ErrorKind::kInvalidGuest,
+                         "Wasm modules cannot be translated on this server: its translator process did not start "
+                         "(the server's log says why)");
+  }
+  return translator_->guestImageFromUpload(std::move(bytes));
+}
+
+TenantRegistry::TenantRegistry(const ServerOptions& options, vm::Backend& backend, GuestStore& store,
+                               KjMailbox& mailbox, boost::asio::thread_pool& blocking, InFlightWork& in_flight,
+                               PoolFactory make_pool, std::vector<TenantConfig> tenants,
+                               wasm::TranslatorService* translator)
+    : options_(options),
+      vm_config_(vmConfigOf(options)),
+      backend_(backend),
+      translator_(translator),
+      store_(store),
+      mailbox_(mailbox),
+      blocking_(blocking),
+      in_flight_(in_flight),
+      make_pool_(std::move(make_pool)),
+      installs_(*this) {
+  for (auto& config : tenants) tenants_.push_back(makeTenant(std::move(config)));
+}
+
+std::unique_ptr<TenantState> TenantRegistry::makeTenant(TenantConfig config) {
+  auto tenant = std::make_unique<TenantState>();
+  tenant->pool = make_pool_(config);
+  tenant->config = std::move(config);
+  return tenant;
+}
+
+void TenantRegistry::loadStoredGuests() {
+  for (auto& tenant : tenants_) loadStoredGuests(*tenant);
+}
+
+void TenantRegistry::loadStoredGuests(TenantState& tenant) {
+  std::vector<std::string> errors;
+  auto stored = store_.loadAll(tenant.config.name, errors);
+  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", text::escapeUntrusted(e));
+  for (auto& g : stored) {
+    auto snapshot = bootGuest(backend_, g.elf, vm_config_);
+    if (!snapshot) {
+      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, g.guest,
+                    text::escapeUntrusted(snapshot.error().describe()));
+      continue;
+    }
+    auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, g.guest, std::move(snapshot.value()),
+                                                   settingsFor(tenant, g.guest));
+    guest->prewarmNow();
+    install(tenant, g.guest, std::move(guest), g.sha256, g.elf.size());
+    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
+  }
+}
+
+void TenantRegistry::applyTenants(std::vector<TenantConfig> configs) {
+  for (auto& tenant : tenants_) {
+    auto it = std::find_if(configs.begin(), configs.end(),
+                           [&](const TenantConfig& c) { return c.name == tenant->config.name; });
+    if (it == configs.end()) {
+      if (tenant->enabled) {
+        tenant->enabled = false;
+        ++tenant->generation;
+        spdlog::warn("event=tenant_disabled tenant={} reason=\"not in the tenants file any more\"",
+                     tenant->config.name);
+      }
+      continue;
+    }
+    if (!tenant->enabled || it->token != tenant->config.token) {
+      ++tenant->generation;
+      spdlog::info("event=token_rotated tenant={} capabilities_revoked=true", tenant->config.name);
+    }
+    tenant->enabled = true;
+    tenant->config.token = it->token;
+    if (!(it->quota == tenant->config.quota)) {
+      spdlog::warn("event=quota_unchanged tenant={} reason=\"quota changes take effect at restart\"",
+                   tenant->config.name);
+    }
+    configs.erase(it);
+  }
+  for (auto& config : configs) {
+    auto tenant = makeTenant(std::move(config));
+    spdlog::info("event=tenant_added tenant={}", tenant->config.name);
+    loadStoredGuests(*tenant);
+    tenants_.push_back(std::move(tenant));
+  }
+}
+
+TenantState* TenantRegistry::login(std::string_view token, const std::string& peer) {
+  // Compare against every token in constant time, so that timing reveals
+  // neither which tenant matched nor how much of a token was right.
+  TenantState* match = nullptr;
+  for (auto& tenant : tenants_) {
+    const std::string& expected = tenant->config.token;
+    bool same = tenant->enabled && token.size() == expected.size() &&
+                CRYPTO_memcmp(token.data(), expected.data(), expected.size()) == 0;
+    if (same) match = tenant.get();
+  }
+  if (match == nullptr) {
+    spdlog::warn("event=login_refused peer={}", peer);
+  } else {
+    spdlog::info("event=login tenant={} peer={}", match->config.name, peer);
+  }
+  return match;
+}
+
+std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant, const std::string& name, size_t bytes,
+                                                   bool replace) const {
+  if (in_flight_.shuttingDown()) return Failure{FailureCode::kShuttingDown, "the server is shutting down"};
+  if (!isValidName(name)) {
+    return Failure{FailureCode::kInvalidArgument,
+                   "guest name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"};
+  }
+  if (bytes > options_.max_upload_bytes) {
+    return Failure{FailureCode::kTooLarge, "guest ELF is " + std::to_string(bytes) +
+                                               " bytes; this server accepts at most " +
+                                               std::to_string(options_.max_upload_bytes)};
+  }
+  const bool exists = tenant.guests.count(name) != 0;
+  if (tenant.uploading.count(name) != 0) {
+    return Failure{FailureCode::kInvalidArgument, "an upload of guest '" + name + "' is already in progress"};
+  }
+  if (exists && !replace) {
+    return Failure{FailureCode::kGuestExists, "guest '" + name + "' exists; upload with replace to overwrite it"};
+  }
+  if (!exists && tenant.guests.size() + tenant.uploading.size() >= tenant.config.quota.max_guests) {
+    return Failure{FailureCode::kQuotaExceeded,
+                   "tenant may hold at most " + std::to_string(tenant.config.quota.max_guests) + " guests"};
+  }
+  return std::nullopt;
+}
+
+kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant, const std::string& name,
+                                                          std::span<const uint8_t> uploaded, bool replace) {
+  if (auto refused = checkUpload(tenant, name, uploaded.size(), replace)) {
+    spdlog::warn("event=upload_refused tenant={} guest={} code={} reason=\"{}\"", tenant.config.name,
+                 isValidName(name) ? name : "(invalid)", static_cast<int>(refused->code), refused->message);
+    return OrFailure<GuestEntry>(std::move(*refused));
+  }
+
+  tenant.uploading.insert(name);
+  WorkGuard work = in_flight_.begin();
+  std::vector<uint8_t> bytes(uploaded.begin(), uploaded.end());
+  pool::PoolSettings settings = settingsFor(tenant, name);
+  auto boot_and_store = [this, &tenant, settings, name,
+                         bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
+    auto out = std::make_shared<UploadOutcome>();
+    auto image = imageFromUpload(std::move(bytes));
+    if (!image) {
+      out->error = image.takeError();
+      return out;
+    }
+    out->size = image->size();
+    auto snapshot = bootGuest(backend_, *image, vm_config_);
+    if (!snapshot) {
+      out->error = snapshot.takeError();
+      return out;
+    }
+    out->sha256 = sha256Hex(*image);
+    if (auto saved = store_.save(tenant.config.name, name, *image); !saved) {
+      out->error = saved.takeError();
+      return out;
+    }
+    out->stored = true;
+    // The answer waits for the warm VMs, so the first call is not a cold start.
+    out->pool = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot.value()), settings);
+    out->pool->prewarmNow();
+    return out;
+  };
+  // The install step runs even if the client disconnects meanwhile: the
+  // file is on disk, so the registry must agree with it. The work stops
+  // counting once the blocking pool answered, before the install.
+  auto installed =
+      tenant.boot_gate.enter()
+          .then([this, boot_and_store = std::move(boot_and_store)]() mutable {
+            return runBlocking<std::shared_ptr<UploadOutcome>>(mailbox_, blocking_, std::move(boot_and_store));
+          })
+          .attach(kj::mv(work))
+          .then([this, &tenant, name](std::shared_ptr<UploadOutcome> out) {
+            tenant.boot_gate.leave();
+            tenant.uploading.erase(name);
+            if (!out->stored) {
+              spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, name,
+                           text::escapeUntrusted(out->error->describe()));
+              return out;
+            }
+            install(tenant, name, out->pool, out->sha256, out->size);
+            spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}", tenant.config.name, name,
+                         out->size, out->sha256, out->pool->snapshot().exports().size());
+            const uint32_t warm = out->pool->stats().warm, min_warm = out->pool->settings().min_warm;
+            if (warm < min_warm) {
+              spdlog::warn("event=upload_short_of_min_warm tenant={} guest={} warm={} min_warm={} reason=\"the "
+                           "tenant's VM quota ({} VMs) is in use by its other guests; calls take their idle "
+                           "VMs\"",
+                           tenant.config.name, name, warm, min_warm, tenant.config.quota.max_vms);
+            }
+            return out;
+          })
+          .fork();
+  installs_.add(installed.addBranch().ignoreResult());
+  return installed.addBranch().then([&tenant, name](std::shared_ptr<UploadOutcome> out) -> OrFailure<GuestEntry> {
+    if (out->stored) {
+      auto it = tenant.guests.find(name);
+      if (it != tenant.guests.end()) return it->second;
+      return Failure{FailureCode::kUnknownGuest, "guest '" + name + "' was removed while its upload finished"};
+    }
+    if (out->error->kind == vm::ErrorKind::kInternal) {
+      return Failure{FailureCode::kInternal, "could not store the guest; the server's log has the details"};
+    }
+    // Validation and boot errors describe the ELF, not the host.
+    return Failure{FailureCode::kInvalidGuest, out->error->message};
+  });
+}
+
+kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant, const std::string& name) {
+  auto it = tenant.guests.find(name);
+  if (it == tenant.guests.end()) return std::optional<Failure>(unknownGuest(name));
+  if (tenant.uploading.count(name) != 0) {
+    return std::optional<Failure>(
+        Failure{FailureCode::kInvalidArgument, "an upload of guest '" + name + "' is in progress"});
+  }
+  tenant.pool->removeGuest(it->second.pool);
+  tenant.guests.erase(it);
+  std::string tenant_name = tenant.config.name;
+  return writeStore([this, tenant_name, name] { return store_.remove(tenant_name, name); })
+      .attach(in_flight_.begin())
+      .then([tenant_name, name](std::optional<vm::Error> error) -> std::optional<Failure> {
+        if (error) {
+          spdlog::error("event=remove_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
+                        text::escapeUntrusted(error->describe()));
+          return Failure{FailureCode::kInternal,
+                         "could not delete the stored guest; the server's log has the details"};
+        }
+        spdlog::info("event=remove tenant={} guest={}", tenant_name, name);
+        return std::nullopt;
+      });
+}
+
+kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState& tenant, const std::string& name,
+                                                                     pool::PoolSettings settings) {
+  using Answer = OrFailure<pool::PoolSettings>;
+  auto it = tenant.guests.find(name);
+  if (it == tenant.guests.end()) return Answer(unknownGuest(name));
+  if (settings.max_vms == 0 || settings.min_warm > settings.max_vms) {
+    return Answer(Failure{FailureCode::kInvalidArgument,
+                          "need 1 <= maxVms and minWarm <= maxVms, got minWarm " +
+                              std::to_string(settings.min_warm) + ", maxVms " + std::to_string(settings.max_vms)});
+  }
+  if (settings.max_vms > tenant.config.quota.max_vms) {
+    return Answer(Failure{FailureCode::kQuotaExceeded,
+                          "maxVms " + std::to_string(settings.max_vms) + " exceeds the tenant's quota of " +
+                              std::to_string(tenant.config.quota.max_vms) + " VMs"});
+  }
+  it->second.pool->setSettings(settings);
+  // The answer waits for the settings to be on disk, so a restart keeps
+  // them; the pool uses them already.
+  std::string tenant_name = tenant.config.name;
+  return writeStore([this, tenant_name, name, settings] { return store_.saveSettings(tenant_name, name, settings); })
+      .attach(in_flight_.begin())
+      .then([tenant_name, name, settings](std::optional<vm::Error> error) -> Answer {
+        if (error) {
+          spdlog::error("event=configure_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
+                        text::escapeUntrusted(error->describe()));
+          return Failure{FailureCode::kInternal, "could not store the settings; the server's log has the details"};
+        }
+        spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenant_name, name,
+                     settings.min_warm, settings.max_vms);
+        return settings;
+      });
+}
+
+pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point received, uint32_t timeout_ms) const {
+  std::chrono::nanoseconds timeout = options_.call_timeout;
+  if (timeout_ms != 0) timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(timeout_ms));
+  return received + timeout;
+}
+
+kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestEntry& guest, GuestCall call) {
+  auto paf = kj::newPromiseAndFulfiller<FinishedCall>();
+  auto* task = new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller), std::move(call.host_functions));
+  task->guest = guest.pool;
+  task->request = std::move(call.request);
+  task->request.host_functions = task->hostFunctions();
+  task->received = call.received;
+  task->deadline = call.deadline;
+  if (in_flight_.shuttingDown()) {
+    task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
+    task->complete();
+  } else {
+    tenant.pool->submit(task);
+  }
+  return paf.promise.attach(in_flight_.begin());
+}
+
+OrFailure<const GuestEntry*> TenantRegistry::guest(const TenantState& tenant, const std::string& name) const {
+  auto it = tenant.guests.find(name);
+  if (it == tenant.guests.end()) return unknownGuest(name);
+  return &it->second;
+}
+
+void TenantRegistry::visitStats(const TenantState& tenant, StatsVisitor& visitor) const {
+  visitor.tenant(tenant.config, tenant.pool->counters(), tenant.guests.size());
+  for (const auto& [name, entry] : tenant.guests) visitor.guest(name, entry.pool->stats());
+}
+
+void TenantRegistry::beginShutdown() {
+  for (auto& tenant : tenants_) tenant->pool->beginShutdown();
+}
+
+void TenantRegistry::stopPools() {
+  for (auto& tenant : tenants_) tenant->pool->stop();
+}
+
+pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant, const std::string& name) const {
+  auto it = tenant.guests.find(name);
+  if (it != tenant.guests.end()) return it->second.pool->settings();
+  pool::PoolSettings settings{options_.min_warm, options_.max_vms};
+  if (auto stored = store_.loadSettings(tenant.config.name, name)) settings = *stored;
+  // Stored settings were within the quota when set; the quota may have
+  // shrunk since.
+  settings.max_vms = std::clamp<uint32_t>(settings.max_vms, 1, tenant.config.quota.max_vms);
+  settings.min_warm = std::min(settings.min_warm, settings.max_vms);
+  return settings;
+}
+
+void TenantRegistry::install(TenantState& tenant, const std::string& name, std::shared_ptr<pool::GuestPool> guest,
+                             std::string sha256, uint64_t size) {
+  auto it = tenant.guests.find(name);
+  if (it != tenant.guests.end()) {
+    tenant.pool->removeGuest(it->second.pool);
+    tenant.guests.erase(it);
+  }
+  tenant.pool->addGuest(guest);
+  // A replaced guest's old VMs may have held the quota a full prewarm
+  // needed; they are being retired, so top up in the background.
+  guest->requestPrewarm();
+  tenant.guests[name] = GuestEntry{std::move(guest), std::move(sha256), size};
+}
+
+kj::Promise<std::optional<vm::Error>> TenantRegistry::writeStore(std::function<vm::Expected<void>()> write) {
+  return runBlocking<std::optional<vm::Error>>(mailbox_, blocking_,
+                                               [write = std::move(write)]() -> std::optional<vm::Error> {
+                                                 auto written = write();
+                                                 if (!written) return written.takeError();
+                                                 return std::nullopt;
+                                               });
+}
+
+void TenantRegistry::taskFailed(kj::Exception&& exception) {
+  spdlog::error("event=background_task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
+}
+
+}  // namespace sandpool::server
