@@ -18,6 +18,11 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
+void CallRequest::startTimeout(std::chrono::nanoseconds given) {
+  timeout = given;
+  deadline = Clock::now() + given;
+}
+
 Sandbox::Sandbox(std::shared_ptr<const Snapshot> snapshot, GuestMemory memory)
     : snapshot_(std::move(snapshot)), memory_(std::move(memory)) {}
 
@@ -45,6 +50,10 @@ CallResult Sandbox::call(const CallRequest& request) {
   calls_++;
   if (!healthy_) {
     outcome.result = makeError(ErrorKind::kResetFailed, "this VM failed a reset and cannot run calls");
+    return outcome;
+  }
+  if (request.deadline == Clock::time_point{}) {
+    outcome.result = makeError(ErrorKind::kInternal, "call request for '" + request.function + "' has no deadline");
     return outcome;
   }
   const Snapshot& snap = *snapshot_;
@@ -78,7 +87,7 @@ CallResult Sandbox::call(const CallRequest& request) {
     RunExit exit;
     vcpu_->clearInterrupt();
     {
-      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline.value_or(started + request.timeout));
+      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline);
       exit = vcpu_->run(session);
     }
     if (auto failed = session.failure(exit, request.timeout)) {
