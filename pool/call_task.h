@@ -50,8 +50,8 @@ class CallTask {
   virtual void complete() = 0;
 
   std::shared_ptr<GuestPool> guest;
-  // request.deadline and request.timeout are set from `deadline` and
-  // `received` when a VM starts.
+  // request.deadline is `deadline` itself, and request.timeout the span
+  // from `received` to it, set when a VM starts.
   vm::CallRequest request;
   Clock::time_point received{};
   Clock::time_point deadline{};  // the call fails with kTimeout once past it

@@ -231,8 +231,9 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
     finish(task);
     return vm;
   }
-  // Stopped at the call's deadline; the message names the timeout that
-  // applied to it from its receipt, queueing included.
+  // Stopped at the deadline set at receipt, passed down unchanged; the
+  // timeout is only named in a timeout's message: the one the call was
+  // given at receipt, queueing included.
   task->request.deadline = task->deadline;
   task->request.timeout = task->deadline - task->received;
   busy_.fetch_add(1);

@@ -3,8 +3,9 @@
 #include <sandpool/abi.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstring>
+#include <string_view>
+
+#include "vm/guest_protocol.h"
 
 namespace sandpool::vm {
 
@@ -65,15 +66,15 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
         return stopWith(makeError(ErrorKind::kGuestFault, "guest signalled READY during a call"));
       }
       finished_ = true;
-      finished_size_ = value;
+      export_table_size_ = value;
       ready_state_ = vcpu_.saveCpuState();
       return PortAction::kStop;
     case SANDPOOL_PORT_DONE:
       if (phase_ != Phase::kCall) {
         return stopWith(makeError(ErrorKind::kGuestFault, "guest signalled DONE before READY"));
       }
+      // The result's size (`value`) is the result header's to say.
       finished_ = true;
-      finished_size_ = value;
       return PortAction::kStop;
     case SANDPOOL_PORT_HOST_CALL: return serveHostCall();
     case SANDPOOL_PORT_ABORT: return reportAbort(value);
@@ -93,38 +94,10 @@ PortAction GuestSession::serveHostCall() {
   }
   auto area = guest_.read(layout_.host_call_addr, layout_.host_call_size, "host-call buffer");
   if (!area) return stopWith(area.takeError());
-  sandpool_host_call_header header;
-  std::memcpy(&header, area->data(), sizeof header);
-  const uint64_t capacity = area->size() - sizeof header;
-  if (header.magic != SANDPOOL_HOST_CALL_MAGIC) {
-    return stopWith(makeError(ErrorKind::kBadHostCall, "host call header has bad magic " + toHex(header.magic)));
-  }
-  if (header.name_size == 0 || header.name_size > SANDPOOL_MAX_NAME || header.arg_count > SANDPOOL_MAX_PARAMS ||
-      uint64_t{header.name_size} + header.args_size > capacity) {
-    return stopWith(makeError(ErrorKind::kBadHostCall,
-                              "host call header out of bounds: name " + std::to_string(header.name_size) +
-                                  " bytes, " + std::to_string(header.arg_count) + " arguments in " +
-                                  std::to_string(header.args_size) + " bytes, buffer " +
-                                  std::to_string(capacity) + " bytes"));
-  }
-  auto body = area->subspan(sizeof header);
-  const std::string name(body.begin(), body.begin() + header.name_size);
-  std::span<const uint8_t> encoded = body.subspan(header.name_size, header.args_size);
-  std::vector<Value> args;
-  for (uint32_t i = 0; i < header.arg_count; i++) {
-    auto arg = decodeValue(encoded);
-    if (!arg) {
-      return stopWith(makeError(ErrorKind::kBadHostCall,
-                                "host call '" + name + "' argument " + std::to_string(i) + ": " +
-                                    arg.error().message));
-    }
-    args.push_back(std::move(arg.value()));
-  }
-  if (!encoded.empty()) {
-    return stopWith(makeError(ErrorKind::kBadHostCall, "host call '" + name + "' has " +
-                                                           std::to_string(encoded.size()) +
-                                                           " bytes after its arguments"));
-  }
+  auto call = decodeHostCall(*area);
+  if (!call) return stopWith(call.takeError());
+  const std::string& name = call->name;
+  const std::vector<Value>& args = call->args;
 
   if (name == SANDPOOL_HOST_PRINT) {
     if (args.size() != 1 || typeOf(args[0]) != ValueType::kString) {
@@ -149,25 +122,7 @@ PortAction GuestSession::serveHostCall() {
 }
 
 void GuestSession::replyToGuest(const Expected<Value>& reply) {
-  // The payload is built apart and copied behind the header: appending it to
-  // a header-sized vector trips GCC 12's -Warray-bounds (a false positive).
-  sandpool_result_header header = {SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, 0, 0};
-  std::vector<uint8_t> payload;
-  if (reply) {
-    encodeValue(reply.value(), payload);
-  } else {
-    header.status = SANDPOOL_STATUS_ERROR;
-    payload.assign(reply.error().message.begin(), reply.error().message.end());
-  }
-  if (sizeof header + payload.size() > layout_.host_call_size) {
-    static constexpr std::string_view kTooLarge = "host reply does not fit the host-call buffer";
-    header.status = SANDPOOL_STATUS_ERROR;
-    payload.assign(kTooLarge.begin(), kTooLarge.end());
-  }
-  header.size = static_cast<uint32_t>(payload.size());
-  std::vector<uint8_t> message(sizeof header + payload.size());
-  std::memcpy(message.data(), &header, sizeof header);
-  std::copy(payload.begin(), payload.end(), message.begin() + sizeof header);
+  const std::vector<uint8_t> message = encodeHostReply(reply, layout_.host_call_size);
   // The buffer was validated when the call was read; a failure here is a host bug.
   if (auto written = guest_.write(layout_.host_call_addr, message, "host reply"); !written) {
     error_ = written.takeError();
@@ -182,15 +137,7 @@ PortAction GuestSession::reportAbort(uint32_t code) {
     return stopWith(makeError(ErrorKind::kGuestFault, "guest aborted (code " + std::to_string(code) +
                                                           ") with an unreadable message: " + text.error().message));
   }
-  const std::string message(text->begin(), text->end());
-  switch (code) {
-    case SANDPOOL_ABORT_OUT_OF_MEMORY:
-      return stopWith(makeError(ErrorKind::kOutOfMemory, "guest ran out of memory: " + message));
-    case SANDPOOL_ABORT_BAD_REQUEST:
-      return stopWith(makeError(ErrorKind::kInternal, "guest refused the call request: " + message));
-    default:
-      return stopWith(makeError(ErrorKind::kGuestAbort, "guest aborted: " + message));
-  }
+  return stopWith(abortError(code, std::string_view(reinterpret_cast<const char*>(text->data()), text->size())));
 }
 
 PortAction GuestSession::reportFault(uint32_t vector) {

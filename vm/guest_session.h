@@ -32,8 +32,8 @@ class GuestSession final : public PortHandler {
   // returned; `timeout` is the deadline that applied, for the message.
   std::optional<Error> failure(const RunExit& exit, std::chrono::nanoseconds timeout) const;
 
-  // READY's export table size (boot) or DONE's result size (call).
-  uint32_t finishedSize() const { return finished_size_; }
+  // The size of the export table the guest named at READY (boot only).
+  uint32_t exportTableSize() const { return export_table_size_; }
   // The CPU state saved at READY (boot only).
   std::unique_ptr<CpuState> takeReadyState() { return std::move(ready_state_); }
 
@@ -56,7 +56,7 @@ class GuestSession final : public PortHandler {
   HostFunctions* host_functions_;
 
   bool finished_ = false;
-  uint32_t finished_size_ = 0;
+  uint32_t export_table_size_ = 0;
   std::optional<Error> error_;
   std::unique_ptr<CpuState> ready_state_;
   std::string output_;

@@ -2,11 +2,10 @@
 
 #include <sys/mman.h>
 
-#include <sandpool/abi.h>
-
-#include <cstring>
+#include <array>
 
 #include "vm/entropy.h"
+#include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
 #include "vm/guest_view.h"
 #include "vm/watchdog.h"
@@ -17,52 +16,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string describeArgs(const std::vector<Value>& args) {
-  std::string text = "(";
-  for (size_t i = 0; i < args.size(); i++) {
-    if (i) text += ", ";
-    text += valueTypeName(typeOf(args[i]));
-  }
-  return text + ")";
-}
-
-Expected<void> checkArguments(const FunctionSignature& sig, const std::vector<Value>& args) {
-  bool match = args.size() == sig.params.size();
-  for (size_t i = 0; match && i < args.size(); i++) match = typeOf(args[i]) == sig.params[i];
-  if (!match) {
-    return makeError(ErrorKind::kBadArguments,
-                     "'" + sig.name + "' expects " + sig.describe() + ", got " + describeArgs(args));
-  }
-  return {};
-}
-
-// The result the guest left in the output buffer, checked against the export.
-Expected<Value> readResult(const GuestView& guest, const FunctionSignature& sig) {
-  const MemoryLayout& layout = guest.layout();
-  auto area = guest.read(layout.output_addr, layout.output_size, "output buffer");
-  if (!area) return area.takeError();
-  sandpool_result_header header;
-  std::memcpy(&header, area->data(), sizeof header);
-  if (header.magic != SANDPOOL_RESULT_MAGIC || header.size > area->size() - sizeof header) {
-    return makeError(ErrorKind::kGuestFault, "guest left a malformed result header (size " +
-                                                 std::to_string(header.size) + ")");
-  }
-  std::span<const uint8_t> payload = area->subspan(sizeof header, header.size);
-  if (header.status == SANDPOOL_STATUS_ERROR) {
-    return makeError(ErrorKind::kGuestAbort,
-                     "guest function '" + sig.name + "' failed: " + std::string(payload.begin(), payload.end()));
-  }
-  auto value = decodeValue(payload);
-  if (!value) return makeError(ErrorKind::kGuestFault, "guest result: " + value.error().message);
-  if (typeOf(*value) != sig.result) {
-    return makeError(ErrorKind::kGuestFault, "guest returned " + std::string(valueTypeName(typeOf(*value))) +
-                                                 " from '" + sig.name + "', declared " +
-                                                 std::string(valueTypeName(sig.result)));
-  }
-  return value;
-}
-
 }  // namespace
+
+void CallRequest::startTimeout(std::chrono::nanoseconds given) {
+  timeout = given;
+  deadline = Clock::now() + given;
+}
 
 Sandbox::Sandbox(std::shared_ptr<const Snapshot> snapshot, GuestMemory memory)
     : snapshot_(std::move(snapshot)), memory_(std::move(memory)) {}
@@ -93,6 +52,10 @@ CallResult Sandbox::call(const CallRequest& request) {
     outcome.result = makeError(ErrorKind::kResetFailed, "this VM failed a reset and cannot run calls");
     return outcome;
   }
+  if (request.deadline == Clock::time_point{}) {
+    outcome.result = makeError(ErrorKind::kInternal, "call request for '" + request.function + "' has no deadline");
+    return outcome;
+  }
   const Snapshot& snap = *snapshot_;
   const MemoryLayout& layout = snap.layout();
   auto index = snap.findExport(request.function);
@@ -106,39 +69,32 @@ CallResult Sandbox::call(const CallRequest& request) {
     return outcome;
   }
 
-  std::vector<uint8_t> message(sizeof(sandpool_call_header));
-  for (const Value& arg : request.args) encodeValue(arg, message);
-  if (message.size() > layout.input_size) {
-    outcome.result = makeError(ErrorKind::kLimitExceeded, "arguments take " + std::to_string(message.size()) +
-                                                              " bytes; the input buffer holds " +
-                                                              std::to_string(layout.input_size));
+  std::array<uint8_t, kEntropyBytes> entropy;
+  fillEntropy(entropy);
+  auto message = encodeCallRequest(*index, request.args, entropy, layout.input_size);
+  if (!message) {
+    outcome.result = message.takeError();
     return outcome;
   }
-  sandpool_call_header header{};
-  header.magic = SANDPOOL_CALL_MAGIC;
-  header.function_index = *index;
-  header.arg_count = static_cast<uint32_t>(request.args.size());
-  header.args_size = static_cast<uint32_t>(message.size() - sizeof header);
-  fillEntropy(header.entropy);
-  std::memcpy(message.data(), &header, sizeof header);
 
   const auto started = Clock::now();
   GuestView guest(memory_, layout);
   GuestSession session(GuestSession::Phase::kCall, memory_, layout, snap.config(), *vcpu_,
                        request.host_functions);
-  if (auto written = guest.write(layout.input_addr, message, "call request"); !written) {
+  if (auto written = guest.write(layout.input_addr, *message, "call request"); !written) {
     outcome.result = written.takeError();
   } else {
     RunExit exit;
     vcpu_->clearInterrupt();
     {
-      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline.value_or(started + request.timeout));
+      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline);
       exit = vcpu_->run(session);
     }
     if (auto failed = session.failure(exit, request.timeout)) {
       outcome.result = std::move(*failed);
     } else {
-      outcome.result = readResult(guest, sig);
+      auto output = guest.read(layout.output_addr, layout.output_size, "output buffer");
+      outcome.result = output ? decodeResult(*output, sig) : Expected<Value>(output.takeError());
     }
   }
   const auto ran = Clock::now();

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,12 +22,17 @@ namespace sandpool::vm {
 struct CallRequest {
   std::string function;
   std::vector<Value> args;
-  // The timeout the caller was given, named in a timeout's message; the call
-  // is stopped at `deadline`, or `timeout` after it starts where none is set
-  // (a pool sets it: the time a call queued counts against its timeout).
-  std::chrono::nanoseconds timeout = std::chrono::seconds(5);
-  std::optional<std::chrono::steady_clock::time_point> deadline;
+  // The call is stopped at `deadline`, set once where the call was received
+  // (a pool's CallTask::deadline: the time a call queued counts against it)
+  // and never converted. A request without one is refused.
+  std::chrono::steady_clock::time_point deadline{};
+  // The timeout the caller was given, only to name it in a timeout's message.
+  std::chrono::nanoseconds timeout{0};
   HostFunctions* host_functions = nullptr;  // optional, for non-built-in host calls
+
+  // deadline = now + `given`: for callers whose clock starts as they call
+  // (tools, tests, benchmarks).
+  void startTimeout(std::chrono::nanoseconds given);
 };
 
 struct CallStats {

@@ -55,7 +55,4 @@ class Snapshot {
   uint64_t resident_pages_ = 0;
 };
 
-// Parses the export table the guest wrote before READY.
-Expected<std::vector<FunctionSignature>> parseExportTable(std::span<const uint8_t> table);
-
 }  // namespace sandpool::vm

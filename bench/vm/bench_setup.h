@@ -4,6 +4,7 @@
 // on failure: a benchmark without its subject has nothing to report.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -25,6 +26,11 @@ T orExit(vm::Expected<T> result) {
   }
   return std::move(result.value());
 }
+
+// The timeout of a benchmark's calls, its deadline set once before the
+// timed loop: far beyond any run, so that no call is stopped and no clock
+// read is added to the loop.
+inline constexpr std::chrono::hours kBenchCallTimeout{1};
 
 // The process's backend, opened on first use; prints which one and why.
 vm::Backend& benchBackend();

@@ -108,12 +108,14 @@ int main(int argc, char** argv) {
   std::printf("KVM backend, probe guest, %d warm calls each\n", calls);
   CallRequest plain;
   plain.function = "heap_bytes";
+  plain.startTimeout(sandpool::bench::kBenchCallTimeout);
   measure("no host call", *sandbox, plain, calls);
   Echo echo;
   CallRequest host_call;
   host_call.function = "call_host";
   host_call.args = {std::string("echo"), std::string("ping")};
   host_call.host_functions = &echo;
+  host_call.startTimeout(sandpool::bench::kBenchCallTimeout);
   measure("one host call", *sandbox, host_call, calls);
   return 0;
 }

@@ -25,6 +25,7 @@ void WarmEmptyCall(benchmark::State& state) {
   auto vm = sandpool::bench::newBenchVm(bootGuest("echo", 64));
   CallRequest request;
   request.function = "nothing";
+  request.startTimeout(sandpool::bench::kBenchCallTimeout);
   vm->call(request);  // translate the dispatcher once, as a warm pool VM has
   for (auto _ : state) {
     CallResult result = vm->call(request);
@@ -40,6 +41,7 @@ void Reset(benchmark::State& state) {
   CallRequest request;
   request.function = "touch_pages";
   request.args = {pages};
+  request.startTimeout(sandpool::bench::kBenchCallTimeout);
   vm->call(request);
   uint64_t restored = 0;
   for (auto _ : state) {

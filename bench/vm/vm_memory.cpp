@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   CallRequest request;
   request.function = "echo";
   request.args = {std::string("warm")};
+  request.startTimeout(sandpool::bench::kBenchCallTimeout);
   // One VM first, so that one-time costs (the emulator's global state, the
   // watchdog thread) do not count against the per-VM figure.
   auto first = sandpool::bench::newBenchVm(snapshot);

@@ -11,7 +11,7 @@
 #include <sandpool/abi.h>
 
 #include "tests/fuzz/fuzz_check.h"
-#include "vm/snapshot.h"
+#include "vm/guest_protocol.h"
 
 using namespace sandpool::vm;
 using sandpool::fuzz::require;

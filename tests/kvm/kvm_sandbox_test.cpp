@@ -6,6 +6,7 @@
 #include <linux/kvm.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -20,6 +21,10 @@
 
 namespace sandpool::vm {
 namespace {
+
+// Far beyond any run, KVM inside QEMU included: these tests count system
+// calls, not time.
+constexpr std::chrono::seconds kGenerousTimeout{120};
 
 class Echo final : public HostFunctions {
  public:
@@ -108,6 +113,7 @@ class KvmSandboxTest : public ::testing::Test {
 TEST_F(KvmSandboxTest, WarmCallTakesFourSyscallsIncludingReset) {
   CallRequest request;
   request.function = "heap_bytes";
+  request.startTimeout(kGenerousTimeout);
   const auto counts = countWarmCalls(request);
   for (const Counts& c : counts) {
     print("KVM warm call, no host call", c);
@@ -120,11 +126,13 @@ TEST_F(KvmSandboxTest, WarmCallTakesFourSyscallsIncludingReset) {
 TEST_F(KvmSandboxTest, EachHostCallAddsExactlyOneKvmRun) {
   CallRequest plain;
   plain.function = "heap_bytes";
+  plain.startTimeout(kGenerousTimeout);
   const uint64_t baseline = fewestSyscalls(countWarmCalls(plain));
   CallRequest with_host_call;
   with_host_call.function = "call_host";
   with_host_call.args = {std::string("echo"), std::string("ping")};
   with_host_call.host_functions = &echo_;
+  with_host_call.startTimeout(kGenerousTimeout);
   const auto counts = countWarmCalls(with_host_call);
   for (const Counts& c : counts) {
     print("KVM warm call, one host call", c);

@@ -72,7 +72,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     CallRequest request;
     request.function = std::move(function);
     request.args = std::move(args);
-    request.timeout = timeout;
+    request.startTimeout(timeout);
     request.host_functions = host;
     return sandbox.call(request);
   }
@@ -506,7 +506,7 @@ uint64_t siteOf(Sandbox& vm, const char* name) {
   CallRequest request;
   request.function = "site_of";
   request.args = {std::string(name)};
-  request.timeout = kGenerousDeadline;
+  request.startTimeout(kGenerousDeadline);
   CallResult site = vm.call(request);
   EXPECT_TRUE(site.result.ok()) << site.result.error().describe();
   return site.result ? std::get<uint64_t>(site.result.value()) : 0;

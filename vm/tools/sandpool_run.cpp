@@ -123,7 +123,6 @@ int main(int argc, char** argv) {
 
   CallRequest request;
   request.function = positional[1];
-  request.timeout = timeout;
   for (size_t i = 2; i < positional.size(); i++) {
     const std::string& arg = positional[i];
     const size_t colon = arg.find(':');
@@ -147,6 +146,7 @@ int main(int argc, char** argv) {
   }
   int status = 0;
   for (unsigned long n = 0; n < repeat; n++) {
+    request.startTimeout(timeout);
     CallResult result = (*sandbox)->call(request);
     if (!result.output.empty()) std::cout << result.output << (result.output_truncated ? "[output truncated]\n" : "");
     if (result.result) {
