@@ -138,7 +138,7 @@ class WasmGuestTest : public ::testing::Test {
     vm::CallRequest request;
     request.function = std::move(function);
     request.args = std::move(args);
-    request.timeout = timeout;
+    request.startTimeout(timeout);
     request.host_functions = host;
     return sandbox.call(request);
   }
