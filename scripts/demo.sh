@@ -28,13 +28,20 @@ trap cleanup EXIT
 
 # The server prints one line when it is ready to serve; read it instead of
 # guessing how long start-up takes.
+# Started as root, sandpoold serves as nobody once its sockets are open
+# (docs/security.md, "Privileges"); nobody must reach the data directory.
+run_as=()
+if [[ $(id -u) == 0 ]]; then
+  chmod 711 "$work"
+  run_as=(--user nobody)
+fi
 exec {server_out}< <(exec "$build_dir/server/sandpoold" \
   --config server/examples/sandpoold.conf \
   --tenants server/examples/tenants.conf \
   --backend "${SANDPOOL_BACKEND:-auto}" \
   --data-dir "$work/data" \
   --listen-tcp 127.0.0.1:0 \
-  --listen-unix "$work/sandpoold.sock" 2>"$work/sandpoold.log")
+  --listen-unix "$work/sandpoold.sock" "${run_as[@]}" 2>"$work/sandpoold.log")
 server_pid=$!
 if ! read -r -t 60 -u "$server_out" ready; then
   echo "demo: sandpoold did not start; its log:" >&2

@@ -49,6 +49,12 @@ ParsedOptions parseOptions(int argc, char** argv) {
        "system-call filters (seccomp): an allow-list on the threads that run guests, a deny-list (no new "
        "processes or programs, no tracing, modules or mounts) on the whole process; a call outside them kills "
        "the process (kill), or is only logged by the kernel (log, for tuning); docs/security.md")
+      ("user", po::value(&o.user)->value_name("NAME"),
+       "started as root: drop to this user once the sockets, /dev/kvm and the data directory are open (the data "
+       "directory is handed to it); docs/security.md, \"Privileges\"")
+      ("allow-root", po::bool_switch(&o.allow_root), "run as root without --user (refused otherwise)")
+      ("allow-core-dumps", po::bool_switch(&o.allow_core_dumps),
+       "let the process dump core (off by default: a core would hold tenants' data)")
       ("workers", po::value(&o.workers)->default_value(0)->value_name("N"),
        "vCPU worker threads; 0 means one per CPU core")
       ("long-call-us", po::value(&long_call_us)->default_value(5000)->value_name("US"),

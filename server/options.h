@@ -18,6 +18,9 @@ struct ServerOptions {
   std::string backend = "auto";
   std::string kvm_speed_check = "require";  // or "waive": accept KVM under emulation
   std::string syscall_filter = "kill";  // or "log", "off"
+  std::string user;  // drop to this user after start-up; empty: stay
+  bool allow_root = false;
+  bool allow_core_dumps = false;
   unsigned workers = 0;  // 0: one per CPU core
   std::string tenants_file;
   std::string data_dir = "sandpool-data";

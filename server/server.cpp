@@ -27,6 +27,7 @@
 #include "pool/tenant_pool.h"
 #include "server/activity_cue.h"
 #include "server/guest_store.h"
+#include "server/privileges.h"
 #include "server/in_flight_work.h"
 #include "server/kj_mailbox.h"
 #include "server/rpc_host_functions.h"
@@ -137,9 +138,10 @@ class Server {
  public:
   Server(const ServerOptions& options, fs::file_time_type started, std::unique_ptr<vm::Backend> backend,
          std::vector<TenantConfig> tenants, std::optional<vm::FilterMode> filter_mode,
-         wasm::TranslatorService* translator)
+         wasm::TranslatorService* translator, std::optional<RunAs> run_as)
       : options_(options),
         started_(started),
+        run_as_(std::move(run_as)),
         kj_io_(kj::setupAsyncIo()),
         mailbox_(kj_io_.unixEventPort),
         backend_(std::move(backend)),
@@ -181,6 +183,7 @@ class Server {
 
   const ServerOptions& options_;
   const fs::file_time_type started_;  // temporaries older than this are stale
+  const std::optional<RunAs> run_as_;  // dropped to once the listeners are up
   kj::AsyncIoContext kj_io_;
   KjMailbox mailbox_;
   std::unique_ptr<vm::Backend> backend_;
@@ -300,6 +303,18 @@ int Server::serve() {
     spdlog::critical("event=start_failed step=listen error=\"{}\"", e.getDescription().cStr());
     return 1;
   }
+  if (run_as_) {
+    // The socket, bound as root, goes to the user that serves it.
+    if (!unix_path_.empty() && ::lchown(unix_path_.c_str(), run_as_->uid, run_as_->gid) != 0) {
+      spdlog::critical("event=start_failed step=privileges error=\"chown {}: {}\"", unix_path_, std::strerror(errno));
+      return 1;
+    }
+    if (auto dropped = dropPrivileges(*run_as_, options_.allow_core_dumps); !dropped) {
+      spdlog::critical("event=start_failed step=privileges error=\"{}\"", dropped.error().message);
+      return 1;
+    }
+    spdlog::info("event=privileges_dropped user={} uid={} gid={}", run_as_->user, run_as_->uid, run_as_->gid);
+  }
 
   // Only once the listeners are up: a second sandpoold started on this data
   // directory by mistake stops at its Unix socket (by default in the data
@@ -346,6 +361,15 @@ void captureSignals() {
 
 int runServer(const ServerOptions& options) {
   const fs::file_time_type started = fs::file_time_type::clock::now();
+  if (auto restricted = restrictProcessPrivileges(options.allow_core_dumps); !restricted) {
+    spdlog::critical("event=start_failed step=privileges error=\"{}\"", restricted.error().message);
+    return 1;
+  }
+  auto run_as = resolveRunAs(options.user, options.allow_root);
+  if (!run_as) {
+    spdlog::critical("event=start_failed step=privileges error=\"{}\"", run_as.error().message);
+    return 1;
+  }
   auto tenant_configs = loadTenantsFile(options.tenants_file, options.queue_length);
   if (!tenant_configs) {
     spdlog::critical("event=start_failed step=tenants error=\"{}\"", tenant_configs.error().message);
@@ -372,15 +396,16 @@ int runServer(const ServerOptions& options) {
                backend.value()->kind() == vm::BackendKind::kKvm ? "hardware virtualisation" : "software emulation",
                because);
 
-  std::error_code ec;
-  fs::create_directories(fs::path(options.data_dir) / "guests", ec);
-  if (ec) {
-    spdlog::critical("event=start_failed step=data_dir dir={} error=\"{}\"", options.data_dir, ec.message());
+  if (auto prepared = prepareDataDirectory(options.data_dir, *run_as); !prepared) {
+    spdlog::critical("event=start_failed step=data_dir dir={} error=\"{}\"", options.data_dir,
+                     prepared.error().message);
     return 1;
   }
 
   // Before the filter below: it forbids starting processes.
-  auto translator = wasm::TranslatorService::start("/proc/self/exe", kServeWasmTranslations);
+  // It changes to the server's user itself, before it serves.
+  auto translator = wasm::TranslatorService::start("/proc/self/exe", kServeWasmTranslations,
+                                                   *run_as ? (*run_as)->user : std::string());
   if (!translator) {
     spdlog::warn("event=wasm_translator_unavailable error=\"{}\" what=\"Wasm uploads are refused\"",
                  translator.error().describe());
@@ -406,7 +431,7 @@ int runServer(const ServerOptions& options) {
   int exit_code;
   {
     Server server(options, started, std::move(backend.value()), std::move(tenant_configs.value()), filter_mode,
-                  translator ? translator.value().get() : nullptr);
+                  translator ? translator.value().get() : nullptr, *run_as);
     exit_code = server.serve();
   }
   spdlog::info("event=shutdown_done exit_code={}", exit_code);

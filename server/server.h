@@ -16,8 +16,9 @@ void captureSignals();
 // Returns the process exit code: 0 after a clean shutdown.
 int runServer(const ServerOptions& options);
 
-// sandpoold started with this as its first argument, and a descriptor
-// number as its second, is the Wasm translator process that runServer()
+// sandpoold started with this as its first argument, a descriptor number
+// as its second and a user name (or nothing) as its third, is the Wasm
+// translator process that runServer()
 // starts for itself (wasm/translator_service.h); never given by hand.
 inline constexpr const char* kServeWasmTranslations = "--serve-wasm-translations";
 

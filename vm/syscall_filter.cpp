@@ -125,7 +125,8 @@ Expected<void> restrictGuestThread(BackendKind backend, FilterMode mode) {
            SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(gettid),
            SCMP_SYS(getpid), SCMP_SYS(tgkill), SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigaction),
            SCMP_SYS(sigaltstack), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(exit),
-           SCMP_SYS(sched_getaffinity), SCMP_SYS(setresuid), SCMP_SYS(setresgid), SCMP_SYS(setgroups)});
+           SCMP_SYS(sched_getaffinity), SCMP_SYS(setuid), SCMP_SYS(setgid), SCMP_SYS(setresuid),
+           SCMP_SYS(setresgid), SCMP_SYS(setgroups)});
       !added) {
     return added;
   }

@@ -33,10 +33,11 @@ namespace sandpool::wasm {
 class TranslatorService {
  public:
   // Starts `program` (sandpoold itself, /proc/self/exe) with the argument
-  // `service_flag` followed by the descriptor number of its end of the
-  // socket pair.
+  // `service_flag`, the descriptor number of its end of the socket pair and
+  // `user` (empty: none), the user it changes to before it serves.
   static vm::Expected<std::unique_ptr<TranslatorService>> start(const std::string& program,
-                                                                const std::string& service_flag);
+                                                                const std::string& service_flag,
+                                                                const std::string& user);
   ~TranslatorService();
   TranslatorService(const TranslatorService&) = delete;
   TranslatorService& operator=(const TranslatorService&) = delete;

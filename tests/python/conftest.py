@@ -85,7 +85,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         process = subprocess.Popen(
             [str(binary), "--tenants", str(tenants), "--data-dir", str(root / "data"),
              "--listen-tcp", "127.0.0.1:0", "--listen-unix", "sandpoold.sock",
-             "--backend", backend, "--workers", "2", "--min-warm", "1"],
+             "--backend", backend, "--workers", "2", "--min-warm", "1",
+             # As root (CI) sandpoold must be told that is meant; the flag
+             # changes nothing for other users.
+             "--allow-root"],
             stdout=subprocess.PIPE, stderr=log_file)
     words = dict(w.split("=", 1) for w in read_ready_line(process, log).split() if "=" in w)
     yield Server(words["tcp"], "unix:" + words["unix"], TOKEN, process, log)

@@ -164,6 +164,10 @@ ServerProcess::ServerProcess(const std::string& binary, const fs::path& data_dir
                                    "--listen-tcp", "127.0.0.1:0", "--listen-unix",
                                    (data_dir / "sandpoold.sock").string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // Tests and benches run as whoever runs them; as root (CI) sandpoold
+  // must be told that is meant (the flag changes nothing for other users),
+  // unless the caller drops to a --user.
+  if (std::find(args.begin(), args.end(), "--user") == args.end()) args.push_back("--allow-root");
   process_ = std::make_unique<ChildProcess>(binary, args);
   auto ready = process_->waitForLine("sandpoold ready", std::chrono::seconds(60));
   if (!ready) {

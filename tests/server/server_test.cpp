@@ -1,6 +1,8 @@
 // sandpoold end to end: a real server process on real sockets, driven by the
 // C++ client library (and the CLI where the CLI is what is under test).
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -245,7 +247,7 @@ TEST_F(ServerTest, BadFlagsAndBadTenantsFileStopTheStart) {
   fs::path tenants = dir_.path() / "bad-tenants.conf";
   std::ofstream(tenants) << "[alpha]\ntoken = short\n";
   ChildProcess bad_file(SANDPOOLD_BIN, {"--tenants", tenants.string(), "--data-dir", (dir_.path() / "d").string(),
-                                        "--backend", testBackend()});
+                                        "--backend", testBackend(), "--allow-root"});
   EXPECT_EQ(bad_file.wait(60s), 1);
   EXPECT_TRUE(bad_file.sawLine("tenants file line 1: tenant 'alpha' needs a token of at least 16 characters"))
       << bad_file.output();
@@ -610,7 +612,7 @@ TEST_F(ServerTest, SecondServerDoesNotTakeOverALiveUnixSocket) {
   ChildProcess second(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
                                       (dir_.path() / "data").string(), "--listen-tcp", "127.0.0.1:0",
                                       "--listen-unix", (dir_.path() / "data" / "sandpoold.sock").string(),
-                                      "--backend", testBackend()});
+                                      "--backend", testBackend(), "--allow-root"});
   EXPECT_EQ(second.wait(20s), 1);
   EXPECT_TRUE(second.sawLine("another process is serving on the Unix socket")) << second.output();
   auto conn = connect(server_->unixAddress());
@@ -709,31 +711,52 @@ TEST_F(ServerTest, FullQueueRefusesCallsAsOverloaded) {
   EXPECT_EQ(stats.getStats().getOverloaded(), static_cast<uint64_t>(overloaded));
 }
 
+// Answers every host call with "released", once the test releases them:
+// calls held inside the host for exactly as long as a test needs.
+class ReleasedHostFunctions final : public rpc::HostFunctions::Server {
+ public:
+  explicit ReleasedHostFunctions(kj::ForkedPromise<void>& released) : released_(released) {}
+
+ protected:
+  kj::Promise<void> call(CallContext context) override {
+    return released_.addBranch().then([context]() mutable {
+      context.getResults().initResult().initValue().setString("released");
+    });
+  }
+
+ private:
+  kj::ForkedPromise<void>& released_;
+};
+
 TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   // The idle time is what is tested, and also what must not pass before the
   // test has seen the warm VM: 2 s, against a 10 ms stats poll.
   startServer({"--workers", "4", "--idle-time-ms", "2000", "--min-warm", "1", "--max-vms", "4"});
   auto tenant = alpha();
-  mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
-  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getWarm() == 1; }, 60s));
+  mustUpload(tenant, "probe", GUEST_PROBE);
+  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getWarm() == 1; }, 60s));
 
+  // Four calls held in the host until the stats have shown all four busy at
+  // once, whatever the machine's pace.
+  auto release = kj::newPromiseAndFulfiller<void>();
+  kj::ForkedPromise<void> released = release.promise.fork();
+  rpc::HostFunctions::Client host = kj::heap<ReleasedHostFunctions>(released);
   kj::Vector<kj::Promise<CallResult>> calls;
-  // Busy for 3 s: long enough for the stats poll to see all four at once.
-  for (int i = 0; i < 4; ++i) calls.add(callAsync(tenant, "misbehave", "spin", {}, 3000));
-  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 4; }, 60s))
+  for (int i = 0; i < 4; ++i) calls.add(callAsync(tenant, "probe", "call_host", {str("hold"), str("")}, 0, host));
+  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getBusy() == 4; }, 60s))
       << "four concurrent calls should run on four VMs";
+  release.fulfiller->fulfill();
   auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
-  for (auto& r : results) EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
+  for (auto& r : results) EXPECT_EQ(r.value, "\"released\"") << r.message;
   auto stats = tenant.statsRequest().send().wait(ws_);
   EXPECT_EQ(stats.getStats().getGuests()[0].getCreated(), 4u);
 
-  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getWarm() == 0 && g.getBusy() == 0; }, 60s))
+  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getWarm() == 0 && g.getBusy() == 0; }, 60s))
       << "idle VMs should be dropped after the idle time";
-  EXPECT_TRUE(server_->process().waitForLine("event=scale_to_zero tenant=alpha guest=misbehave", 60s));
+  EXPECT_TRUE(server_->process().waitForLine("event=scale_to_zero tenant=alpha guest=probe", 60s));
 
-  CallResult r = call(tenant, "misbehave", "divide", {i32(9), i32(3)});
+  CallResult r = call(tenant, "probe", "heap_bytes", {});
   ASSERT_TRUE(r.ok) << r.message;
-  EXPECT_EQ(r.value, "3");
   EXPECT_TRUE(r.cold_start);
 }
 
@@ -1287,6 +1310,91 @@ TEST_F(ServerTest, AWasmTranslatorThatDiedFailsWasmUploadsOnly) {
   mustUpload(tenant, "hello", GUEST_HELLO);
   CallResult r = call(tenant, "hello", "hello", {str("still here")});
   EXPECT_EQ(r.value, "\"Hello, still here!\"") << r.message;
+}
+
+// The fields of /proc/PID/status or /proc/PID/limits line that starts with
+// `key`.
+std::vector<std::string> procFields(pid_t pid, const std::string& file, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key, 0) != 0) continue;
+    std::istringstream words(line.substr(key.size()));
+    std::vector<std::string> fields;
+    for (std::string w; words >> w;) fields.push_back(w);
+    return fields;
+  }
+  return {};
+}
+
+// What sandpoold creates is its own user's only, and it keeps no core dumps
+// (docs/security.md, "Privileges").
+TEST_F(ServerTest, DataIsPrivateAndNoCoreIsDumped) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "hello", GUEST_HELLO);
+  const fs::path data = dir_.path() / "data";
+  EXPECT_EQ(fs::status(data).permissions(), fs::perms::owner_all);
+  EXPECT_EQ(fs::status(data / "guests").permissions(), fs::perms::owner_all);
+  size_t stored = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(data / "guests")) {
+    if (!entry.is_regular_file()) continue;
+    ++stored;
+    EXPECT_EQ(entry.status().permissions(), fs::perms::owner_read | fs::perms::owner_write) << entry.path();
+  }
+  EXPECT_GT(stored, 0u);
+  const auto core = procFields(server_->process().pid(), "limits", "Max core file size");
+  ASSERT_GE(core.size(), 2u);
+  EXPECT_EQ(core[0], "0");
+  EXPECT_EQ(core[1], "0");
+}
+
+TEST_F(ServerTest, RootIsRefusedUnlessToldOrGivenAUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only root is refused";
+  std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = " << kAlphaToken << "\n";
+  ChildProcess refused(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                                       (dir_.path() / "data").string(), "--backend", testBackend()});
+  EXPECT_EQ(refused.wait(60s), 1);
+  EXPECT_TRUE(refused.sawLine("sandpoold refuses to run as root: give --user NAME")) << refused.output();
+  ChildProcess no_such_user(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                                            (dir_.path() / "data").string(), "--user", "no-such-user-here"});
+  EXPECT_EQ(no_such_user.wait(60s), 1);
+  EXPECT_TRUE(no_such_user.sawLine("--user: no user 'no-such-user-here'")) << no_such_user.output();
+}
+
+// Started as root with --user, sandpoold opens its sockets and its data
+// directory, then serves as that user: every thread, and the Wasm
+// translator process too. Stored guests are the user's.
+TEST_F(ServerTest, DropsToTheGivenUserOnceItsSocketsAreOpen) {
+  if (::geteuid() != 0) GTEST_SKIP() << "changing user needs root";
+  passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  // The user must reach the data directory inside the test's folder.
+  fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::others_exec | fs::perms::group_exec);
+  startServer({"--user", "nobody"});
+  EXPECT_TRUE(server_->process().sawLine("event=privileges_dropped user=nobody uid=" +
+                                         std::to_string(nobody->pw_uid)))
+      << server_->process().output();
+  const pid_t pid = server_->process().pid();
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    const auto uids = procFields(pid, "task/" + task.path().filename().string() + "/status", "Uid:");
+    ASSERT_EQ(uids.size(), 4u) << task.path();
+    for (const auto& uid : uids) EXPECT_EQ(uid, std::to_string(nobody->pw_uid)) << task.path();
+  }
+  auto tenant = alpha();
+  mustUpload(tenant, "hello", GUEST_HELLO);
+  CallResult r = call(tenant, "hello", "hello", {str("nobody")});
+  EXPECT_EQ(r.value, "\"Hello, nobody!\"") << r.message;
+  mustUpload(tenant, "greet", WASM_GREETING);
+  std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t translator = 0;
+  children >> translator;
+  ASSERT_GT(translator, 0);
+  EXPECT_EQ(procFields(translator, "status", "Uid:").at(1), std::to_string(nobody->pw_uid));
+  for (const auto& entry : fs::recursive_directory_iterator(dir_.path() / "data")) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, nobody->pw_uid) << entry.path();
+  }
 }
 
 // Long calls step aside (docs/server.md, "Long calls"): a tenant whose
