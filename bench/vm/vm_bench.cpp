@@ -5,11 +5,17 @@
 //   WarmEmptyCall            a call of a void, argument-less export, reset included
 //   Reset/<pages>/<MiB>      reset alone after the guest dirtied <pages> heap pages
 //   NewVmFromSnapshot        Sandbox::create over an existing snapshot
+//   WarmEmptyCallUnderSyscallFilter
+//                            WarmEmptyCall on a thread under the workers'
+//                            system-call filter (docs/security.md)
 #include <benchmark/benchmark.h>
+
+#include <thread>
 
 #include "bench_setup.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "vm/syscall_filter.h"
 
 namespace {
 
@@ -65,6 +71,30 @@ void NewVmFromSnapshot(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(sandpool::bench::newBenchVm(snapshot));
 }
 BENCHMARK(NewVmFromSnapshot)->Unit(benchmark::kMillisecond)->Repetitions(3)->ReportAggregatesOnly(true);
+
+// The filter stays on the thread that installed it, so the calls run on a
+// thread of their own, as the server's workers do.
+void WarmEmptyCallUnderSyscallFilter(benchmark::State& state) {
+  auto vm = sandpool::bench::newBenchVm(bootGuest("echo", 64));
+  CallRequest request;
+  request.function = "nothing";
+  request.startTimeout(sandpool::bench::kBenchCallTimeout);
+  std::thread worker([&] {
+    if (auto restricted = restrictGuestThread(sandpool::bench::benchBackend().kind(), FilterMode::kKill);
+        !restricted) {
+      state.SkipWithError(restricted.error().message.c_str());
+      return;
+    }
+    vm->call(request);
+    for (auto _ : state) {
+      CallResult result = vm->call(request);
+      if (!result.result) state.SkipWithError(result.result.error().message.c_str());
+      benchmark::DoNotOptimize(result);
+    }
+  });
+  worker.join();
+}
+BENCHMARK(WarmEmptyCallUnderSyscallFilter)->Repetitions(5)->ReportAggregatesOnly(true);
 
 }  // namespace
 
