@@ -10,6 +10,8 @@ packages=(
   libboost-dev libboost-program-options-dev libspdlog-dev libfmt-dev
   libcapnp-dev capnproto libelf-dev libunicorn-dev libssl-dev libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # The systemd unit in server/examples is checked with systemd-analyze.
+  systemd
   python3 python3-pytest
   # KVM tests: a Debian kernel booted under QEMU offers a real /dev/kvm.
   qemu-system-x86 busybox-static cpio
