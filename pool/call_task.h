@@ -24,6 +24,7 @@ enum class RefusalKind {
   kGuestRemoved,  // the guest was removed or replaced while the call waited
   kNoVm,          // no VM could be created (the message says why)
   kVmQuota,       // the tenant's VM quota is held by its other guests
+  kCancelled,     // the caller went away before a VM ran the call
 };
 
 struct Refusal {
@@ -55,7 +56,13 @@ class CallTask {
   vm::CallRequest request;
   Clock::time_point received{};
   Clock::time_point deadline{};  // the call fails with kTimeout once past it
+  // Set (by the submitter, on any thread) when the caller went away: a call
+  // not yet running is dropped instead of run. Shared, because the caller's
+  // side may outlive the task. Null: never cancelled.
+  std::shared_ptr<const std::atomic<bool>> cancelled;
   CallOutcome outcome;
+
+  bool wasCancelled() const { return cancelled && cancelled->load(std::memory_order_relaxed); }
 };
 
 }  // namespace sandpool::pool

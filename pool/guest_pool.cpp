@@ -165,6 +165,10 @@ void GuestPool::run(CallTask* task) {
     refuseRemoved(task);
     return;
   }
+  if (task->wasCancelled()) {
+    refuse(task, RefusalKind::kCancelled, "the caller cancelled the call before it ran");
+    return;
+  }
   last_used_ns_.store(nowNs(), std::memory_order_relaxed);
   bool cold = false;
   std::unique_ptr<vm::Sandbox> vm = popIdle();
@@ -221,6 +225,10 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
   Clock::time_point start = Clock::now();
   task->outcome.queue_time = start - task->received;
   task->outcome.cold_start = cold;
+  if (task->wasCancelled()) {
+    refuse(task, RefusalKind::kCancelled, "the caller cancelled the call before it ran");
+    return vm;
+  }
   if (start >= task->deadline) {
     auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(start - task->received);
     task->outcome.call.result = vm::makeError(

@@ -116,6 +116,8 @@ rpc::ErrorCode errorCode(pool::RefusalKind kind) {
     case pool::RefusalKind::kGuestRemoved: return rpc::ErrorCode::UNKNOWN_GUEST;
     case pool::RefusalKind::kNoVm: return rpc::ErrorCode::INTERNAL;
     case pool::RefusalKind::kVmQuota: return rpc::ErrorCode::QUOTA_EXCEEDED;
+    // Nobody reads it: the caller is gone.
+    case pool::RefusalKind::kCancelled: return rpc::ErrorCode::INTERNAL;
   }
   return rpc::ErrorCode::INTERNAL;
 }

@@ -72,6 +72,10 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
     // The client chose the function's name: escaped (and quoted) in every
     // log line, and only when a line is written.
     auto function = [this] { return text::escapeUntrusted(request.function); };
+    if (outcome.refusal && outcome.refusal->kind == pool::RefusalKind::kCancelled) {
+      spdlog::info("event=call_cancelled tenant={} guest={} function=\"{}\" ran=false", tenant, guest_name, function());
+      return;
+    }
     if (outcome.refusal) {
       auto level = outcome.refusal->kind == pool::RefusalKind::kNoVm ? spdlog::level::err : spdlog::level::debug;
       if (spdlog::should_log(level)) {
@@ -402,13 +406,18 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   task->request.host_functions = task->hostFunctions();
   task->received = call.received;
   task->deadline = call.deadline;
+  // The RPC promise is dropped when the caller cancels the call or its
+  // connection goes away (runCall allows it): the call is then dropped if
+  // it has not started.
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  task->cancelled = cancelled;
   if (in_flight_.shuttingDown()) {
     task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
     task->complete();
   } else {
     tenant.pool->submit(task);
   }
-  return paf.promise.attach(in_flight_.begin());
+  return paf.promise.attach(in_flight_.begin(), kj::defer([cancelled = std::move(cancelled)] { cancelled->store(true); }));
 }
 
 OrFailure<const GuestEntry*> TenantRegistry::guest(const TenantState& tenant, const std::string& name) const {

@@ -20,6 +20,9 @@ template <typename Context>
 kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_calls, TenantState& tenant,
                           Context context, const std::string& guest_name) {
   const pool::Clock::time_point received = pool::Clock::now();
+  // A caller that cancels the call, or whose connection goes away, drops
+  // its promise; the registry then drops the call if it has not run.
+  context.allowCancellation();
   auto params = context.getParams();
   auto guest = registry.guest(tenant, guest_name);
   if (!guest.ok()) {

@@ -198,6 +198,17 @@ class ServerTest : public ::testing::Test {
     return false;
   }
 
+  // Polls `done` (which may make RPC calls) until it holds or the deadline
+  // passes; returns whether it held.
+  bool waitFor(std::function<bool()> done, std::chrono::milliseconds deadline) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < until) {
+      if (done()) return true;
+      io_.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(ws_);
+    }
+    return done();
+  }
+
   TempDir dir_;
   kj::AsyncIoContext io_ = kj::setupAsyncIo();
   kj::WaitScope& ws_ = io_.waitScope;
@@ -727,6 +738,40 @@ class ReleasedHostFunctions final : public rpc::HostFunctions::Server {
  private:
   kj::ForkedPromise<void>& released_;
 };
+
+// A caller that cancels a call still waiting in its tenant's queue: the
+// call is dropped, never run (docs/rpc.md, "Cancellation"). gamma runs one
+// call at a time: the first is held in the host until the second has been
+// queued and cancelled.
+TEST_F(ServerTest, AQueuedCallWhoseCallerCancelsItNeverRuns) {
+  startServer();
+  auto conn = connect();
+  auto gamma = login(*conn, kGammaToken);
+  mustUpload(gamma, "probe", GUEST_PROBE);
+  auto release = kj::newPromiseAndFulfiller<void>();
+  kj::ForkedPromise<void> released = release.promise.fork();
+  rpc::HostFunctions::Client host = kj::heap<ReleasedHostFunctions>(released);
+  auto held = callAsync(gamma, "probe", "call_host", {str("hold"), str("")}, 0, host);
+  ASSERT_TRUE(waitForStats(gamma, "probe", [](auto g) { return g.getBusy() == 1; }, 60s));
+
+  auto other_conn = connect();
+  auto other = login(*other_conn, kGammaToken);
+  {
+    auto queued = callAsync(other, "probe", "heap_bytes", {});
+    ASSERT_TRUE(waitFor([&] { return gamma.statsRequest().send().wait(ws_).getStats().getQueued() == 1; }, 60s));
+  }  // dropped: the client sends the cancellation
+  // Messages on a connection are handled in order: once this answers, the
+  // server has seen the cancellation.
+  other.statsRequest().send().wait(ws_);
+  release.fulfiller->fulfill();
+  CallResult r = held.wait(ws_);
+  EXPECT_EQ(r.value, "\"released\"") << r.message;
+  EXPECT_TRUE(server_->process().waitForLine(
+      "event=call_cancelled tenant=gamma guest=probe function=\"heap_bytes\" ran=false", 60s))
+      << server_->process().output();
+  CallResult after = call(gamma, "probe", "heap_bytes", {});
+  EXPECT_TRUE(after.ok) << after.message;
+}
 
 TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   // The idle time is what is tested, and also what must not pass before the
