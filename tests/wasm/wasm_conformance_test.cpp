@@ -115,6 +115,41 @@ TEST_P(WasmConformanceTest, RandomGetIsFreshInEveryCall) {
   EXPECT_EQ(seen.size(), 20u);
 }
 
+TEST_P(WasmConformanceTest, RealtimeClockIsTheHostsAtTheTimeOfTheCall) {
+  auto guest = vm("isolation");
+  ASSERT_TRUE(guest);
+  const auto nanosecondsNow = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t before = nanosecondsNow();
+  const Value read = ok(call(*guest, "read_clock", {int32_t{0}}));
+  const int64_t after = nanosecondsNow();
+  ASSERT_EQ(typeOf(read), ValueType::kI64);
+  EXPECT_GE(std::get<int64_t>(read), before);
+  EXPECT_LE(std::get<int64_t>(read), after);
+}
+
+TEST_P(WasmConformanceTest, MonotonicClockAdvancesWithinACallAndNeverGoesBack) {
+  auto guest = vm("isolation");
+  ASSERT_TRUE(guest);
+  const Value first = ok(call(*guest, "read_clock", {int32_t{1}}));
+  const Value advance = ok(call(*guest, "monotonic_advance", {int32_t{1000}}));
+  ASSERT_EQ(typeOf(advance), ValueType::kI64);
+  EXPECT_GT(std::get<int64_t>(advance), 0) << "-1: it went back";
+  const Value later = ok(call(*guest, "read_clock", {int32_t{1}}));
+  EXPECT_GT(std::get<int64_t>(later), std::get<int64_t>(first));
+}
+
+TEST_P(WasmConformanceTest, CpuTimeClocksAreNotSupportedAndUnknownClocksInvalid) {
+  auto guest = vm("isolation");
+  ASSERT_TRUE(guest);
+  EXPECT_EQ(ok(call(*guest, "read_clock", {int32_t{2}})), Value(int64_t{-58}));  // ENOTSUP
+  EXPECT_EQ(ok(call(*guest, "read_clock", {int32_t{3}})), Value(int64_t{-58}));
+  EXPECT_EQ(ok(call(*guest, "read_clock", {int32_t{9}})), Value(int64_t{-28}));  // EINVAL
+}
+
 TEST_P(WasmConformanceTest, RunawayLoopTimesOutAndTheVmServesOn) {
   auto guest = vm("isolation");
   ASSERT_TRUE(guest);

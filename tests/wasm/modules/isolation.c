@@ -1,7 +1,9 @@
 /* The conformance suite's Wasm guest: state a call leaves behind (in a
- * static buffer, on the heap, in linear memory at large), per-call entropy
- * and a runaway loop. Every call must start from the snapshot. */
+ * static buffer, on the heap, in linear memory at large), per-call entropy,
+ * the WASI clocks and a runaway loop. Every call must start from the
+ * snapshot. */
 #include <stdint.h>
+#include <wasi/api.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +66,26 @@ __attribute__((export_name("random"))) uint64_t random_word(void) {
   uint64_t word = 0;
   arc4random_buf(&word, sizeof word);
   return word;
+}
+
+/* WASI clock_time_get of clock `id`: nanoseconds, or minus the errno. */
+__attribute__((export_name("read_clock"))) int64_t read_clock(int32_t id) {
+  __wasi_timestamp_t now = 0;
+  const __wasi_errno_t error = __wasi_clock_time_get((__wasi_clockid_t)id, 1, &now);
+  return error ? -(int64_t)error : (int64_t)now;
+}
+
+/* Reads the monotonic clock `reads` times: how far it went, or -1 when it
+ * ever went back. */
+__attribute__((export_name("monotonic_advance"))) int64_t monotonic_advance(int32_t reads) {
+  const int64_t first = read_clock(__WASI_CLOCKID_MONOTONIC);
+  int64_t last = first;
+  for (int32_t i = 1; i < reads; i++) {
+    const int64_t now = read_clock(__WASI_CLOCKID_MONOTONIC);
+    if (now < last) return -1;
+    last = now;
+  }
+  return last - first;
 }
 
 __attribute__((export_name("spin"))) void spin(void) {
