@@ -197,6 +197,17 @@ TEST_F(WasmGuestTest, ComputeKernelHashesBytes) {
   EXPECT_EQ(std::get<double>(*floors.result), 0 + 0 + 1 + 1 + 2);
 }
 
+TEST_F(WasmGuestTest, Sha256KernelMatchesKnownDigests) {
+  auto vm = boot(example("sha256"));
+  ASSERT_TRUE(vm);
+  auto abc = call(*vm, "sha256", {Value(vm::Bytes{'a', 'b', 'c'})});
+  ASSERT_TRUE(abc.result.ok()) << abc.result.error().describe();
+  EXPECT_EQ(vm::formatValue(*abc.result), "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  auto million = call(*vm, "sha256", {Value(vm::Bytes(1000000, 'a'))});
+  ASSERT_TRUE(million.result.ok()) << million.result.error().describe();
+  EXPECT_EQ(vm::formatValue(*million.result), "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 TEST_F(WasmGuestTest, StateSetAtInitialisationIsFreshForEveryCall) {
   auto vm = boot(example("counter"));
   ASSERT_TRUE(vm);
