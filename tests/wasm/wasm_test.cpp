@@ -165,6 +165,21 @@ TEST_F(WasmGuestTest, GreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
   EXPECT_EQ(result.output, "greeting Wasm\n");
 }
 
+TEST_F(WasmGuestTest, RustGreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
+#ifndef SANDPOOL_WASM_RUST_EXAMPLES
+  GTEST_SKIP() << "the Rust example was not built: no rustc with the wasm32-wasi standard library "
+                  "(Debian packages rustc, libstd-rust-dev-wasm32)";
+#endif
+  auto vm = boot(example("rust_greeting"));
+  ASSERT_TRUE(vm);
+  for (const std::string name : {"Ferris", "again"}) {
+    auto result = call(*vm, "greet", {Value(name)});
+    ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
+    EXPECT_EQ(std::get<std::string>(*result.result), "Hello, " + name + ", from Rust!");
+    EXPECT_EQ(result.output, "greeting " + name + " from Rust\n");
+  }
+}
+
 TEST_F(WasmGuestTest, NumericExportsAreListedWithTheirSignatures) {
   auto vm = boot(example("greeting"));
   ASSERT_TRUE(vm);
