@@ -1,7 +1,7 @@
 // The conformance suite's checks for Wasm guests, on each backend: a call
 // leaves nothing for the next (state, a secret canary), every call gets
-// fresh entropy, a runaway loop times out, traps are typed errors and the
-// VM serves on. The guests are translated at build time (no tools needed
+// fresh entropy, the WASI clocks read the host's, a runaway loop times out,
+// traps are typed errors and the VM serves on. The guests are translated at build time (no tools needed
 // here, so the KVM half runs inside QEMU too).
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 #include <iterator>
 #include <set>
 
+#include "backend_test.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
@@ -18,8 +19,9 @@ namespace sandpool::vm {
 namespace {
 
 using namespace std::chrono_literals;
-
-constexpr std::chrono::seconds kGenerousDeadline{120};
+using sandpool::testing::BackendTest;
+using sandpool::testing::backendName;
+using sandpool::testing::kGenerousDeadline;
 
 std::vector<uint8_t> readGuest(const std::string& name) {
   const std::string path = std::string(SANDPOOL_WASM_GUEST_DIR) + "/" + name + ".elf";
@@ -36,18 +38,8 @@ std::string shifted(const std::string& text) {
   return out;
 }
 
-class WasmConformanceTest : public ::testing::TestWithParam<BackendKind> {
+class WasmConformanceTest : public BackendTest {
  protected:
-  void SetUp() override {
-    if (GetParam() == BackendKind::kEmulated) {
-      backend_ = makeEmulatedBackend();
-      return;
-    }
-    auto kvm = makeKvmBackend(KvmOptions::fromEnvironment());
-    if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
-    backend_ = std::move(kvm.value());
-  }
-
   std::unique_ptr<Sandbox> vm(const std::string& guest) {
     VmConfig config;
     config.boot_timeout = kGenerousDeadline;
@@ -62,20 +54,6 @@ class WasmConformanceTest : public ::testing::TestWithParam<BackendKind> {
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
 
-  static CallResult call(Sandbox& sandbox, std::string function, std::vector<Value> args = {},
-                         std::chrono::nanoseconds timeout = kGenerousDeadline) {
-    CallRequest request;
-    request.function = std::move(function);
-    request.args = std::move(args);
-    request.startTimeout(timeout);
-    return sandbox.call(request);
-  }
-
-  static Value ok(const CallResult& result) {
-    EXPECT_TRUE(result.result.ok()) << result.result.error().describe();
-    return result.result ? result.result.value() : Value{};
-  }
-
   static void expectTrap(Sandbox& sandbox, const std::string& function, const std::string& trap,
                          std::vector<Value> args = {}) {
     CallResult result = call(sandbox, function, std::move(args));
@@ -84,8 +62,6 @@ class WasmConformanceTest : public ::testing::TestWithParam<BackendKind> {
     EXPECT_NE(result.result.error().message.find("wasm trap: " + trap), std::string::npos)
         << result.result.error().message;
   }
-
-  std::unique_ptr<Backend> backend_;
 };
 
 TEST_P(WasmConformanceTest, StateSetByACallIsInvisibleToTheNext) {
@@ -169,10 +145,6 @@ TEST_P(WasmConformanceTest, EachTrapIsATypedErrorAndTheVmServesOn) {
   expectTrap(*guest, "stack_exhaustion", "call stack exhausted");
   expectTrap(*guest, "indirect_mismatch", "indirect call type mismatch");
   EXPECT_EQ(ok(call(*guest, "divide_by_zero", {int32_t{1}})), Value(int32_t{1}));
-}
-
-std::string backendName(const ::testing::TestParamInfo<BackendKind>& info) {
-  return std::string(backendKindName(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, WasmConformanceTest,

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "backend_test.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/host_functions.h"
@@ -21,7 +22,7 @@ using namespace std::chrono_literals;
 using vm::ErrorKind;
 using vm::Value;
 
-constexpr std::chrono::seconds kGenerousDeadline{120};
+using sandpool::testing::kGenerousDeadline;
 
 std::vector<uint8_t> readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -135,12 +136,7 @@ class WasmGuestTest : public ::testing::Test {
   static vm::CallResult call(vm::Sandbox& sandbox, std::string function, std::vector<Value> args = {},
                              std::chrono::nanoseconds timeout = kGenerousDeadline,
                              vm::HostFunctions* host = nullptr) {
-    vm::CallRequest request;
-    request.function = std::move(function);
-    request.args = std::move(args);
-    request.startTimeout(timeout);
-    request.host_functions = host;
-    return sandbox.call(request);
+    return sandpool::testing::callGuest(sandbox, std::move(function), std::move(args), timeout, host);
   }
 
   static void expectTrap(vm::Sandbox& sandbox, const std::string& function, const std::string& trap,
