@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # sandpool's main job, end to end: builds what is missing, starts sandpoold
 # with the example tenant on the default backend, uploads the hello guest
-# with the `sandpool` CLI, calls it, prints the result and the guest's
-# output, and shuts the server down cleanly (SIGTERM, exit status 0).
+# and the Wasm greeting (a wasm32-wasi module, translated at upload:
+# docs/wasm.md) with the `sandpool` CLI, calls each, prints the results and
+# the guests' output, and shuts the server down cleanly (SIGTERM, exit
+# status 0).
 #
 #   scripts/demo.sh [NAME]        (default NAME: world)
 #
@@ -16,7 +18,7 @@ token=demo-token-change-me-0001
 if [[ ! -f $build_dir/build.ninja && ! -f $build_dir/Makefile ]]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build_dir" --target sandpoold sandpool hello >/dev/null
+cmake --build "$build_dir" --target sandpoold sandpool hello wasm_greeting >/dev/null
 
 work=$(mktemp -d)
 server_pid=
@@ -55,6 +57,11 @@ echo "== sandpool upload hello $build_dir/guest/examples/hello"
 cli upload hello "$build_dir/guest/examples/hello"
 echo "== sandpool call hello hello $name   (guest output, then the result)"
 cli call hello hello "$name"
+greeting_wasm=$build_dir/guest/wasm/examples/greeting.wasm
+echo "== sandpool upload greeting $greeting_wasm   (a Wasm module)"
+cli upload greeting "$greeting_wasm"
+echo "== sandpool call greeting greet $name   (guest output, then the result)"
+cli call greeting greet "$name"
 
 echo "== stopping sandpoold (SIGTERM)"
 kill -TERM "$server_pid"

@@ -20,6 +20,8 @@ packages=(
   # Wasm guests (docs/wasm.md): wasm2c translates modules at upload; clang-14
   # with wasi-libc builds the example and test modules.
   wabt wasi-libc libclang-rt-14-dev-wasm32 lld-14
+  # The Rust Wasm example: rustc with the wasm32-wasi standard library.
+  rustc libstd-rust-dev-wasm32
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -119,14 +119,28 @@ vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploa
   return vm::GuestImage::parse(uploaded, config);
 }
 
-vm::Expected<std::vector<uint8_t>> TenantRegistry::imageFromUpload(std::vector<uint8_t> bytes) {
+vm::Expected<std::vector<uint8_t>> TenantRegistry::imageFromUpload(const std::string& tenant, const std::string& guest,
+                                                                   std::vector<uint8_t> bytes) {
   if (!wasm::isWasmModule(bytes)) return bytes;
   if (translator_ == nullptr) {
     return vm::makeError(vm::ErrorKind::kInvalidGuest,
                          "Wasm modules cannot be translated on this server: its translator process did not start "
                          "(the server's log says why)");
   }
-  return translator_->guestImageFromUpload(std::move(bytes));
+  const std::string module_sha256 = sha256Hex(bytes);
+  if (auto cached = translations_.find(module_sha256)) {
+    spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=true", tenant, guest,
+                 module_sha256);
+    return std::move(*cached);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto elf = translator_->guestImageFromUpload(std::move(bytes));
+  if (!elf) return elf;
+  spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=false ms={}", tenant, guest,
+               module_sha256,
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  translations_.insert(module_sha256, *elf);
+  return elf;
 }
 
 TenantRegistry::TenantRegistry(const ServerOptions& options, vm::Backend& backend, GuestStore& store,
@@ -268,7 +282,7 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant, c
   auto boot_and_store = [this, &tenant, settings, name,
                          bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
     auto out = std::make_shared<UploadOutcome>();
-    auto image = imageFromUpload(std::move(bytes));
+    auto image = imageFromUpload(tenant.config.name, name, std::move(bytes));
     if (!image) {
       out->error = image.takeError();
       return out;

@@ -39,6 +39,7 @@
 #include "vm/config.h"
 #include "vm/guest_image.h"
 #include "vm/host_functions.h"
+#include "wasm/translation_cache.h"
 #include "wasm/translator_service.h"
 
 namespace sandpool::server {
@@ -83,6 +84,10 @@ class [[nodiscard]] OrFailure {
 // and for a stored guest reloaded at start-up alike (what is stored is
 // always the ELF, so a restart translates nothing).
 vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded, const vm::VmConfig& config);
+
+// The translation cache's bound: the total size of the guest ELFs it keeps
+// (docs/wasm.md).
+inline constexpr uint64_t kTranslationCacheBytes = 64ull << 20;
 
 // One call as the client asked for it.
 struct GuestCall {
@@ -171,9 +176,11 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   // flags' defaults; always within the quota.
   pool::PoolSettings settingsFor(const TenantState& tenant, const std::string& name) const;
   // Uploaded bytes as the guest ELF to boot and store: a Wasm module (by its
-  // magic) translated in the translator process, anything else as it is.
-  // Blocking pool.
-  vm::Expected<std::vector<uint8_t>> imageFromUpload(std::vector<uint8_t> bytes);
+  // magic) translated in the translator process, or taken from the
+  // translation cache, anything else as it is. Logs each translation with
+  // the tenant and guest it is for. Blocking pool.
+  vm::Expected<std::vector<uint8_t>> imageFromUpload(const std::string& tenant, const std::string& guest,
+                                                     std::vector<uint8_t> bytes);
   // Installs a guest's (prewarmed) pool in its tenant, replacing (retiring)
   // an older version.
   void install(TenantState& tenant, const std::string& name, std::shared_ptr<pool::GuestPool> guest,
@@ -189,6 +196,8 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   const vm::VmConfig vm_config_;
   vm::Backend& backend_;
   wasm::TranslatorService* const translator_;
+  // Shared by all tenants (docs/security.md, "Wasm guests").
+  wasm::TranslationCache translations_{kTranslationCacheBytes};
   GuestStore& store_;
   KjMailbox& mailbox_;
   boost::asio::thread_pool& blocking_;

@@ -3,6 +3,7 @@
 #include <sandpool/abi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string_view>
 
 #include "vm/guest_protocol.h"
@@ -33,6 +34,27 @@ const char* vectorName(uint32_t vector) {
     case 18: return "machine check";
     case 19: return "SIMD floating-point exception";
     default: return "CPU exception";
+  }
+}
+
+// The monotonic clock guests read counts from here, so that it does not
+// tell them the host's uptime.
+const std::chrono::steady_clock::time_point kMonotonicOrigin = std::chrono::steady_clock::now();
+
+Expected<Value> readHostClock(const std::vector<Value>& args) {
+  if (args.size() != 1 || typeOf(args[0]) != ValueType::kU32) {
+    return makeError(ErrorKind::kBadHostCall, "clock takes one u32 (0 realtime, 1 monotonic)");
+  }
+  switch (std::get<uint32_t>(args[0])) {
+    case SANDPOOL_CLOCK_REALTIME:
+      return Value(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count()));
+    case SANDPOOL_CLOCK_MONOTONIC:
+      return Value(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now() - kMonotonicOrigin)
+                                .count()));
+    default: return makeError(ErrorKind::kBadHostCall, "unknown clock " + std::to_string(std::get<uint32_t>(args[0])));
   }
 }
 
@@ -109,6 +131,8 @@ PortAction GuestSession::serveHostCall() {
     if (text.size() > room) output_truncated_ = true;
     output_.append(text, 0, std::min<uint64_t>(room, text.size()));
     replyToGuest(Value(Void{}));
+  } else if (name == SANDPOOL_HOST_CLOCK) {
+    replyToGuest(readHostClock(args));
   } else if (host_functions_) {
     auto reply = host_functions_->callHostFunction(name, args);
     // The call's deadline passed while the host function was pending: the

@@ -1,6 +1,7 @@
 #include "bench_setup.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include "guest_files.h"
@@ -42,6 +43,18 @@ std::unique_ptr<vm::Sandbox> newBenchVm(vm::Backend& backend,
 
 std::unique_ptr<vm::Sandbox> newBenchVm(const std::shared_ptr<const vm::Snapshot>& snapshot) {
   return newBenchVm(benchBackend(), snapshot);
+}
+
+long privateKib() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  std::getline(in, key);  // the "[rollup]" range line
+  long value = 0, total = 0;
+  std::string unit;
+  while (in >> key >> value >> unit) {
+    if (key == "Private_Clean:" || key == "Private_Dirty:") total += value;
+  }
+  return total;
 }
 
 }  // namespace sandpool::bench

@@ -44,4 +44,8 @@ std::unique_ptr<vm::Sandbox> newBenchVm(vm::Backend& backend,
                                         const std::shared_ptr<const vm::Snapshot>& snapshot);
 std::unique_ptr<vm::Sandbox> newBenchVm(const std::shared_ptr<const vm::Snapshot>& snapshot);
 
+// The process's private memory (Private_Clean + Private_Dirty of
+// /proc/self/smaps_rollup), in KiB.
+long privateKib();
+
 }  // namespace sandpool::bench

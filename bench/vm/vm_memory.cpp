@@ -8,7 +8,6 @@
 //   vm_memory [N]      (default 32)
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <string>
 
@@ -16,24 +15,8 @@
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 
-namespace {
-
 using namespace sandpool::vm;
-
-// Private_Clean + Private_Dirty + Anonymous-backed swap, in KiB.
-long privateKib() {
-  std::ifstream in("/proc/self/smaps_rollup");
-  std::string key;
-  std::getline(in, key);  // the "[rollup]" range line
-  long value = 0, total = 0;
-  std::string unit;
-  while (in >> key >> value >> unit) {
-    if (key == "Private_Clean:" || key == "Private_Dirty:") total += value;
-  }
-  return total;
-}
-
-}  // namespace
+using sandpool::bench::privateKib;
 
 int main(int argc, char** argv) {
   const int count = argc > 1 ? std::atoi(argv[1]) : 32;

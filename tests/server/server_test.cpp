@@ -1442,6 +1442,33 @@ TEST_F(ServerTest, DropsToTheGivenUserOnceItsSocketsAreOpen) {
   }
 }
 
+// The translation cache (docs/wasm.md): a module uploaded again, under
+// another name by another tenant, is not translated again: it uploads even
+// with the translator process gone, and the log says it came from the cache.
+TEST_F(ServerTest, AWasmModuleUploadedAgainIsTakenFromTheTranslationCache) {
+  startServer();
+  auto a = alpha();
+  mustUpload(a, "greet", WASM_GREETING);
+  auto translated = server_->process().waitForLine("event=wasm_translation tenant=alpha guest=greet", 60s);
+  ASSERT_TRUE(translated) << server_->process().output();
+  EXPECT_NE(translated->find("cached=false"), std::string::npos) << *translated;
+  std::ifstream children("/proc/" + std::to_string(server_->process().pid()) + "/task/" +
+                         std::to_string(server_->process().pid()) + "/children");
+  pid_t translator = 0;
+  children >> translator;
+  ASSERT_GT(translator, 0) << "sandpoold started its translator process";
+  ASSERT_EQ(::kill(translator, SIGKILL), 0);
+
+  auto b_conn = connect();
+  auto b = login(*b_conn, kBetaToken);
+  mustUpload(b, "hi", WASM_GREETING);
+  auto cached = server_->process().waitForLine("event=wasm_translation tenant=beta guest=hi", 60s);
+  ASSERT_TRUE(cached) << server_->process().output();
+  EXPECT_NE(cached->find("cached=true"), std::string::npos) << *cached;
+  CallResult r = call(b, "hi", "greet", {str("cache")});
+  EXPECT_EQ(r.value, "\"Hello, cache!\"") << r.message;
+}
+
 // Long calls step aside (docs/server.md, "Long calls"): a tenant whose
 // calls spin until their timeout, three times as many as there are workers,
 // does not hold the workers from another tenant, whose call is answered

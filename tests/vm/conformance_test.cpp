@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "backend_test.h"
 #include "guest_files.h"
 #include "holding_host_functions.h"
 #include "vm/backend.h"
@@ -23,12 +24,11 @@ namespace sandpool::vm {
 namespace {
 
 using namespace std::chrono_literals;
+using sandpool::testing::BackendTest;
+using sandpool::testing::backendName;
 using sandpool::testing::HoldingHostFunctions;
+using sandpool::testing::kGenerousDeadline;
 using sandpool::testing::readGuest;
-
-// Calls and boots that are not about timing get a deadline far beyond any
-// plausible run time, KVM inside QEMU on a loaded machine included.
-constexpr std::chrono::seconds kGenerousDeadline{120};
 
 VmConfig generous() {
   VmConfig config;
@@ -36,18 +36,8 @@ VmConfig generous() {
   return config;
 }
 
-class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
+class ConformanceTest : public BackendTest {
  protected:
-  void SetUp() override {
-    if (GetParam() == BackendKind::kEmulated) {
-      backend_ = makeEmulatedBackend();
-      return;
-    }
-    auto kvm = makeKvmBackend(KvmOptions::fromEnvironment());
-    if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
-    backend_ = std::move(kvm.value());
-  }
-
   std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = generous()) {
     auto image = GuestImage::parse(readGuest(guest), config);
     EXPECT_TRUE(image.ok()) << image.error().describe();
@@ -64,25 +54,6 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     EXPECT_TRUE(sandbox.ok()) << sandbox.error().describe();
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
-
-
-  static CallResult call(Sandbox& sandbox, std::string function, std::vector<Value> args = {},
-                         std::chrono::nanoseconds timeout = kGenerousDeadline,
-                         HostFunctions* host = nullptr) {
-    CallRequest request;
-    request.function = std::move(function);
-    request.args = std::move(args);
-    request.startTimeout(timeout);
-    request.host_functions = host;
-    return sandbox.call(request);
-  }
-
-  static Value ok(const CallResult& result) {
-    EXPECT_TRUE(result.result.ok()) << result.result.error().describe();
-    return result.result ? result.result.value() : Value{};
-  }
-
-  std::unique_ptr<Backend> backend_;
 };
 
 TEST_P(ConformanceTest, ExportsCarryTheirTypes) {
@@ -629,10 +600,6 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
   ASSERT_TRUE(result.result.error().fault.has_value());
   EXPECT_EQ(result.result.error().fault->vector, 14u) << "a canonical address is a page fault";
   EXPECT_EQ(result.result.error().fault->address, unmapped);
-}
-
-std::string backendName(const ::testing::TestParamInfo<BackendKind>& info) {
-  return std::string(backendKindName(info.param));
 }
 
 // The system-call filter of the threads that run guests

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "backend_test.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/host_functions.h"
@@ -21,7 +22,7 @@ using namespace std::chrono_literals;
 using vm::ErrorKind;
 using vm::Value;
 
-constexpr std::chrono::seconds kGenerousDeadline{120};
+using sandpool::testing::kGenerousDeadline;
 
 std::vector<uint8_t> readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -135,12 +136,7 @@ class WasmGuestTest : public ::testing::Test {
   static vm::CallResult call(vm::Sandbox& sandbox, std::string function, std::vector<Value> args = {},
                              std::chrono::nanoseconds timeout = kGenerousDeadline,
                              vm::HostFunctions* host = nullptr) {
-    vm::CallRequest request;
-    request.function = std::move(function);
-    request.args = std::move(args);
-    request.startTimeout(timeout);
-    request.host_functions = host;
-    return sandbox.call(request);
+    return sandpool::testing::callGuest(sandbox, std::move(function), std::move(args), timeout, host);
   }
 
   static void expectTrap(vm::Sandbox& sandbox, const std::string& function, const std::string& trap,
@@ -163,6 +159,21 @@ TEST_F(WasmGuestTest, GreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
   ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
   EXPECT_EQ(std::get<std::string>(*result.result), "Hello, Wasm!");
   EXPECT_EQ(result.output, "greeting Wasm\n");
+}
+
+TEST_F(WasmGuestTest, RustGreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
+#ifndef SANDPOOL_WASM_RUST_EXAMPLES
+  GTEST_SKIP() << "the Rust example was not built: no rustc with the wasm32-wasi standard library "
+                  "(Debian packages rustc, libstd-rust-dev-wasm32)";
+#endif
+  auto vm = boot(example("rust_greeting"));
+  ASSERT_TRUE(vm);
+  for (const std::string name : {"Ferris", "again"}) {
+    auto result = call(*vm, "greet", {Value(name)});
+    ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
+    EXPECT_EQ(std::get<std::string>(*result.result), "Hello, " + name + ", from Rust!");
+    EXPECT_EQ(result.output, "greeting " + name + " from Rust\n");
+  }
 }
 
 TEST_F(WasmGuestTest, NumericExportsAreListedWithTheirSignatures) {
@@ -195,6 +206,17 @@ TEST_F(WasmGuestTest, ComputeKernelHashesBytes) {
   auto floors = call(*vm, "floor_sum", {Value(0.5), Value(int32_t(5))});
   ASSERT_TRUE(floors.result.ok()) << floors.result.error().describe();
   EXPECT_EQ(std::get<double>(*floors.result), 0 + 0 + 1 + 1 + 2);
+}
+
+TEST_F(WasmGuestTest, Sha256KernelMatchesKnownDigests) {
+  auto vm = boot(example("sha256"));
+  ASSERT_TRUE(vm);
+  auto abc = call(*vm, "sha256", {Value(vm::Bytes{'a', 'b', 'c'})});
+  ASSERT_TRUE(abc.result.ok()) << abc.result.error().describe();
+  EXPECT_EQ(vm::formatValue(*abc.result), "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  auto million = call(*vm, "sha256", {Value(vm::Bytes(1000000, 'a'))});
+  ASSERT_TRUE(million.result.ok()) << million.result.error().describe();
+  EXPECT_EQ(vm::formatValue(*million.result), "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST_F(WasmGuestTest, StateSetAtInitialisationIsFreshForEveryCall) {

@@ -130,6 +130,11 @@ typedef struct sandpool_host_call_header {
 
 /* Host functions every sandpool host provides. */
 #define SANDPOOL_HOST_PRINT "print" /* (string) -> void; captured, bounded per call */
+/* (u32 clock) -> u64 nanoseconds, read by the host when asked: realtime is
+ * since the Unix epoch, monotonic since the host process started. */
+#define SANDPOOL_HOST_CLOCK "clock"
+#define SANDPOOL_CLOCK_REALTIME 0u
+#define SANDPOOL_CLOCK_MONOTONIC 1u
 
 #ifdef __cplusplus
 static_assert(sizeof(sandpool_boot_info) == 128, "boot info layout");
