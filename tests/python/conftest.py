@@ -4,7 +4,8 @@ The server, its guests and the backend come from the environment that
 tests/python/CMakeLists.txt sets for ctest:
 
     SANDPOOLD              the sandpoold binary
-    SANDPOOL_GUEST_<NAME>  guest ELFs (HELLO, ADD, ECHO, PROBE)
+    SANDPOOL_GUEST_<NAME>  guest ELFs (HELLO, ADD, ECHO, PROBE) and Wasm modules
+                           (GREETING_WASM, TRAPS_WASM)
     SANDPOOL_TEST_BACKEND  VM backend (default: emulated)
 
 Nothing here imports pycapnp, so that a machine without it still collects

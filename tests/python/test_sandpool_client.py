@@ -350,3 +350,28 @@ def test_kv_lookup_example_serves_the_guest(server, guests) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "call_host('kv_get', 'apples') = \"12\"\nserved 1 lookup(s): apples\n"
+
+
+# --- Wasm modules (docs/wasm.md) -------------------------------------------
+
+def test_a_wasm_module_uploads_and_answers_like_an_elf(server, guest_file) -> None:
+    async def body(tenant: sp.Tenant) -> tuple[Any, Any]:
+        await tenant.upload("py-greet", guest_file("greeting_wasm").read_bytes(), replace=True)
+        return await tenant.call("py-greet", "greet", ["Python"]), await tenant.list()
+
+    ok, guests = as_tenant(server, body)
+    assert ok.value == "Hello, Python!"
+    assert "greeting Python" in ok.output
+    exports = {f.name: f for g in guests if g.name == "py-greet" for f in g.exports}
+    assert "greet" in exports
+
+
+def test_a_wasm_trap_is_a_typed_error(server, guest_file) -> None:
+    async def body(tenant: sp.Tenant) -> Any:
+        await tenant.upload("py-traps", guest_file("traps_wasm").read_bytes(), replace=True)
+        return await tenant.call("py-traps", "unreachable")
+
+    with pytest.raises(sp.CallFailed) as failed:
+        as_tenant(server, body)
+    assert failed.value.code == "guestAbort"
+    assert "wasm trap: unreachable" in failed.value.message
