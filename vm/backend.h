@@ -11,6 +11,7 @@
 #include "vm/error.h"
 #include "vm/guest_memory.h"
 #include "vm/layout.h"
+#include "vm/watchdog.h"
 
 namespace sandpool::vm {
 
@@ -100,6 +101,14 @@ class Backend {
   // What was checked when the backend was opened, for the start-up log line
   // (the KVM self-test's findings); empty where nothing was.
   virtual std::string openingReport() const { return {}; }
+
+  // The watchdog that stops the calls and boots of this backend's vCPUs
+  // past their deadlines. Each backend has its own thread and slots; a
+  // Sandbox or Snapshot must not outlive the backend it was made with.
+  Watchdog& watchdog() { return watchdog_; }
+
+ private:
+  Watchdog watchdog_;
 };
 
 // How the KVM backend is opened.

@@ -503,10 +503,11 @@ TEST_F(KvmBackendTest, WatchdogStopsARunawayGuestRepeatedly) {
     RunExit exit;
     bool fired = false;
     {
-      Watchdog::Guard guard(Watchdog::instance(), vm->vcpu(),
-                            std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+      auto guard = backend_->watchdog().watch(vm->vcpu(), std::chrono::steady_clock::now() +
+                                                             std::chrono::milliseconds(50));
+      ASSERT_TRUE(guard.ok()) << guard.error().describe();
       exit = vm->vcpu().run(recorder);
-      fired = guard.fired();
+      fired = guard->fired();
     }
     EXPECT_EQ(exit.kind, RunExit::Kind::kTimeout) << exit.reason << lastOut(recorder, vm->vcpu());
     EXPECT_TRUE(fired);

@@ -2,6 +2,7 @@
 // against each backend. A backend the host cannot open is skipped with the
 // reason (the KVM run inside QEMU covers kvm where the host has no /dev/kvm).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <sandpool/abi.h>
 
@@ -15,6 +16,7 @@
 #include "holding_host_functions.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
+#include "vm/guest_memory.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 #include "vm/syscall_filter.h"
@@ -39,28 +41,38 @@ VmConfig generous() {
 class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
  protected:
   void SetUp() override {
-    if (GetParam() == BackendKind::kEmulated) {
-      backend_ = makeEmulatedBackend();
-      return;
-    }
-    auto kvm = makeKvmBackend(KvmOptions::fromEnvironment());
-    if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
-    backend_ = std::move(kvm.value());
+    auto opened = openBackendOfThisKind();
+    if (!opened) GTEST_SKIP() << "kvm backend unavailable here: " << opened.error().message;
+    backend_ = std::move(opened.value());
+  }
+
+  Expected<std::unique_ptr<Backend>> openBackendOfThisKind() const {
+    if (GetParam() == BackendKind::kEmulated) return makeEmulatedBackend();
+    return makeKvmBackend(KvmOptions::fromEnvironment());
   }
 
   std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = generous()) {
+    return bootOn(*backend_, guest, config);
+  }
+
+  static std::shared_ptr<const Snapshot> bootOn(Backend& backend, const std::string& guest,
+                                                VmConfig config = generous()) {
     auto image = GuestImage::parse(readGuest(guest), config);
     EXPECT_TRUE(image.ok()) << image.error().describe();
     if (!image) return nullptr;
-    auto snapshot = Snapshot::boot(*backend_, *image, config);
+    auto snapshot = Snapshot::boot(backend, *image, config);
     EXPECT_TRUE(snapshot.ok()) << snapshot.error().describe();
     return snapshot ? snapshot.value() : nullptr;
   }
 
   std::unique_ptr<Sandbox> vm(const std::string& guest, VmConfig config = generous()) {
-    auto snapshot = boot(guest, config);
+    return vmOn(*backend_, guest, config);
+  }
+
+  static std::unique_ptr<Sandbox> vmOn(Backend& backend, const std::string& guest, VmConfig config = generous()) {
+    auto snapshot = bootOn(backend, guest, config);
     if (!snapshot) return nullptr;
-    auto sandbox = Sandbox::create(*backend_, snapshot);
+    auto sandbox = Sandbox::create(backend, snapshot);
     EXPECT_TRUE(sandbox.ok()) << sandbox.error().describe();
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
@@ -330,6 +342,47 @@ TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
   EXPECT_LT(took, 30s) << "the watchdog slept past the spinning call's deadline";
   ASSERT_TRUE(held.has_value());
   EXPECT_EQ(ok(*held), Value(std::string("released")));
+}
+
+// Each backend owns its watchdog: a server (or test fixture) whose running
+// calls hold every slot of its watchdog refuses further calls with a typed
+// error, while another backend in the same process serves on.
+TEST_P(ConformanceTest, EachBackendsWatchdogHasSlotsOfItsOwn) {
+  auto greeter = vm("hello");
+  ASSERT_TRUE(greeter);
+  auto other_backend = openBackendOfThisKind();
+  ASSERT_TRUE(other_backend.ok()) << other_backend.error().describe();
+  auto other_greeter = vmOn(**other_backend, "hello");
+  ASSERT_TRUE(other_greeter);
+  ASSERT_NE(&backend_->watchdog(), &other_backend.value()->watchdog());
+
+  // A vCPU of this backend for the guards to watch; their deadlines never pass.
+  auto snapshot = boot("hello");
+  ASSERT_TRUE(snapshot);
+  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
+  ASSERT_TRUE(memory.ok()) << memory.error().describe();
+  auto vcpu = backend_->createVcpu(*memory, snapshot->layout(), snapshot->entry());
+  ASSERT_TRUE(vcpu.ok()) << vcpu.error().describe();
+  const auto never = std::chrono::steady_clock::now() + 600s;
+  std::vector<Watchdog::Guard> held;
+  held.reserve(Watchdog::kSlots);
+  for (size_t i = 0; i < Watchdog::kSlots; ++i) {
+    auto guard = backend_->watchdog().watch(**vcpu, never);
+    ASSERT_TRUE(guard.ok()) << "slot " << i << ": " << guard.error().describe();
+    held.push_back(std::move(*guard));
+  }
+  auto refused = backend_->watchdog().watch(**vcpu, never);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kLimitExceeded) << refused.error().describe();
+
+  CallResult full = call(*greeter, "hello", {std::string("full")});
+  ASSERT_FALSE(full.result.ok());
+  EXPECT_EQ(full.result.error().kind, ErrorKind::kLimitExceeded) << full.result.error().describe();
+  EXPECT_TRUE(greeter->healthy());
+  EXPECT_EQ(ok(call(*other_greeter, "hello", {std::string("other")})), Value(std::string("Hello, other!")));
+
+  held.clear();
+  EXPECT_EQ(ok(call(*greeter, "hello", {std::string("again")})), Value(std::string("Hello, again!")));
 }
 
 constexpr std::chrono::milliseconds kMisbehaviourDeadline{120'000};

@@ -257,7 +257,9 @@ class UnicornVcpu final : public Vcpu {
     if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
       return unicornError("uc_context_save", err);
     }
-    tracker_ = std::make_unique<WriteTracker>(memory_.hostBase(), layout_);
+    auto tracker = WriteTracker::create(memory_.hostBase(), layout_);
+    if (!tracker) return tracker.takeError();
+    tracker_ = std::move(*tracker);
     sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
     restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
     return tracker_->protectAll();
