@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "vm/guest_protocol.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm {
 
@@ -40,7 +41,7 @@ const char* vectorName(uint32_t vector) {
 
 std::string describeFault(const FaultInfo& fault) {
   std::string text = std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
-  if (fault.vector == 14) text += " at address " + toHex(fault.address);
+  if (fault.vector == x86::kVectorPageFault) text += " at address " + toHex(fault.address);
   text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
   return text;
 }

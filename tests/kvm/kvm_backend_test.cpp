@@ -26,7 +26,7 @@
 #include "vm/kvm/cpuid.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/self_test.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 #include "vm/watchdog.h"
 
 namespace sandpool::vm::kvm::test {
@@ -299,8 +299,10 @@ class KvmPageTableTest : public KvmBackendTest {
   }
 };
 
-constexpr uint32_t kPageFault = 14;
-constexpr uint64_t kPfPresent = 1, kPfWrite = 2, kPfFetch = 0x10;
+using x86::kPfFetch;
+using x86::kPfPresent;
+using x86::kPfWrite;
+constexpr uint32_t kPageFault = x86::kVectorPageFault;
 
 TEST_F(KvmPageTableTest, PageZeroIsUnmapped) {
   Fault fault = faultOf(kCmdRead, 0);
@@ -421,11 +423,11 @@ TEST_F(KvmBackendTest, MsrReadsAreDenied) {
   if (!kvm->device().hasMsrFilter()) GTEST_SKIP() << "this KVM has no MSR filter";
   auto vm = bootVm();
   ASSERT_TRUE(vm);
-  for (uint32_t msr : {0x10u /* TSC */, 0xc0000080u /* EFER */, 0x1bu /* APIC base */}) {
+  for (uint32_t msr : {0x10u /* TSC */, x86::kMsrEfer, 0x1bu /* APIC base */}) {
     Recorder recorder;
     ASSERT_TRUE(stopped(call(*vm, recorder, kCmdRdmsr, msr)));
     EXPECT_EQ(recorder.lastPort(), kPortFault) << "rdmsr " << std::hex << msr << " was allowed";
-    EXPECT_EQ(recorder.lastValue(), 13u) << "rdmsr " << std::hex << msr;
+    EXPECT_EQ(recorder.lastValue(), x86::kVectorGeneralProtection) << "rdmsr " << std::hex << msr;
   }
 }
 

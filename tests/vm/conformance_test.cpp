@@ -20,6 +20,7 @@
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 #include "vm/syscall_filter.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm {
 namespace {
@@ -550,7 +551,7 @@ void expectGeneralProtectionFault(const CallResult& result, uint64_t rip) {
   EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
   EXPECT_NE(error.message.find("general protection fault (vector 13)"), std::string::npos) << error.describe();
   ASSERT_TRUE(error.fault.has_value()) << error.describe();
-  EXPECT_EQ(error.fault->vector, 13u);
+  EXPECT_EQ(error.fault->vector, x86::kVectorGeneralProtection);
   EXPECT_EQ(error.fault->error_code, 0u);
   EXPECT_EQ(error.fault->rip, rip) << error.describe();
 }
@@ -569,22 +570,24 @@ TEST_P(MisbehaviourTest, MsrAccessOtherThanTheSegmentBasesRaisesGeneralProtectio
   auto vm = this->vm("misbehave");
   ASSERT_TRUE(vm);
   const uint64_t wrmsr = siteOf(*vm, "wrmsr"), rdmsr = siteOf(*vm, "rdmsr");
-  constexpr uint32_t kUnknownMsr = 0x1234, kEfer = 0xc0000080, kKernelGsBase = 0xc0000102;
-  for (uint32_t msr : {kUnknownMsr, kEfer, kKernelGsBase}) {
+  constexpr uint32_t kUnknownMsr = 0x1234;
+  for (uint32_t msr : {kUnknownMsr, x86::kMsrEfer, x86::kMsrKernelGsBase}) {
     SCOPED_TRACE(toHex(msr));
     expectGeneralProtectionFault(call(*vm, "write_msr", {msr, uint64_t{1}}), wrmsr);
     expectGeneralProtectionFault(call(*vm, "read_msr", {msr}), rdmsr);
   }
-  constexpr uint32_t kFsBase = 0xc0000100, kGsBase = 0xc0000101;
-  for (uint32_t msr : {kFsBase, kGsBase}) {
+  for (uint32_t msr : {x86::kMsrFsBase, x86::kMsrGsBase}) {
     SCOPED_TRACE(toHex(msr));
     ok(call(*vm, "write_msr", {msr, uint64_t{0x10000}}));
     EXPECT_EQ(ok(call(*vm, "read_msr", {msr})), Value(uint64_t{0})) << "the reset restored it";
   }
 }
 
-constexpr uint64_t kLongModeCr0 = 0x80050033;  // PE|MP|ET|NE|WP|PG, as docs/kvm.md sets it
-constexpr uint64_t kCr0Wp = 1ull << 16, kCr0Pg = 1ull << 31;
+// The long-mode CR0 of docs/kvm.md with AM set as well.
+constexpr uint64_t kLongModeCr0 = x86::kCr0LongMode | x86::kCr0Am;
+static_assert(kLongModeCr0 == 0x80050033);
+using x86::kCr0Pg;
+using x86::kCr0Wp;
 
 TEST_P(MisbehaviourTest, ClearingCr0PagingRaisesGeneralProtectionFault) {
   auto vm = this->vm("misbehave");
@@ -603,7 +606,7 @@ void MisbehaviourTest::expectCrWritesLastOneCall() {
   CallResult protected_again = call(*vm, "write_code", {});
   ASSERT_FALSE(protected_again.result.ok()) << "the reset restored CR0.WP and the code page";
   ASSERT_TRUE(protected_again.result.error().fault.has_value());
-  EXPECT_EQ(protected_again.result.error().fault->vector, 14u);
+  EXPECT_EQ(protected_again.result.error().fault->vector, x86::kVectorPageFault);
   ok(call(*vm, "write_cr0", {kLongModeCr0}));
   const Value cr3 = ok(call(*vm, "read_cr3", {}));
   ok(call(*vm, "write_cr3", {cr3}));
@@ -670,7 +673,7 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
     const Error& error = result.result.error();
     EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
     ASSERT_TRUE(error.fault.has_value()) << error.describe();
-    EXPECT_EQ(error.fault->vector, 13u) << error.describe();
+    EXPECT_EQ(error.fault->vector, x86::kVectorGeneralProtection) << error.describe();
     EXPECT_EQ(error.fault->error_code, 0u);
     // The rip of the #GP is the target under QEMU's CPU (KVM inside QEMU and
     // Unicorn both); a hardware CPU reports the jump itself.
@@ -680,7 +683,7 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
   CallResult result = call(*vm, "jump_to", {unmapped});
   ASSERT_FALSE(result.result.ok());
   ASSERT_TRUE(result.result.error().fault.has_value());
-  EXPECT_EQ(result.result.error().fault->vector, 14u) << "a canonical address is a page fault";
+  EXPECT_EQ(result.result.error().fault->vector, x86::kVectorPageFault) << "a canonical address is a page fault";
   EXPECT_EQ(result.result.error().fault->address, unmapped);
 }
 

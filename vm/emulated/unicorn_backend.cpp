@@ -27,7 +27,7 @@
 #include "vm/emulated/privileged_instructions.h"
 #include "vm/emulated/write_tracker.h"
 #include "vm/guest_session.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm {
 
@@ -178,7 +178,7 @@ class UnicornVcpu final : public Vcpu {
       exit_.kind = RunExit::Kind::kFault;
       exit_.fault.rip = rip;
       if (err == UC_ERR_INSN_INVALID) {
-        exit_.fault.vector = 6;
+        exit_.fault.vector = x86::kVectorInvalidOpcode;
         exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
       } else if (err != UC_ERR_OK) {
         exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
@@ -313,13 +313,13 @@ class UnicornVcpu final : public Vcpu {
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    self->stopWithFault(13, 0, 0, "guest read from I/O port " + toHex(port));
+    self->stopWithFault(x86::kVectorGeneralProtection, 0, 0, "guest read from I/O port " + toHex(port));
     return 0;
   }
 
   static void onSyscall(uc_engine*, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    self->stopWithFault(6, 0, 0, "guest executed syscall/sysenter");
+    self->stopWithFault(x86::kVectorInvalidOpcode, 0, 0, "guest executed syscall/sysenter");
   }
 
   static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
@@ -328,10 +328,10 @@ class UnicornVcpu final : public Vcpu {
     self->stopWithFault(vector, 0, 0, describeFault(fault));
   }
 
-  // #GP(0) at rip, as KVM reports it: vector 13, error code 0.
+  // #GP(0) at rip, as KVM reports it: error code 0.
   void generalProtectionFault(uint64_t rip, const std::string& why) {
-    FaultInfo fault{13, 0, 0, rip};
-    stopWithFault(13, 0, 0, describeFault(fault) + ": " + why);
+    FaultInfo fault{x86::kVectorGeneralProtection, 0, 0, rip};
+    stopWithFault(x86::kVectorGeneralProtection, 0, 0, describeFault(fault) + ": " + why);
   }
 
   static void onNonCanonicalCode(uc_engine*, uint64_t address, uint32_t, void* self_ptr) {
@@ -354,7 +354,7 @@ class UnicornVcpu final : public Vcpu {
       uint64_t index = 0;
       uc_reg_read(uc_, UC_X86_REG_RCX, &index);
       index &= 0xffffffff;
-      if (index == kvm::x86::kMsrFsBase || index == kvm::x86::kMsrGsBase) return;
+      if (index == x86::kMsrFsBase || index == x86::kMsrGsBase) return;
       generalProtectionFault(rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
                                       toHex(index) + ", which guests may not access");
       return;
@@ -363,13 +363,13 @@ class UnicornVcpu final : public Vcpu {
     if (cr != 0 && cr != 3 && cr != 4) return;
     uint64_t value = 0;
     uc_reg_read(uc_, kGeneralRegisterIds[instruction.source_register], &value);
-    if (cr == 0 && !(value & kvm::x86::kCr0Pg)) {
+    if (cr == 0 && !(value & x86::kCr0Pg)) {
       generalProtectionFault(rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
       return;
     }
     // Unicorn runs the guest without paging: what such a write changes on
     // KVM (page tables, write protection, paging features) cannot happen here.
-    stopWithFault(6, 0, 0,
+    stopWithFault(x86::kVectorInvalidOpcode, 0, 0,
                   "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
                       ": the emulated backend does not emulate control-register writes (it runs guests "
                       "without paging)");
@@ -387,19 +387,18 @@ class UnicornVcpu final : public Vcpu {
       }
       address = rip;
     }
-    // Page-fault error code bits: 0 present (protection), 1 write, 4 fetch.
     uint64_t code = 0;
     const char* what = "access";
     switch (type) {
       case UC_MEM_READ_UNMAPPED: what = "read of unmapped"; break;
-      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = 2; break;
-      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = 16; break;
-      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = 3; break;
-      case UC_MEM_READ_PROT: what = "read of protected"; code = 1; break;
-      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = 17; break;
+      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = x86::kPfWrite; break;
+      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = x86::kPfFetch; break;
+      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = x86::kPfPresent | x86::kPfWrite; break;
+      case UC_MEM_READ_PROT: what = "read of protected"; code = x86::kPfPresent; break;
+      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = x86::kPfPresent | x86::kPfFetch; break;
       default: break;
     }
-    self->stopWithFault(14, address, code,
+    self->stopWithFault(x86::kVectorPageFault, address, code,
                         "page fault (vector 14): " + std::string(what) + " address " + toHex(address) +
                             " at rip " + toHex(self->readRegister(Register::kRip)));
     return false;

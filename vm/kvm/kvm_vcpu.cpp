@@ -12,7 +12,7 @@
 #include "vm/kvm/kvm_ioctl.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/vcpu_kick.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm::kvm {
 namespace {
@@ -24,7 +24,7 @@ constexpr uint32_t kSyncedOnReset = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM
 kvm_segment codeSegment() {
   kvm_segment s{};
   s.limit = 0xffffffff;
-  s.selector = 0x08;
+  s.selector = x86::kSelectorCode;
   s.type = x86::kSegCodeExecReadAccessed;
   s.present = 1;
   s.s = 1;
@@ -36,7 +36,7 @@ kvm_segment codeSegment() {
 kvm_segment dataSegment() {
   kvm_segment s{};
   s.limit = 0xffffffff;
-  s.selector = 0x10;
+  s.selector = x86::kSelectorData;
   s.type = x86::kSegDataReadWriteAccessed;
   s.present = 1;
   s.s = 1;
@@ -48,7 +48,7 @@ kvm_segment dataSegment() {
 kvm_segment taskSegment() {
   kvm_segment s{};
   s.limit = 0x67;
-  s.selector = 0x18;
+  s.selector = x86::kSelectorTss;
   s.type = x86::kSegTss64Busy;
   s.present = 1;
   return s;
@@ -135,7 +135,7 @@ Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry
   sregs.tr = taskSegment();
   sregs.gdt = {};
   sregs.idt = {};
-  sregs.cr0 = x86::kCr0Pe | x86::kCr0Mp | x86::kCr0Et | x86::kCr0Ne | x86::kCr0Wp | x86::kCr0Pg;
+  sregs.cr0 = x86::kCr0LongMode;
   sregs.cr3 = kPml4Address;
   sregs.cr4 = x86::kCr4Pae | x86::kCr4Osfxsr | x86::kCr4Osxmmexcpt;
   sregs.efer = x86::kEferLme | x86::kEferLma | x86::kEferNxe;
@@ -261,8 +261,8 @@ RunExit KvmVcpu::exitToFault() {
       // physical address outside its memory; report it as the page fault it
       // would be on real hardware without that memory.
       pending_ = Pending::kOther;
-      fault.vector = 14;
-      fault.error_code = run.mmio.is_write ? 2 : 0;
+      fault.vector = x86::kVectorPageFault;
+      fault.error_code = run.mmio.is_write ? x86::kPfWrite : 0;
       fault.address = run.mmio.phys_addr;
       return faultExit(fmt::format("MMIO {} of {} bytes at {:#x}: no guest memory there",
                                    run.mmio.is_write ? "write" : "read", run.mmio.len,
