@@ -37,10 +37,11 @@ struct RunExit {
     kStopped,  // the port handler said stop
     kFault,    // exception, unmapped/forbidden access, triple fault, hlt, MMIO
     kTimeout,  // interrupt() was called
+    kHostFailure,  // the backend itself failed (an emulator call): `reason` says which
   };
   Kind kind = Kind::kStopped;
   FaultInfo fault;      // for kFault
-  std::string reason;   // for kFault: what the backend saw, e.g. "write to unmapped 0x0"
+  std::string reason;   // for kFault and kHostFailure: what the backend saw, e.g. "write to unmapped 0x0"
 };
 
 // The registers the shared code reads: rip for messages, rsi/rdi/r8 for the
@@ -72,9 +73,13 @@ class Vcpu {
   virtual void clearInterrupt() noexcept = 0;
 
   // Valid inside PortHandler::onPortOut and after run() returns.
-  virtual uint64_t readRegister(Register reg) = 0;
-  // Inside onPortOut: the CPU state as it will be once the `out` completes.
-  virtual std::unique_ptr<CpuState> saveCpuState() = 0;
+  virtual Expected<uint64_t> readRegister(Register reg) = 0;
+  // Inside onPortOut: the CPU state as it will be once the `out` completes,
+  // resuming at `resume_rip`, the address after the `out` as the guest
+  // names it (the shared code knows where: READY's rsi, abi.h). A backend
+  // that cannot tell that address inside its port hook (Unicorn) resumes
+  // there; KVM completes the `out` itself and resumes after it.
+  virtual Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) = 0;
   virtual Expected<void> loadCpuState(const CpuState& state) = 0;
 
   // Makes the current CPU state and memory contents (the snapshot) the point

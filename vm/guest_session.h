@@ -64,7 +64,4 @@ class GuestSession final : public PortHandler {
   uint32_t host_calls_ = 0;
 };
 
-// "page fault (vector 14)" and friends, for fault messages.
-std::string describeFault(const FaultInfo& fault);
-
 }  // namespace sandpool::vm

@@ -68,9 +68,9 @@ std::string lastOut(const Recorder& recorder, Vcpu& vcpu) {
   char text[160];
   std::snprintf(text, sizeof(text), "last out: port %#x value %#x (rsi %#llx rdi %#llx r8 %#llx)",
                 recorder.lastPort(), recorder.lastValue(),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kRsi)),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kRdi)),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kR8)));
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kRsi).value()),
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kRdi).value()),
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kR8).value()));
   return text;
 }
 
@@ -292,8 +292,8 @@ class KvmPageTableTest : public KvmBackendTest {
     RunExit exit = vm->vcpu().run(recorder);
     EXPECT_EQ(exit.kind, RunExit::Kind::kStopped) << exit.reason;
     EXPECT_EQ(recorder.lastPort(), kPortFault);
-    Fault fault{recorder.lastValue(), vm->vcpu().readRegister(Register::kRsi),
-                vm->vcpu().readRegister(Register::kRdi)};
+    Fault fault{recorder.lastValue(), vm->vcpu().readRegister(Register::kRsi).value(),
+                vm->vcpu().readRegister(Register::kRdi).value()};
     EXPECT_TRUE(vm->vcpu().reset().ok());
     return fault;
   }

@@ -109,8 +109,10 @@ class ResetFailingBackend final : public vm::Backend {
     vm::RunExit run(vm::PortHandler& handler) override { return real_->run(handler); }
     void interrupt() noexcept override { real_->interrupt(); }
     void clearInterrupt() noexcept override { real_->clearInterrupt(); }
-    uint64_t readRegister(vm::Register reg) override { return real_->readRegister(reg); }
-    std::unique_ptr<vm::CpuState> saveCpuState() override { return real_->saveCpuState(); }
+    vm::Expected<uint64_t> readRegister(vm::Register reg) override { return real_->readRegister(reg); }
+    vm::Expected<std::unique_ptr<vm::CpuState>> saveCpuState(uint64_t resume_rip) override {
+      return real_->saveCpuState(resume_rip);
+    }
     vm::Expected<void> loadCpuState(const vm::CpuState& state) override { return real_->loadCpuState(state); }
     vm::Expected<void> armReset(std::span<const uint8_t> contents) override { return real_->armReset(contents); }
     vm::Expected<vm::ResetStats> reset() override {

@@ -26,7 +26,6 @@
 #include "vm/backend.h"
 #include "vm/emulated/privileged_instructions.h"
 #include "vm/emulated/write_tracker.h"
-#include "vm/guest_session.h"
 #include "vm/x86.h"
 
 namespace sandpool::vm {
@@ -89,12 +88,178 @@ class UnicornCpuState final : public CpuState {
 
 class UnicornVcpu final : public Vcpu {
  public:
-  UnicornVcpu(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
+  // An engine over `memory` (which must outlive the vCPU), its regions
+  // mapped per `layout`, the fault and port hooks installed, and registers
+  // set to enter `entry` with rdi = boot info and rsp = stack top.
+  static Expected<std::unique_ptr<UnicornVcpu>> create(GuestMemory& memory, const MemoryLayout& layout,
+                                                       uint64_t entry) {
+    std::unique_ptr<UnicornVcpu> vcpu(new UnicornVcpu(memory, layout));
+    if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
+    return vcpu;
+  }
 
   ~UnicornVcpu() override {
+    // Both only free what the engine allocated; nothing is left to act on if they fail.
     if (reset_context_) uc_context_free(reset_context_);
     if (uc_) uc_close(uc_);
   }
+
+  RunExit run(PortHandler& handler) override {
+    handler_ = &handler;
+    exit_ = RunExit{};
+    stopped_ = false;
+    std::optional<WriteTracker::Activation> activation;
+    if (tracker_) activation.emplace(*tracker_);
+    auto start = readUnicornRegister(UC_X86_REG_RIP, "rip");
+    if (!start) {
+      handler_ = nullptr;
+      return RunExit{RunExit::Kind::kHostFailure, {}, start.error().message};
+    }
+    uc_err err = interrupted_ ? UC_ERR_OK : uc_emu_start(uc_, *start, 0, 0, 0);
+    handler_ = nullptr;
+    if (interrupted_) {
+      exit_ = RunExit{RunExit::Kind::kTimeout, {}, "interrupted"};
+    } else if (!stopped_) {
+      auto stopped_at = readUnicornRegister(UC_X86_REG_RIP, "rip");
+      if (!stopped_at) return RunExit{RunExit::Kind::kHostFailure, {}, stopped_at.error().message};
+      const uint64_t rip = *stopped_at;
+      exit_.kind = RunExit::Kind::kFault;
+      exit_.fault.rip = rip;
+      if (err == UC_ERR_INSN_INVALID) {
+        exit_.fault.vector = x86::kVectorInvalidOpcode;
+        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
+      } else if (err != UC_ERR_OK) {
+        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
+      } else {
+        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
+      }
+    }
+    return exit_;
+  }
+
+  void interrupt() noexcept override {
+    interrupted_ = true;
+    // Fails only where no emulation is running: run() looks at interrupted_
+    // before it starts one, and the watchdog repeats the interrupt.
+    if (uc_emu_stop(uc_) != UC_ERR_OK) return;
+  }
+
+  void clearInterrupt() noexcept override { interrupted_ = false; }
+
+  Expected<uint64_t> readRegister(Register reg) override {
+    switch (reg) {
+      case Register::kRip: return readUnicornRegister(UC_X86_REG_RIP, "rip");
+      case Register::kRsi: return readUnicornRegister(UC_X86_REG_RSI, "rsi");
+      case Register::kRdi: return readUnicornRegister(UC_X86_REG_RDI, "rdi");
+      case Register::kR8: return readUnicornRegister(UC_X86_REG_R8, "r8");
+    }
+    return makeError(ErrorKind::kInternal, "emulated vCPU: unknown register");
+  }
+
+  Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) override {
+    auto state = std::make_unique<UnicornCpuState>();
+    const auto read = [this](int id, void* value, const std::string& what) -> Expected<void> {
+      if (uc_err err = uc_reg_read(uc_, id, value); err != UC_ERR_OK) return unicornError("saving " + what, err);
+      return {};
+    };
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
+      if (auto r = read(kGeneralRegisters[i], &state->general[i], "general register " + std::to_string(i)); !r) {
+        return r.takeError();
+      }
+    }
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
+      if (auto r = read(kTableRegisters[i], &state->tables[i], "a descriptor table register"); !r) return r.takeError();
+    }
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
+      if (auto r = read(kSegmentRegisters[i], &state->segments[i], "segment register " + std::to_string(i)); !r) {
+        return r.takeError();
+      }
+    }
+    if (auto r = read(kTaskRegister, &state->task, "the task register"); !r) return r.takeError();
+    for (int i = 0; i < 16; i++) {
+      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], "xmm" + std::to_string(i)); !r) return r.takeError();
+    }
+    // Inside an instruction hook Unicorn's RIP is the start of the current
+    // translation block, not the `out`: the caller names where to resume.
+    state->general[kRipIndex] = resume_rip;
+    return std::unique_ptr<CpuState>(std::move(state));
+  }
+
+  Expected<void> loadCpuState(const CpuState& generic) override {
+    const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
+    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
+    // Descriptor tables first: loading a segment selector reads the GDT.
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
+        return unicornError("restoring a descriptor table register", err);
+      }
+    }
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
+        return unicornError("restoring segment register " + std::to_string(i), err);
+      }
+    }
+    if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
+      return unicornError("restoring the task register", err);
+    }
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
+        return unicornError("restoring general register " + std::to_string(i), err);
+      }
+    }
+    for (int i = 0; i < 16; i++) {
+      if (uc_err err = uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]); err != UC_ERR_OK) {
+        return unicornError("restoring xmm" + std::to_string(i), err);
+      }
+    }
+    return {};
+  }
+
+  Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
+    snapshot_ = snapshot_contents;
+    if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_alloc", err);
+    }
+    if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_save", err);
+    }
+    auto tracker = WriteTracker::create(memory_.hostBase(), layout_);
+    if (!tracker) return tracker.takeError();
+    tracker_ = std::move(*tracker);
+    sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
+    restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
+    return tracker_->protectAll();
+  }
+
+  Expected<ResetStats> reset() override {
+    if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
+    DirtyPages& restore = *restore_;
+    for (uint32_t page : sticky_->pages()) restore.add(page);
+    for (uint32_t page : tracker_->dirty().pages()) restore.add(page);
+    for (uint32_t page : memory_.hostDirty().pages()) restore.add(page);
+    tracker_->dirty().clear();
+    memory_.clearHostDirty();
+    sticky_->clear();
+
+    ResetStats stats{restore.size()};
+    if (restore.size() <= kStickyPageLimit) {
+      // Few pages: keep them writable and copy the snapshot over them; the
+      // next call that writes them takes no fault.
+      memory_.copyPagesFrom(snapshot_, restore.pages());
+      std::swap(sticky_, restore_);
+    } else {
+      if (auto dropped = memory_.discardPages(restore.pages()); !dropped) return dropped.takeError();
+      if (auto protected_ = tracker_->protect(restore.pages()); !protected_) return protected_.takeError();
+      restore.clear();
+    }
+    if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
+      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
+    }
+    return stats;
+  }
+
+ private:
+  UnicornVcpu(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
 
   Expected<void> open(uint64_t entry) {
     if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &uc_); err != UC_ERR_OK) {
@@ -157,157 +322,47 @@ class UnicornVcpu final : public Vcpu {
     }
     const uint64_t boot_regs[] = {entry, layout_.stack_top, layout_.boot_info_addr};
     const int boot_ids[] = {UC_X86_REG_RIP, UC_X86_REG_RSP, UC_X86_REG_RDI};
-    for (size_t i = 0; i < std::size(boot_ids); i++) uc_reg_write(uc_, boot_ids[i], &boot_regs[i]);
+    for (size_t i = 0; i < std::size(boot_ids); i++) {
+      if (uc_err err = uc_reg_write(uc_, boot_ids[i], &boot_regs[i]); err != UC_ERR_OK) {
+        return unicornError("setting the entry registers", err);
+      }
+    }
     return {};
   }
 
-  RunExit run(PortHandler& handler) override {
-    handler_ = &handler;
-    exit_ = RunExit{};
-    stopped_ = false;
-    std::optional<WriteTracker::Activation> activation;
-    if (tracker_) activation.emplace(*tracker_);
-    uint64_t rip = 0;
-    uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
-    uc_err err = interrupted_ ? UC_ERR_OK : uc_emu_start(uc_, rip, 0, 0, 0);
-    handler_ = nullptr;
-    if (interrupted_) {
-      exit_ = RunExit{RunExit::Kind::kTimeout, {}, "interrupted"};
-    } else if (!stopped_) {
-      uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
-      exit_.kind = RunExit::Kind::kFault;
-      exit_.fault.rip = rip;
-      if (err == UC_ERR_INSN_INVALID) {
-        exit_.fault.vector = x86::kVectorInvalidOpcode;
-        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
-      } else if (err != UC_ERR_OK) {
-        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
-      } else {
-        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
-      }
-    }
-    return exit_;
-  }
-
-  void interrupt() noexcept override {
-    interrupted_ = true;
-    uc_emu_stop(uc_);
-  }
-
-  void clearInterrupt() noexcept override { interrupted_ = false; }
-
-  uint64_t readRegister(Register reg) override {
-    int id = UC_X86_REG_RIP;
-    switch (reg) {
-      case Register::kRip: id = UC_X86_REG_RIP; break;
-      case Register::kRsi: id = UC_X86_REG_RSI; break;
-      case Register::kRdi: id = UC_X86_REG_RDI; break;
-      case Register::kR8: id = UC_X86_REG_R8; break;
-    }
+  Expected<uint64_t> readUnicornRegister(int id, std::string_view name) {
     uint64_t value = 0;
-    uc_reg_read(uc_, id, &value);
+    if (uc_err err = uc_reg_read(uc_, id, &value); err != UC_ERR_OK) {
+      return unicornError("reading " + std::string(name), err);
+    }
     return value;
   }
 
-  std::unique_ptr<CpuState> saveCpuState() override {
-    auto state = std::make_unique<UnicornCpuState>();
-    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) uc_reg_read(uc_, kGeneralRegisters[i], &state->general[i]);
-    for (size_t i = 0; i < std::size(kTableRegisters); i++) uc_reg_read(uc_, kTableRegisters[i], &state->tables[i]);
-    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) uc_reg_read(uc_, kSegmentRegisters[i], &state->segments[i]);
-    uc_reg_read(uc_, kTaskRegister, &state->task);
-    for (int i = 0; i < 16; i++) uc_reg_read(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
-    // Inside an instruction hook Unicorn's RIP is the start of the current
-    // translation block, not the `out`; READY names its resume address in
-    // rsi (abi.h), and saveCpuState() is only called for READY.
-    state->general[kRipIndex] = readRegister(Register::kRsi);
-    return state;
-  }
-
-  Expected<void> loadCpuState(const CpuState& generic) override {
-    const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
-    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
-    // Descriptor tables first: loading a segment selector reads the GDT.
-    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
-        return unicornError("restoring a descriptor table register", err);
-      }
-    }
-    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
-        return unicornError("restoring segment register " + std::to_string(i), err);
-      }
-    }
-    if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
-      return unicornError("restoring the task register", err);
-    }
-    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
-        return unicornError("restoring general register " + std::to_string(i), err);
-      }
-    }
-    for (int i = 0; i < 16; i++) uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
-    return {};
-  }
-
-  Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
-    snapshot_ = snapshot_contents;
-    if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
-      return unicornError("uc_context_alloc", err);
-    }
-    if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
-      return unicornError("uc_context_save", err);
-    }
-    auto tracker = WriteTracker::create(memory_.hostBase(), layout_);
-    if (!tracker) return tracker.takeError();
-    tracker_ = std::move(*tracker);
-    sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
-    restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
-    return tracker_->protectAll();
-  }
-
-  Expected<ResetStats> reset() override {
-    if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
-    DirtyPages& restore = *restore_;
-    for (uint32_t page : sticky_->pages()) restore.add(page);
-    for (uint32_t page : tracker_->dirty().pages()) restore.add(page);
-    for (uint32_t page : memory_.hostDirty().pages()) restore.add(page);
-    tracker_->dirty().clear();
-    memory_.clearHostDirty();
-    sticky_->clear();
-
-    ResetStats stats{restore.size()};
-    if (restore.size() <= kStickyPageLimit) {
-      // Few pages: keep them writable and copy the snapshot over them; the
-      // next call that writes them takes no fault.
-      memory_.copyPagesFrom(snapshot_, restore.pages());
-      std::swap(sticky_, restore_);
-    } else {
-      if (auto dropped = memory_.discardPages(restore.pages()); !dropped) return dropped.takeError();
-      if (auto protected_ = tracker_->protect(restore.pages()); !protected_) return protected_.takeError();
-      restore.clear();
-    }
-    if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
-      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
-    }
-    return stats;
-  }
-
- private:
-  void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
+  // Inside a hook: ends the run (and stops the emulation) with `exit`,
+  // unless an earlier hook already ended it.
+  void stopWith(RunExit exit) {
     if (stopped_) return;
     stopped_ = true;
-    exit_.kind = RunExit::Kind::kFault;
-    exit_.fault = FaultInfo{vector, error_code, address, readRegister(Register::kRip)};
-    exit_.reason = std::move(reason);
-    uc_emu_stop(uc_);
+    exit_ = std::move(exit);
+    if (uc_err err = uc_emu_stop(uc_); err != UC_ERR_OK) {
+      exit_ = RunExit{RunExit::Kind::kHostFailure, {}, unicornError("uc_emu_stop", err).message};
+    }
+  }
+
+  // Inside a hook: an engine call failed; the run ends as a host failure.
+  void stopWithHostFailure(const Error& error) { stopWith(RunExit{RunExit::Kind::kHostFailure, {}, error.message}); }
+
+  void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
+    auto rip = readRegister(Register::kRip);
+    if (!rip) return stopWithHostFailure(rip.error());
+    stopWith(RunExit{RunExit::Kind::kFault, FaultInfo{vector, error_code, address, *rip}, std::move(reason)});
   }
 
   static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
     if (self->stopped_ || self->interrupted_) return;
     if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) {
-      self->stopped_ = true;
-      uc_emu_stop(self->uc_);
+      self->stopWith(RunExit{RunExit::Kind::kStopped, {}, {}});
     }
   }
 
@@ -324,8 +379,9 @@ class UnicornVcpu final : public Vcpu {
 
   static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    FaultInfo fault{vector, 0, 0, self->readRegister(Register::kRip)};
-    self->stopWithFault(vector, 0, 0, describeFault(fault));
+    auto rip = self->readRegister(Register::kRip);
+    if (!rip) return self->stopWithHostFailure(rip.error());
+    self->stopWithFault(vector, 0, 0, describeFault(FaultInfo{vector, 0, 0, *rip}));
   }
 
   // #GP(0) at rip, as KVM reports it: error code 0.
@@ -351,9 +407,9 @@ class UnicornVcpu final : public Vcpu {
     using Kind = PrivilegedInstruction::Kind;
     if (instruction.kind != Kind::kMovToControlRegister) {
       // KVM's MSR filter lets the guest reach only the segment bases.
-      uint64_t index = 0;
-      uc_reg_read(uc_, UC_X86_REG_RCX, &index);
-      index &= 0xffffffff;
+      auto rcx = readUnicornRegister(UC_X86_REG_RCX, "rcx");
+      if (!rcx) return stopWithHostFailure(rcx.error());
+      const uint64_t index = *rcx & 0xffffffff;
       if (index == x86::kMsrFsBase || index == x86::kMsrGsBase) return;
       generalProtectionFault(rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
                                       toHex(index) + ", which guests may not access");
@@ -361,8 +417,9 @@ class UnicornVcpu final : public Vcpu {
     }
     const uint8_t cr = instruction.control_register;
     if (cr != 0 && cr != 3 && cr != 4) return;
-    uint64_t value = 0;
-    uc_reg_read(uc_, kGeneralRegisterIds[instruction.source_register], &value);
+    auto source = readUnicornRegister(kGeneralRegisterIds[instruction.source_register], "the source register");
+    if (!source) return stopWithHostFailure(source.error());
+    const uint64_t value = *source;
     if (cr == 0 && !(value & x86::kCr0Pg)) {
       generalProtectionFault(rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
       return;
@@ -378,7 +435,12 @@ class UnicornVcpu final : public Vcpu {
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
     auto* self = static_cast<UnicornVcpu*>(self_ptr);
     const bool fetch = type == UC_MEM_FETCH_UNMAPPED || type == UC_MEM_FETCH_PROT;
-    const uint64_t rip = self->readRegister(Register::kRip);
+    auto at = self->readRegister(Register::kRip);
+    if (!at) {
+      self->stopWithHostFailure(at.error());
+      return false;
+    }
+    const uint64_t rip = *at;
     if (fetch && rip >= kNonCanonicalStart) {
       // Unicorn reports the truncated physical address; the guest jumped to rip.
       if (!isCanonical(rip)) {
@@ -400,7 +462,7 @@ class UnicornVcpu final : public Vcpu {
     }
     self->stopWithFault(x86::kVectorPageFault, address, code,
                         "page fault (vector 14): " + std::string(what) + " address " + toHex(address) +
-                            " at rip " + toHex(self->readRegister(Register::kRip)));
+                            " at rip " + toHex(rip));
     return false;
   }
 
@@ -427,9 +489,9 @@ class UnicornBackend final : public Backend {
 
   Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory, const MemoryLayout& layout,
                                              uint64_t entry) override {
-    auto vcpu = std::make_unique<UnicornVcpu>(memory, layout);
-    if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
-    return std::unique_ptr<Vcpu>(std::move(vcpu));
+    auto vcpu = UnicornVcpu::create(memory, layout, entry);
+    if (!vcpu) return vcpu.takeError();
+    return std::unique_ptr<Vcpu>(std::move(*vcpu));
   }
 };
 

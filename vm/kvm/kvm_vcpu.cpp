@@ -296,7 +296,7 @@ RunExit KvmVcpu::exitToFault() {
   }
 }
 
-uint64_t KvmVcpu::readRegister(Register reg) {
+Expected<uint64_t> KvmVcpu::readRegister(Register reg) {
   const kvm_regs& regs = kvmRun().s.regs.regs;
   switch (reg) {
     case Register::kRip: return regs.rip;
@@ -304,7 +304,7 @@ uint64_t KvmVcpu::readRegister(Register reg) {
     case Register::kRdi: return regs.rdi;
     case Register::kR8: return regs.r8;
   }
-  return 0;
+  return makeError(ErrorKind::kInternal, "KVM vCPU: unknown register");
 }
 
 Expected<void> KvmVcpu::settle(std::string_view why) {
@@ -400,10 +400,10 @@ Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
   return {};
 }
 
-std::unique_ptr<CpuState> KvmVcpu::saveCpuState() {
+Expected<std::unique_ptr<CpuState>> KvmVcpu::saveCpuState(uint64_t) {
   auto state = std::make_unique<KvmCpuState>();
-  if (!readCpuState(*state)) return nullptr;
-  return state;
+  if (auto read = readCpuState(*state); !read) return read.takeError();
+  return std::unique_ptr<CpuState>(std::move(state));
 }
 
 Expected<void> KvmVcpu::loadCpuState(const CpuState& state) {

@@ -47,11 +47,10 @@ class KvmVcpu final : public Vcpu {
   void interrupt() noexcept override;
   void clearInterrupt() noexcept override;
 
-  uint64_t readRegister(Register reg) override;
-  // Completes the pending `out` first, so the state is the one after it.
-  // Returns nullptr if KVM refuses one of the reads (it does not on a
-  // healthy vCPU).
-  std::unique_ptr<CpuState> saveCpuState() override;
+  Expected<uint64_t> readRegister(Register reg) override;
+  // Completes the pending `out` first, so the state is the one after it and
+  // rip already the address after the `out`: `resume_rip` is not needed.
+  Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) override;
   Expected<void> loadCpuState(const CpuState& state) override;
 
   Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override;
