@@ -1,5 +1,5 @@
-// The one interface the two backends (kvm, emulated) implement: a vCPU over
-// guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
+// The one interface the two backends (kvm, emulated) implement: a micro-VM
+// (memory slot, vCPU, reset) over guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
 // host calls, errors, timeouts) is shared code above it.
 #pragma once
 
@@ -21,7 +21,7 @@ std::string_view backendKindName(BackendKind kind);
 // What the shared code tells a backend after a port write.
 enum class PortAction { kResume, kStop };
 
-// Called by Vcpu::run() on the thread running it, for every `out` the guest
+// Called by MicroVm::run() on the thread running it, for every `out` the guest
 // executes. By the time it returns kResume the guest continues after the
 // instruction; kStop ends run() with RunExit::kStopped.
 class PortHandler {
@@ -59,10 +59,12 @@ struct ResetStats {
   uint64_t pages_restored = 0;
 };
 
-// One vCPU of one micro-VM. Not thread-safe except interrupt().
-class Vcpu {
+// One micro-VM: the backend's hold on its guest memory (KVM's memory slot,
+// Unicorn's mappings), its one vCPU, and its reset to the snapshot point.
+// Not thread-safe except interrupt().
+class MicroVm {
  public:
-  virtual ~Vcpu() = default;
+  virtual ~MicroVm() = default;
 
   // Runs the guest until the port handler stops it, it faults, or
   // interrupt() is called. Port writes are delivered to `handler` inside.
@@ -98,9 +100,9 @@ class Backend {
   // Writes what this backend needs into a fresh memory image before boot
   // (page tables on KVM). `image` is the whole guest memory.
   virtual Expected<void> prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) = 0;
-  // A vCPU over `memory`, regions mapped per `layout`, registers set to
+  // A micro-VM over `memory`, regions mapped per `layout`, registers set to
   // enter `entry` with rdi = boot info and rsp = stack top.
-  virtual Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory,
+  virtual Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory,
                                                      const MemoryLayout& layout,
                                                      uint64_t entry) = 0;
   // What was checked when the backend was opened, for the start-up log line

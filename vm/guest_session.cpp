@@ -17,7 +17,7 @@ constexpr uint64_t kMaxAbortMessage = 1024;
 }  // namespace
 
 GuestSession::GuestSession(Phase phase, GuestMemory& memory, const MemoryLayout& layout,
-                           const VmConfig& config, Vcpu& vcpu, HostFunctions* host_functions)
+                           const VmConfig& config, MicroVm& vcpu, HostFunctions* host_functions)
     : phase_(phase),
       guest_(memory, layout),
       layout_(layout),

@@ -24,7 +24,7 @@ class GuestSession final : public PortHandler {
   enum class Phase { kBoot, kCall };
 
   GuestSession(Phase phase, GuestMemory& memory, const MemoryLayout& layout, const VmConfig& config,
-               Vcpu& vcpu, HostFunctions* host_functions);
+               MicroVm& vcpu, HostFunctions* host_functions);
 
   PortAction onPortOut(uint16_t port, uint32_t value) override;
 
@@ -52,7 +52,7 @@ class GuestSession final : public PortHandler {
   GuestView guest_;
   const MemoryLayout& layout_;
   const VmConfig& config_;
-  Vcpu& vcpu_;
+  MicroVm& vcpu_;
   HostFunctions* host_functions_;
 
   bool finished_ = false;

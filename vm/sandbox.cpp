@@ -37,7 +37,7 @@ Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend, std::shared
   auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
   std::unique_ptr<Sandbox> sandbox(new Sandbox(backend.watchdog(), snapshot, std::move(memory.value())));
-  auto vcpu = backend.createVcpu(sandbox->memory_, snapshot->layout(), snapshot->entry());
+  auto vcpu = backend.createMicroVm(sandbox->memory_, snapshot->layout(), snapshot->entry());
   if (!vcpu) return vcpu.takeError();
   sandbox->vcpu_ = std::move(vcpu.value());
   if (auto loaded = sandbox->vcpu_->loadCpuState(snapshot->cpu()); !loaded) return loaded.takeError();

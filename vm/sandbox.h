@@ -73,7 +73,7 @@ class Sandbox {
   Watchdog& watchdog_;  // the backend's
   std::shared_ptr<const Snapshot> snapshot_;
   GuestMemory memory_;
-  std::unique_ptr<Vcpu> vcpu_;
+  std::unique_ptr<MicroVm> vcpu_;
   bool healthy_ = true;
   uint64_t calls_ = 0;
 };

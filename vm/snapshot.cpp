@@ -73,7 +73,7 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
         !prepared) {
       return prepared.takeError();
     }
-    auto vcpu = backend.createVcpu(*memory, snapshot->layout_, image.entry());
+    auto vcpu = backend.createMicroVm(*memory, snapshot->layout_, image.entry());
     if (!vcpu) return vcpu.takeError();
 
     GuestSession session(GuestSession::Phase::kBoot, *memory, snapshot->layout_, config, **vcpu, nullptr);

@@ -50,7 +50,7 @@ void Watchdog::wake() {
   futexWakeOne(wakeups_);
 }
 
-Expected<Watchdog::Guard> Watchdog::watch(Vcpu& vcpu, std::chrono::steady_clock::time_point deadline) {
+Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline) {
   // A slot is claimed with one compare-exchange; threads start at different
   // slots so they rarely contend.
   const size_t start = std::hash<std::thread::id>{}(std::this_thread::get_id()) % kSlots;
@@ -120,7 +120,7 @@ int64_t Watchdog::scan(int64_t now_ns) {
       continue;
     }
     slot.firing = true;
-    if (Vcpu* vcpu = slot.vcpu.load()) {
+    if (MicroVm* vcpu = slot.vcpu.load()) {
       slot.fired = true;
       vcpu->interrupt();
       next = std::min(next, now_ns + std::chrono::nanoseconds(kRepeat).count());

@@ -23,7 +23,7 @@
 
 namespace sandpool::vm {
 
-class Vcpu;
+class MicroVm;
 
 class Watchdog {
  public:
@@ -59,11 +59,11 @@ class Watchdog {
 
   // Watches `vcpu` until the guard ends: interrupts it once `deadline`
   // passes. kLimitExceeded if kSlots calls are running on this watchdog.
-  Expected<Guard> watch(Vcpu& vcpu, std::chrono::steady_clock::time_point deadline);
+  Expected<Guard> watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline);
 
  private:
   struct Slot {
-    std::atomic<Vcpu*> vcpu{nullptr};
+    std::atomic<MicroVm*> vcpu{nullptr};
     std::atomic<int64_t> deadline_ns{INT64_MAX};  // MAX while the slot is free
     std::atomic<bool> fired{false};
     std::atomic<bool> firing{false};

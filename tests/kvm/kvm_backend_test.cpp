@@ -64,7 +64,7 @@ class Recorder final : public PortHandler {
 };
 
 // What the guest last said, for failure messages.
-std::string lastOut(const Recorder& recorder, Vcpu& vcpu) {
+std::string lastOut(const Recorder& recorder, MicroVm& vcpu) {
   char text[160];
   std::snprintf(text, sizeof(text), "last out: port %#x value %#x (rsi %#llx rdi %#llx r8 %#llx)",
                 recorder.lastPort(), recorder.lastValue(),
@@ -591,7 +591,7 @@ TEST_F(KvmBackendTest, LargeSparseGuestMemoryWorks) {
   ASSERT_TRUE(contents.ok());
   auto memory = GuestMemory::mapPrivate(memfd.get(), kLarge, PROT_READ | PROT_WRITE);
   ASSERT_TRUE(memory.ok());
-  auto vcpu = backend_->createVcpu(*memory, layout, kProgramAddr);
+  auto vcpu = backend_->createMicroVm(*memory, layout, kProgramAddr);
   ASSERT_TRUE(vcpu.ok()) << vcpu.error().message;
   Recorder ready;
   ASSERT_TRUE(stopped((*vcpu)->run(ready)));

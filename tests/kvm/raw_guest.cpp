@@ -324,7 +324,7 @@ Expected<std::unique_ptr<RawVm>> RawVm::boot(Backend& backend, const RawImage& i
   auto memory = GuestMemory::mapPrivate(image.memfd(), kMemorySize, PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
   std::unique_ptr<RawVm> vm(new RawVm(std::move(*memory)));
-  auto vcpu = backend.createVcpu(vm->memory_, image.layout(), kProgramAddr);
+  auto vcpu = backend.createMicroVm(vm->memory_, image.layout(), kProgramAddr);
   if (!vcpu) return vcpu.takeError();
   vm->vcpu_ = std::move(*vcpu);
 

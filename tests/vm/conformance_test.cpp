@@ -362,7 +362,7 @@ TEST_P(ConformanceTest, EachBackendsWatchdogHasSlotsOfItsOwn) {
   ASSERT_TRUE(snapshot);
   auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
   ASSERT_TRUE(memory.ok()) << memory.error().describe();
-  auto vcpu = backend_->createVcpu(*memory, snapshot->layout(), snapshot->entry());
+  auto vcpu = backend_->createMicroVm(*memory, snapshot->layout(), snapshot->entry());
   ASSERT_TRUE(vcpu.ok()) << vcpu.error().describe();
   const auto never = std::chrono::steady_clock::now() + 600s;
   std::vector<Watchdog::Guard> held;

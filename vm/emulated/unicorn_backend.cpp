@@ -86,19 +86,19 @@ class UnicornCpuState final : public CpuState {
   XmmValue xmm[16] = {};
 };
 
-class UnicornVcpu final : public Vcpu {
+class UnicornMicroVm final : public MicroVm {
  public:
   // An engine over `memory` (which must outlive the vCPU), its regions
   // mapped per `layout`, the fault and port hooks installed, and registers
   // set to enter `entry` with rdi = boot info and rsp = stack top.
-  static Expected<std::unique_ptr<UnicornVcpu>> create(GuestMemory& memory, const MemoryLayout& layout,
+  static Expected<std::unique_ptr<UnicornMicroVm>> create(GuestMemory& memory, const MemoryLayout& layout,
                                                        uint64_t entry) {
-    std::unique_ptr<UnicornVcpu> vcpu(new UnicornVcpu(memory, layout));
+    std::unique_ptr<UnicornMicroVm> vcpu(new UnicornMicroVm(memory, layout));
     if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
     return vcpu;
   }
 
-  ~UnicornVcpu() override {
+  ~UnicornMicroVm() override {
     // Both only free what the engine allocated; nothing is left to act on if they fail.
     if (reset_context_) uc_context_free(reset_context_);
     if (uc_) uc_close(uc_);
@@ -259,7 +259,7 @@ class UnicornVcpu final : public Vcpu {
   }
 
  private:
-  UnicornVcpu(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
+  UnicornMicroVm(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
 
   Expected<void> open(uint64_t entry) {
     if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &uc_); err != UC_ERR_OK) {
@@ -359,7 +359,7 @@ class UnicornVcpu final : public Vcpu {
   }
 
   static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     if (self->stopped_ || self->interrupted_) return;
     if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) {
       self->stopWith(RunExit{RunExit::Kind::kStopped, {}, {}});
@@ -367,18 +367,18 @@ class UnicornVcpu final : public Vcpu {
   }
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     self->stopWithFault(x86::kVectorGeneralProtection, 0, 0, "guest read from I/O port " + toHex(port));
     return 0;
   }
 
   static void onSyscall(uc_engine*, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     self->stopWithFault(x86::kVectorInvalidOpcode, 0, 0, "guest executed syscall/sysenter");
   }
 
   static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     auto rip = self->readRegister(Register::kRip);
     if (!rip) return self->stopWithHostFailure(rip.error());
     self->stopWithFault(vector, 0, 0, describeFault(FaultInfo{vector, 0, 0, *rip}));
@@ -391,12 +391,12 @@ class UnicornVcpu final : public Vcpu {
   }
 
   static void onNonCanonicalCode(uc_engine*, uint64_t address, uint32_t, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     self->generalProtectionFault(address, "execution at non-canonical address " + toHex(address));
   }
 
   static void onPrivilegedCandidate(uc_engine*, uint64_t address, uint32_t size, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     // An x86 instruction is at most 15 bytes; Unicorn may pass a placeholder size.
     auto instruction = decodePrivileged(
         std::span<const uint8_t>(self->memory_.hostBase() + address, std::min<uint32_t>(size, 15)));
@@ -433,7 +433,7 @@ class UnicornVcpu final : public Vcpu {
   }
 
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     const bool fetch = type == UC_MEM_FETCH_UNMAPPED || type == UC_MEM_FETCH_PROT;
     auto at = self->readRegister(Register::kRip);
     if (!at) {
@@ -487,11 +487,11 @@ class UnicornBackend final : public Backend {
 
   Expected<void> prepareImage(std::span<uint8_t>, const MemoryLayout&) override { return {}; }
 
-  Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory, const MemoryLayout& layout,
+  Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory, const MemoryLayout& layout,
                                              uint64_t entry) override {
-    auto vcpu = UnicornVcpu::create(memory, layout, entry);
+    auto vcpu = UnicornMicroVm::create(memory, layout, entry);
     if (!vcpu) return vcpu.takeError();
-    return std::unique_ptr<Vcpu>(std::move(*vcpu));
+    return std::unique_ptr<MicroVm>(std::move(*vcpu));
   }
 };
 

@@ -1,4 +1,4 @@
-// One vCPU of one micro-VM, with the VM it belongs to. Both fds, the memory
+// One micro-VM on KVM: its VM, its vCPU and its reset. Both fds, the memory
 // slot and the kvm_run mapping are created once and kept for the VM's life.
 //
 // A warm call costs four system calls: KVM_RUN (until the guest's DONE),
@@ -33,15 +33,15 @@
 
 namespace sandpool::vm::kvm {
 
-class KvmVcpu final : public Vcpu {
+class KvmMicroVm final : public MicroVm {
  public:
   // Creates the VM over `memory` (which must outlive the vCPU), its vCPU and
   // the long-mode entry state: CR3 at the page tables prepareImage() wrote,
   // rip = entry, rdi = the boot info, rsp = the stack top.
-  static Expected<std::unique_ptr<KvmVcpu>> create(const KvmDevice& device, int kick_signal,
+  static Expected<std::unique_ptr<KvmMicroVm>> create(const KvmDevice& device, int kick_signal,
                                                    GuestMemory& memory,
                                                    const MemoryLayout& layout, uint64_t entry);
-  ~KvmVcpu() override = default;
+  ~KvmMicroVm() override = default;
 
   RunExit run(PortHandler& handler) override;
   void interrupt() noexcept override;
@@ -64,7 +64,7 @@ class KvmVcpu final : public Vcpu {
     kOther,  // anything else (an `in`, MMIO, an internal error): flushed before a reset
   };
 
-  KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory, int kick_signal);
+  KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory, int kick_signal);
   Expected<void> setEntryState(const MemoryLayout& layout, uint64_t entry);
   Expected<void> setCpuid(const KvmDevice& device);
 

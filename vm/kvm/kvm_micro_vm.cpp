@@ -1,4 +1,4 @@
-#include "vm/kvm/kvm_vcpu.h"
+#include "vm/kvm/kvm_micro_vm.h"
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -81,7 +81,7 @@ const char* internalErrorName(uint32_t suberror) {
 
 }  // namespace
 
-Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int kick_signal,
+Expected<std::unique_ptr<KvmMicroVm>> KvmMicroVm::create(const KvmDevice& device, int kick_signal,
                                                    GuestMemory& memory,
                                                    const MemoryLayout& layout, uint64_t entry) {
   if (memory.size() != layout.memory_size) {
@@ -98,7 +98,7 @@ Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int 
                                   vcpu_fd.get(), "kvm_run of vCPU 0");
   if (!run_mapping) return run_mapping.takeError();
 
-  std::unique_ptr<KvmVcpu> vcpu(new KvmVcpu(std::move(*vm), std::move(vcpu_fd),
+  std::unique_ptr<KvmMicroVm> vcpu(new KvmMicroVm(std::move(*vm), std::move(vcpu_fd),
                                             std::move(*run_mapping), memory, kick_signal));
   if (auto set = vcpu->setCpuid(device); !set) return set.takeError();
   if (auto set = vcpu->setEntryState(layout, entry); !set) return set.takeError();
@@ -108,7 +108,7 @@ Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int 
   return vcpu;
 }
 
-KvmVcpu::KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory,
+KvmMicroVm::KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory,
                  int kick_signal)
     : vm_(std::move(vm)),
       fd_(std::move(fd)),
@@ -117,7 +117,7 @@ KvmVcpu::KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory
       kick_signal_(kick_signal),
       to_restore_(memory.pageCount()) {}
 
-Expected<void> KvmVcpu::setCpuid(const KvmDevice& device) {
+Expected<void> KvmMicroVm::setCpuid(const KvmDevice& device) {
   std::vector<uint8_t> buffer = cpuid2Buffer(device.cpuid());
   auto set = kvmIoctl(fd_.get(), kKvmSetCpuid2, buffer.data(),
                       fmt::format("KVM_SET_CPUID2 ({} entries)", device.cpuid().size()));
@@ -125,7 +125,7 @@ Expected<void> KvmVcpu::setCpuid(const KvmDevice& device) {
   return {};
 }
 
-Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry) {
+Expected<void> KvmMicroVm::setEntryState(const MemoryLayout& layout, uint64_t entry) {
   kvm_sregs sregs{};
   if (auto got = kvmIoctl(fd_.get(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"); !got) {
     return got.takeError();
@@ -159,37 +159,37 @@ Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry
   return {};
 }
 
-std::atomic_ref<uint8_t> KvmVcpu::immediateExit() const {
+std::atomic_ref<uint8_t> KvmMicroVm::immediateExit() const {
   return std::atomic_ref<uint8_t>(kvmRun().immediate_exit);
 }
 
 // interrupt() stores the flag before immediate_exit, so clearing
 // immediate_exit and then reading the flag can never lose an interrupt.
-void KvmVcpu::rearmImmediateExit() noexcept {
+void KvmMicroVm::rearmImmediateExit() noexcept {
   immediateExit().store(0);
   if (interrupted_.load()) immediateExit().store(1);
 }
 
-void KvmVcpu::interrupt() noexcept {
+void KvmMicroVm::interrupt() noexcept {
   interrupted_.store(true);
   immediateExit().store(1);
   std::lock_guard lock(thread_mutex_);
   if (running_thread_) pthread_kill(*running_thread_, kick_signal_);
 }
 
-void KvmVcpu::clearInterrupt() noexcept {
+void KvmMicroVm::clearInterrupt() noexcept {
   interrupted_.store(false);
   immediateExit().store(0);
 }
 
-RunExit KvmVcpu::run(PortHandler& handler) {
+RunExit KvmMicroVm::run(PortHandler& handler) {
   unblockKickSignalInThisThread(kick_signal_);
   {
     std::lock_guard lock(thread_mutex_);
     running_thread_ = pthread_self();
   }
   struct Unregister {
-    KvmVcpu& vcpu;
+    KvmMicroVm& vcpu;
     ~Unregister() {
       std::lock_guard lock(vcpu.thread_mutex_);
       vcpu.running_thread_.reset();
@@ -219,7 +219,7 @@ RunExit KvmVcpu::run(PortHandler& handler) {
   }
 }
 
-std::optional<RunExit> KvmVcpu::onIo(PortHandler& handler) {
+std::optional<RunExit> KvmMicroVm::onIo(PortHandler& handler) {
   const kvm_run& run = kvmRun();
   const uint64_t rip = run.s.regs.regs.rip;
   if (run.io.direction != KVM_EXIT_IO_OUT || run.io.count != 1) {
@@ -243,7 +243,7 @@ std::optional<RunExit> KvmVcpu::onIo(PortHandler& handler) {
   return std::nullopt;
 }
 
-RunExit KvmVcpu::faultExit(std::string reason, FaultInfo fault) {
+RunExit KvmMicroVm::faultExit(std::string reason, FaultInfo fault) {
   RunExit exit;
   exit.kind = RunExit::Kind::kFault;
   exit.fault = fault;
@@ -251,7 +251,7 @@ RunExit KvmVcpu::faultExit(std::string reason, FaultInfo fault) {
   return exit;
 }
 
-RunExit KvmVcpu::exitToFault() {
+RunExit KvmMicroVm::exitToFault() {
   const kvm_run& run = kvmRun();
   FaultInfo fault;
   fault.rip = run.s.regs.regs.rip;
@@ -296,7 +296,7 @@ RunExit KvmVcpu::exitToFault() {
   }
 }
 
-Expected<uint64_t> KvmVcpu::readRegister(Register reg) {
+Expected<uint64_t> KvmMicroVm::readRegister(Register reg) {
   const kvm_regs& regs = kvmRun().s.regs.regs;
   switch (reg) {
     case Register::kRip: return regs.rip;
@@ -307,7 +307,7 @@ Expected<uint64_t> KvmVcpu::readRegister(Register reg) {
   return makeError(ErrorKind::kInternal, "KVM vCPU: unknown register");
 }
 
-Expected<void> KvmVcpu::settle(std::string_view why) {
+Expected<void> KvmMicroVm::settle(std::string_view why) {
   // A multi-fragment MMIO access can take a few rounds; anything more means
   // the vCPU keeps exiting and will not settle.
   constexpr int kMaxRounds = 4;
@@ -331,7 +331,7 @@ Expected<void> KvmVcpu::settle(std::string_view why) {
                                why, kvmRun().exit_reason, kMaxRounds));
 }
 
-Expected<void> KvmVcpu::readCpuState(KvmCpuState& state) {
+Expected<void> KvmMicroVm::readCpuState(KvmCpuState& state) {
   if (pending_ != Pending::kNone || kvmRun().kvm_dirty_regs != 0) {
     if (auto settled = settle("reading the CPU state"); !settled) return settled;
   }
@@ -362,7 +362,7 @@ Expected<void> KvmVcpu::readCpuState(KvmCpuState& state) {
   return {};
 }
 
-Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
+Expected<void> KvmMicroVm::writeCpuState(const KvmCpuState& state) {
   if (pending_ != Pending::kNone) {
     if (auto settled = settle("loading a CPU state"); !settled) return settled;
   }
@@ -400,13 +400,13 @@ Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
   return {};
 }
 
-Expected<std::unique_ptr<CpuState>> KvmVcpu::saveCpuState(uint64_t) {
+Expected<std::unique_ptr<CpuState>> KvmMicroVm::saveCpuState(uint64_t) {
   auto state = std::make_unique<KvmCpuState>();
   if (auto read = readCpuState(*state); !read) return read.takeError();
   return std::unique_ptr<CpuState>(std::move(state));
 }
 
-Expected<void> KvmVcpu::loadCpuState(const CpuState& state) {
+Expected<void> KvmMicroVm::loadCpuState(const CpuState& state) {
   const auto* kvm_state = dynamic_cast<const KvmCpuState*>(&state);
   if (kvm_state == nullptr) {
     return makeError(ErrorKind::kInternal,
@@ -415,7 +415,7 @@ Expected<void> KvmVcpu::loadCpuState(const CpuState& state) {
   return writeCpuState(*kvm_state);
 }
 
-Expected<void> KvmVcpu::armReset(std::span<const uint8_t> snapshot_contents) {
+Expected<void> KvmMicroVm::armReset(std::span<const uint8_t> snapshot_contents) {
   if (snapshot_contents.size() != memory_.size()) {
     return makeError(ErrorKind::kInternal,
                      fmt::format("KVM armReset: snapshot is {} bytes, guest memory {}",
@@ -433,7 +433,7 @@ Expected<void> KvmVcpu::armReset(std::span<const uint8_t> snapshot_contents) {
   return {};
 }
 
-Expected<ResetStats> KvmVcpu::reset() {
+Expected<ResetStats> KvmMicroVm::reset() {
   if (!armed_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
   const KvmCpuState& state = *reset_state_;
   // KVM finishes a pending `out` on the next KVM_RUN by skipping it, unless
