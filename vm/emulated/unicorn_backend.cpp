@@ -26,6 +26,7 @@
 #include "vm/backend.h"
 #include "vm/emulated/privileged_instructions.h"
 #include "vm/emulated/write_tracker.h"
+#include "vm/page_reset.h"
 #include "vm/x86.h"
 
 namespace sandpool::vm {
@@ -216,7 +217,6 @@ class UnicornMicroVm final : public MicroVm {
   }
 
   Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
-    snapshot_ = snapshot_contents;
     if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
       return unicornError("uc_context_alloc", err);
     }
@@ -226,32 +226,17 @@ class UnicornMicroVm final : public MicroVm {
     auto tracker = WriteTracker::create(memory_.hostBase(), layout_);
     if (!tracker) return tracker.takeError();
     tracker_ = std::move(*tracker);
-    sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
-    restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
+    // Pages restored by copy stay writable, unseen by the tracker.
+    page_reset_.emplace(memory_, snapshot_contents,
+                        PageReset::Policy{.copy_limit = kStickyPageLimit, .sees_writes_to_copied_pages = false});
     return tracker_->protectAll();
   }
 
   Expected<ResetStats> reset() override {
     if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
-    DirtyPages& restore = *restore_;
-    for (uint32_t page : sticky_->pages()) restore.add(page);
-    for (uint32_t page : tracker_->dirty().pages()) restore.add(page);
-    for (uint32_t page : memory_.hostDirty().pages()) restore.add(page);
-    tracker_->dirty().clear();
-    memory_.clearHostDirty();
-    sticky_->clear();
-
-    ResetStats stats{restore.size()};
-    if (restore.size() <= kStickyPageLimit) {
-      // Few pages: keep them writable and copy the snapshot over them; the
-      // next call that writes them takes no fault.
-      memory_.copyPagesFrom(snapshot_, restore.pages());
-      std::swap(sticky_, restore_);
-    } else {
-      if (auto dropped = memory_.discardPages(restore.pages()); !dropped) return dropped.takeError();
-      if (auto protected_ = tracker_->protect(restore.pages()); !protected_) return protected_.takeError();
-      restore.clear();
-    }
+    auto stats = page_reset_->restore(tracker_->dirty());
+    if (!stats) return stats;
+    if (auto tracked = tracker_->protect(page_reset_->dropped()); !tracked) return tracked.takeError();
     if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
       return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
     }
@@ -470,10 +455,8 @@ class UnicornMicroVm final : public MicroVm {
   const MemoryLayout& layout_;
   uc_engine* uc_ = nullptr;
   uc_context* reset_context_ = nullptr;
-  std::span<const uint8_t> snapshot_;
   std::unique_ptr<WriteTracker> tracker_;
-  std::unique_ptr<DirtyPages> sticky_;
-  std::unique_ptr<DirtyPages> restore_;
+  std::optional<PageReset> page_reset_;
 
   PortHandler* handler_ = nullptr;
   RunExit exit_;

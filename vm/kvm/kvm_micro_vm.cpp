@@ -115,7 +115,7 @@ KvmMicroVm::KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& 
       run_mapping_(std::move(run_mapping)),
       memory_(memory),
       kick_signal_(kick_signal),
-      to_restore_(memory.pageCount()) {}
+      guest_dirty_(memory.pageCount()) {}
 
 Expected<void> KvmMicroVm::setCpuid(const KvmDevice& device) {
   std::vector<uint8_t> buffer = cpuid2Buffer(device.cpuid());
@@ -424,17 +424,17 @@ Expected<void> KvmMicroVm::armReset(std::span<const uint8_t> snapshot_contents) 
   auto state = std::make_unique<KvmCpuState>();
   if (auto read = readCpuState(*state); !read) return read;
   // Start the dirty log from here: what was written before is the snapshot.
-  if (auto collected = vm_.collectDirtyPages(to_restore_); !collected) return collected;
-  to_restore_.clear();
-  memory_.clearHostDirty();
+  if (auto collected = vm_.collectDirtyPages(guest_dirty_); !collected) return collected;
+  guest_dirty_.clear();
   reset_state_ = std::move(state);
-  snapshot_ = snapshot_contents;
-  armed_ = true;
+  // The dirty log sees every write, so restoring by copy is always cheap.
+  page_reset_.emplace(memory_, snapshot_contents, PageReset::Policy{});
+  page_reset_->startFromHere();
   return {};
 }
 
 Expected<ResetStats> KvmMicroVm::reset() {
-  if (!armed_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
+  if (!page_reset_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
   const KvmCpuState& state = *reset_state_;
   // KVM finishes a pending `out` on the next KVM_RUN by skipping it, unless
   // rip has moved. If the reset point itself holds that `out`, or anything
@@ -447,15 +447,12 @@ Expected<ResetStats> KvmMicroVm::reset() {
   }
   pending_ = Pending::kNone;
 
-  if (auto collected = vm_.collectDirtyPages(to_restore_); !collected) {
+  if (auto collected = vm_.collectDirtyPages(guest_dirty_); !collected) {
     return collected.takeError();
   }
-  for (uint32_t page : memory_.hostDirty().pages()) to_restore_.add(page);
-  memory_.copyPagesFrom(snapshot_, to_restore_.pages());
-  ResetStats stats;
-  stats.pages_restored = to_restore_.size();
-  to_restore_.clear();
-  memory_.clearHostDirty();
+  // Never drops pages (no copy limit), so nothing is to be tracked again.
+  auto stats = page_reset_->restore(guest_dirty_);
+  if (!stats) return stats;
 
   // General, segment and control registers and pending events are applied
   // by the next KVM_RUN (sync regs): no system call here.

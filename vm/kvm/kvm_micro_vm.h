@@ -29,6 +29,7 @@
 #include "vm/kvm/kvm_device.h"
 #include "vm/kvm/kvm_vm.h"
 #include "vm/mapping.h"
+#include "vm/page_reset.h"
 #include "vm/unique_fd.h"
 
 namespace sandpool::vm::kvm {
@@ -95,10 +96,9 @@ class KvmMicroVm final : public MicroVm {
   Pending pending_ = Pending::kNone;
   uint64_t pending_rip_ = 0;
 
-  bool armed_ = false;
-  std::span<const uint8_t> snapshot_;
   std::unique_ptr<KvmCpuState> reset_state_;
-  DirtyPages to_restore_;
+  std::optional<PageReset> page_reset_;  // set by armReset()
+  DirtyPages guest_dirty_;               // the dirty log's pages
 };
 
 }  // namespace sandpool::vm::kvm
