@@ -327,8 +327,13 @@ class UnicornMicroVm final : public MicroVm {
   // unless an earlier hook already ended it.
   void stopWith(RunExit exit) {
     if (stopped_) return;
-    stopped_ = true;
     exit_ = std::move(exit);
+    stopEmulation();
+  }
+
+  // Inside a hook: ends the run with exit_ as it is.
+  void stopEmulation() {
+    stopped_ = true;
     if (uc_err err = uc_emu_stop(uc_); err != UC_ERR_OK) {
       exit_ = RunExit{RunExit::Kind::kHostFailure, {}, unicornError("uc_emu_stop", err).message};
     }
@@ -346,9 +351,8 @@ class UnicornMicroVm final : public MicroVm {
   static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     if (self->stopped_ || self->interrupted_) return;
-    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) {
-      self->stopWith(RunExit{RunExit::Kind::kStopped, {}, {}});
-    }
+    // exit_ is kStopped from the start of run().
+    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) self->stopEmulation();
   }
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
