@@ -1,5 +1,5 @@
-// The one interface the two backends (kvm, emulated) implement: a vCPU over
-// guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
+// The one interface the two backends (kvm, emulated) implement: a micro-VM
+// (memory slot, vCPU, reset) over guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
 // host calls, errors, timeouts) is shared code above it.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include "vm/error.h"
 #include "vm/guest_memory.h"
 #include "vm/layout.h"
+#include "vm/watchdog.h"
 
 namespace sandpool::vm {
 
@@ -20,7 +21,7 @@ std::string_view backendKindName(BackendKind kind);
 // What the shared code tells a backend after a port write.
 enum class PortAction { kResume, kStop };
 
-// Called by Vcpu::run() on the thread running it, for every `out` the guest
+// Called by MicroVm::run() on the thread running it, for every `out` the guest
 // executes. By the time it returns kResume the guest continues after the
 // instruction; kStop ends run() with RunExit::kStopped.
 class PortHandler {
@@ -36,10 +37,11 @@ struct RunExit {
     kStopped,  // the port handler said stop
     kFault,    // exception, unmapped/forbidden access, triple fault, hlt, MMIO
     kTimeout,  // interrupt() was called
+    kHostFailure,  // the backend itself failed (an emulator call): `reason` says which
   };
   Kind kind = Kind::kStopped;
   FaultInfo fault;      // for kFault
-  std::string reason;   // for kFault: what the backend saw, e.g. "write to unmapped 0x0"
+  std::string reason;   // for kFault and kHostFailure: what the backend saw, e.g. "write to unmapped 0x0"
 };
 
 // The registers the shared code reads: rip for messages, rsi/rdi/r8 for the
@@ -57,10 +59,12 @@ struct ResetStats {
   uint64_t pages_restored = 0;
 };
 
-// One vCPU of one micro-VM. Not thread-safe except interrupt().
-class Vcpu {
+// One micro-VM: the backend's hold on its guest memory (KVM's memory slot,
+// Unicorn's mappings), its one vCPU, and its reset to the snapshot point.
+// Not thread-safe except interrupt().
+class MicroVm {
  public:
-  virtual ~Vcpu() = default;
+  virtual ~MicroVm() = default;
 
   // Runs the guest until the port handler stops it, it faults, or
   // interrupt() is called. Port writes are delivered to `handler` inside.
@@ -71,9 +75,13 @@ class Vcpu {
   virtual void clearInterrupt() noexcept = 0;
 
   // Valid inside PortHandler::onPortOut and after run() returns.
-  virtual uint64_t readRegister(Register reg) = 0;
-  // Inside onPortOut: the CPU state as it will be once the `out` completes.
-  virtual std::unique_ptr<CpuState> saveCpuState() = 0;
+  virtual Expected<uint64_t> readRegister(Register reg) = 0;
+  // Inside onPortOut: the CPU state as it will be once the `out` completes,
+  // resuming at `resume_rip`, the address after the `out` as the guest
+  // names it (the shared code knows where: READY's rsi, abi.h). A backend
+  // that cannot tell that address inside its port hook (Unicorn) resumes
+  // there; KVM completes the `out` itself and resumes after it.
+  virtual Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) = 0;
   virtual Expected<void> loadCpuState(const CpuState& state) = 0;
 
   // Makes the current CPU state and memory contents (the snapshot) the point
@@ -92,14 +100,22 @@ class Backend {
   // Writes what this backend needs into a fresh memory image before boot
   // (page tables on KVM). `image` is the whole guest memory.
   virtual Expected<void> prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) = 0;
-  // A vCPU over `memory`, regions mapped per `layout`, registers set to
+  // A micro-VM over `memory`, regions mapped per `layout`, registers set to
   // enter `entry` with rdi = boot info and rsp = stack top.
-  virtual Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory,
+  virtual Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory,
                                                      const MemoryLayout& layout,
                                                      uint64_t entry) = 0;
   // What was checked when the backend was opened, for the start-up log line
   // (the KVM self-test's findings); empty where nothing was.
   virtual std::string openingReport() const { return {}; }
+
+  // The watchdog that stops the calls and boots of this backend's vCPUs
+  // past their deadlines. Each backend has its own thread and slots; a
+  // Sandbox or Snapshot must not outlive the backend it was made with.
+  Watchdog& watchdog() { return watchdog_; }
+
+ private:
+  Watchdog watchdog_;
 };
 
 // How the KVM backend is opened.

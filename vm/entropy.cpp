@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <stdexcept>
+#include <string>
 
 namespace sandpool::vm {
 
@@ -24,25 +24,28 @@ void quarterRound(uint32_t* s, int a, int b, int c, int d) {
 
 class ChaChaStream {
  public:
-  void fill(std::span<uint8_t> out) {
+  Expected<void> fill(std::span<uint8_t> out) {
     while (!out.empty()) {
-      if (used_ == sizeof block_) refill();
+      if (used_ == sizeof block_) {
+        if (auto refilled = refill(); !refilled) return refilled;
+      }
       size_t n = std::min(out.size(), sizeof block_ - used_);
       std::memcpy(out.data(), block_ + used_, n);
       std::memset(block_ + used_, 0, n);  // forward secrecy within the block
       used_ += n;
       out = out.subspan(n);
     }
+    return {};
   }
 
  private:
-  void rekey() {
+  Expected<void> rekey() {
     uint8_t seed[40];
     size_t got = 0;
     while (got < sizeof seed) {
       ssize_t n = getrandom(seed + got, sizeof seed - got, 0);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw std::runtime_error(std::string("getrandom: ") + std::strerror(errno));
+      if (n < 0) return makeError(ErrorKind::kInternal, std::string("getrandom: ") + std::strerror(errno));
       got += static_cast<size_t>(n);
     }
     static constexpr uint32_t kSigma[4] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
@@ -53,10 +56,13 @@ class ChaChaStream {
     std::memcpy(state_ + 14, seed + 32, 8);
     std::memset(seed, 0, sizeof seed);
     produced_ = 0;
+    return {};
   }
 
-  void refill() {
-    if (produced_ == 0 || produced_ >= kRekeyBytes) rekey();
+  Expected<void> refill() {
+    if (produced_ == 0 || produced_ >= kRekeyBytes) {
+      if (auto rekeyed = rekey(); !rekeyed) return rekeyed;
+    }
     uint32_t x[16];
     std::memcpy(x, state_, sizeof x);
     for (int i = 0; i < 10; i++) {
@@ -70,6 +76,7 @@ class ChaChaStream {
     if (++state_[12] == 0) state_[13]++;
     produced_ += sizeof block_;
     used_ = 0;
+    return {};
   }
 
   uint32_t state_[16] = {};
@@ -80,9 +87,9 @@ class ChaChaStream {
 
 }  // namespace
 
-void fillEntropy(std::span<uint8_t> out) {
+Expected<void> fillEntropy(std::span<uint8_t> out) {
   thread_local ChaChaStream stream;
-  stream.fill(out);
+  return stream.fill(out);
 }
 
 }  // namespace sandpool::vm

@@ -6,9 +6,12 @@
 #include <cstdint>
 #include <span>
 
+#include "vm/error.h"
+
 namespace sandpool::vm {
 
 // Fills `out` with cryptographically strong random bytes. Any thread.
-void fillEntropy(std::span<uint8_t> out);
+// kInternal if the kernel's random source fails (getrandom).
+Expected<void> fillEntropy(std::span<uint8_t> out);
 
 }  // namespace sandpool::vm

@@ -1,8 +1,46 @@
 #include "vm/error.h"
 
 #include <cstdio>
+#include <string>
+
+#include "vm/x86.h"
 
 namespace sandpool::vm {
+
+namespace {
+
+const char* vectorName(uint32_t vector) {
+  switch (vector) {
+    case 0: return "divide error";
+    case 1: return "debug exception";
+    case 3: return "breakpoint";
+    case 4: return "overflow";
+    case 5: return "bound range exceeded";
+    case 6: return "invalid opcode";
+    case 7: return "device not available";
+    case 8: return "double fault";
+    case 10: return "invalid TSS";
+    case 11: return "segment not present";
+    case 12: return "stack-segment fault";
+    case 13: return "general protection fault";
+    case 14: return "page fault";
+    case 16: return "x87 floating-point exception";
+    case 17: return "alignment check";
+    case 18: return "machine check";
+    case 19: return "SIMD floating-point exception";
+    default: return "CPU exception";
+  }
+}
+
+}  // namespace
+
+std::string describeFault(const FaultInfo& fault) {
+  std::string text = std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
+  if (fault.vector == x86::kVectorPageFault) text += " at address " + toHex(fault.address);
+  text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
+  return text;
+}
+
 
 std::string_view errorKindName(ErrorKind kind) {
   switch (kind) {

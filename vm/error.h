@@ -46,6 +46,10 @@ struct Error {
 
 Error makeError(ErrorKind kind, std::string message);
 
+// "page fault (vector 14) at address ..., error code ..., rip ..." and
+// friends, for fault messages.
+std::string describeFault(const FaultInfo& fault);
+
 // "0x1f": how error messages write addresses, ports and sizes.
 std::string toHex(uint64_t value);
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string_view>
+#include <utility>
 
 #include "vm/guest_protocol.h"
 
@@ -13,29 +14,6 @@ namespace sandpool::vm {
 namespace {
 
 constexpr uint64_t kMaxAbortMessage = 1024;
-
-const char* vectorName(uint32_t vector) {
-  switch (vector) {
-    case 0: return "divide error";
-    case 1: return "debug exception";
-    case 3: return "breakpoint";
-    case 4: return "overflow";
-    case 5: return "bound range exceeded";
-    case 6: return "invalid opcode";
-    case 7: return "device not available";
-    case 8: return "double fault";
-    case 10: return "invalid TSS";
-    case 11: return "segment not present";
-    case 12: return "stack-segment fault";
-    case 13: return "general protection fault";
-    case 14: return "page fault";
-    case 16: return "x87 floating-point exception";
-    case 17: return "alignment check";
-    case 18: return "machine check";
-    case 19: return "SIMD floating-point exception";
-    default: return "CPU exception";
-  }
-}
 
 // The monotonic clock guests read counts from here, so that it does not
 // tell them the host's uptime.
@@ -60,15 +38,8 @@ Expected<Value> readHostClock(const std::vector<Value>& args) {
 
 }  // namespace
 
-std::string describeFault(const FaultInfo& fault) {
-  std::string text = std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
-  if (fault.vector == 14) text += " at address " + toHex(fault.address);
-  text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
-  return text;
-}
-
 GuestSession::GuestSession(Phase phase, GuestMemory& memory, const MemoryLayout& layout,
-                           const VmConfig& config, Vcpu& vcpu, HostFunctions* host_functions)
+                           const VmConfig& config, MicroVm& vcpu, HostFunctions* host_functions)
     : phase_(phase),
       guest_(memory, layout),
       layout_(layout),
@@ -87,9 +58,17 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
       if (phase_ != Phase::kBoot) {
         return stopWith(makeError(ErrorKind::kGuestFault, "guest signalled READY during a call"));
       }
+      {
+        // READY names the address after its `out` in rsi (abi.h): the
+        // snapshot resumes there.
+        auto resume_at = vcpu_.readRegister(Register::kRsi);
+        if (!resume_at) return stopWith(resume_at.takeError());
+        auto state = vcpu_.saveCpuState(*resume_at);
+        if (!state) return stopWith(state.takeError());
+        ready_state_ = std::move(*state);
+      }
       finished_ = true;
       export_table_size_ = value;
-      ready_state_ = vcpu_.saveCpuState();
       return PortAction::kStop;
     case SANDPOOL_PORT_DONE:
       if (phase_ != Phase::kCall) {
@@ -101,10 +80,12 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
     case SANDPOOL_PORT_HOST_CALL: return serveHostCall();
     case SANDPOOL_PORT_ABORT: return reportAbort(value);
     case SANDPOOL_PORT_FAULT: return reportFault(value);
-    default:
-      return stopWith(makeError(ErrorKind::kGuestFault, "guest wrote to unknown I/O port " + toHex(port) +
-                                                            " (rip " + toHex(vcpu_.readRegister(Register::kRip)) +
-                                                            ")"));
+    default: {
+      auto rip = vcpu_.readRegister(Register::kRip);
+      if (!rip) return stopWith(rip.takeError());
+      return stopWith(makeError(ErrorKind::kGuestFault,
+                                "guest wrote to unknown I/O port " + toHex(port) + " (rip " + toHex(*rip) + ")"));
+    }
   }
 }
 
@@ -154,9 +135,11 @@ void GuestSession::replyToGuest(const Expected<Value>& reply) {
 }
 
 PortAction GuestSession::reportAbort(uint32_t code) {
-  const uint64_t address = vcpu_.readRegister(Register::kRsi);
-  const uint64_t size = std::min(vcpu_.readRegister(Register::kRdi), kMaxAbortMessage);
-  auto text = guest_.read(address, size, "abort message");
+  auto address = vcpu_.readRegister(Register::kRsi);
+  if (!address) return stopWith(address.takeError());
+  auto length = vcpu_.readRegister(Register::kRdi);
+  if (!length) return stopWith(length.takeError());
+  auto text = guest_.read(*address, std::min(*length, kMaxAbortMessage), "abort message");
   if (!text) {
     return stopWith(makeError(ErrorKind::kGuestFault, "guest aborted (code " + std::to_string(code) +
                                                           ") with an unreadable message: " + text.error().message));
@@ -167,9 +150,12 @@ PortAction GuestSession::reportAbort(uint32_t code) {
 PortAction GuestSession::reportFault(uint32_t vector) {
   FaultInfo fault;
   fault.vector = vector;
-  fault.error_code = vcpu_.readRegister(Register::kRsi);
-  fault.address = vcpu_.readRegister(Register::kRdi);
-  fault.rip = vcpu_.readRegister(Register::kR8);
+  for (auto [reg, field] : {std::pair{Register::kRsi, &fault.error_code}, std::pair{Register::kRdi, &fault.address},
+                            std::pair{Register::kR8, &fault.rip}}) {
+    auto value = vcpu_.readRegister(reg);
+    if (!value) return stopWith(value.takeError());
+    *field = *value;
+  }
   Error error = makeError(ErrorKind::kGuestFault, "guest fault: " + describeFault(fault));
   error.fault = fault;
   return stopWith(std::move(error));
@@ -182,6 +168,7 @@ std::optional<Error> GuestSession::failure(const RunExit& exit, std::chrono::nan
                                               " exceeded its " + std::to_string(ms) + " ms timeout and was stopped");
   }
   if (error_) return error_;
+  if (exit.kind == RunExit::Kind::kHostFailure) return makeError(ErrorKind::kInternal, exit.reason);
   if (exit.kind == RunExit::Kind::kFault) {
     Error error = makeError(ErrorKind::kGuestFault, "guest fault: " + exit.reason);
     error.fault = exit.fault;

@@ -24,7 +24,7 @@ class GuestSession final : public PortHandler {
   enum class Phase { kBoot, kCall };
 
   GuestSession(Phase phase, GuestMemory& memory, const MemoryLayout& layout, const VmConfig& config,
-               Vcpu& vcpu, HostFunctions* host_functions);
+               MicroVm& vcpu, HostFunctions* host_functions);
 
   PortAction onPortOut(uint16_t port, uint32_t value) override;
 
@@ -52,7 +52,7 @@ class GuestSession final : public PortHandler {
   GuestView guest_;
   const MemoryLayout& layout_;
   const VmConfig& config_;
-  Vcpu& vcpu_;
+  MicroVm& vcpu_;
   HostFunctions* host_functions_;
 
   bool finished_ = false;
@@ -63,8 +63,5 @@ class GuestSession final : public PortHandler {
   bool output_truncated_ = false;
   uint32_t host_calls_ = 0;
 };
-
-// "page fault (vector 14)" and friends, for fault messages.
-std::string describeFault(const FaultInfo& fault);
 
 }  // namespace sandpool::vm

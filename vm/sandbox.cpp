@@ -3,12 +3,12 @@
 #include <sys/mman.h>
 
 #include <array>
+#include <optional>
 
 #include "vm/entropy.h"
 #include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
 #include "vm/guest_view.h"
-#include "vm/watchdog.h"
 
 namespace sandpool::vm {
 
@@ -23,8 +23,8 @@ void CallRequest::startTimeout(std::chrono::nanoseconds given) {
   deadline = Clock::now() + given;
 }
 
-Sandbox::Sandbox(std::shared_ptr<const Snapshot> snapshot, GuestMemory memory)
-    : snapshot_(std::move(snapshot)), memory_(std::move(memory)) {}
+Sandbox::Sandbox(Watchdog& watchdog, std::shared_ptr<const Snapshot> snapshot, GuestMemory memory)
+    : watchdog_(watchdog), snapshot_(std::move(snapshot)), memory_(std::move(memory)) {}
 
 Sandbox::~Sandbox() = default;
 
@@ -36,8 +36,8 @@ Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend, std::shared
   }
   auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
-  std::unique_ptr<Sandbox> sandbox(new Sandbox(snapshot, std::move(memory.value())));
-  auto vcpu = backend.createVcpu(sandbox->memory_, snapshot->layout(), snapshot->entry());
+  std::unique_ptr<Sandbox> sandbox(new Sandbox(backend.watchdog(), snapshot, std::move(memory.value())));
+  auto vcpu = backend.createMicroVm(sandbox->memory_, snapshot->layout(), snapshot->entry());
   if (!vcpu) return vcpu.takeError();
   sandbox->vcpu_ = std::move(vcpu.value());
   if (auto loaded = sandbox->vcpu_->loadCpuState(snapshot->cpu()); !loaded) return loaded.takeError();
@@ -70,7 +70,10 @@ CallResult Sandbox::call(const CallRequest& request) {
   }
 
   std::array<uint8_t, kEntropyBytes> entropy;
-  fillEntropy(entropy);
+  if (auto filled = fillEntropy(entropy); !filled) {
+    outcome.result = filled.takeError();
+    return outcome;
+  }
   auto message = encodeCallRequest(*index, request.args, entropy, layout.input_size);
   if (!message) {
     outcome.result = message.takeError();
@@ -86,11 +89,14 @@ CallResult Sandbox::call(const CallRequest& request) {
   } else {
     RunExit exit;
     vcpu_->clearInterrupt();
-    {
-      Watchdog::Guard guard(Watchdog::instance(), *vcpu_, request.deadline);
+    std::optional<Error> failed;
+    if (auto guard = watchdog_.watch(*vcpu_, request.deadline); !guard) {
+      failed = guard.takeError();
+    } else {
       exit = vcpu_->run(session);
     }
-    if (auto failed = session.failure(exit, request.timeout)) {
+    if (!failed) failed = session.failure(exit, request.timeout);
+    if (failed) {
       outcome.result = std::move(*failed);
     } else {
       auto output = guest.read(layout.output_addr, layout.output_size, "output buffer");

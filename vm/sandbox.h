@@ -52,7 +52,8 @@ struct CallResult {
 class Sandbox {
  public:
   // A new VM over an existing snapshot: maps its memfd copy-on-write and
-  // loads its CPU state. Costs a vCPU, not a boot.
+  // loads its CPU state. Costs a vCPU, not a boot. Its calls are watched by
+  // the backend's watchdog: the sandbox must not outlive `backend`.
   static Expected<std::unique_ptr<Sandbox>> create(Backend& backend,
                                                    std::shared_ptr<const Snapshot> snapshot);
   ~Sandbox();
@@ -67,11 +68,12 @@ class Sandbox {
   uint64_t callCount() const { return calls_; }
 
  private:
-  Sandbox(std::shared_ptr<const Snapshot> snapshot, GuestMemory memory);
+  Sandbox(Watchdog& watchdog, std::shared_ptr<const Snapshot> snapshot, GuestMemory memory);
 
+  Watchdog& watchdog_;  // the backend's
   std::shared_ptr<const Snapshot> snapshot_;
   GuestMemory memory_;
-  std::unique_ptr<Vcpu> vcpu_;
+  std::unique_ptr<MicroVm> vcpu_;
   bool healthy_ = true;
   uint64_t calls_ = 0;
 };

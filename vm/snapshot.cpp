@@ -12,7 +12,6 @@
 #include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
 #include "vm/guest_view.h"
-#include "vm/watchdog.h"
 
 namespace sandpool::vm {
 
@@ -30,7 +29,7 @@ Expected<void> writeImage(std::span<uint8_t> image, const GuestImage& guest, con
     std::memcpy(image.data() + s.vaddr + s.data_offset, s.data.data(), s.data.size());
   }
   std::array<uint8_t, kEntropyBytes> entropy;
-  fillEntropy(entropy);
+  if (auto filled = fillEntropy(entropy); !filled) return filled;
   return writeBootInfo(image.subspan(layout.boot_info_addr), layout, entropy);
 }
 
@@ -74,14 +73,14 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
         !prepared) {
       return prepared.takeError();
     }
-    auto vcpu = backend.createVcpu(*memory, snapshot->layout_, image.entry());
+    auto vcpu = backend.createMicroVm(*memory, snapshot->layout_, image.entry());
     if (!vcpu) return vcpu.takeError();
 
     GuestSession session(GuestSession::Phase::kBoot, *memory, snapshot->layout_, config, **vcpu, nullptr);
     RunExit exit;
     {
-      Watchdog::Guard guard(Watchdog::instance(), **vcpu,
-                            std::chrono::steady_clock::now() + config.boot_timeout);
+      auto guard = backend.watchdog().watch(**vcpu, std::chrono::steady_clock::now() + config.boot_timeout);
+      if (!guard) return guard.takeError();
       exit = (*vcpu)->run(session);
     }
     if (auto failed = session.failure(exit, config.boot_timeout)) {

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <ctime>
-#include <stdexcept>
+#include <string>
+
+#include "vm/backend.h"
 
 namespace sandpool::vm {
 
@@ -35,11 +37,6 @@ void futexWakeOne(std::atomic<uint32_t>& word) {
 
 }  // namespace
 
-Watchdog& Watchdog::instance() {
-  static Watchdog watchdog;
-  return watchdog;
-}
-
 Watchdog::Watchdog() : thread_([this] { loop(); }) {}
 
 Watchdog::~Watchdog() {
@@ -53,32 +50,41 @@ void Watchdog::wake() {
   futexWakeOne(wakeups_);
 }
 
-Watchdog::Guard::Guard(Watchdog& watchdog, Vcpu& vcpu, std::chrono::steady_clock::time_point deadline)
-    : watchdog_(watchdog), slot_(kSlots) {
+Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline) {
   // A slot is claimed with one compare-exchange; threads start at different
   // slots so they rarely contend.
   const size_t start = std::hash<std::thread::id>{}(std::this_thread::get_id()) % kSlots;
+  size_t claimed = kSlots;
   for (size_t i = 0; i < kSlots; i++) {
-    Slot& slot = watchdog_.slots_[(start + i) % kSlots];
+    Slot& slot = slots_[(start + i) % kSlots];
     bool expected = false;
     if (slot.in_use.compare_exchange_strong(expected, true)) {
-      slot_ = (start + i) % kSlots;
+      claimed = (start + i) % kSlots;
       break;
     }
   }
-  if (slot_ == kSlots) throw std::runtime_error("watchdog: more than 1024 calls running at once");
-  Slot& slot = watchdog_.slots_[slot_];
+  if (claimed == kSlots) {
+    return makeError(ErrorKind::kLimitExceeded,
+                     "watchdog: more than " + std::to_string(kSlots) + " calls running at once");
+  }
+  Slot& slot = slots_[claimed];
   const int64_t deadline_ns = toNs(deadline);
   slot.fired = false;
   slot.deadline_ns = deadline_ns;
   slot.vcpu = &vcpu;
   // Pairs with loop(): either its scan sees this slot, or this load sees a
   // look planned after the scan (or kNever) and wakes it if that is too late.
-  if (deadline_ns < watchdog_.next_look_ns_.load()) watchdog_.wake();
+  if (deadline_ns < next_look_ns_.load()) wake();
+  return Guard(*this, claimed);
+}
+
+Watchdog::Guard::Guard(Guard&& other) noexcept : watchdog_(other.watchdog_), slot_(other.slot_) {
+  other.watchdog_ = nullptr;
 }
 
 Watchdog::Guard::~Guard() {
-  Slot& slot = watchdog_.slots_[slot_];
+  if (watchdog_ == nullptr) return;
+  Slot& slot = watchdog_->slots_[slot_];
   // After this, the watchdog never touches the vCPU again: it only
   // interrupts a vCPU it read from the slot while holding `firing`.
   slot.vcpu = nullptr;
@@ -88,7 +94,7 @@ Watchdog::Guard::~Guard() {
   slot.in_use = false;
 }
 
-bool Watchdog::Guard::fired() const { return watchdog_.slots_[slot_].fired; }
+bool Watchdog::Guard::fired() const { return watchdog_->slots_[slot_].fired; }
 
 void Watchdog::loop() {
   while (!stopping_.load()) {
@@ -114,7 +120,7 @@ int64_t Watchdog::scan(int64_t now_ns) {
       continue;
     }
     slot.firing = true;
-    if (Vcpu* vcpu = slot.vcpu.load()) {
+    if (MicroVm* vcpu = slot.vcpu.load()) {
       slot.fired = true;
       vcpu->interrupt();
       next = std::min(next, now_ns + std::chrono::nanoseconds(kRepeat).count());

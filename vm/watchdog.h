@@ -1,5 +1,7 @@
-// Stops runaway guests: one thread for the whole process watches the
-// deadlines of running calls and interrupts the vCPUs that pass them.
+// Stops runaway guests: one thread per watchdog watches the deadlines of
+// running calls and interrupts the vCPUs that pass them. Each Backend owns
+// one (Backend::watchdog()), so two servers or test fixtures in one process,
+// each with its own backend, never share its slots.
 //
 // The call path takes no lock: a running call owns one slot and publishes
 // its deadline there with atomics. The watchdog sleeps until the earliest
@@ -17,9 +19,11 @@
 #include <cstdint>
 #include <thread>
 
-#include "vm/backend.h"
+#include "vm/error.h"
 
 namespace sandpool::vm {
+
+class MicroVm;
 
 class Watchdog {
  public:
@@ -28,35 +32,44 @@ class Watchdog {
   // ends, so an interrupt that raced with the start of a run is not lost.
   static constexpr std::chrono::microseconds kRepeat{500};
 
-  static Watchdog& instance();
+  // Starts the watchdog's thread.
+  Watchdog();
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
 
   // RAII registration of one running call. Thread: the vCPU's thread.
   class Guard {
    public:
-    Guard(Watchdog& watchdog, Vcpu& vcpu, std::chrono::steady_clock::time_point deadline);
+    Guard(Guard&& other) noexcept;
     ~Guard();
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
+    Guard& operator=(Guard&&) = delete;
     // True if the watchdog interrupted this call.
     bool fired() const;
 
    private:
-    Watchdog& watchdog_;
+    friend class Watchdog;
+    Guard(Watchdog& watchdog, size_t slot) : watchdog_(&watchdog), slot_(slot) {}
+
+    Watchdog* watchdog_;  // nullptr once moved from
     size_t slot_;
   };
 
-  ~Watchdog();
+  // Watches `vcpu` until the guard ends: interrupts it once `deadline`
+  // passes. kLimitExceeded if kSlots calls are running on this watchdog.
+  Expected<Guard> watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline);
 
  private:
   struct Slot {
-    std::atomic<Vcpu*> vcpu{nullptr};
+    std::atomic<MicroVm*> vcpu{nullptr};
     std::atomic<int64_t> deadline_ns{INT64_MAX};  // MAX while the slot is free
     std::atomic<bool> fired{false};
     std::atomic<bool> firing{false};
     std::atomic<bool> in_use{false};
   };
 
-  Watchdog();
   void loop();
   // Interrupts the calls past their deadline; returns when to look again
   // (kNever if no call is running).

@@ -104,7 +104,7 @@ struct HostCallFixture {
         memfd(::memfd_create("sandpool-fuzz", MFD_CLOEXEC)),
         memory(mapMemory(memfd, config)),
         backend(makeEmulatedBackend()),
-        vcpu(valueOrDie(backend->createVcpu(memory, layout, image.entry()), "creating the emulated vCPU")) {}
+        vcpu(valueOrDie(backend->createMicroVm(memory, layout, image.entry()), "creating the emulated vCPU")) {}
 
   static VmConfig fuzzConfig() {
     VmConfig config;
@@ -127,7 +127,7 @@ struct HostCallFixture {
   UniqueFd memfd;
   GuestMemory memory;
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Vcpu> vcpu;
+  std::unique_ptr<MicroVm> vcpu;
   DoublingHostFunctions host_functions;
 };
 

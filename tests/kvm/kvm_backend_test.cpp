@@ -26,7 +26,7 @@
 #include "vm/kvm/cpuid.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/self_test.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 #include "vm/watchdog.h"
 
 namespace sandpool::vm::kvm::test {
@@ -64,13 +64,13 @@ class Recorder final : public PortHandler {
 };
 
 // What the guest last said, for failure messages.
-std::string lastOut(const Recorder& recorder, Vcpu& vcpu) {
+std::string lastOut(const Recorder& recorder, MicroVm& vcpu) {
   char text[160];
   std::snprintf(text, sizeof(text), "last out: port %#x value %#x (rsi %#llx rdi %#llx r8 %#llx)",
                 recorder.lastPort(), recorder.lastValue(),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kRsi)),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kRdi)),
-                static_cast<unsigned long long>(vcpu.readRegister(Register::kR8)));
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kRsi).value()),
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kRdi).value()),
+                static_cast<unsigned long long>(vcpu.readRegister(Register::kR8).value()));
   return text;
 }
 
@@ -292,15 +292,17 @@ class KvmPageTableTest : public KvmBackendTest {
     RunExit exit = vm->vcpu().run(recorder);
     EXPECT_EQ(exit.kind, RunExit::Kind::kStopped) << exit.reason;
     EXPECT_EQ(recorder.lastPort(), kPortFault);
-    Fault fault{recorder.lastValue(), vm->vcpu().readRegister(Register::kRsi),
-                vm->vcpu().readRegister(Register::kRdi)};
+    Fault fault{recorder.lastValue(), vm->vcpu().readRegister(Register::kRsi).value(),
+                vm->vcpu().readRegister(Register::kRdi).value()};
     EXPECT_TRUE(vm->vcpu().reset().ok());
     return fault;
   }
 };
 
-constexpr uint32_t kPageFault = 14;
-constexpr uint64_t kPfPresent = 1, kPfWrite = 2, kPfFetch = 0x10;
+using x86::kPfFetch;
+using x86::kPfPresent;
+using x86::kPfWrite;
+constexpr uint32_t kPageFault = x86::kVectorPageFault;
 
 TEST_F(KvmPageTableTest, PageZeroIsUnmapped) {
   Fault fault = faultOf(kCmdRead, 0);
@@ -421,11 +423,11 @@ TEST_F(KvmBackendTest, MsrReadsAreDenied) {
   if (!kvm->device().hasMsrFilter()) GTEST_SKIP() << "this KVM has no MSR filter";
   auto vm = bootVm();
   ASSERT_TRUE(vm);
-  for (uint32_t msr : {0x10u /* TSC */, 0xc0000080u /* EFER */, 0x1bu /* APIC base */}) {
+  for (uint32_t msr : {0x10u /* TSC */, x86::kMsrEfer, 0x1bu /* APIC base */}) {
     Recorder recorder;
     ASSERT_TRUE(stopped(call(*vm, recorder, kCmdRdmsr, msr)));
     EXPECT_EQ(recorder.lastPort(), kPortFault) << "rdmsr " << std::hex << msr << " was allowed";
-    EXPECT_EQ(recorder.lastValue(), 13u) << "rdmsr " << std::hex << msr;
+    EXPECT_EQ(recorder.lastValue(), x86::kVectorGeneralProtection) << "rdmsr " << std::hex << msr;
   }
 }
 
@@ -503,10 +505,11 @@ TEST_F(KvmBackendTest, WatchdogStopsARunawayGuestRepeatedly) {
     RunExit exit;
     bool fired = false;
     {
-      Watchdog::Guard guard(Watchdog::instance(), vm->vcpu(),
-                            std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+      auto guard = backend_->watchdog().watch(vm->vcpu(), std::chrono::steady_clock::now() +
+                                                             std::chrono::milliseconds(50));
+      ASSERT_TRUE(guard.ok()) << guard.error().describe();
       exit = vm->vcpu().run(recorder);
-      fired = guard.fired();
+      fired = guard->fired();
     }
     EXPECT_EQ(exit.kind, RunExit::Kind::kTimeout) << exit.reason << lastOut(recorder, vm->vcpu());
     EXPECT_TRUE(fired);
@@ -588,7 +591,7 @@ TEST_F(KvmBackendTest, LargeSparseGuestMemoryWorks) {
   ASSERT_TRUE(contents.ok());
   auto memory = GuestMemory::mapPrivate(memfd.get(), kLarge, PROT_READ | PROT_WRITE);
   ASSERT_TRUE(memory.ok());
-  auto vcpu = backend_->createVcpu(*memory, layout, kProgramAddr);
+  auto vcpu = backend_->createMicroVm(*memory, layout, kProgramAddr);
   ASSERT_TRUE(vcpu.ok()) << vcpu.error().message;
   Recorder ready;
   ASSERT_TRUE(stopped((*vcpu)->run(ready)));

@@ -13,7 +13,7 @@
 #include "vm/kvm/kvm_backend.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/self_test.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 #include "vm/mapping.h"
 
 namespace sandpool::vm::kvm {

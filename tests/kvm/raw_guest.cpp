@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "vm/x86.h"
+
 namespace sandpool::vm::kvm::test {
 
 // The programs, assembled into the test binary as data and copied into guest
@@ -252,7 +254,8 @@ void putTablePointer(uint8_t* image, uint64_t addr, uint16_t limit, uint64_t bas
   std::memcpy(image + addr + 2, &base, sizeof(base));
 }
 
-// The guest's GDT (null, 64-bit code 0x08, data 0x10) and an IDT sending
+// The guest's GDT (null, 64-bit code at x86::kSelectorCode, data at
+// x86::kSelectorData) and an IDT sending
 // every exception vector to its stub, on the current stack.
 void writeCpuTables(uint8_t* image) {
   put64(image, kGdtAddr, 0);
@@ -260,7 +263,7 @@ void writeCpuTables(uint8_t* image) {
   put64(image, kGdtAddr + 16, 0x0000920000000000ull);
   for (int v = 0; v < kVectors; ++v) {
     const uint64_t handler = kStubsAddr + 16 * v;
-    const uint64_t low = (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40) |
+    const uint64_t low = (handler & 0xffff) | (uint64_t{x86::kSelectorCode} << 16) | (0x8eull << 40) |
                          (((handler >> 16) & 0xffff) << 48);
     put64(image, kIdtAddr + 16 * v, low);
     put64(image, kIdtAddr + 16 * v + 8, handler >> 32);
@@ -321,7 +324,7 @@ Expected<std::unique_ptr<RawVm>> RawVm::boot(Backend& backend, const RawImage& i
   auto memory = GuestMemory::mapPrivate(image.memfd(), kMemorySize, PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
   std::unique_ptr<RawVm> vm(new RawVm(std::move(*memory)));
-  auto vcpu = backend.createVcpu(vm->memory_, image.layout(), kProgramAddr);
+  auto vcpu = backend.createMicroVm(vm->memory_, image.layout(), kProgramAddr);
   if (!vcpu) return vcpu.takeError();
   vm->vcpu_ = std::move(*vcpu);
 

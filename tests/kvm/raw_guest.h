@@ -88,14 +88,14 @@ class RawVm {
   static Expected<std::unique_ptr<RawVm>> boot(Backend& backend, const RawImage& image);
 
   GuestMemory& memory() { return memory_; }
-  Vcpu& vcpu() { return *vcpu_; }
+  MicroVm& vcpu() { return *vcpu_; }
   // Writes the command and argument into the input page (a host write).
   Expected<void> setInput(uint64_t command, uint64_t argument);
 
  private:
   explicit RawVm(GuestMemory memory) : memory_(std::move(memory)) {}
   GuestMemory memory_;
-  std::unique_ptr<Vcpu> vcpu_;
+  std::unique_ptr<MicroVm> vcpu_;
 };
 
 }  // namespace sandpool::vm::kvm::test

@@ -95,22 +95,24 @@ class ResetFailingBackend final : public vm::Backend {
   vm::Expected<void> prepareImage(std::span<uint8_t> image, const vm::MemoryLayout& layout) override {
     return real_.prepareImage(image, layout);
   }
-  vm::Expected<std::unique_ptr<vm::Vcpu>> createVcpu(vm::GuestMemory& memory, const vm::MemoryLayout& layout,
+  vm::Expected<std::unique_ptr<vm::MicroVm>> createMicroVm(vm::GuestMemory& memory, const vm::MemoryLayout& layout,
                                                      uint64_t entry) override {
-    auto vcpu = real_.createVcpu(memory, layout, entry);
+    auto vcpu = real_.createMicroVm(memory, layout, entry);
     if (!vcpu) return vcpu.takeError();
-    return std::unique_ptr<vm::Vcpu>(std::make_unique<Vcpu>(std::move(vcpu.value()), failures_));
+    return std::unique_ptr<vm::MicroVm>(std::make_unique<MicroVm>(std::move(vcpu.value()), failures_));
   }
 
  private:
-  class Vcpu final : public vm::Vcpu {
+  class MicroVm final : public vm::MicroVm {
    public:
-    Vcpu(std::unique_ptr<vm::Vcpu> real, std::atomic<int>& failures) : real_(std::move(real)), failures_(failures) {}
+    MicroVm(std::unique_ptr<vm::MicroVm> real, std::atomic<int>& failures) : real_(std::move(real)), failures_(failures) {}
     vm::RunExit run(vm::PortHandler& handler) override { return real_->run(handler); }
     void interrupt() noexcept override { real_->interrupt(); }
     void clearInterrupt() noexcept override { real_->clearInterrupt(); }
-    uint64_t readRegister(vm::Register reg) override { return real_->readRegister(reg); }
-    std::unique_ptr<vm::CpuState> saveCpuState() override { return real_->saveCpuState(); }
+    vm::Expected<uint64_t> readRegister(vm::Register reg) override { return real_->readRegister(reg); }
+    vm::Expected<std::unique_ptr<vm::CpuState>> saveCpuState(uint64_t resume_rip) override {
+      return real_->saveCpuState(resume_rip);
+    }
     vm::Expected<void> loadCpuState(const vm::CpuState& state) override { return real_->loadCpuState(state); }
     vm::Expected<void> armReset(std::span<const uint8_t> contents) override { return real_->armReset(contents); }
     vm::Expected<vm::ResetStats> reset() override {
@@ -122,7 +124,7 @@ class ResetFailingBackend final : public vm::Backend {
     }
 
    private:
-    std::unique_ptr<vm::Vcpu> real_;
+    std::unique_ptr<vm::MicroVm> real_;
     std::atomic<int>& failures_;
   };
 

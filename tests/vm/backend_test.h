@@ -35,13 +35,16 @@ inline vm::CallResult callGuest(vm::Sandbox& sandbox, std::string function, std:
 class BackendTest : public ::testing::TestWithParam<vm::BackendKind> {
  protected:
   void SetUp() override {
-    if (GetParam() == vm::BackendKind::kEmulated) {
-      backend_ = vm::makeEmulatedBackend();
-      return;
-    }
-    auto kvm = vm::makeKvmBackend(vm::KvmOptions::fromEnvironment());
-    if (!kvm) GTEST_SKIP() << "kvm backend unavailable here: " << kvm.error().message;
-    backend_ = std::move(kvm.value());
+    auto opened = openBackendOfThisKind();
+    if (!opened) GTEST_SKIP() << "kvm backend unavailable here: " << opened.error().message;
+    backend_ = std::move(opened.value());
+  }
+
+  // A backend of the kind the parameter names (another one than backend_,
+  // for tests of what backends share or not).
+  vm::Expected<std::unique_ptr<vm::Backend>> openBackendOfThisKind() const {
+    if (GetParam() == vm::BackendKind::kEmulated) return vm::makeEmulatedBackend();
+    return vm::makeKvmBackend(vm::KvmOptions::fromEnvironment());
   }
 
   static vm::CallResult call(vm::Sandbox& sandbox, std::string function, std::vector<vm::Value> args = {},

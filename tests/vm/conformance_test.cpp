@@ -2,6 +2,7 @@
 // against each backend. A backend the host cannot open is skipped with the
 // reason (the KVM run inside QEMU covers kvm where the host has no /dev/kvm).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <sandpool/abi.h>
 
@@ -16,9 +17,11 @@
 #include "holding_host_functions.h"
 #include "vm/backend.h"
 #include "vm/guest_image.h"
+#include "vm/guest_memory.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 #include "vm/syscall_filter.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm {
 namespace {
@@ -39,18 +42,27 @@ VmConfig generous() {
 class ConformanceTest : public BackendTest {
  protected:
   std::shared_ptr<const Snapshot> boot(const std::string& guest, VmConfig config = generous()) {
+    return bootOn(*backend_, guest, config);
+  }
+
+  static std::shared_ptr<const Snapshot> bootOn(Backend& backend, const std::string& guest,
+                                                VmConfig config = generous()) {
     auto image = GuestImage::parse(readGuest(guest), config);
     EXPECT_TRUE(image.ok()) << image.error().describe();
     if (!image) return nullptr;
-    auto snapshot = Snapshot::boot(*backend_, *image, config);
+    auto snapshot = Snapshot::boot(backend, *image, config);
     EXPECT_TRUE(snapshot.ok()) << snapshot.error().describe();
     return snapshot ? snapshot.value() : nullptr;
   }
 
   std::unique_ptr<Sandbox> vm(const std::string& guest, VmConfig config = generous()) {
-    auto snapshot = boot(guest, config);
+    return vmOn(*backend_, guest, config);
+  }
+
+  static std::unique_ptr<Sandbox> vmOn(Backend& backend, const std::string& guest, VmConfig config = generous()) {
+    auto snapshot = bootOn(backend, guest, config);
     if (!snapshot) return nullptr;
-    auto sandbox = Sandbox::create(*backend_, snapshot);
+    auto sandbox = Sandbox::create(backend, snapshot);
     EXPECT_TRUE(sandbox.ok()) << sandbox.error().describe();
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
@@ -303,6 +315,47 @@ TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
   EXPECT_EQ(ok(*held), Value(std::string("released")));
 }
 
+// Each backend owns its watchdog: a server (or test fixture) whose running
+// calls hold every slot of its watchdog refuses further calls with a typed
+// error, while another backend in the same process serves on.
+TEST_P(ConformanceTest, EachBackendsWatchdogHasSlotsOfItsOwn) {
+  auto greeter = vm("hello");
+  ASSERT_TRUE(greeter);
+  auto other_backend = openBackendOfThisKind();
+  ASSERT_TRUE(other_backend.ok()) << other_backend.error().describe();
+  auto other_greeter = vmOn(**other_backend, "hello");
+  ASSERT_TRUE(other_greeter);
+  ASSERT_NE(&backend_->watchdog(), &other_backend.value()->watchdog());
+
+  // A vCPU of this backend for the guards to watch; their deadlines never pass.
+  auto snapshot = boot("hello");
+  ASSERT_TRUE(snapshot);
+  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
+  ASSERT_TRUE(memory.ok()) << memory.error().describe();
+  auto vcpu = backend_->createMicroVm(*memory, snapshot->layout(), snapshot->entry());
+  ASSERT_TRUE(vcpu.ok()) << vcpu.error().describe();
+  const auto never = std::chrono::steady_clock::now() + 600s;
+  std::vector<Watchdog::Guard> held;
+  held.reserve(Watchdog::kSlots);
+  for (size_t i = 0; i < Watchdog::kSlots; ++i) {
+    auto guard = backend_->watchdog().watch(**vcpu, never);
+    ASSERT_TRUE(guard.ok()) << "slot " << i << ": " << guard.error().describe();
+    held.push_back(std::move(*guard));
+  }
+  auto refused = backend_->watchdog().watch(**vcpu, never);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kLimitExceeded) << refused.error().describe();
+
+  CallResult full = call(*greeter, "hello", {std::string("full")});
+  ASSERT_FALSE(full.result.ok());
+  EXPECT_EQ(full.result.error().kind, ErrorKind::kLimitExceeded) << full.result.error().describe();
+  EXPECT_TRUE(greeter->healthy());
+  EXPECT_EQ(ok(call(*other_greeter, "hello", {std::string("other")})), Value(std::string("Hello, other!")));
+
+  held.clear();
+  EXPECT_EQ(ok(call(*greeter, "hello", {std::string("again")})), Value(std::string("Hello, again!")));
+}
+
 constexpr std::chrono::milliseconds kMisbehaviourDeadline{120'000};
 
 // One misbehaviour: what the guest does and the typed error it must yield.
@@ -468,7 +521,7 @@ void expectGeneralProtectionFault(const CallResult& result, uint64_t rip) {
   EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
   EXPECT_NE(error.message.find("general protection fault (vector 13)"), std::string::npos) << error.describe();
   ASSERT_TRUE(error.fault.has_value()) << error.describe();
-  EXPECT_EQ(error.fault->vector, 13u);
+  EXPECT_EQ(error.fault->vector, x86::kVectorGeneralProtection);
   EXPECT_EQ(error.fault->error_code, 0u);
   EXPECT_EQ(error.fault->rip, rip) << error.describe();
 }
@@ -487,22 +540,24 @@ TEST_P(MisbehaviourTest, MsrAccessOtherThanTheSegmentBasesRaisesGeneralProtectio
   auto vm = this->vm("misbehave");
   ASSERT_TRUE(vm);
   const uint64_t wrmsr = siteOf(*vm, "wrmsr"), rdmsr = siteOf(*vm, "rdmsr");
-  constexpr uint32_t kUnknownMsr = 0x1234, kEfer = 0xc0000080, kKernelGsBase = 0xc0000102;
-  for (uint32_t msr : {kUnknownMsr, kEfer, kKernelGsBase}) {
+  constexpr uint32_t kUnknownMsr = 0x1234;
+  for (uint32_t msr : {kUnknownMsr, x86::kMsrEfer, x86::kMsrKernelGsBase}) {
     SCOPED_TRACE(toHex(msr));
     expectGeneralProtectionFault(call(*vm, "write_msr", {msr, uint64_t{1}}), wrmsr);
     expectGeneralProtectionFault(call(*vm, "read_msr", {msr}), rdmsr);
   }
-  constexpr uint32_t kFsBase = 0xc0000100, kGsBase = 0xc0000101;
-  for (uint32_t msr : {kFsBase, kGsBase}) {
+  for (uint32_t msr : {x86::kMsrFsBase, x86::kMsrGsBase}) {
     SCOPED_TRACE(toHex(msr));
     ok(call(*vm, "write_msr", {msr, uint64_t{0x10000}}));
     EXPECT_EQ(ok(call(*vm, "read_msr", {msr})), Value(uint64_t{0})) << "the reset restored it";
   }
 }
 
-constexpr uint64_t kLongModeCr0 = 0x80050033;  // PE|MP|ET|NE|WP|PG, as docs/kvm.md sets it
-constexpr uint64_t kCr0Wp = 1ull << 16, kCr0Pg = 1ull << 31;
+// The long-mode CR0 of docs/kvm.md with AM set as well.
+constexpr uint64_t kLongModeCr0 = x86::kCr0LongMode | x86::kCr0Am;
+static_assert(kLongModeCr0 == 0x80050033);
+using x86::kCr0Pg;
+using x86::kCr0Wp;
 
 TEST_P(MisbehaviourTest, ClearingCr0PagingRaisesGeneralProtectionFault) {
   auto vm = this->vm("misbehave");
@@ -521,7 +576,7 @@ void MisbehaviourTest::expectCrWritesLastOneCall() {
   CallResult protected_again = call(*vm, "write_code", {});
   ASSERT_FALSE(protected_again.result.ok()) << "the reset restored CR0.WP and the code page";
   ASSERT_TRUE(protected_again.result.error().fault.has_value());
-  EXPECT_EQ(protected_again.result.error().fault->vector, 14u);
+  EXPECT_EQ(protected_again.result.error().fault->vector, x86::kVectorPageFault);
   ok(call(*vm, "write_cr0", {kLongModeCr0}));
   const Value cr3 = ok(call(*vm, "read_cr3", {}));
   ok(call(*vm, "write_cr3", {cr3}));
@@ -588,7 +643,7 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
     const Error& error = result.result.error();
     EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
     ASSERT_TRUE(error.fault.has_value()) << error.describe();
-    EXPECT_EQ(error.fault->vector, 13u) << error.describe();
+    EXPECT_EQ(error.fault->vector, x86::kVectorGeneralProtection) << error.describe();
     EXPECT_EQ(error.fault->error_code, 0u);
     // The rip of the #GP is the target under QEMU's CPU (KVM inside QEMU and
     // Unicorn both); a hardware CPU reports the jump itself.
@@ -598,7 +653,7 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
   CallResult result = call(*vm, "jump_to", {unmapped});
   ASSERT_FALSE(result.result.ok());
   ASSERT_TRUE(result.result.error().fault.has_value());
-  EXPECT_EQ(result.result.error().fault->vector, 14u) << "a canonical address is a page fault";
+  EXPECT_EQ(result.result.error().fault->vector, x86::kVectorPageFault) << "a canonical address is a page fault";
   EXPECT_EQ(result.result.error().fault->address, unmapped);
 }
 

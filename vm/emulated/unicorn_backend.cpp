@@ -26,8 +26,8 @@
 #include "vm/backend.h"
 #include "vm/emulated/privileged_instructions.h"
 #include "vm/emulated/write_tracker.h"
-#include "vm/guest_session.h"
-#include "vm/kvm/x86.h"
+#include "vm/page_reset.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm {
 
@@ -87,14 +87,164 @@ class UnicornCpuState final : public CpuState {
   XmmValue xmm[16] = {};
 };
 
-class UnicornVcpu final : public Vcpu {
+class UnicornMicroVm final : public MicroVm {
  public:
-  UnicornVcpu(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
+  // An engine over `memory` (which must outlive the vCPU), its regions
+  // mapped per `layout`, the fault and port hooks installed, and registers
+  // set to enter `entry` with rdi = boot info and rsp = stack top.
+  static Expected<std::unique_ptr<UnicornMicroVm>> create(GuestMemory& memory, const MemoryLayout& layout,
+                                                       uint64_t entry) {
+    std::unique_ptr<UnicornMicroVm> vcpu(new UnicornMicroVm(memory, layout));
+    if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
+    return vcpu;
+  }
 
-  ~UnicornVcpu() override {
+  ~UnicornMicroVm() override {
+    // Both only free what the engine allocated; nothing is left to act on if they fail.
     if (reset_context_) uc_context_free(reset_context_);
     if (uc_) uc_close(uc_);
   }
+
+  RunExit run(PortHandler& handler) override {
+    handler_ = &handler;
+    exit_ = RunExit{};
+    stopped_ = false;
+    std::optional<WriteTracker::Activation> activation;
+    if (tracker_) activation.emplace(*tracker_);
+    auto start = readUnicornRegister(UC_X86_REG_RIP, "rip");
+    if (!start) {
+      handler_ = nullptr;
+      return RunExit{RunExit::Kind::kHostFailure, {}, start.error().message};
+    }
+    uc_err err = interrupted_ ? UC_ERR_OK : uc_emu_start(uc_, *start, 0, 0, 0);
+    handler_ = nullptr;
+    if (interrupted_) {
+      exit_ = RunExit{RunExit::Kind::kTimeout, {}, "interrupted"};
+    } else if (!stopped_) {
+      auto stopped_at = readUnicornRegister(UC_X86_REG_RIP, "rip");
+      if (!stopped_at) return RunExit{RunExit::Kind::kHostFailure, {}, stopped_at.error().message};
+      const uint64_t rip = *stopped_at;
+      exit_.kind = RunExit::Kind::kFault;
+      exit_.fault.rip = rip;
+      if (err == UC_ERR_INSN_INVALID) {
+        exit_.fault.vector = x86::kVectorInvalidOpcode;
+        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
+      } else if (err != UC_ERR_OK) {
+        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
+      } else {
+        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
+      }
+    }
+    return exit_;
+  }
+
+  void interrupt() noexcept override {
+    interrupted_ = true;
+    // Fails only where no emulation is running: run() looks at interrupted_
+    // before it starts one, and the watchdog repeats the interrupt.
+    if (uc_emu_stop(uc_) != UC_ERR_OK) return;
+  }
+
+  void clearInterrupt() noexcept override { interrupted_ = false; }
+
+  Expected<uint64_t> readRegister(Register reg) override {
+    switch (reg) {
+      case Register::kRip: return readUnicornRegister(UC_X86_REG_RIP, "rip");
+      case Register::kRsi: return readUnicornRegister(UC_X86_REG_RSI, "rsi");
+      case Register::kRdi: return readUnicornRegister(UC_X86_REG_RDI, "rdi");
+      case Register::kR8: return readUnicornRegister(UC_X86_REG_R8, "r8");
+    }
+    return makeError(ErrorKind::kInternal, "emulated vCPU: unknown register");
+  }
+
+  Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) override {
+    auto state = std::make_unique<UnicornCpuState>();
+    const auto read = [this](int id, void* value, const std::string& what) -> Expected<void> {
+      if (uc_err err = uc_reg_read(uc_, id, value); err != UC_ERR_OK) return unicornError("saving " + what, err);
+      return {};
+    };
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
+      if (auto r = read(kGeneralRegisters[i], &state->general[i], "general register " + std::to_string(i)); !r) {
+        return r.takeError();
+      }
+    }
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
+      if (auto r = read(kTableRegisters[i], &state->tables[i], "a descriptor table register"); !r) return r.takeError();
+    }
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
+      if (auto r = read(kSegmentRegisters[i], &state->segments[i], "segment register " + std::to_string(i)); !r) {
+        return r.takeError();
+      }
+    }
+    if (auto r = read(kTaskRegister, &state->task, "the task register"); !r) return r.takeError();
+    for (int i = 0; i < 16; i++) {
+      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], "xmm" + std::to_string(i)); !r) return r.takeError();
+    }
+    // Inside an instruction hook Unicorn's RIP is the start of the current
+    // translation block, not the `out`: the caller names where to resume.
+    state->general[kRipIndex] = resume_rip;
+    return std::unique_ptr<CpuState>(std::move(state));
+  }
+
+  Expected<void> loadCpuState(const CpuState& generic) override {
+    const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
+    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
+    // Descriptor tables first: loading a segment selector reads the GDT.
+    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
+        return unicornError("restoring a descriptor table register", err);
+      }
+    }
+    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
+        return unicornError("restoring segment register " + std::to_string(i), err);
+      }
+    }
+    if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
+      return unicornError("restoring the task register", err);
+    }
+    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
+      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
+        return unicornError("restoring general register " + std::to_string(i), err);
+      }
+    }
+    for (int i = 0; i < 16; i++) {
+      if (uc_err err = uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]); err != UC_ERR_OK) {
+        return unicornError("restoring xmm" + std::to_string(i), err);
+      }
+    }
+    return {};
+  }
+
+  Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
+    if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_alloc", err);
+    }
+    if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
+      return unicornError("uc_context_save", err);
+    }
+    auto tracker = WriteTracker::create(memory_.hostBase(), layout_);
+    if (!tracker) return tracker.takeError();
+    tracker_ = std::move(*tracker);
+    // Pages restored by copy stay writable, unseen by the tracker.
+    page_reset_.emplace(memory_, snapshot_contents,
+                        PageReset::Policy{.copy_limit = kStickyPageLimit, .sees_writes_to_copied_pages = false});
+    return tracker_->protectAll();
+  }
+
+  Expected<ResetStats> reset() override {
+    if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
+    auto stats = page_reset_->restore(tracker_->dirty());
+    if (!stats) return stats;
+    if (auto tracked = tracker_->protect(page_reset_->dropped()); !tracked) return tracked.takeError();
+    if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
+      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
+    }
+    return stats;
+  }
+
+ private:
+  UnicornMicroVm(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
 
   Expected<void> open(uint64_t entry) {
     if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &uc_); err != UC_ERR_OK) {
@@ -157,188 +307,85 @@ class UnicornVcpu final : public Vcpu {
     }
     const uint64_t boot_regs[] = {entry, layout_.stack_top, layout_.boot_info_addr};
     const int boot_ids[] = {UC_X86_REG_RIP, UC_X86_REG_RSP, UC_X86_REG_RDI};
-    for (size_t i = 0; i < std::size(boot_ids); i++) uc_reg_write(uc_, boot_ids[i], &boot_regs[i]);
+    for (size_t i = 0; i < std::size(boot_ids); i++) {
+      if (uc_err err = uc_reg_write(uc_, boot_ids[i], &boot_regs[i]); err != UC_ERR_OK) {
+        return unicornError("setting the entry registers", err);
+      }
+    }
     return {};
   }
 
-  RunExit run(PortHandler& handler) override {
-    handler_ = &handler;
-    exit_ = RunExit{};
-    stopped_ = false;
-    std::optional<WriteTracker::Activation> activation;
-    if (tracker_) activation.emplace(*tracker_);
-    uint64_t rip = 0;
-    uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
-    uc_err err = interrupted_ ? UC_ERR_OK : uc_emu_start(uc_, rip, 0, 0, 0);
-    handler_ = nullptr;
-    if (interrupted_) {
-      exit_ = RunExit{RunExit::Kind::kTimeout, {}, "interrupted"};
-    } else if (!stopped_) {
-      uc_reg_read(uc_, UC_X86_REG_RIP, &rip);
-      exit_.kind = RunExit::Kind::kFault;
-      exit_.fault.rip = rip;
-      if (err == UC_ERR_INSN_INVALID) {
-        exit_.fault.vector = 6;
-        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
-      } else if (err != UC_ERR_OK) {
-        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
-      } else {
-        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
-      }
-    }
-    return exit_;
-  }
-
-  void interrupt() noexcept override {
-    interrupted_ = true;
-    uc_emu_stop(uc_);
-  }
-
-  void clearInterrupt() noexcept override { interrupted_ = false; }
-
-  uint64_t readRegister(Register reg) override {
-    int id = UC_X86_REG_RIP;
-    switch (reg) {
-      case Register::kRip: id = UC_X86_REG_RIP; break;
-      case Register::kRsi: id = UC_X86_REG_RSI; break;
-      case Register::kRdi: id = UC_X86_REG_RDI; break;
-      case Register::kR8: id = UC_X86_REG_R8; break;
-    }
+  Expected<uint64_t> readUnicornRegister(int id, std::string_view name) {
     uint64_t value = 0;
-    uc_reg_read(uc_, id, &value);
+    if (uc_err err = uc_reg_read(uc_, id, &value); err != UC_ERR_OK) {
+      return unicornError("reading " + std::string(name), err);
+    }
     return value;
   }
 
-  std::unique_ptr<CpuState> saveCpuState() override {
-    auto state = std::make_unique<UnicornCpuState>();
-    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) uc_reg_read(uc_, kGeneralRegisters[i], &state->general[i]);
-    for (size_t i = 0; i < std::size(kTableRegisters); i++) uc_reg_read(uc_, kTableRegisters[i], &state->tables[i]);
-    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) uc_reg_read(uc_, kSegmentRegisters[i], &state->segments[i]);
-    uc_reg_read(uc_, kTaskRegister, &state->task);
-    for (int i = 0; i < 16; i++) uc_reg_read(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
-    // Inside an instruction hook Unicorn's RIP is the start of the current
-    // translation block, not the `out`; READY names its resume address in
-    // rsi (abi.h), and saveCpuState() is only called for READY.
-    state->general[kRipIndex] = readRegister(Register::kRsi);
-    return state;
-  }
-
-  Expected<void> loadCpuState(const CpuState& generic) override {
-    const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
-    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
-    // Descriptor tables first: loading a segment selector reads the GDT.
-    for (size_t i = 0; i < std::size(kTableRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
-        return unicornError("restoring a descriptor table register", err);
-      }
-    }
-    for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
-        return unicornError("restoring segment register " + std::to_string(i), err);
-      }
-    }
-    if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
-      return unicornError("restoring the task register", err);
-    }
-    for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
-        return unicornError("restoring general register " + std::to_string(i), err);
-      }
-    }
-    for (int i = 0; i < 16; i++) uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]);
-    return {};
-  }
-
-  Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override {
-    snapshot_ = snapshot_contents;
-    if (uc_err err = uc_context_alloc(uc_, &reset_context_); err != UC_ERR_OK) {
-      return unicornError("uc_context_alloc", err);
-    }
-    if (uc_err err = uc_context_save(uc_, reset_context_); err != UC_ERR_OK) {
-      return unicornError("uc_context_save", err);
-    }
-    tracker_ = std::make_unique<WriteTracker>(memory_.hostBase(), layout_);
-    sticky_ = std::make_unique<DirtyPages>(layout_.pageCount());
-    restore_ = std::make_unique<DirtyPages>(layout_.pageCount());
-    return tracker_->protectAll();
-  }
-
-  Expected<ResetStats> reset() override {
-    if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
-    DirtyPages& restore = *restore_;
-    for (uint32_t page : sticky_->pages()) restore.add(page);
-    for (uint32_t page : tracker_->dirty().pages()) restore.add(page);
-    for (uint32_t page : memory_.hostDirty().pages()) restore.add(page);
-    tracker_->dirty().clear();
-    memory_.clearHostDirty();
-    sticky_->clear();
-
-    ResetStats stats{restore.size()};
-    if (restore.size() <= kStickyPageLimit) {
-      // Few pages: keep them writable and copy the snapshot over them; the
-      // next call that writes them takes no fault.
-      memory_.copyPagesFrom(snapshot_, restore.pages());
-      std::swap(sticky_, restore_);
-    } else {
-      if (auto dropped = memory_.discardPages(restore.pages()); !dropped) return dropped.takeError();
-      if (auto protected_ = tracker_->protect(restore.pages()); !protected_) return protected_.takeError();
-      restore.clear();
-    }
-    if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
-      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
-    }
-    return stats;
-  }
-
- private:
-  void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
+  // Inside a hook: ends the run (and stops the emulation) with `exit`,
+  // unless an earlier hook already ended it.
+  void stopWith(RunExit exit) {
     if (stopped_) return;
+    exit_ = std::move(exit);
+    stopEmulation();
+  }
+
+  // Inside a hook: ends the run with exit_ as it is.
+  void stopEmulation() {
     stopped_ = true;
-    exit_.kind = RunExit::Kind::kFault;
-    exit_.fault = FaultInfo{vector, error_code, address, readRegister(Register::kRip)};
-    exit_.reason = std::move(reason);
-    uc_emu_stop(uc_);
+    if (uc_err err = uc_emu_stop(uc_); err != UC_ERR_OK) {
+      exit_ = RunExit{RunExit::Kind::kHostFailure, {}, unicornError("uc_emu_stop", err).message};
+    }
+  }
+
+  // Inside a hook: an engine call failed; the run ends as a host failure.
+  void stopWithHostFailure(const Error& error) { stopWith(RunExit{RunExit::Kind::kHostFailure, {}, error.message}); }
+
+  void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
+    auto rip = readRegister(Register::kRip);
+    if (!rip) return stopWithHostFailure(rip.error());
+    stopWith(RunExit{RunExit::Kind::kFault, FaultInfo{vector, error_code, address, *rip}, std::move(reason)});
   }
 
   static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     if (self->stopped_ || self->interrupted_) return;
-    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) {
-      self->stopped_ = true;
-      uc_emu_stop(self->uc_);
-    }
+    // exit_ is kStopped from the start of run().
+    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) self->stopEmulation();
   }
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    self->stopWithFault(13, 0, 0, "guest read from I/O port " + toHex(port));
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
+    self->stopWithFault(x86::kVectorGeneralProtection, 0, 0, "guest read from I/O port " + toHex(port));
     return 0;
   }
 
   static void onSyscall(uc_engine*, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    self->stopWithFault(6, 0, 0, "guest executed syscall/sysenter");
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
+    self->stopWithFault(x86::kVectorInvalidOpcode, 0, 0, "guest executed syscall/sysenter");
   }
 
   static void onInterrupt(uc_engine*, uint32_t vector, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
-    FaultInfo fault{vector, 0, 0, self->readRegister(Register::kRip)};
-    self->stopWithFault(vector, 0, 0, describeFault(fault));
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
+    auto rip = self->readRegister(Register::kRip);
+    if (!rip) return self->stopWithHostFailure(rip.error());
+    self->stopWithFault(vector, 0, 0, describeFault(FaultInfo{vector, 0, 0, *rip}));
   }
 
-  // #GP(0) at rip, as KVM reports it: vector 13, error code 0.
+  // #GP(0) at rip, as KVM reports it: error code 0.
   void generalProtectionFault(uint64_t rip, const std::string& why) {
-    FaultInfo fault{13, 0, 0, rip};
-    stopWithFault(13, 0, 0, describeFault(fault) + ": " + why);
+    FaultInfo fault{x86::kVectorGeneralProtection, 0, 0, rip};
+    stopWithFault(x86::kVectorGeneralProtection, 0, 0, describeFault(fault) + ": " + why);
   }
 
   static void onNonCanonicalCode(uc_engine*, uint64_t address, uint32_t, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     self->generalProtectionFault(address, "execution at non-canonical address " + toHex(address));
   }
 
   static void onPrivilegedCandidate(uc_engine*, uint64_t address, uint32_t size, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     // An x86 instruction is at most 15 bytes; Unicorn may pass a placeholder size.
     auto instruction = decodePrivileged(
         std::span<const uint8_t>(self->memory_.hostBase() + address, std::min<uint32_t>(size, 15)));
@@ -349,34 +396,40 @@ class UnicornVcpu final : public Vcpu {
     using Kind = PrivilegedInstruction::Kind;
     if (instruction.kind != Kind::kMovToControlRegister) {
       // KVM's MSR filter lets the guest reach only the segment bases.
-      uint64_t index = 0;
-      uc_reg_read(uc_, UC_X86_REG_RCX, &index);
-      index &= 0xffffffff;
-      if (index == kvm::x86::kMsrFsBase || index == kvm::x86::kMsrGsBase) return;
+      auto rcx = readUnicornRegister(UC_X86_REG_RCX, "rcx");
+      if (!rcx) return stopWithHostFailure(rcx.error());
+      const uint64_t index = *rcx & 0xffffffff;
+      if (index == x86::kMsrFsBase || index == x86::kMsrGsBase) return;
       generalProtectionFault(rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
                                       toHex(index) + ", which guests may not access");
       return;
     }
     const uint8_t cr = instruction.control_register;
     if (cr != 0 && cr != 3 && cr != 4) return;
-    uint64_t value = 0;
-    uc_reg_read(uc_, kGeneralRegisterIds[instruction.source_register], &value);
-    if (cr == 0 && !(value & kvm::x86::kCr0Pg)) {
+    auto source = readUnicornRegister(kGeneralRegisterIds[instruction.source_register], "the source register");
+    if (!source) return stopWithHostFailure(source.error());
+    const uint64_t value = *source;
+    if (cr == 0 && !(value & x86::kCr0Pg)) {
       generalProtectionFault(rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
       return;
     }
     // Unicorn runs the guest without paging: what such a write changes on
     // KVM (page tables, write protection, paging features) cannot happen here.
-    stopWithFault(6, 0, 0,
+    stopWithFault(x86::kVectorInvalidOpcode, 0, 0,
                   "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
                       ": the emulated backend does not emulate control-register writes (it runs guests "
                       "without paging)");
   }
 
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
-    auto* self = static_cast<UnicornVcpu*>(self_ptr);
+    auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     const bool fetch = type == UC_MEM_FETCH_UNMAPPED || type == UC_MEM_FETCH_PROT;
-    const uint64_t rip = self->readRegister(Register::kRip);
+    auto at = self->readRegister(Register::kRip);
+    if (!at) {
+      self->stopWithHostFailure(at.error());
+      return false;
+    }
+    const uint64_t rip = *at;
     if (fetch && rip >= kNonCanonicalStart) {
       // Unicorn reports the truncated physical address; the guest jumped to rip.
       if (!isCanonical(rip)) {
@@ -385,21 +438,20 @@ class UnicornVcpu final : public Vcpu {
       }
       address = rip;
     }
-    // Page-fault error code bits: 0 present (protection), 1 write, 4 fetch.
     uint64_t code = 0;
     const char* what = "access";
     switch (type) {
       case UC_MEM_READ_UNMAPPED: what = "read of unmapped"; break;
-      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = 2; break;
-      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = 16; break;
-      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = 3; break;
-      case UC_MEM_READ_PROT: what = "read of protected"; code = 1; break;
-      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = 17; break;
+      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = x86::kPfWrite; break;
+      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = x86::kPfFetch; break;
+      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = x86::kPfPresent | x86::kPfWrite; break;
+      case UC_MEM_READ_PROT: what = "read of protected"; code = x86::kPfPresent; break;
+      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = x86::kPfPresent | x86::kPfFetch; break;
       default: break;
     }
-    self->stopWithFault(14, address, code,
+    self->stopWithFault(x86::kVectorPageFault, address, code,
                         "page fault (vector 14): " + std::string(what) + " address " + toHex(address) +
-                            " at rip " + toHex(self->readRegister(Register::kRip)));
+                            " at rip " + toHex(rip));
     return false;
   }
 
@@ -407,10 +459,8 @@ class UnicornVcpu final : public Vcpu {
   const MemoryLayout& layout_;
   uc_engine* uc_ = nullptr;
   uc_context* reset_context_ = nullptr;
-  std::span<const uint8_t> snapshot_;
   std::unique_ptr<WriteTracker> tracker_;
-  std::unique_ptr<DirtyPages> sticky_;
-  std::unique_ptr<DirtyPages> restore_;
+  std::optional<PageReset> page_reset_;
 
   PortHandler* handler_ = nullptr;
   RunExit exit_;
@@ -424,11 +474,11 @@ class UnicornBackend final : public Backend {
 
   Expected<void> prepareImage(std::span<uint8_t>, const MemoryLayout&) override { return {}; }
 
-  Expected<std::unique_ptr<Vcpu>> createVcpu(GuestMemory& memory, const MemoryLayout& layout,
+  Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory, const MemoryLayout& layout,
                                              uint64_t entry) override {
-    auto vcpu = std::make_unique<UnicornVcpu>(memory, layout);
-    if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
-    return std::unique_ptr<Vcpu>(std::move(vcpu));
+    auto vcpu = UnicornMicroVm::create(memory, layout, entry);
+    if (!vcpu) return vcpu.takeError();
+    return std::unique_ptr<MicroVm>(std::move(*vcpu));
   }
 };
 

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <stdexcept>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -25,35 +24,47 @@ struct RegistrySlot {
   std::atomic<uintptr_t> end{0};
   std::atomic<WriteTracker*> tracker{nullptr};
 };
-constexpr size_t kRegistrySlots = 16384;
-RegistrySlot g_registry[kRegistrySlots];
+RegistrySlot g_registry[WriteTracker::kRegistrySlots];
 std::atomic<size_t> g_registry_high_water{0};
 
 void onSegv(int sig, siginfo_t* info, void* context);
 
 }  // namespace
 
+Expected<std::unique_ptr<WriteTracker>> WriteTracker::create(uint8_t* base, const MemoryLayout& layout) {
+  std::unique_ptr<WriteTracker> tracker(new WriteTracker(base, layout));
+  if (!tracker->registerRange()) {
+    return makeError(ErrorKind::kLimitExceeded, "write tracker: more than " + std::to_string(kRegistrySlots) +
+                                                    " emulated VMs alive at once");
+  }
+  return tracker;
+}
+
 WriteTracker::WriteTracker(uint8_t* base, const MemoryLayout& layout)
     : base_(base), layout_(layout), dirty_(layout.pageCount()), registry_slot_(kRegistrySlots) {
   installHandler();
+}
+
+bool WriteTracker::registerRange() {
   for (size_t i = 0; i < kRegistrySlots; i++) {
     WriteTracker* expected = nullptr;
     RegistrySlot& slot = g_registry[i];
     if (slot.tracker.load() == nullptr && slot.begin.load() == 0 &&
         slot.tracker.compare_exchange_strong(expected, this)) {
-      slot.end = reinterpret_cast<uintptr_t>(base + layout.memory_size);
-      slot.begin = reinterpret_cast<uintptr_t>(base);
+      slot.end = reinterpret_cast<uintptr_t>(base_ + layout_.memory_size);
+      slot.begin = reinterpret_cast<uintptr_t>(base_);
       registry_slot_ = i;
       size_t high = g_registry_high_water.load();
       while (high < i + 1 && !g_registry_high_water.compare_exchange_weak(high, i + 1)) {
       }
-      break;
+      return true;
     }
   }
-  if (registry_slot_ == kRegistrySlots) throw std::runtime_error("write tracker registry is full");
+  return false;
 }
 
 WriteTracker::~WriteTracker() {
+  if (registry_slot_ == kRegistrySlots) return;
   RegistrySlot& slot = g_registry[registry_slot_];
   slot.begin = 0;
   slot.end = 0;

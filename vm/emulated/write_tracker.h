@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "vm/dirty_pages.h"
@@ -21,7 +22,11 @@ namespace sandpool::vm {
 
 class WriteTracker {
  public:
-  WriteTracker(uint8_t* base, const MemoryLayout& layout);
+  static constexpr size_t kRegistrySlots = 16384;
+
+  // A tracker of the guest memory at `base`, registered for the SIGSEGV
+  // handler; kLimitExceeded when kRegistrySlots trackers are alive.
+  static Expected<std::unique_ptr<WriteTracker>> create(uint8_t* base, const MemoryLayout& layout);
   ~WriteTracker();
   WriteTracker(const WriteTracker&) = delete;
   WriteTracker& operator=(const WriteTracker&) = delete;
@@ -50,7 +55,10 @@ class WriteTracker {
   };
 
  private:
+  WriteTracker(uint8_t* base, const MemoryLayout& layout);
   static void installHandler();
+  // Takes a slot of the registry; false if every slot is taken.
+  bool registerRange();
   bool recordWrite(uint8_t* address) noexcept;
 
   uint8_t* base_;

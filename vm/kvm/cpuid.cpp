@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm::kvm {
 

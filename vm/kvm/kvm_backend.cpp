@@ -1,6 +1,6 @@
 #include "vm/kvm/kvm_backend.h"
 
-#include "vm/kvm/kvm_vcpu.h"
+#include "vm/kvm/kvm_micro_vm.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/self_test.h"
 #include "vm/kvm/vcpu_kick.h"
@@ -17,12 +17,12 @@ Expected<void> KvmBackend::prepareImage(std::span<uint8_t> image, const MemoryLa
   return {};
 }
 
-Expected<std::unique_ptr<Vcpu>> KvmBackend::createVcpu(GuestMemory& memory,
+Expected<std::unique_ptr<MicroVm>> KvmBackend::createMicroVm(GuestMemory& memory,
                                                        const MemoryLayout& layout,
                                                        uint64_t entry) {
-  auto vcpu = KvmVcpu::create(*device_, kick_signal_, memory, layout, entry);
+  auto vcpu = KvmMicroVm::create(*device_, kick_signal_, memory, layout, entry);
   if (!vcpu) return vcpu.takeError();
-  return std::unique_ptr<Vcpu>(std::move(*vcpu));
+  return std::unique_ptr<MicroVm>(std::move(*vcpu));
 }
 
 Expected<std::unique_ptr<Backend>> makeKvmBackendAt(const char* device_path,

@@ -7,7 +7,7 @@
 #include <cerrno>
 
 #include "vm/kvm/kvm_ioctl.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm::kvm {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "sandpool/abi.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm::kvm {
 namespace {

@@ -74,7 +74,7 @@ class LastOut final : public PortHandler {
 
 // Runs the guest to its next `out`, which must be on `port`: its value, or
 // what went wrong as "<step>: <reason>".
-Expected<uint32_t> runToOut(Vcpu& vcpu, uint16_t port, const std::string& step) {
+Expected<uint32_t> runToOut(MicroVm& vcpu, uint16_t port, const std::string& step) {
   LastOut out;
   RunExit exit = vcpu.run(out);
   if (exit.kind != RunExit::Kind::kStopped) {
@@ -90,7 +90,7 @@ Expected<uint32_t> runToOut(Vcpu& vcpu, uint16_t port, const std::string& step) 
 }
 
 // One call from the reset point: CPUID, the timed loop, SSE, DONE.
-Expected<void> measureCall(Vcpu& vcpu, const std::string& call, SelfTestMeasurement& m) {
+Expected<void> measureCall(MicroVm& vcpu, const std::string& call, SelfTestMeasurement& m) {
   auto leaf1 = runToOut(vcpu, kLeaf1Ecx, call + ", cpuid leaf 1");
   if (!leaf1) return leaf1.takeError();
   m.cpuid_leaf1_ecx = *leaf1;
@@ -141,7 +141,7 @@ Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
 
   auto memory = GuestMemory::mapPrivate(memfd.get(), kMemory, PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
-  auto vcpu = backend.createVcpu(*memory, layout, kCode);
+  auto vcpu = backend.createMicroVm(*memory, layout, kCode);
   if (!vcpu) return vcpu.takeError();
 
   SelfTestMeasurement m;

@@ -1,4 +1,4 @@
-#include "vm/kvm/kvm_vcpu.h"
+#include "vm/kvm/kvm_micro_vm.h"
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -12,7 +12,7 @@
 #include "vm/kvm/kvm_ioctl.h"
 #include "vm/kvm/page_tables.h"
 #include "vm/kvm/vcpu_kick.h"
-#include "vm/kvm/x86.h"
+#include "vm/x86.h"
 
 namespace sandpool::vm::kvm {
 namespace {
@@ -24,7 +24,7 @@ constexpr uint32_t kSyncedOnReset = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM
 kvm_segment codeSegment() {
   kvm_segment s{};
   s.limit = 0xffffffff;
-  s.selector = 0x08;
+  s.selector = x86::kSelectorCode;
   s.type = x86::kSegCodeExecReadAccessed;
   s.present = 1;
   s.s = 1;
@@ -36,7 +36,7 @@ kvm_segment codeSegment() {
 kvm_segment dataSegment() {
   kvm_segment s{};
   s.limit = 0xffffffff;
-  s.selector = 0x10;
+  s.selector = x86::kSelectorData;
   s.type = x86::kSegDataReadWriteAccessed;
   s.present = 1;
   s.s = 1;
@@ -48,7 +48,7 @@ kvm_segment dataSegment() {
 kvm_segment taskSegment() {
   kvm_segment s{};
   s.limit = 0x67;
-  s.selector = 0x18;
+  s.selector = x86::kSelectorTss;
   s.type = x86::kSegTss64Busy;
   s.present = 1;
   return s;
@@ -81,7 +81,7 @@ const char* internalErrorName(uint32_t suberror) {
 
 }  // namespace
 
-Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int kick_signal,
+Expected<std::unique_ptr<KvmMicroVm>> KvmMicroVm::create(const KvmDevice& device, int kick_signal,
                                                    GuestMemory& memory,
                                                    const MemoryLayout& layout, uint64_t entry) {
   if (memory.size() != layout.memory_size) {
@@ -98,7 +98,7 @@ Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int 
                                   vcpu_fd.get(), "kvm_run of vCPU 0");
   if (!run_mapping) return run_mapping.takeError();
 
-  std::unique_ptr<KvmVcpu> vcpu(new KvmVcpu(std::move(*vm), std::move(vcpu_fd),
+  std::unique_ptr<KvmMicroVm> vcpu(new KvmMicroVm(std::move(*vm), std::move(vcpu_fd),
                                             std::move(*run_mapping), memory, kick_signal));
   if (auto set = vcpu->setCpuid(device); !set) return set.takeError();
   if (auto set = vcpu->setEntryState(layout, entry); !set) return set.takeError();
@@ -108,16 +108,16 @@ Expected<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmDevice& device, int 
   return vcpu;
 }
 
-KvmVcpu::KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory,
+KvmMicroVm::KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory,
                  int kick_signal)
     : vm_(std::move(vm)),
       fd_(std::move(fd)),
       run_mapping_(std::move(run_mapping)),
       memory_(memory),
       kick_signal_(kick_signal),
-      to_restore_(memory.pageCount()) {}
+      guest_dirty_(memory.pageCount()) {}
 
-Expected<void> KvmVcpu::setCpuid(const KvmDevice& device) {
+Expected<void> KvmMicroVm::setCpuid(const KvmDevice& device) {
   std::vector<uint8_t> buffer = cpuid2Buffer(device.cpuid());
   auto set = kvmIoctl(fd_.get(), kKvmSetCpuid2, buffer.data(),
                       fmt::format("KVM_SET_CPUID2 ({} entries)", device.cpuid().size()));
@@ -125,7 +125,7 @@ Expected<void> KvmVcpu::setCpuid(const KvmDevice& device) {
   return {};
 }
 
-Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry) {
+Expected<void> KvmMicroVm::setEntryState(const MemoryLayout& layout, uint64_t entry) {
   kvm_sregs sregs{};
   if (auto got = kvmIoctl(fd_.get(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"); !got) {
     return got.takeError();
@@ -135,7 +135,7 @@ Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry
   sregs.tr = taskSegment();
   sregs.gdt = {};
   sregs.idt = {};
-  sregs.cr0 = x86::kCr0Pe | x86::kCr0Mp | x86::kCr0Et | x86::kCr0Ne | x86::kCr0Wp | x86::kCr0Pg;
+  sregs.cr0 = x86::kCr0LongMode;
   sregs.cr3 = kPml4Address;
   sregs.cr4 = x86::kCr4Pae | x86::kCr4Osfxsr | x86::kCr4Osxmmexcpt;
   sregs.efer = x86::kEferLme | x86::kEferLma | x86::kEferNxe;
@@ -159,37 +159,37 @@ Expected<void> KvmVcpu::setEntryState(const MemoryLayout& layout, uint64_t entry
   return {};
 }
 
-std::atomic_ref<uint8_t> KvmVcpu::immediateExit() const {
+std::atomic_ref<uint8_t> KvmMicroVm::immediateExit() const {
   return std::atomic_ref<uint8_t>(kvmRun().immediate_exit);
 }
 
 // interrupt() stores the flag before immediate_exit, so clearing
 // immediate_exit and then reading the flag can never lose an interrupt.
-void KvmVcpu::rearmImmediateExit() noexcept {
+void KvmMicroVm::rearmImmediateExit() noexcept {
   immediateExit().store(0);
   if (interrupted_.load()) immediateExit().store(1);
 }
 
-void KvmVcpu::interrupt() noexcept {
+void KvmMicroVm::interrupt() noexcept {
   interrupted_.store(true);
   immediateExit().store(1);
   std::lock_guard lock(thread_mutex_);
   if (running_thread_) pthread_kill(*running_thread_, kick_signal_);
 }
 
-void KvmVcpu::clearInterrupt() noexcept {
+void KvmMicroVm::clearInterrupt() noexcept {
   interrupted_.store(false);
   immediateExit().store(0);
 }
 
-RunExit KvmVcpu::run(PortHandler& handler) {
+RunExit KvmMicroVm::run(PortHandler& handler) {
   unblockKickSignalInThisThread(kick_signal_);
   {
     std::lock_guard lock(thread_mutex_);
     running_thread_ = pthread_self();
   }
   struct Unregister {
-    KvmVcpu& vcpu;
+    KvmMicroVm& vcpu;
     ~Unregister() {
       std::lock_guard lock(vcpu.thread_mutex_);
       vcpu.running_thread_.reset();
@@ -219,7 +219,7 @@ RunExit KvmVcpu::run(PortHandler& handler) {
   }
 }
 
-std::optional<RunExit> KvmVcpu::onIo(PortHandler& handler) {
+std::optional<RunExit> KvmMicroVm::onIo(PortHandler& handler) {
   const kvm_run& run = kvmRun();
   const uint64_t rip = run.s.regs.regs.rip;
   if (run.io.direction != KVM_EXIT_IO_OUT || run.io.count != 1) {
@@ -243,7 +243,7 @@ std::optional<RunExit> KvmVcpu::onIo(PortHandler& handler) {
   return std::nullopt;
 }
 
-RunExit KvmVcpu::faultExit(std::string reason, FaultInfo fault) {
+RunExit KvmMicroVm::faultExit(std::string reason, FaultInfo fault) {
   RunExit exit;
   exit.kind = RunExit::Kind::kFault;
   exit.fault = fault;
@@ -251,7 +251,7 @@ RunExit KvmVcpu::faultExit(std::string reason, FaultInfo fault) {
   return exit;
 }
 
-RunExit KvmVcpu::exitToFault() {
+RunExit KvmMicroVm::exitToFault() {
   const kvm_run& run = kvmRun();
   FaultInfo fault;
   fault.rip = run.s.regs.regs.rip;
@@ -261,8 +261,8 @@ RunExit KvmVcpu::exitToFault() {
       // physical address outside its memory; report it as the page fault it
       // would be on real hardware without that memory.
       pending_ = Pending::kOther;
-      fault.vector = 14;
-      fault.error_code = run.mmio.is_write ? 2 : 0;
+      fault.vector = x86::kVectorPageFault;
+      fault.error_code = run.mmio.is_write ? x86::kPfWrite : 0;
       fault.address = run.mmio.phys_addr;
       return faultExit(fmt::format("MMIO {} of {} bytes at {:#x}: no guest memory there",
                                    run.mmio.is_write ? "write" : "read", run.mmio.len,
@@ -296,7 +296,7 @@ RunExit KvmVcpu::exitToFault() {
   }
 }
 
-uint64_t KvmVcpu::readRegister(Register reg) {
+Expected<uint64_t> KvmMicroVm::readRegister(Register reg) {
   const kvm_regs& regs = kvmRun().s.regs.regs;
   switch (reg) {
     case Register::kRip: return regs.rip;
@@ -304,10 +304,10 @@ uint64_t KvmVcpu::readRegister(Register reg) {
     case Register::kRdi: return regs.rdi;
     case Register::kR8: return regs.r8;
   }
-  return 0;
+  return makeError(ErrorKind::kInternal, "KVM vCPU: unknown register");
 }
 
-Expected<void> KvmVcpu::settle(std::string_view why) {
+Expected<void> KvmMicroVm::settle(std::string_view why) {
   // A multi-fragment MMIO access can take a few rounds; anything more means
   // the vCPU keeps exiting and will not settle.
   constexpr int kMaxRounds = 4;
@@ -331,7 +331,7 @@ Expected<void> KvmVcpu::settle(std::string_view why) {
                                why, kvmRun().exit_reason, kMaxRounds));
 }
 
-Expected<void> KvmVcpu::readCpuState(KvmCpuState& state) {
+Expected<void> KvmMicroVm::readCpuState(KvmCpuState& state) {
   if (pending_ != Pending::kNone || kvmRun().kvm_dirty_regs != 0) {
     if (auto settled = settle("reading the CPU state"); !settled) return settled;
   }
@@ -362,7 +362,7 @@ Expected<void> KvmVcpu::readCpuState(KvmCpuState& state) {
   return {};
 }
 
-Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
+Expected<void> KvmMicroVm::writeCpuState(const KvmCpuState& state) {
   if (pending_ != Pending::kNone) {
     if (auto settled = settle("loading a CPU state"); !settled) return settled;
   }
@@ -400,13 +400,13 @@ Expected<void> KvmVcpu::writeCpuState(const KvmCpuState& state) {
   return {};
 }
 
-std::unique_ptr<CpuState> KvmVcpu::saveCpuState() {
+Expected<std::unique_ptr<CpuState>> KvmMicroVm::saveCpuState(uint64_t) {
   auto state = std::make_unique<KvmCpuState>();
-  if (!readCpuState(*state)) return nullptr;
-  return state;
+  if (auto read = readCpuState(*state); !read) return read.takeError();
+  return std::unique_ptr<CpuState>(std::move(state));
 }
 
-Expected<void> KvmVcpu::loadCpuState(const CpuState& state) {
+Expected<void> KvmMicroVm::loadCpuState(const CpuState& state) {
   const auto* kvm_state = dynamic_cast<const KvmCpuState*>(&state);
   if (kvm_state == nullptr) {
     return makeError(ErrorKind::kInternal,
@@ -415,7 +415,7 @@ Expected<void> KvmVcpu::loadCpuState(const CpuState& state) {
   return writeCpuState(*kvm_state);
 }
 
-Expected<void> KvmVcpu::armReset(std::span<const uint8_t> snapshot_contents) {
+Expected<void> KvmMicroVm::armReset(std::span<const uint8_t> snapshot_contents) {
   if (snapshot_contents.size() != memory_.size()) {
     return makeError(ErrorKind::kInternal,
                      fmt::format("KVM armReset: snapshot is {} bytes, guest memory {}",
@@ -424,17 +424,17 @@ Expected<void> KvmVcpu::armReset(std::span<const uint8_t> snapshot_contents) {
   auto state = std::make_unique<KvmCpuState>();
   if (auto read = readCpuState(*state); !read) return read;
   // Start the dirty log from here: what was written before is the snapshot.
-  if (auto collected = vm_.collectDirtyPages(to_restore_); !collected) return collected;
-  to_restore_.clear();
-  memory_.clearHostDirty();
+  if (auto collected = vm_.collectDirtyPages(guest_dirty_); !collected) return collected;
+  guest_dirty_.clear();
   reset_state_ = std::move(state);
-  snapshot_ = snapshot_contents;
-  armed_ = true;
+  // The dirty log sees every write, so restoring by copy is always cheap.
+  page_reset_.emplace(memory_, snapshot_contents, PageReset::Policy{});
+  page_reset_->startFromHere();
   return {};
 }
 
-Expected<ResetStats> KvmVcpu::reset() {
-  if (!armed_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
+Expected<ResetStats> KvmMicroVm::reset() {
+  if (!page_reset_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
   const KvmCpuState& state = *reset_state_;
   // KVM finishes a pending `out` on the next KVM_RUN by skipping it, unless
   // rip has moved. If the reset point itself holds that `out`, or anything
@@ -447,15 +447,12 @@ Expected<ResetStats> KvmVcpu::reset() {
   }
   pending_ = Pending::kNone;
 
-  if (auto collected = vm_.collectDirtyPages(to_restore_); !collected) {
+  if (auto collected = vm_.collectDirtyPages(guest_dirty_); !collected) {
     return collected.takeError();
   }
-  for (uint32_t page : memory_.hostDirty().pages()) to_restore_.add(page);
-  memory_.copyPagesFrom(snapshot_, to_restore_.pages());
-  ResetStats stats;
-  stats.pages_restored = to_restore_.size();
-  to_restore_.clear();
-  memory_.clearHostDirty();
+  // Never drops pages (no copy limit), so nothing is to be tracked again.
+  auto stats = page_reset_->restore(guest_dirty_);
+  if (!stats) return stats;
 
   // General, segment and control registers and pending events are applied
   // by the next KVM_RUN (sync regs): no system call here.

@@ -1,4 +1,4 @@
-// One vCPU of one micro-VM, with the VM it belongs to. Both fds, the memory
+// One micro-VM on KVM: its VM, its vCPU and its reset. Both fds, the memory
 // slot and the kvm_run mapping are created once and kept for the VM's life.
 //
 // A warm call costs four system calls: KVM_RUN (until the guest's DONE),
@@ -29,29 +29,29 @@
 #include "vm/kvm/kvm_device.h"
 #include "vm/kvm/kvm_vm.h"
 #include "vm/mapping.h"
+#include "vm/page_reset.h"
 #include "vm/unique_fd.h"
 
 namespace sandpool::vm::kvm {
 
-class KvmVcpu final : public Vcpu {
+class KvmMicroVm final : public MicroVm {
  public:
   // Creates the VM over `memory` (which must outlive the vCPU), its vCPU and
   // the long-mode entry state: CR3 at the page tables prepareImage() wrote,
   // rip = entry, rdi = the boot info, rsp = the stack top.
-  static Expected<std::unique_ptr<KvmVcpu>> create(const KvmDevice& device, int kick_signal,
+  static Expected<std::unique_ptr<KvmMicroVm>> create(const KvmDevice& device, int kick_signal,
                                                    GuestMemory& memory,
                                                    const MemoryLayout& layout, uint64_t entry);
-  ~KvmVcpu() override = default;
+  ~KvmMicroVm() override = default;
 
   RunExit run(PortHandler& handler) override;
   void interrupt() noexcept override;
   void clearInterrupt() noexcept override;
 
-  uint64_t readRegister(Register reg) override;
-  // Completes the pending `out` first, so the state is the one after it.
-  // Returns nullptr if KVM refuses one of the reads (it does not on a
-  // healthy vCPU).
-  std::unique_ptr<CpuState> saveCpuState() override;
+  Expected<uint64_t> readRegister(Register reg) override;
+  // Completes the pending `out` first, so the state is the one after it and
+  // rip already the address after the `out`: `resume_rip` is not needed.
+  Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) override;
   Expected<void> loadCpuState(const CpuState& state) override;
 
   Expected<void> armReset(std::span<const uint8_t> snapshot_contents) override;
@@ -65,7 +65,7 @@ class KvmVcpu final : public Vcpu {
     kOther,  // anything else (an `in`, MMIO, an internal error): flushed before a reset
   };
 
-  KvmVcpu(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory, int kick_signal);
+  KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory, int kick_signal);
   Expected<void> setEntryState(const MemoryLayout& layout, uint64_t entry);
   Expected<void> setCpuid(const KvmDevice& device);
 
@@ -96,10 +96,9 @@ class KvmVcpu final : public Vcpu {
   Pending pending_ = Pending::kNone;
   uint64_t pending_rip_ = 0;
 
-  bool armed_ = false;
-  std::span<const uint8_t> snapshot_;
   std::unique_ptr<KvmCpuState> reset_state_;
-  DirtyPages to_restore_;
+  std::optional<PageReset> page_reset_;  // set by armReset()
+  DirtyPages guest_dirty_;               // the dirty log's pages
 };
 
 }  // namespace sandpool::vm::kvm

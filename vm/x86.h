@@ -1,10 +1,12 @@
-// x86-64 architectural constants the KVM backend programs into the vCPU and
-// the page tables. Only what sandpool uses; names follow the Intel SDM.
+// x86-64 architectural constants, one copy for the KVM backend (what it
+// programs into the vCPU and the page tables), the emulated backend (the
+// faults it reports as KVM would) and the tests. Only what sandpool uses;
+// names follow the Intel SDM.
 #pragma once
 
 #include <cstdint>
 
-namespace sandpool::vm::kvm::x86 {
+namespace sandpool::vm::x86 {
 
 // Control registers.
 inline constexpr uint64_t kCr0Pe = 1ull << 0;   // protected mode
@@ -12,7 +14,10 @@ inline constexpr uint64_t kCr0Mp = 1ull << 1;   // monitor coprocessor (wait hon
 inline constexpr uint64_t kCr0Et = 1ull << 4;   // hard-wired 1 on every x86-64
 inline constexpr uint64_t kCr0Ne = 1ull << 5;   // x87 errors as #MF, not via the legacy IRQ
 inline constexpr uint64_t kCr0Wp = 1ull << 16;  // read-only pages bind CPL 0 as well
+inline constexpr uint64_t kCr0Am = 1ull << 18;  // alignment checks allowed (with RFLAGS.AC at CPL 3)
 inline constexpr uint64_t kCr0Pg = 1ull << 31;  // paging
+// CR0 in long mode as the KVM backend enters the guest (docs/kvm.md).
+inline constexpr uint64_t kCr0LongMode = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
 
 inline constexpr uint64_t kCr4Pae = 1ull << 5;
 inline constexpr uint64_t kCr4Osfxsr = 1ull << 9;       // SSE enabled (fxsave/fxrstor)
@@ -23,6 +28,16 @@ inline constexpr uint64_t kEferLma = 1ull << 10;
 inline constexpr uint64_t kEferNxe = 1ull << 11;
 
 inline constexpr uint64_t kRflagsReserved = 1ull << 1;  // always 1
+
+// Exception vectors.
+inline constexpr uint32_t kVectorInvalidOpcode = 6;       // #UD
+inline constexpr uint32_t kVectorGeneralProtection = 13;  // #GP
+inline constexpr uint32_t kVectorPageFault = 14;          // #PF
+
+// Page-fault error code bits.
+inline constexpr uint64_t kPfPresent = 1ull << 0;  // protection violation, not a missing page
+inline constexpr uint64_t kPfWrite = 1ull << 1;
+inline constexpr uint64_t kPfFetch = 1ull << 4;  // instruction fetch
 
 // Page-table entry bits (4-level paging).
 inline constexpr uint64_t kPtePresent = 1ull << 0;
@@ -38,6 +53,12 @@ inline constexpr uint64_t kSmallPage = 4096;
 inline constexpr uint64_t kLargePage = 2ull << 20;
 inline constexpr uint64_t kEntriesPerTable = 512;
 
+// The selectors of the flat GDT the KVM backend enters with (and the guest
+// SDK loads again): null, code, data, TSS.
+inline constexpr uint16_t kSelectorCode = 0x08;
+inline constexpr uint16_t kSelectorData = 0x10;
+inline constexpr uint16_t kSelectorTss = 0x18;
+
 // Segment descriptor types (system and code/data).
 inline constexpr uint8_t kSegCodeExecReadAccessed = 0xb;
 inline constexpr uint8_t kSegDataReadWriteAccessed = 0x3;
@@ -48,8 +69,10 @@ inline constexpr uint8_t kSegLdt = 0x2;
 inline constexpr uint64_t kDr6Reset = 0xffff0ff0;
 inline constexpr uint64_t kDr7Reset = 0x400;
 
-// MSRs the guest may touch: the segment bases it could also load through
-// segment registers, which KVM_SET_SREGS restores on every reset.
+// MSRs. The guest may touch only the segment bases, which it could also
+// load through segment registers and which KVM_SET_SREGS restores on every
+// reset.
+inline constexpr uint32_t kMsrEfer = 0xc0000080;
 inline constexpr uint32_t kMsrFsBase = 0xc0000100;
 inline constexpr uint32_t kMsrGsBase = 0xc0000101;
 inline constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
@@ -82,4 +105,4 @@ inline constexpr uint32_t kLeaf7EdxAvx = (1u << 2) | (1u << 3) | (1u << 8) | (1u
 inline constexpr uint32_t kLeaf7Sub1EaxAvx = (1u << 4) | (1u << 5);
 }  // namespace cpuid
 
-}  // namespace sandpool::vm::kvm::x86
+}  // namespace sandpool::vm::x86
