@@ -40,7 +40,8 @@ std::pair<std::string, size_t> escapeOne(std::string_view text, Escape how) {
   }
   std::optional<Utf8Char> decoded = decodeUtf8Char(text);
   if (!decoded) return {hexEscape(byte), 1};
-  if (isFormatting(decoded->code_point)) return {codePointEscape(decoded->code_point), decoded->size};
+  if (isFormatting(decoded->code_point))
+    return {codePointEscape(decoded->code_point), decoded->size};
   return {std::string(text.substr(0, decoded->size)), decoded->size};
 }
 

@@ -33,7 +33,7 @@ struct Refusal {
 };
 
 struct CallOutcome {
-  vm::CallResult call;              // meaningful unless `refusal` is set
+  vm::CallResult call;  // meaningful unless `refusal` is set
   std::optional<Refusal> refusal;
   std::chrono::nanoseconds queue_time{0};  // from submit() to a VM starting
   bool cold_start = false;                 // a VM was created for this call

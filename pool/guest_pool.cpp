@@ -231,9 +231,9 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
   }
   if (start >= task->deadline) {
     auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(start - task->received);
-    task->outcome.call.result = vm::makeError(
-        vm::ErrorKind::kTimeout,
-        "call waited " + std::to_string(waited.count()) + " ms for a VM and passed its deadline");
+    task->outcome.call.result =
+        vm::makeError(vm::ErrorKind::kTimeout, "call waited " + std::to_string(waited.count()) +
+                                                   " ms for a VM and passed its deadline");
     timeouts_.fetch_add(1, std::memory_order_relaxed);
     failed_.fetch_add(1, std::memory_order_relaxed);
     finish(task);
@@ -262,7 +262,8 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
   if (healthy) reset_.fetch_add(1, std::memory_order_relaxed);
   finish(task);
   if (!healthy) {
-    spdlog::warn("event=vm_discarded tenant={} guest={} reason=reset_failed", tenant_.name(), name_);
+    spdlog::warn("event=vm_discarded tenant={} guest={} reason=reset_failed", tenant_.name(),
+                 name_);
     dropVm(std::move(vm));
     return nullptr;
   }

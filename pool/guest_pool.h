@@ -99,7 +99,7 @@ class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkIt
   // Runs one call; returns the VM if it may be reused.
   std::unique_ptr<vm::Sandbox> execute(CallTask* task, std::unique_ptr<vm::Sandbox> vm, bool cold);
   void refuse(CallTask* task, RefusalKind kind, std::string message);
-  void refuseRemoved(CallTask* task);  // kGuestRemoved
+  void refuseRemoved(CallTask* task);                       // kGuestRemoved
   void refuseNoVm(CallTask* task, const vm::Error& error);  // kNoVm
   void finish(CallTask* task);
 

@@ -12,7 +12,8 @@ void LatencyHistogram::add(std::chrono::nanoseconds latency) noexcept {
 
 LatencyHistogram::Snapshot LatencyHistogram::snapshot() const noexcept {
   Snapshot s;
-  for (size_t i = 0; i < counts_.size(); ++i) s.counts[i] = counts_[i].load(std::memory_order_relaxed);
+  for (size_t i = 0; i < counts_.size(); ++i)
+    s.counts[i] = counts_[i].load(std::memory_order_relaxed);
   return s;
 }
 
@@ -25,7 +26,8 @@ uint64_t LatencyHistogram::Snapshot::total() const {
 uint64_t LatencyHistogram::Snapshot::quantileUs(double q) const {
   uint64_t n = total();
   if (n == 0) return 0;
-  uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(q * static_cast<double>(n) + 0.999999));
+  uint64_t rank =
+      std::max<uint64_t>(1, static_cast<uint64_t>(q * static_cast<double>(n) + 0.999999));
   uint64_t seen = 0;
   for (size_t i = 0; i < counts.size(); ++i) {
     seen += counts[i];

@@ -13,7 +13,8 @@ namespace sandpool::pool {
 
 Scheduler::Scheduler(SchedulerOptions options) : options_(options), queue_(1024) {
   if (options_.workers == 0) options_.workers = 1;
-  if (options_.max_long_calls_per_tenant == 0) options_.max_long_calls_per_tenant = 2 * options_.workers;
+  if (options_.max_long_calls_per_tenant == 0)
+    options_.max_long_calls_per_tenant = 2 * options_.workers;
 }
 
 Scheduler::~Scheduler() { stop(); }
@@ -61,7 +62,8 @@ void Scheduler::workerLoop(Worker& self) {
     self.state.store(self.state.load(std::memory_order_relaxed) + Worker::kRunning);
     if (overseer_asleep_.load()) wakeOverseer();
     item->runOnWorker();
-    const uint64_t was = self.state.fetch_add(Worker::kRunOne - Worker::kRunning, std::memory_order_acq_rel);
+    const uint64_t was =
+        self.state.fetch_add(Worker::kRunOne - Worker::kRunning, std::memory_order_acq_rel);
     if (was & Worker::kSetAside) {
       long_calls_running_.fetch_sub(1, std::memory_order_relaxed);
       item->setAsideEnded();
@@ -90,7 +92,8 @@ void Scheduler::overseerLoop() {
     // store sees it and wakes the overseer; one that started before is seen
     // by the look below.
     overseer_asleep_.store(true);
-    if (!lookAtWorkers()) overseer_cv_.wait(lock, [this] { return !overseer_asleep_.load() || stopping_.load(); });
+    if (!lookAtWorkers())
+      overseer_cv_.wait(lock, [this] { return !overseer_asleep_.load() || stopping_.load(); });
     overseer_asleep_.store(false);
     idle_ticks = 0;
   }
@@ -126,8 +129,9 @@ bool Scheduler::lookAtWorkers() {
 bool Scheduler::setAside(Worker& worker, uint64_t seen_state) {
   if (long_calls_running_.load() >= options_.max_long_calls) {
     if (!full_logged_) {
-      spdlog::warn("event=long_calls_full max_long_calls={} what=\"further long calls keep their worker\"",
-                   options_.max_long_calls);
+      spdlog::warn(
+          "event=long_calls_full max_long_calls={} what=\"further long calls keep their worker\"",
+          options_.max_long_calls);
       full_logged_ = true;
     }
     return false;
@@ -145,7 +149,8 @@ bool Scheduler::setAside(Worker& worker, uint64_t seen_state) {
   long_calls_running_.fetch_add(1, std::memory_order_relaxed);
   long_calls_total_.fetch_add(1, std::memory_order_relaxed);
   sched_param param{};
-  if (int err = pthread_setschedparam(worker.thread.native_handle(), SCHED_IDLE, &param); err != 0) {
+  if (int err = pthread_setschedparam(worker.thread.native_handle(), SCHED_IDLE, &param);
+      err != 0) {
     spdlog::warn("event=set_aside_failed error=\"{}\"", std::strerror(err));
   }
   return true;
@@ -176,8 +181,8 @@ WorkItem* Scheduler::next() {
     // are the warm ones for the next call.
     const uint64_t ticket = spin_ticket_.fetch_add(1) + 1;
     SpinWait spin(options_.spin, spinMode());
-    while (!stopping_.load(std::memory_order_relaxed) && spin_ticket_.load(std::memory_order_relaxed) == ticket &&
-           spin.turn()) {
+    while (!stopping_.load(std::memory_order_relaxed) &&
+           spin_ticket_.load(std::memory_order_relaxed) == ticket && spin.turn()) {
       if ((claimed = tryClaim())) break;
     }
   }
@@ -193,6 +198,5 @@ WorkItem* Scheduler::next() {
   while (!queue_.pop(item)) std::this_thread::yield();
   return item;
 }
-
 
 }  // namespace sandpool::pool

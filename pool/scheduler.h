@@ -108,7 +108,8 @@ class Scheduler {
   // up anyone. Any thread; the pools report every call's arrival and end.
   void callArrived() {
     if (calls_.fetch_add(1, std::memory_order_relaxed) > 0) {
-      if (lone_arrivals_.load(std::memory_order_relaxed) != 0) lone_arrivals_.store(0, std::memory_order_relaxed);
+      if (lone_arrivals_.load(std::memory_order_relaxed) != 0)
+        lone_arrivals_.store(0, std::memory_order_relaxed);
     } else if (lone_arrivals_.load(std::memory_order_relaxed) < kLightAfter) {
       lone_arrivals_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -139,7 +140,7 @@ class Scheduler {
     std::atomic<uint64_t> state{0};
     std::atomic<bool> exited{false};
     std::atomic<WorkItem*> item{nullptr};  // the one running or last run
-    uint64_t state_seen = 0;  // overseer only: `state` at its last look
+    uint64_t state_seen = 0;               // overseer only: `state` at its last look
     std::thread thread;
   };
 

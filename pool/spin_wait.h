@@ -66,7 +66,8 @@ class SpinWait {
   void restart(SpinMode mode) {
     mode_ = mode;
     if (mode_ != SpinMode::none) {
-      deadline_ = Clock::now() + (mode_ == SpinMode::eager ? budget_ : std::min(budget_, kPoliteBudget));
+      deadline_ =
+          Clock::now() + (mode_ == SpinMode::eager ? budget_ : std::min(budget_, kPoliteBudget));
     }
   }
 

@@ -44,10 +44,9 @@ void TenantPool::submit(CallTask* task) {
   if (queued_.fetch_add(1) >= quota_.queue_length) {
     queued_.fetch_sub(1);
     overloaded_.fetch_add(1, std::memory_order_relaxed);
-    task->outcome.refusal =
-        Refusal{RefusalKind::kOverloaded, "tenant queue is full (" +
-                                              std::to_string(quota_.queue_length) +
-                                              " calls waiting); retry later"};
+    task->outcome.refusal = Refusal{RefusalKind::kOverloaded,
+                                    "tenant queue is full (" + std::to_string(quota_.queue_length) +
+                                        " calls waiting); retry later"};
     task->complete();
     return;
   }
@@ -149,9 +148,8 @@ void TenantPool::addGuest(std::shared_ptr<GuestPool> guest) {
     std::erase_if(reclaimable_, [](const std::weak_ptr<GuestPool>& g) { return g.expired(); });
     reclaimable_.push_back(guest);
   }
-  boost::asio::post(strand_, [this, guest = std::move(guest)]() mutable {
-    guests_.push_back(std::move(guest));
-  });
+  boost::asio::post(
+      strand_, [this, guest = std::move(guest)]() mutable { guests_.push_back(std::move(guest)); });
 }
 
 void TenantPool::removeGuest(std::shared_ptr<GuestPool> guest) {
@@ -173,7 +171,8 @@ bool TenantPool::reclaimIdleVmFor(const GuestPool& needy) {
   for (const std::weak_ptr<GuestPool>& weak : reclaimable_) {
     std::shared_ptr<GuestPool> guest = weak.lock();
     if (!guest || guest.get() == &needy || !guest->dropOneIdleVm()) continue;
-    spdlog::info("event=vm_reclaimed tenant={} from_guest={} for_guest={}", name_, guest->name(), needy.name());
+    spdlog::info("event=vm_reclaimed tenant={} from_guest={} for_guest={}", name_, guest->name(),
+                 needy.name());
     return true;
   }
   return false;

@@ -30,11 +30,11 @@
 namespace sandpool::pool {
 
 struct Quota {
-  uint32_t max_vms = 16;               // VMs of all guests together
+  uint32_t max_vms = 16;  // VMs of all guests together
   uint32_t max_guests = 16;
   uint64_t max_memory_bytes = 1ull << 30;  // guest memory of all VMs together
-  uint32_t max_concurrent_calls = 64;  // running at once; more wait in the queue
-  uint32_t queue_length = 256;         // waiting at once; more are refused
+  uint32_t max_concurrent_calls = 64;      // running at once; more wait in the queue
+  uint32_t queue_length = 256;             // waiting at once; more are refused
 
   bool operator==(const Quota&) const = default;
 };
@@ -111,11 +111,11 @@ class TenantPool : private WorkItem {
   const std::chrono::nanoseconds idle_time_;
 
   boost::lockfree::queue<CallTask*> pending_;
-  std::atomic<uint32_t> queued_{0};   // reserved queue places (pushed or about to be)
+  std::atomic<uint32_t> queued_{0};         // reserved queue places (pushed or about to be)
   std::atomic<uint32_t> pending_count_{0};  // tasks in pending_
   std::atomic<uint32_t> running_{0};
   std::atomic<uint32_t> long_calls_{0};  // set aside (or about to be), part of running_
-  std::atomic<bool> scheduled_{false};  // the ticket is in the scheduler's queue
+  std::atomic<bool> scheduled_{false};   // the ticket is in the scheduler's queue
   std::atomic<bool> shutting_down_{false};
   std::atomic<uint32_t> vms_{0};
   std::atomic<uint64_t> memory_bytes_{0};
@@ -123,7 +123,7 @@ class TenantPool : private WorkItem {
 
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   boost::asio::steady_timer idle_timer_;
-  bool stopped_ = false;  // strand only
+  bool stopped_ = false;                            // strand only
   std::vector<std::shared_ptr<GuestPool>> guests_;  // strand only
   // The same guests, for reclaimIdleVmFor() on a worker.
   std::mutex reclaimable_mutex_;

@@ -12,7 +12,8 @@ namespace {
 // capnp's own readers refuse more segments than this.
 constexpr uint32_t kMaxSegments = 512;
 
-kj::Own<capnp::MessageReader> readerOver(kj::Array<capnp::word> words, const capnp::ReaderOptions& options) {
+kj::Own<capnp::MessageReader> readerOver(kj::Array<capnp::word> words,
+                                         const capnp::ReaderOptions& options) {
   auto reader = kj::heap<capnp::FlatArrayMessageReader>(words, options);
   return reader.attach(kj::mv(words));
 }
@@ -20,28 +21,33 @@ kj::Own<capnp::MessageReader> readerOver(kj::Array<capnp::word> words, const cap
 }  // namespace
 
 BufferedMessageStream::BufferedMessageStream(kj::AsyncIoStream& stream)
-    : stream_(stream), writer_(stream), buffer_(kj::heapArray<capnp::word>(kChunkBytes / sizeof(capnp::word))) {}
+    : stream_(stream),
+      writer_(stream),
+      buffer_(kj::heapArray<capnp::word>(kChunkBytes / sizeof(capnp::word))) {}
 
-kj::Maybe<size_t> BufferedMessageStream::frontMessageWords(const capnp::ReaderOptions& options) const {
+kj::Maybe<size_t> BufferedMessageStream::frontMessageWords(
+    const capnp::ReaderOptions& options) const {
   const size_t words = bufferedBytes() / sizeof(capnp::word);
   if (words == 0) return nullptr;
   auto prefix = buffer_.slice(begin_ / sizeof(capnp::word), begin_ / sizeof(capnp::word) + words);
   uint32_t segments_minus_one;
   std::memcpy(&segments_minus_one, prefix.begin(), sizeof segments_minus_one);
-  KJ_REQUIRE(segments_minus_one < kMaxSegments, "message has too many segments", segments_minus_one + 1ull);
+  KJ_REQUIRE(segments_minus_one < kMaxSegments, "message has too many segments",
+             segments_minus_one + 1ull);
   // A lower bound until the whole segment table is in (what of it arrived),
   // exact from then on; either way past the limit is past the limit.
   const size_t total = capnp::expectedSizeInWordsFromPrefix(prefix);
-  KJ_REQUIRE(total <= options.traversalLimitInWords,
-             "message is too large; to increase the limit on the receiving end, see capnp::ReaderOptions", total,
-             options.traversalLimitInWords);
+  KJ_REQUIRE(
+      total <= options.traversalLimitInWords,
+      "message is too large; to increase the limit on the receiving end, see capnp::ReaderOptions",
+      total, options.traversalLimitInWords);
   const size_t table_words = (segments_minus_one + 1) / 2 + 1;
   if (words < table_words) return nullptr;
   return total;
 }
 
-kj::Own<capnp::MessageReader> BufferedMessageStream::takeFront(size_t total_words,
-                                                                const capnp::ReaderOptions& options) {
+kj::Own<capnp::MessageReader> BufferedMessageStream::takeFront(
+    size_t total_words, const capnp::ReaderOptions& options) {
   const size_t first = begin_ / sizeof(capnp::word);
   // Copied bytewise: clang builds of capnp make `word` non-copyable.
   auto message = kj::heapArray<capnp::word>(total_words);
@@ -53,10 +59,11 @@ kj::Own<capnp::MessageReader> BufferedMessageStream::takeFront(size_t total_word
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::tryReadMessage(
     kj::ArrayPtr<kj::AutoCloseFd>, capnp::ReaderOptions options, kj::ArrayPtr<capnp::word>) {
-  KJ_IF_MAYBE(total, frontMessageWords(options)) {
+  KJ_IF_MAYBE (total, frontMessageWords(options)) {
     const size_t bytes = *total * sizeof(capnp::word);
     if (bytes <= bufferedBytes()) {
-      return kj::Maybe<capnp::MessageReaderAndFds>(capnp::MessageReaderAndFds{takeFront(*total, options), nullptr});
+      return kj::Maybe<capnp::MessageReaderAndFds>(
+          capnp::MessageReaderAndFds{takeFront(*total, options), nullptr});
     }
     if (bytes > buffer_.asBytes().size()) return readLarge(*total, options);
   }
@@ -79,8 +86,8 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::tryRea
       });
 }
 
-kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::readLarge(size_t total_words,
-                                                                                   capnp::ReaderOptions options) {
+kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::readLarge(
+    size_t total_words, capnp::ReaderOptions options) {
   auto message = kj::heapArray<capnp::word>(total_words);
   auto bytes = message.asBytes();
   const size_t have = bufferedBytes();
@@ -94,8 +101,8 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::readLa
       });
 }
 
-kj::Promise<void> BufferedMessageStream::writeMessage(kj::ArrayPtr<const int> fds,
-                                                      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
+kj::Promise<void> BufferedMessageStream::writeMessage(
+    kj::ArrayPtr<const int> fds, kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
   return writer_.writeMessage(fds, segments);
 }
 

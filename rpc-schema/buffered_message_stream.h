@@ -28,11 +28,12 @@ class BufferedMessageStream final : public capnp::MessageStream {
  public:
   explicit BufferedMessageStream(kj::AsyncIoStream& stream);
 
-  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fd_space,
-                                                                   capnp::ReaderOptions options,
-                                                                   kj::ArrayPtr<capnp::word> scratch) override;
-  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
-                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override;
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratch) override;
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override;
   kj::Promise<void> writeMessages(
       kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
   kj::Maybe<int> getSendBufferSize() override;
@@ -49,7 +50,8 @@ class BufferedMessageStream final : public capnp::MessageStream {
   // of it.
   kj::Own<capnp::MessageReader> takeFront(size_t total_words, const capnp::ReaderOptions& options);
   // Reads a message too large for the buffer straight into its own array.
-  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readLarge(size_t total_words, capnp::ReaderOptions options);
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readLarge(size_t total_words,
+                                                               capnp::ReaderOptions options);
   size_t bufferedBytes() const { return end_ - begin_; }
 
   kj::AsyncIoStream& stream_;

@@ -17,7 +17,7 @@ class ActivityCue {
   // Work began or ended.
   void signal() {
     ++count_;
-    KJ_IF_MAYBE(f, next_) {
+    KJ_IF_MAYBE (f, next_) {
       (*f)->fulfill();
       next_ = nullptr;
     }

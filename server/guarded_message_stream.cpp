@@ -21,21 +21,26 @@ uint64_t messageBytes(capnp::MessageReader& reader) {
 }  // namespace
 
 GuardedMessageStream::GuardedMessageStream(capnp::MessageStream& inner, const MessageLimits& limits,
-                                           ConnectionStatus& status, kj::Timer& timer, std::string peer)
+                                           ConnectionStatus& status, kj::Timer& timer,
+                                           std::string peer)
     : inner_(inner), limits_(limits), status_(status), timer_(timer), peer_(std::move(peer)) {}
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> GuardedMessageStream::tryReadMessage(
-    kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options, kj::ArrayPtr<capnp::word> scratch) {
-  options.traversalLimitInWords = status_.logged_in ? limits_.message_words : limits_.login_message_words;
+    kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+    kj::ArrayPtr<capnp::word> scratch) {
+  options.traversalLimitInWords =
+      status_.logged_in ? limits_.message_words : limits_.login_message_words;
   return inner_.tryReadMessage(fd_space, options, scratch)
       .then(
           [this](kj::Maybe<capnp::MessageReaderAndFds>&& message) {
-            KJ_IF_MAYBE(m, message) { admit(*m->reader); }
+            KJ_IF_MAYBE (m, message) {
+              admit(*m->reader);
+            }
             return kj::mv(message);
           },
           [this](kj::Exception&& e) -> kj::Maybe<capnp::MessageReaderAndFds> {
-            spdlog::warn("event=connection_error peer={} logged_in={} error=\"{}\"", peer_, status_.logged_in,
-                         e.getDescription().cStr());
+            spdlog::warn("event=connection_error peer={} logged_in={} error=\"{}\"", peer_,
+                         status_.logged_in, e.getDescription().cStr());
             kj::throwFatalException(kj::mv(e));
           });
 }
@@ -45,21 +50,19 @@ void GuardedMessageStream::admit(capnp::MessageReader& reader) {
   status_.largest_message_bytes = std::max(status_.largest_message_bytes, messageBytes(reader));
   auto message = reader.getRoot<capnp::rpc::Message>();
   switch (message.which()) {
-    case capnp::rpc::Message::BOOTSTRAP:
-      ++status_.calls_unanswered;
-      break;
+    case capnp::rpc::Message::BOOTSTRAP: ++status_.calls_unanswered; break;
     case capnp::rpc::Message::CALL:
       ++status_.calls_unanswered;
       admitCaps(message.getCall().getParams().getCapTable());
       break;
     case capnp::rpc::Message::RETURN:
-      if (message.getReturn().isResults()) admitCaps(message.getReturn().getResults().getCapTable());
+      if (message.getReturn().isResults())
+        admitCaps(message.getReturn().getResults().getCapTable());
       break;
     case capnp::rpc::Message::RESOLVE:
       if (message.getResolve().isCap()) admitCap(message.getResolve().getCap());
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -76,29 +79,26 @@ void GuardedMessageStream::admitCap(capnp::rpc::CapDescriptor::Reader cap) {
   // third-party capability is imported through its vine).
   uint32_t id;
   switch (cap.which()) {
-    case capnp::rpc::CapDescriptor::SENDER_HOSTED:
-      id = cap.getSenderHosted();
-      break;
-    case capnp::rpc::CapDescriptor::SENDER_PROMISE:
-      id = cap.getSenderPromise();
-      break;
+    case capnp::rpc::CapDescriptor::SENDER_HOSTED: id = cap.getSenderHosted(); break;
+    case capnp::rpc::CapDescriptor::SENDER_PROMISE: id = cap.getSenderPromise(); break;
     case capnp::rpc::CapDescriptor::THIRD_PARTY_HOSTED:
       id = cap.getThirdPartyHosted().getVineId();
       break;
-    default:
-      return;
+    default: return;
   }
   auto [entry, added] = imports_.try_emplace(id, 0);
   if (added && imports_.size() > limits_.max_imports) {
-    refuse("more than " + std::to_string(limits_.max_imports) + " capabilities lent to the server at once");
+    refuse("more than " + std::to_string(limits_.max_imports) +
+           " capabilities lent to the server at once");
   }
   ++entry->second;
 }
 
 void GuardedMessageStream::refuse(const std::string& reason) {
-  spdlog::warn("event=message_refused peer={} logged_in={} reason=\"{}\"", peer_, status_.logged_in, reason);
-  kj::throwFatalException(
-      kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str("message refused: ", reason.c_str())));
+  spdlog::warn("event=message_refused peer={} logged_in={} reason=\"{}\"", peer_, status_.logged_in,
+               reason);
+  kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                        kj::str("message refused: ", reason.c_str())));
 }
 
 void GuardedMessageStream::sent(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
@@ -120,13 +120,12 @@ void GuardedMessageStream::sent(kj::ArrayPtr<const kj::ArrayPtr<const capnp::wor
       }
       break;
     }
-    default:
-      break;
+    default: break;
   }
 }
 
-kj::Promise<void> GuardedMessageStream::writeMessage(kj::ArrayPtr<const int> fds,
-                                                     kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
+kj::Promise<void> GuardedMessageStream::writeMessage(
+    kj::ArrayPtr<const int> fds, kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
   sent(segments);
   return inner_.writeMessage(fds, segments);
 }

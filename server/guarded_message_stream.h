@@ -45,14 +45,15 @@ class GuardedMessageStream final : public capnp::MessageStream {
  public:
   // `inner`, `status` and `timer` must outlive this stream; `peer` names the
   // connection in the log.
-  GuardedMessageStream(capnp::MessageStream& inner, const MessageLimits& limits, ConnectionStatus& status,
-                       kj::Timer& timer, std::string peer);
+  GuardedMessageStream(capnp::MessageStream& inner, const MessageLimits& limits,
+                       ConnectionStatus& status, kj::Timer& timer, std::string peer);
 
-  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fd_space,
-                                                                   capnp::ReaderOptions options,
-                                                                   kj::ArrayPtr<capnp::word> scratch) override;
-  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
-                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override;
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratch) override;
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override;
   kj::Promise<void> writeMessages(
       kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override;
   kj::Maybe<int> getSendBufferSize() override;

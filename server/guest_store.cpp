@@ -33,8 +33,8 @@ std::string temporaryName(const std::string& name) {
 }
 
 bool isTemporaryName(std::string_view file) {
-  return file.size() > kTemporaryPrefix.size() + kTemporarySuffix.size() && file.starts_with(kTemporaryPrefix) &&
-         file.ends_with(kTemporarySuffix);
+  return file.size() > kTemporaryPrefix.size() + kTemporarySuffix.size() &&
+         file.starts_with(kTemporaryPrefix) && file.ends_with(kTemporarySuffix);
 }
 
 std::array<uint8_t, 32> sha256(std::span<const uint8_t> data) {
@@ -87,8 +87,9 @@ GuestStore::GuestStore(fs::path root) : root_(std::move(root)) {}
 
 // Writes `parts` to dir/name atomically and durably: temporary file, fsync,
 // rename over the final name, fsync of the directory.
-vm::Expected<void> GuestStore::writeAtomically(const std::string& tenant, const std::string& name,
-                                               std::initializer_list<std::span<const uint8_t>> parts) const {
+vm::Expected<void> GuestStore::writeAtomically(
+    const std::string& tenant, const std::string& name,
+    std::initializer_list<std::span<const uint8_t>> parts) const {
   fs::path dir = root_ / tenant;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -163,7 +164,8 @@ std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
     std::string guest = file.substr(0, file.size() - kSuffix.size());
     if (!isValidName(guest)) continue;
     std::ifstream in(entry.path(), std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
     if (!in.good() && !in.eof()) {
       errors.push_back("guest '" + guest + "' of tenant '" + tenant + "': cannot read its file");
       continue;
@@ -184,19 +186,25 @@ std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
     }
     out.push_back({guest, std::vector<uint8_t>(elf.begin(), elf.end()), hex(digest)});
   }
-  std::sort(out.begin(), out.end(), [](const Stored& a, const Stored& b) { return a.guest < b.guest; });
+  std::sort(out.begin(), out.end(),
+            [](const Stored& a, const Stored& b) { return a.guest < b.guest; });
   return out;
 }
 
-std::vector<GuestStore::StaleTemporary> GuestStore::removeStaleTemporaries(fs::file_time_type started) const {
+std::vector<GuestStore::StaleTemporary> GuestStore::removeStaleTemporaries(
+    fs::file_time_type started) const {
   std::vector<StaleTemporary> found;
   std::error_code ec;
   const fs::directory_iterator end;
-  for (fs::directory_iterator tenant_dir(root_, ec); !ec && tenant_dir != end; tenant_dir.increment(ec)) {
+  for (fs::directory_iterator tenant_dir(root_, ec); !ec && tenant_dir != end;
+       tenant_dir.increment(ec)) {
     if (!tenant_dir->is_directory(ec)) continue;
-    for (fs::directory_iterator entry(tenant_dir->path(), ec); !ec && entry != end; entry.increment(ec)) {
+    for (fs::directory_iterator entry(tenant_dir->path(), ec); !ec && entry != end;
+         entry.increment(ec)) {
       std::string file = entry->path().filename().string();
-      if (!isTemporaryName(file) || !entry->is_regular_file(ec) || entry->last_write_time(ec) >= started) continue;
+      if (!isTemporaryName(file) || !entry->is_regular_file(ec) ||
+          entry->last_write_time(ec) >= started)
+        continue;
       uintmax_t bytes = entry->file_size(ec);
       StaleTemporary stale{entry->path(), ec ? 0 : bytes, std::nullopt};
       if (::unlink(entry->path().c_str()) != 0) stale.error = std::strerror(errno);

@@ -42,7 +42,8 @@ class GuestStore {
   vm::Expected<void> saveSettings(const std::string& tenant, const std::string& guest,
                                   pool::PoolSettings settings) const;
   // Nothing if the guest has none stored (or they cannot be read).
-  std::optional<pool::PoolSettings> loadSettings(const std::string& tenant, const std::string& guest) const;
+  std::optional<pool::PoolSettings> loadSettings(const std::string& tenant,
+                                                 const std::string& guest) const;
 
   struct Stored {
     std::string guest;

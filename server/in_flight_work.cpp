@@ -11,7 +11,9 @@ WorkGuard InFlightWork::begin() {
 void InFlightWork::end() {
   cue_.signal();
   if (--count_ == 0 && shutting_down_) {
-    KJ_IF_MAYBE(f, idle_) { (*f)->fulfill(); }
+    KJ_IF_MAYBE (f, idle_) {
+      (*f)->fulfill();
+    }
     idle_ = nullptr;
   }
 }

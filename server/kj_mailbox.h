@@ -63,13 +63,16 @@ class KjMailbox {
 // Runs `fn` on `pool` and fulfils the returned promise with its result on
 // the KJ thread. If the promise is dropped first, the result is discarded.
 template <typename T>
-kj::Promise<T> runBlocking(KjMailbox& mailbox, boost::asio::thread_pool& pool, std::function<T()> fn) {
+kj::Promise<T> runBlocking(KjMailbox& mailbox, boost::asio::thread_pool& pool,
+                           std::function<T()> fn) {
   struct Result final : KjMailbox::Message {
     kj::Own<kj::PromiseFulfiller<T>> fulfiller;
     kj::Maybe<T> value;
     ~Result() noexcept override {}
     void deliver() override {
-      KJ_IF_MAYBE(v, value) { fulfiller->fulfill(kj::mv(*v)); }
+      KJ_IF_MAYBE (v, value) {
+        fulfiller->fulfill(kj::mv(*v));
+      }
     }
   };
   auto paf = kj::newPromiseAndFulfiller<T>();

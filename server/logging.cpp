@@ -18,7 +18,8 @@ namespace {
 // that every line stays valid JSON whatever the message holds.
 class JsonMessageFlag final : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     static constexpr char kHex[] = "0123456789abcdef";
     std::string_view payload(msg.payload.data(), msg.payload.size());
     for (size_t at = 0; at < payload.size();) {

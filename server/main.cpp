@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   sandpool::server::captureSignals();
   auto parsed = sandpool::server::parseOptions(argc, argv);
   if (!parsed.options) return parsed.exit_code;
-  if (!sandpool::server::setupLogging(parsed.options->log_level, parsed.options->log_format)) return 2;
+  if (!sandpool::server::setupLogging(parsed.options->log_level, parsed.options->log_format))
+    return 2;
   return sandpool::server::runServer(*parsed.options);
 }

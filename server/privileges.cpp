@@ -26,22 +26,26 @@ vm::Error failed(const std::string& what) {
 vm::Expected<std::optional<RunAs>> resolveRunAs(const std::string& user, bool allow_root) {
   if (user.empty()) {
     if (::geteuid() == 0 && !allow_root) {
-      return vm::makeError(vm::ErrorKind::kInternal,
-                           "sandpoold refuses to run as root: give --user NAME to drop to once the sockets and "
-                           "/dev/kvm are open, or --allow-root");
+      return vm::makeError(
+          vm::ErrorKind::kInternal,
+          "sandpoold refuses to run as root: give --user NAME to drop to once the sockets and "
+          "/dev/kvm are open, or --allow-root");
     }
     return std::optional<RunAs>();
   }
   if (::geteuid() != 0) {
-    return vm::makeError(vm::ErrorKind::kInternal, "--user needs sandpoold started as root (to change user)");
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         "--user needs sandpoold started as root (to change user)");
   }
   std::vector<char> buffer(16384);
   passwd entry{};
   passwd* found = nullptr;
-  if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+  if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
     return vm::makeError(vm::ErrorKind::kInternal, "--user: no user '" + user + "'");
   }
-  if (found->pw_uid == 0) return vm::makeError(vm::ErrorKind::kInternal, "--user: '" + user + "' is root");
+  if (found->pw_uid == 0)
+    return vm::makeError(vm::ErrorKind::kInternal, "--user: '" + user + "' is root");
   return std::optional<RunAs>(RunAs{user, found->pw_uid, found->pw_gid});
 }
 
@@ -59,21 +63,25 @@ vm::Expected<void> restrictProcessPrivileges(bool allow_core_dumps) {
 vm::Expected<void> prepareDataDirectory(const fs::path& dir, const std::optional<RunAs>& run_as) {
   std::error_code ec;
   fs::create_directories(dir / "guests", ec);
-  if (ec) return vm::makeError(vm::ErrorKind::kInternal, "creating " + dir.string() + ": " + ec.message());
+  if (ec)
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         "creating " + dir.string() + ": " + ec.message());
   for (const fs::path& owned : {dir, dir / "guests"}) {
     if (::chmod(owned.c_str(), 0700) != 0) return failed("chmod " + owned.string());
   }
   if (!run_as) return {};
   auto hand_over = [&](const fs::path& path) -> vm::Expected<void> {
-    if (::lchown(path.c_str(), run_as->uid, run_as->gid) != 0) return failed("chown " + path.string());
+    if (::lchown(path.c_str(), run_as->uid, run_as->gid) != 0)
+      return failed("chown " + path.string());
     return {};
   };
   if (auto done = hand_over(dir); !done) return done;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (auto done = hand_over(it->path()); !done) return done;
   }
-  if (ec) return vm::makeError(vm::ErrorKind::kInternal, "walking " + dir.string() + ": " + ec.message());
+  if (ec)
+    return vm::makeError(vm::ErrorKind::kInternal, "walking " + dir.string() + ": " + ec.message());
   return {};
 }
 
@@ -86,7 +94,8 @@ vm::Expected<void> dropPrivileges(const RunAs& run_as, bool allow_core_dumps) {
   }
   // Changing user left the process not dumpable (fs.suid_dumpable);
   // that is what was asked unless core dumps are allowed.
-  if (allow_core_dumps && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return failed("PR_SET_DUMPABLE");
+  if (allow_core_dumps && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+    return failed("PR_SET_DUMPABLE");
   return {};
 }
 

@@ -33,7 +33,8 @@ vm::Expected<void> restrictProcessPrivileges(bool allow_core_dumps);
 
 // Creates the data directory (and its guests/) 0700 and, when dropping to
 // another user, hands the tree to that user.
-vm::Expected<void> prepareDataDirectory(const std::filesystem::path& dir, const std::optional<RunAs>& run_as);
+vm::Expected<void> prepareDataDirectory(const std::filesystem::path& dir,
+                                        const std::optional<RunAs>& run_as);
 
 // Drops to `run_as` for good (supplementary groups, gid, uid) and checks
 // that root cannot be regained. Every thread follows (glibc's set-id

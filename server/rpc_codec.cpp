@@ -9,7 +9,9 @@ namespace sandpool::server {
 
 namespace {
 
-uint64_t ns(std::chrono::nanoseconds d) { return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)); }
+uint64_t ns(std::chrono::nanoseconds d) {
+  return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
+}
 
 // FailureCode is numbered as the wire's ErrorCode, so that the registry's
 // log lines name the code a client sees.
@@ -65,16 +67,26 @@ void toRpc(const vm::Value& value, rpc::Value::Builder out) {
   std::visit(
       [&](const auto& v) {
         using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, vm::Void>) out.setVoid();
-        else if constexpr (std::is_same_v<T, int32_t>) out.setI32(v);
-        else if constexpr (std::is_same_v<T, int64_t>) out.setI64(v);
-        else if constexpr (std::is_same_v<T, uint32_t>) out.setU32(v);
-        else if constexpr (std::is_same_v<T, uint64_t>) out.setU64(v);
-        else if constexpr (std::is_same_v<T, float>) out.setF32(v);
-        else if constexpr (std::is_same_v<T, double>) out.setF64(v);
-        else if constexpr (std::is_same_v<T, bool>) out.setBool(v);
-        else if constexpr (std::is_same_v<T, std::string>) out.setString(kj::StringPtr(v.c_str(), v.size()));
-        else out.setBytes(kj::arrayPtr(v.data(), v.size()));
+        if constexpr (std::is_same_v<T, vm::Void>)
+          out.setVoid();
+        else if constexpr (std::is_same_v<T, int32_t>)
+          out.setI32(v);
+        else if constexpr (std::is_same_v<T, int64_t>)
+          out.setI64(v);
+        else if constexpr (std::is_same_v<T, uint32_t>)
+          out.setU32(v);
+        else if constexpr (std::is_same_v<T, uint64_t>)
+          out.setU64(v);
+        else if constexpr (std::is_same_v<T, float>)
+          out.setF32(v);
+        else if constexpr (std::is_same_v<T, double>)
+          out.setF64(v);
+        else if constexpr (std::is_same_v<T, bool>)
+          out.setBool(v);
+        else if constexpr (std::is_same_v<T, std::string>)
+          out.setString(kj::StringPtr(v.c_str(), v.size()));
+        else
+          out.setBytes(kj::arrayPtr(v.data(), v.size()));
       },
       value);
 }
@@ -87,7 +99,8 @@ rpc::ValueType toRpc(vm::ValueType type) {
 void toRpc(const vm::FunctionSignature& sig, rpc::FunctionSignature::Builder out) {
   out.setName(sig.name);
   auto params = out.initParams(static_cast<unsigned>(sig.params.size()));
-  for (size_t i = 0; i < sig.params.size(); ++i) params.set(static_cast<unsigned>(i), toRpc(sig.params[i]));
+  for (size_t i = 0; i < sig.params.size(); ++i)
+    params.set(static_cast<unsigned>(i), toRpc(sig.params[i]));
   out.setResult(toRpc(sig.result));
 }
 
@@ -210,7 +223,8 @@ void toRpc(const FinishedCall& finished, rpc::CallResult::Builder out) {
   toRpc(o, finished.total, error.initTiming());
 }
 
-void RpcStatsWriter::tenant(const TenantConfig&, const pool::TenantCounters& counters, size_t guests) {
+void RpcStatsWriter::tenant(const TenantConfig&, const pool::TenantCounters& counters,
+                            size_t guests) {
   out_.setQueued(counters.queued);
   out_.setRunning(counters.running);
   out_.setOverloaded(counters.overloaded);
@@ -218,7 +232,7 @@ void RpcStatsWriter::tenant(const TenantConfig&, const pool::TenantCounters& cou
 }
 
 void RpcStatsWriter::guest(const std::string& name, const pool::GuestStats& s) {
-  KJ_IF_MAYBE(list, guests_) {
+  KJ_IF_MAYBE (list, guests_) {
     auto g = (*list)[next_++];
     g.setName(ptr(name));
     g.setWarm(s.warm);
@@ -235,7 +249,8 @@ void RpcStatsWriter::guest(const std::string& name, const pool::GuestStats& s) {
     auto b = h.initBoundsUs(static_cast<unsigned>(bounds.size() - 1));
     for (size_t k = 0; k + 1 < bounds.size(); ++k) b.set(static_cast<unsigned>(k), bounds[k]);
     auto c = h.initCounts(static_cast<unsigned>(s.latency.counts.size()));
-    for (size_t k = 0; k < s.latency.counts.size(); ++k) c.set(static_cast<unsigned>(k), s.latency.counts[k]);
+    for (size_t k = 0; k < s.latency.counts.size(); ++k)
+      c.set(static_cast<unsigned>(k), s.latency.counts[k]);
     h.setP50Us(s.latency.quantileUs(0.5));
     h.setP99Us(s.latency.quantileUs(0.99));
   }

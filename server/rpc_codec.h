@@ -53,7 +53,8 @@ void toRpc(const FinishedCall& call, rpc::CallResult::Builder out);
 class RpcStatsWriter final : public StatsVisitor {
  public:
   explicit RpcStatsWriter(rpc::TenantStats::Builder out) : out_(out) {}
-  void tenant(const TenantConfig& config, const pool::TenantCounters& counters, size_t guests) override;
+  void tenant(const TenantConfig& config, const pool::TenantCounters& counters,
+              size_t guests) override;
   void guest(const std::string& name, const pool::GuestStats& stats) override;
 
  private:

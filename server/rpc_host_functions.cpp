@@ -78,8 +78,8 @@ vm::Expected<vm::Value> RpcHostFunctions::callHostFunction(std::string_view name
   mailbox_.post(new HostCallMessage(*this, state));
   if (!state->done.try_acquire_until(deadline_)) {
     mailbox_.post(new CancelHostCallMessage(state));
-    return vm::makeError(vm::ErrorKind::kTimeout,
-                         "host function '" + state->name + "' gave no reply before the call's deadline");
+    return vm::makeError(vm::ErrorKind::kTimeout, "host function '" + state->name +
+                                                      "' gave no reply before the call's deadline");
   }
   return std::move(*state->result);
 }
@@ -88,28 +88,32 @@ void RpcHostFunctions::startHostCall(std::shared_ptr<HostCallState> state) {
   auto request = client_.callRequest();
   request.setName(ptr(state->name));
   auto args = request.initArgs(static_cast<unsigned>(state->args.size()));
-  for (size_t i = 0; i < state->args.size(); ++i) toRpc(state->args[i], args[static_cast<unsigned>(i)]);
+  for (size_t i = 0; i < state->args.size(); ++i)
+    toRpc(state->args[i], args[static_cast<unsigned>(i)]);
   // Only the request is wrapped: the handlers that hold `state` must
   // outlive the canceler's link to it, or dropping the last reference from
   // inside the wrapped promise would destroy the canceler under it.
-  background_.add(state->canceler.wrap(request.send()).then(
-      [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
-        auto result = response.getResult();
-        if (result.isValue()) {
-          state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
-        } else {
-          state->result = vm::Expected<vm::Value>(vm::makeError(
-              vm::ErrorKind::kBadHostCall,
-              "host function '" + state->name + "' failed: " + str(result.getError())));
-        }
-        state->done.release();
-      },
-      [state](kj::Exception&& e) {
-        state->result = vm::Expected<vm::Value>(vm::makeError(
-            vm::ErrorKind::kBadHostCall, "host function '" + state->name + "' failed in the client: " +
-                                             clientExceptionMessage(e.getDescription().cStr())));
-        state->done.release();
-      }));
+  background_.add(
+      state->canceler.wrap(request.send())
+          .then(
+              [state](capnp::Response<rpc::HostFunctions::CallResults>&& response) {
+                auto result = response.getResult();
+                if (result.isValue()) {
+                  state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
+                } else {
+                  state->result = vm::Expected<vm::Value>(vm::makeError(
+                      vm::ErrorKind::kBadHostCall,
+                      "host function '" + state->name + "' failed: " + str(result.getError())));
+                }
+                state->done.release();
+              },
+              [state](kj::Exception&& e) {
+                state->result = vm::Expected<vm::Value>(
+                    vm::makeError(vm::ErrorKind::kBadHostCall,
+                                  "host function '" + state->name + "' failed in the client: " +
+                                      clientExceptionMessage(e.getDescription().cStr())));
+                state->done.release();
+              }));
 }
 
 }  // namespace sandpool::server

@@ -35,7 +35,8 @@ class RpcHostFunctions final : public vm::HostFunctions {
 
   // Worker: forwards the host call to the KJ thread and waits for the reply
   // or the call's deadline, whichever comes first.
-  vm::Expected<vm::Value> callHostFunction(std::string_view name, std::span<const vm::Value> args) override;
+  vm::Expected<vm::Value> callHostFunction(std::string_view name,
+                                           std::span<const vm::Value> args) override;
 
   // KJ thread: sends a forwarded host call to the client.
   void startHostCall(std::shared_ptr<HostCallState> state);
@@ -51,9 +52,11 @@ class RpcHostFunctions final : public vm::HostFunctions {
 // Thread: the KJ thread.
 class HostCallForwarder {
  public:
-  HostCallForwarder(KjMailbox& mailbox, kj::TaskSet& background) : mailbox_(mailbox), background_(background) {}
+  HostCallForwarder(KjMailbox& mailbox, kj::TaskSet& background)
+      : mailbox_(mailbox), background_(background) {}
 
-  std::unique_ptr<vm::HostFunctions> forwardTo(rpc::HostFunctions::Client client, pool::Clock::time_point deadline) {
+  std::unique_ptr<vm::HostFunctions> forwardTo(rpc::HostFunctions::Client client,
+                                               pool::Clock::time_point deadline) {
     return std::make_unique<RpcHostFunctions>(mailbox_, background_, kj::mv(client), deadline);
   }
 

@@ -30,7 +30,9 @@ struct ReleaseMemoryAfterLargeMessages {
 // IP address (without the port) on TCP.
 std::string peerKey(kj::PeerIdentity& identity) {
   if (auto* local = dynamic_cast<kj::LocalPeerIdentity*>(&identity)) {
-    KJ_IF_MAYBE(uid, local->getCredentials().uid) { return "uid:" + std::to_string(*uid); }
+    KJ_IF_MAYBE (uid, local->getCredentials().uid) {
+      return "uid:" + std::to_string(*uid);
+    }
     return "uid:unknown";
   }
   if (auto* remote = dynamic_cast<kj::NetworkPeerIdentity*>(&identity)) {
@@ -49,7 +51,8 @@ capnp::ReaderOptions readerOptions(const MessageLimits& limits) {
 }  // namespace
 
 struct RpcListener::Connection {
-  Connection(RpcListener& owner, kj::Own<kj::AsyncIoStream>&& s, std::string peer_name, std::string peer_key)
+  Connection(RpcListener& owner, kj::Own<kj::AsyncIoStream>&& s, std::string peer_name,
+             std::string peer_key)
       : listener(owner),
         peer(std::move(peer_name)),
         key(std::move(peer_key)),
@@ -122,13 +125,15 @@ void RpcListener::admit(kj::AuthenticatedStream&& accepted) {
   std::string key = peerKey(*accepted.peerIdentity);
   auto from_peer = open_per_peer_.find(key);
   if (from_peer != open_per_peer_.end() && from_peer->second >= limits_.max_connections_per_peer) {
-    spdlog::warn("event=connection_refused peer={} reason=\"{} connections from this peer already\"", peer,
-                 from_peer->second);
+    spdlog::warn(
+        "event=connection_refused peer={} reason=\"{} connections from this peer already\"", peer,
+        from_peer->second);
     return;
   }
   if (open_.size() >= limits_.max_connections && !evictOneNotLoggedIn()) {
-    spdlog::warn("event=connection_refused peer={} reason=\"{} connections already, all logged in\"", peer,
-                 open_.size());
+    spdlog::warn(
+        "event=connection_refused peer={} reason=\"{} connections already, all logged in\"", peer,
+        open_.size());
     return;
   }
   auto conn = kj::heap<Connection>(*this, kj::mv(accepted.stream), peer, key);
@@ -145,10 +150,12 @@ void RpcListener::admit(kj::AuthenticatedStream&& accepted) {
 }
 
 bool RpcListener::evictOneNotLoggedIn() {
-  auto oldest = std::find_if(open_.begin(), open_.end(), [](Connection* c) { return !c->status->logged_in; });
+  auto oldest =
+      std::find_if(open_.begin(), open_.end(), [](Connection* c) { return !c->status->logged_in; });
   if (oldest == open_.end()) return false;
   Connection& conn = **oldest;
-  spdlog::info("event=connection_closed peer={} reason=evicted connections={}", conn.peer, open_.size());
+  spdlog::info("event=connection_closed peer={} reason=evicted connections={}", conn.peer,
+               open_.size());
   conn.close->fulfill();
   forget(conn);
   return true;
@@ -169,23 +176,27 @@ kj::Promise<void> RpcListener::closeWhenDue(Connection& conn) {
   if (limits_.idle_timeout > 0 * kj::MILLISECONDS) {
     // A connection waiting for its calls is not idle: look again a whole
     // period later (every Return moves last_message).
-    const kj::TimePoint idle_at =
-        status.calls_unanswered > 0 ? now + limits_.idle_timeout : status.last_message + limits_.idle_timeout;
+    const kj::TimePoint idle_at = status.calls_unanswered > 0
+                                      ? now + limits_.idle_timeout
+                                      : status.last_message + limits_.idle_timeout;
     if (now >= idle_at) {
       spdlog::info("event=connection_closed peer={} reason=idle", conn.peer);
       return kj::READY_NOW;
     }
-    KJ_IF_MAYBE(n, next) { next = std::min(*n, idle_at); }
-    else { next = idle_at; }
+    KJ_IF_MAYBE (n, next) {
+      next = std::min(*n, idle_at);
+    } else {
+      next = idle_at;
+    }
   }
-  KJ_IF_MAYBE(at, next) {
+  KJ_IF_MAYBE (at, next) {
     return timer_.atTime(*at).then([this, &conn] { return closeWhenDue(conn); });
   }
   return kj::NEVER_DONE;
 }
 
 void RpcListener::forget(Connection& conn) {
-  KJ_IF_MAYBE(position, conn.position) {
+  KJ_IF_MAYBE (position, conn.position) {
     open_.erase(*position);
     auto from_peer = open_per_peer_.find(conn.key);
     if (--from_peer->second == 0) open_per_peer_.erase(from_peer);
@@ -194,9 +205,13 @@ void RpcListener::forget(Connection& conn) {
   }
 }
 
-void RpcListener::stopAccepting() { accepting_ = kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this)); }
+void RpcListener::stopAccepting() {
+  accepting_ = kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+}
 
-void RpcListener::closeConnections() { connections_tasks_ = kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this)); }
+void RpcListener::closeConnections() {
+  connections_tasks_ = kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+}
 
 void RpcListener::taskFailed(kj::Exception&& exception) {
   // A connection that broke (a client sent an oversized message, vanished,

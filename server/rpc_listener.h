@@ -48,8 +48,8 @@ struct ConnectionLimits {
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
   // The bootstrap capability of a new connection from `peer`.
-  using BootstrapFactory =
-      std::function<capnp::Capability::Client(const std::string& peer, kj::Own<ConnectionStatus> connection)>;
+  using BootstrapFactory = std::function<capnp::Capability::Client(
+      const std::string& peer, kj::Own<ConnectionStatus> connection)>;
 
   RpcListener(BootstrapFactory make_bootstrap, kj::Network& network, kj::Timer& timer,
               const ConnectionLimits& limits);

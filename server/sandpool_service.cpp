@@ -7,9 +7,12 @@
 
 namespace sandpool::server {
 
-SandpoolImpl::SandpoolImpl(TenantRegistry& registry, HostCallForwarder& host_calls, std::string peer,
-                           kj::Own<ConnectionStatus> connection)
-    : registry_(registry), host_calls_(host_calls), peer_(std::move(peer)), connection_(kj::mv(connection)) {}
+SandpoolImpl::SandpoolImpl(TenantRegistry& registry, HostCallForwarder& host_calls,
+                           std::string peer, kj::Own<ConnectionStatus> connection)
+    : registry_(registry),
+      host_calls_(host_calls),
+      peer_(std::move(peer)),
+      connection_(kj::mv(connection)) {}
 
 kj::Promise<void> SandpoolImpl::ping(PingContext) { return kj::READY_NOW; }
 

@@ -50,7 +50,8 @@ class LogTaskFailures final : public kj::TaskSet::ErrorHandler {
  public:
   explicit LogTaskFailures(const char* event) : event_(event) {}
   void taskFailed(kj::Exception&& exception) override {
-    spdlog::error("event={} error=\"{}\"", event_, text::escapeUntrusted(exception.getDescription().cStr()));
+    spdlog::error("event={} error=\"{}\"", event_,
+                  text::escapeUntrusted(exception.getDescription().cStr()));
   }
 
  private:
@@ -82,7 +83,8 @@ bool clearStaleSocket(const std::string& path) {
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return true;  // bind() reports the length itself
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (fd.valid() && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return false;
+  if (fd.valid() && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+    return false;
   ::unlink(path.c_str());
   return true;
 }
@@ -100,23 +102,25 @@ ConnectionLimits connectionLimits(const ServerOptions& options) {
           .login_timeout = options.login_timeout.count() * kj::MILLISECONDS,
           .idle_timeout = options.connection_idle_timeout.count() * kj::MILLISECONDS,
           .flow_limit_words = options.rpc_flow_limit_bytes / sizeof(capnp::word),
-          .messages = {.login_message_words = options.rpc_login_message_limit_bytes / sizeof(capnp::word),
-                       .message_words = options.rpcMessageLimit() / sizeof(capnp::word),
-                       .max_caps_per_message = options.rpc_max_caps_per_message,
-                       .max_imports = options.rpc_max_imports}};
+          .messages = {
+              .login_message_words = options.rpc_login_message_limit_bytes / sizeof(capnp::word),
+              .message_words = options.rpcMessageLimit() / sizeof(capnp::word),
+              .max_caps_per_message = options.rpc_max_caps_per_message,
+              .max_imports = options.rpc_max_imports}};
 }
 
 // The workers' options; with a filter mode, each worker installs the
 // guest-thread system-call filter as it starts.
 pool::SchedulerOptions schedulerOptions(const ServerOptions& options, vm::BackendKind backend,
                                         std::optional<vm::FilterMode> filter_mode) {
-  pool::SchedulerOptions scheduler{options.workers, options.worker_spin, options.long_call, options.max_long_calls,
-                                   options.max_long_calls_per_tenant};
+  pool::SchedulerOptions scheduler{options.workers, options.worker_spin, options.long_call,
+                                   options.max_long_calls, options.max_long_calls_per_tenant};
   if (filter_mode) {
     scheduler.thread_setup = [backend, mode = *filter_mode] {
       if (auto restricted = vm::restrictGuestThread(backend, mode); !restricted) {
         // A worker without its filter would run guests unguarded.
-        spdlog::critical("event=syscall_filter_failed thread=worker error=\"{}\"", restricted.error().describe());
+        spdlog::critical("event=syscall_filter_failed thread=worker error=\"{}\"",
+                         restricted.error().describe());
         std::abort();
       }
     };
@@ -136,9 +140,10 @@ pool::SchedulerOptions schedulerOptions(const ServerOptions& options, vm::Backen
 // Thread: the KJ thread (the one that constructs it).
 class Server {
  public:
-  Server(const ServerOptions& options, fs::file_time_type started, std::unique_ptr<vm::Backend> backend,
-         std::vector<TenantConfig> tenants, std::optional<vm::FilterMode> filter_mode,
-         wasm::TranslatorService* translator, std::optional<RunAs> run_as)
+  Server(const ServerOptions& options, fs::file_time_type started,
+         std::unique_ptr<vm::Backend> backend, std::vector<TenantConfig> tenants,
+         std::optional<vm::FilterMode> filter_mode, wasm::TranslatorService* translator,
+         std::optional<RunAs> run_as)
       : options_(options),
         started_(started),
         run_as_(std::move(run_as)),
@@ -155,17 +160,19 @@ class Server {
         // every thread.
         blocking_(std::clamp<size_t>(tenants.size() + 1, 2, 64)),
         in_flight_(activity_),
-        registry_(options, *backend_, store_, mailbox_, blocking_, in_flight_,
-                  [this](const TenantConfig& config) {
-                    return std::make_unique<pool::TenantPool>(scheduler_, *backend_, strand_io_, config.name,
-                                                              config.quota, options_.idle_time);
-                  },
-                  std::move(tenants), translator),
+        registry_(
+            options, *backend_, store_, mailbox_, blocking_, in_flight_,
+            [this](const TenantConfig& config) {
+              return std::make_unique<pool::TenantPool>(
+                  scheduler_, *backend_, strand_io_, config.name, config.quota, options_.idle_time);
+            },
+            std::move(tenants), translator),
         host_call_tasks_(host_call_failures_),
         host_calls_(mailbox_, host_call_tasks_),
         loops_(loop_failures_),
         listener_(
-            [this](const std::string& peer, kj::Own<ConnectionStatus> connection) -> capnp::Capability::Client {
+            [this](const std::string& peer,
+                   kj::Own<ConnectionStatus> connection) -> capnp::Capability::Client {
               return kj::heap<SandpoolImpl>(registry_, host_calls_, peer, kj::mv(connection));
             },
             kj_io_.provider->getNetwork(), kj_io_.provider->getTimer(), connectionLimits(options)) {
@@ -182,7 +189,7 @@ class Server {
   int serveUntilSignal();
 
   const ServerOptions& options_;
-  const fs::file_time_type started_;  // temporaries older than this are stale
+  const fs::file_time_type started_;   // temporaries older than this are stale
   const std::optional<RunAs> run_as_;  // dropped to once the listeners are up
   kj::AsyncIoContext kj_io_;
   KjMailbox mailbox_;
@@ -199,7 +206,7 @@ class Server {
   kj::TaskSet host_call_tasks_;
   HostCallForwarder host_calls_;
   LogTaskFailures loop_failures_{"task_failed"};
-  kj::TaskSet loops_;  // the mailbox's delivery loop, SIGHUP
+  kj::TaskSet loops_;      // the mailbox's delivery loop, SIGHUP
   std::string unix_path_;  // ours to remove at exit once set
   ShutdownStep remove_unix_socket_{[this] {
     kj_io_.waitScope.poll();
@@ -306,14 +313,16 @@ int Server::serve() {
   if (run_as_) {
     // The socket, bound as root, goes to the user that serves it.
     if (!unix_path_.empty() && ::lchown(unix_path_.c_str(), run_as_->uid, run_as_->gid) != 0) {
-      spdlog::critical("event=start_failed step=privileges error=\"chown {}: {}\"", unix_path_, std::strerror(errno));
+      spdlog::critical("event=start_failed step=privileges error=\"chown {}: {}\"", unix_path_,
+                       std::strerror(errno));
       return 1;
     }
     if (auto dropped = dropPrivileges(*run_as_, options_.allow_core_dumps); !dropped) {
       spdlog::critical("event=start_failed step=privileges error=\"{}\"", dropped.error().message);
       return 1;
     }
-    spdlog::info("event=privileges_dropped user={} uid={} gid={}", run_as_->user, run_as_->uid, run_as_->gid);
+    spdlog::info("event=privileges_dropped user={} uid={} gid={}", run_as_->user, run_as_->uid,
+                 run_as_->gid);
   }
 
   // Only once the listeners are up: a second sandpoold started on this data
@@ -326,11 +335,12 @@ int Server::serve() {
       spdlog::error("event=stale_temporary_kept path=\"{}\" bytes={} error=\"{}\"",
                     text::escapeUntrusted(stale.path.string()), stale.bytes, *stale.error);
     } else {
-      spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}", text::escapeUntrusted(stale.path.string()),
-                   stale.bytes);
+      spdlog::info("event=stale_temporary_removed path=\"{}\" bytes={}",
+                   text::escapeUntrusted(stale.path.string()), stale.bytes);
     }
   }
-  spdlog::info("event=ready workers={} tenants={} {}", options_.workers, registry_.tenantCount(), ready);
+  spdlog::info("event=ready workers={} tenants={} {}", options_.workers, registry_.tenantCount(),
+               ready);
   std::printf("%s\n", ready.c_str());
   std::fflush(stdout);
 
@@ -340,11 +350,12 @@ int Server::serve() {
   listener_.stopAccepting();
   auto drained = in_flight_.shutdown();
   registry_.beginShutdown();
-  bool clean = drained.then([] { return true; })
-                   .exclusiveJoin(kj_io_.provider->getTimer()
-                                      .afterDelay(options_.shutdown_grace.count() * kj::MILLISECONDS)
-                                      .then([] { return false; }))
-                   .wait(kj_io_.waitScope);
+  bool clean =
+      drained.then([] { return true; })
+          .exclusiveJoin(kj_io_.provider->getTimer()
+                             .afterDelay(options_.shutdown_grace.count() * kj::MILLISECONDS)
+                             .then([] { return false; }))
+          .wait(kj_io_.waitScope);
   spdlog::info("event=shutdown_drained clean={} in_flight={}", clean, in_flight_.count());
   return 0;
 }
@@ -372,18 +383,22 @@ int runServer(const ServerOptions& options) {
   }
   auto tenant_configs = loadTenantsFile(options.tenants_file, options.queue_length);
   if (!tenant_configs) {
-    spdlog::critical("event=start_failed step=tenants error=\"{}\"", tenant_configs.error().message);
+    spdlog::critical("event=start_failed step=tenants error=\"{}\"",
+                     tenant_configs.error().message);
     return 1;
   }
   vm::BackendChoice choice;
   if (!vm::parseBackendChoice(options.backend, choice)) {
-    spdlog::critical("event=start_failed step=backend error=\"unknown backend '{}'\"", options.backend);
+    spdlog::critical("event=start_failed step=backend error=\"unknown backend '{}'\"",
+                     options.backend);
     return 1;
   }
   vm::KvmOptions kvm_options;
   if (!vm::parseKvmSpeedCheck(options.kvm_speed_check, kvm_options)) {
-    spdlog::critical("event=start_failed step=backend error=\"--kvm-speed-check takes require or waive, not '{}'\"",
-                     options.kvm_speed_check);
+    spdlog::critical(
+        "event=start_failed step=backend error=\"--kvm-speed-check takes require or waive, not "
+        "'{}'\"",
+        options.kvm_speed_check);
     return 1;
   }
   std::string because;
@@ -392,8 +407,10 @@ int runServer(const ServerOptions& options) {
     spdlog::critical("event=start_failed step=backend error=\"{}\"", backend.error().describe());
     return 1;
   }
-  spdlog::info("event=backend name={} isolation=\"{}\" reason=\"{}\"", vm::backendKindName(backend.value()->kind()),
-               backend.value()->kind() == vm::BackendKind::kKvm ? "hardware virtualisation" : "software emulation",
+  spdlog::info("event=backend name={} isolation=\"{}\" reason=\"{}\"",
+               vm::backendKindName(backend.value()->kind()),
+               backend.value()->kind() == vm::BackendKind::kKvm ? "hardware virtualisation"
+                                                                : "software emulation",
                because);
 
   if (auto prepared = prepareDataDirectory(options.data_dir, *run_as); !prepared) {
@@ -418,20 +435,23 @@ int runServer(const ServerOptions& options) {
     // thread with a filter of its own cannot be given another one later.
     // Nothing from here on needs what it forbids.
     if (auto restricted = vm::restrictProcess(*filter_mode); !restricted) {
-      spdlog::critical("event=start_failed step=syscall_filter error=\"{}\"", restricted.error().describe());
+      spdlog::critical("event=start_failed step=syscall_filter error=\"{}\"",
+                       restricted.error().describe());
       return 1;
     }
     spdlog::info("event=syscall_filter mode={} guest_threads=allow_list process=deny_list",
                  vm::filterModeName(*filter_mode));
   } else {
-    spdlog::warn("event=syscall_filter mode=off what=\"no system-call filter: a guest that escapes its VM finds "
-                 "every system call\"");
+    spdlog::warn(
+        "event=syscall_filter mode=off what=\"no system-call filter: a guest that escapes its VM "
+        "finds "
+        "every system call\"");
   }
 
   int exit_code;
   {
-    Server server(options, started, std::move(backend.value()), std::move(tenant_configs.value()), filter_mode,
-                  translator ? translator.value().get() : nullptr, *run_as);
+    Server server(options, started, std::move(backend.value()), std::move(tenant_configs.value()),
+                  filter_mode, translator ? translator.value().get() : nullptr, *run_as);
     exit_code = server.serve();
   }
   spdlog::info("event=shutdown_done exit_code={}", exit_code);

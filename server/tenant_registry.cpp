@@ -15,7 +15,9 @@ namespace sandpool::server {
 
 namespace {
 
-uint64_t ns(std::chrono::nanoseconds d) { return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)); }
+uint64_t ns(std::chrono::nanoseconds d) {
+  return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
+}
 
 vm::VmConfig vmConfigOf(const ServerOptions& options) {
   vm::VmConfig config;
@@ -24,7 +26,8 @@ vm::VmConfig vmConfigOf(const ServerOptions& options) {
   return config;
 }
 
-vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend, std::span<const uint8_t> uploaded,
+vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend,
+                                                            std::span<const uint8_t> uploaded,
                                                             const vm::VmConfig& config) {
   auto image = guestImageFromUpload(uploaded, config);
   if (!image) return image.takeError();
@@ -44,7 +47,8 @@ Failure unknownGuest(const std::string& name) {
 // to the RPC call's promise.
 class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
  public:
-  MailboxCallTask(KjMailbox& mailbox, const TenantState& tenant, kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller,
+  MailboxCallTask(KjMailbox& mailbox, const TenantState& tenant,
+                  kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller,
                   std::unique_ptr<vm::HostFunctions> host_functions)
       : mailbox_(mailbox),
         tenant_(tenant),
@@ -73,29 +77,33 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
     // log line, and only when a line is written.
     auto function = [this] { return text::escapeUntrusted(request.function); };
     if (outcome.refusal && outcome.refusal->kind == pool::RefusalKind::kCancelled) {
-      spdlog::info("event=call_cancelled tenant={} guest={} function=\"{}\" ran=false", tenant, guest_name, function());
+      spdlog::info("event=call_cancelled tenant={} guest={} function=\"{}\" ran=false", tenant,
+                   guest_name, function());
       return;
     }
     if (outcome.refusal) {
-      auto level = outcome.refusal->kind == pool::RefusalKind::kNoVm ? spdlog::level::err : spdlog::level::debug;
+      auto level = outcome.refusal->kind == pool::RefusalKind::kNoVm ? spdlog::level::err
+                                                                     : spdlog::level::debug;
       if (spdlog::should_log(level)) {
-        spdlog::log(level, "event=call_refused tenant={} guest={} function=\"{}\" reason=\"{}\"", tenant, guest_name,
-                    function(), text::escapeUntrusted(outcome.refusal->message));
+        spdlog::log(level, "event=call_refused tenant={} guest={} function=\"{}\" reason=\"{}\"",
+                    tenant, guest_name, function(),
+                    text::escapeUntrusted(outcome.refusal->message));
       }
       return;
     }
     if (outcome.call.result.ok()) {
       if (spdlog::should_log(spdlog::level::debug)) {
-        spdlog::debug("event=call tenant={} guest={} function=\"{}\" total_us={} cold={}", tenant, guest_name,
-                      function(), ns(total) / 1000, outcome.cold_start);
+        spdlog::debug("event=call tenant={} guest={} function=\"{}\" total_us={} cold={}", tenant,
+                      guest_name, function(), ns(total) / 1000, outcome.cold_start);
       }
       return;
     }
     const vm::Error& e = outcome.call.result.error();
-    auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed ? spdlog::level::err
-                                                                                            : spdlog::level::info;
-    spdlog::log(level, "event=call_failed tenant={} guest={} function=\"{}\" error=\"{}\"", tenant, guest_name,
-                function(), text::escapeUntrusted(e.describe()));
+    auto level = e.kind == vm::ErrorKind::kInternal || e.kind == vm::ErrorKind::kResetFailed
+                     ? spdlog::level::err
+                     : spdlog::level::info;
+    spdlog::log(level, "event=call_failed tenant={} guest={} function=\"{}\" error=\"{}\"", tenant,
+                guest_name, function(), text::escapeUntrusted(e.describe()));
   }
 
   KjMailbox& mailbox_;
@@ -107,7 +115,7 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
 // What the blocking pool reports of an upload.
 struct UploadOutcome {
   std::optional<vm::Error> error;
-  bool stored = false;  // validation passed and the file is durable
+  bool stored = false;                    // validation passed and the file is durable
   std::shared_ptr<pool::GuestPool> pool;  // the new version, prewarmed
   std::string sha256;
   uint64_t size = 0;
@@ -115,36 +123,42 @@ struct UploadOutcome {
 
 }  // namespace
 
-vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded, const vm::VmConfig& config) {
+vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded,
+                                                  const vm::VmConfig& config) {
   return vm::GuestImage::parse(uploaded, config);
 }
 
-vm::Expected<std::vector<uint8_t>> TenantRegistry::imageFromUpload(const std::string& tenant, const std::string& guest,
+vm::Expected<std::vector<uint8_t>> TenantRegistry::imageFromUpload(const std::string& tenant,
+                                                                   const std::string& guest,
                                                                    std::vector<uint8_t> bytes) {
   if (!wasm::isWasmModule(bytes)) return bytes;
   if (translator_ == nullptr) {
-    return vm::makeError(vm::ErrorKind::kInvalidGuest,
-                         "Wasm modules cannot be translated on this server: its translator process did not start "
-                         "(the server's log says why)");
+    return vm::makeError(
+        vm::ErrorKind::kInvalidGuest,
+        "Wasm modules cannot be translated on this server: its translator process did not start "
+        "(the server's log says why)");
   }
   const std::string module_sha256 = sha256Hex(bytes);
   if (auto cached = translations_.find(module_sha256)) {
-    spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=true", tenant, guest,
-                 module_sha256);
+    spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=true", tenant,
+                 guest, module_sha256);
     return std::move(*cached);
   }
   const auto start = std::chrono::steady_clock::now();
   auto elf = translator_->guestImageFromUpload(std::move(bytes));
   if (!elf) return elf;
-  spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=false ms={}", tenant, guest,
-               module_sha256,
-               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  spdlog::info("event=wasm_translation tenant={} guest={} module_sha256={} cached=false ms={}",
+               tenant, guest, module_sha256,
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start)
+                   .count());
   translations_.insert(module_sha256, *elf);
   return elf;
 }
 
-TenantRegistry::TenantRegistry(const ServerOptions& options, vm::Backend& backend, GuestStore& store,
-                               KjMailbox& mailbox, boost::asio::thread_pool& blocking, InFlightWork& in_flight,
+TenantRegistry::TenantRegistry(const ServerOptions& options, vm::Backend& backend,
+                               GuestStore& store, KjMailbox& mailbox,
+                               boost::asio::thread_pool& blocking, InFlightWork& in_flight,
                                PoolFactory make_pool, std::vector<TenantConfig> tenants,
                                wasm::TranslatorService* translator)
     : options_(options),
@@ -174,19 +188,21 @@ void TenantRegistry::loadStoredGuests() {
 void TenantRegistry::loadStoredGuests(TenantState& tenant) {
   std::vector<std::string> errors;
   auto stored = store_.loadAll(tenant.config.name, errors);
-  for (const std::string& e : errors) spdlog::error("event=reload_refused {}", text::escapeUntrusted(e));
+  for (const std::string& e : errors)
+    spdlog::error("event=reload_refused {}", text::escapeUntrusted(e));
   for (auto& g : stored) {
     auto snapshot = bootGuest(backend_, g.elf, vm_config_);
     if (!snapshot) {
-      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, g.guest,
-                    text::escapeUntrusted(snapshot.error().describe()));
+      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
+                    g.guest, text::escapeUntrusted(snapshot.error().describe()));
       continue;
     }
-    auto guest = std::make_shared<pool::GuestPool>(*tenant.pool, g.guest, std::move(snapshot.value()),
-                                                   settingsFor(tenant, g.guest));
+    auto guest = std::make_shared<pool::GuestPool>(
+        *tenant.pool, g.guest, std::move(snapshot.value()), settingsFor(tenant, g.guest));
     guest->prewarmNow();
     install(tenant, g.guest, std::move(guest), g.sha256, g.elf.size());
-    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest, g.sha256);
+    spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest,
+                 g.sha256);
   }
 }
 
@@ -210,8 +226,9 @@ void TenantRegistry::applyTenants(std::vector<TenantConfig> configs) {
     tenant->enabled = true;
     tenant->config.token = it->token;
     if (!(it->quota == tenant->config.quota)) {
-      spdlog::warn("event=quota_unchanged tenant={} reason=\"quota changes take effect at restart\"",
-                   tenant->config.name);
+      spdlog::warn(
+          "event=quota_unchanged tenant={} reason=\"quota changes take effect at restart\"",
+          tenant->config.name);
     }
     configs.erase(it);
   }
@@ -241,9 +258,11 @@ TenantState* TenantRegistry::login(std::string_view token, const std::string& pe
   return match;
 }
 
-std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant, const std::string& name, size_t bytes,
+std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant,
+                                                   const std::string& name, size_t bytes,
                                                    bool replace) const {
-  if (in_flight_.shuttingDown()) return Failure{FailureCode::kShuttingDown, "the server is shutting down"};
+  if (in_flight_.shuttingDown())
+    return Failure{FailureCode::kShuttingDown, "the server is shutting down"};
   if (!isValidName(name)) {
     return Failure{FailureCode::kInvalidArgument,
                    "guest name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"};
@@ -255,23 +274,29 @@ std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant, co
   }
   const bool exists = tenant.guests.count(name) != 0;
   if (tenant.uploading.count(name) != 0) {
-    return Failure{FailureCode::kInvalidArgument, "an upload of guest '" + name + "' is already in progress"};
+    return Failure{FailureCode::kInvalidArgument,
+                   "an upload of guest '" + name + "' is already in progress"};
   }
   if (exists && !replace) {
-    return Failure{FailureCode::kGuestExists, "guest '" + name + "' exists; upload with replace to overwrite it"};
+    return Failure{FailureCode::kGuestExists,
+                   "guest '" + name + "' exists; upload with replace to overwrite it"};
   }
   if (!exists && tenant.guests.size() + tenant.uploading.size() >= tenant.config.quota.max_guests) {
-    return Failure{FailureCode::kQuotaExceeded,
-                   "tenant may hold at most " + std::to_string(tenant.config.quota.max_guests) + " guests"};
+    return Failure{
+        FailureCode::kQuotaExceeded,
+        "tenant may hold at most " + std::to_string(tenant.config.quota.max_guests) + " guests"};
   }
   return std::nullopt;
 }
 
-kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant, const std::string& name,
-                                                          std::span<const uint8_t> uploaded, bool replace) {
+kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant,
+                                                          const std::string& name,
+                                                          std::span<const uint8_t> uploaded,
+                                                          bool replace) {
   if (auto refused = checkUpload(tenant, name, uploaded.size(), replace)) {
-    spdlog::warn("event=upload_refused tenant={} guest={} code={} reason=\"{}\"", tenant.config.name,
-                 isValidName(name) ? name : "(invalid)", static_cast<int>(refused->code), refused->message);
+    spdlog::warn("event=upload_refused tenant={} guest={} code={} reason=\"{}\"",
+                 tenant.config.name, isValidName(name) ? name : "(invalid)",
+                 static_cast<int>(refused->code), refused->message);
     return OrFailure<GuestEntry>(std::move(*refused));
   }
 
@@ -300,7 +325,8 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant, c
     }
     out->stored = true;
     // The answer waits for the warm VMs, so the first call is not a cold start.
-    out->pool = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot.value()), settings);
+    out->pool = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot.value()),
+                                                  settings);
     out->pool->prewarmNow();
     return out;
   };
@@ -310,46 +336,55 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant, c
   auto installed =
       tenant.boot_gate.enter()
           .then([this, boot_and_store = std::move(boot_and_store)]() mutable {
-            return runBlocking<std::shared_ptr<UploadOutcome>>(mailbox_, blocking_, std::move(boot_and_store));
+            return runBlocking<std::shared_ptr<UploadOutcome>>(mailbox_, blocking_,
+                                                               std::move(boot_and_store));
           })
           .attach(kj::mv(work))
           .then([this, &tenant, name](std::shared_ptr<UploadOutcome> out) {
             tenant.boot_gate.leave();
             tenant.uploading.erase(name);
             if (!out->stored) {
-              spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"", tenant.config.name, name,
-                           text::escapeUntrusted(out->error->describe()));
+              spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"",
+                           tenant.config.name, name, text::escapeUntrusted(out->error->describe()));
               return out;
             }
             install(tenant, name, out->pool, out->sha256, out->size);
-            spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}", tenant.config.name, name,
-                         out->size, out->sha256, out->pool->snapshot().exports().size());
-            const uint32_t warm = out->pool->stats().warm, min_warm = out->pool->settings().min_warm;
+            spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}",
+                         tenant.config.name, name, out->size, out->sha256,
+                         out->pool->snapshot().exports().size());
+            const uint32_t warm = out->pool->stats().warm,
+                           min_warm = out->pool->settings().min_warm;
             if (warm < min_warm) {
-              spdlog::warn("event=upload_short_of_min_warm tenant={} guest={} warm={} min_warm={} reason=\"the "
-                           "tenant's VM quota ({} VMs) is in use by its other guests; calls take their idle "
-                           "VMs\"",
-                           tenant.config.name, name, warm, min_warm, tenant.config.quota.max_vms);
+              spdlog::warn(
+                  "event=upload_short_of_min_warm tenant={} guest={} warm={} min_warm={} "
+                  "reason=\"the "
+                  "tenant's VM quota ({} VMs) is in use by its other guests; calls take their idle "
+                  "VMs\"",
+                  tenant.config.name, name, warm, min_warm, tenant.config.quota.max_vms);
             }
             return out;
           })
           .fork();
   installs_.add(installed.addBranch().ignoreResult());
-  return installed.addBranch().then([&tenant, name](std::shared_ptr<UploadOutcome> out) -> OrFailure<GuestEntry> {
-    if (out->stored) {
-      auto it = tenant.guests.find(name);
-      if (it != tenant.guests.end()) return it->second;
-      return Failure{FailureCode::kUnknownGuest, "guest '" + name + "' was removed while its upload finished"};
-    }
-    if (out->error->kind == vm::ErrorKind::kInternal) {
-      return Failure{FailureCode::kInternal, "could not store the guest; the server's log has the details"};
-    }
-    // Validation and boot errors describe the ELF, not the host.
-    return Failure{FailureCode::kInvalidGuest, out->error->message};
-  });
+  return installed.addBranch().then(
+      [&tenant, name](std::shared_ptr<UploadOutcome> out) -> OrFailure<GuestEntry> {
+        if (out->stored) {
+          auto it = tenant.guests.find(name);
+          if (it != tenant.guests.end()) return it->second;
+          return Failure{FailureCode::kUnknownGuest,
+                         "guest '" + name + "' was removed while its upload finished"};
+        }
+        if (out->error->kind == vm::ErrorKind::kInternal) {
+          return Failure{FailureCode::kInternal,
+                         "could not store the guest; the server's log has the details"};
+        }
+        // Validation and boot errors describe the ELF, not the host.
+        return Failure{FailureCode::kInvalidGuest, out->error->message};
+      });
 }
 
-kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant, const std::string& name) {
+kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant,
+                                                           const std::string& name) {
   auto it = tenant.guests.find(name);
   if (it == tenant.guests.end()) return std::optional<Failure>(unknownGuest(name));
   if (tenant.uploading.count(name) != 0) {
@@ -373,7 +408,8 @@ kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant, 
       });
 }
 
-kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState& tenant, const std::string& name,
+kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState& tenant,
+                                                                     const std::string& name,
                                                                      pool::PoolSettings settings) {
   using Answer = OrFailure<pool::PoolSettings>;
   auto it = tenant.guests.find(name);
@@ -381,24 +417,29 @@ kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState
   if (settings.max_vms == 0 || settings.min_warm > settings.max_vms) {
     return Answer(Failure{FailureCode::kInvalidArgument,
                           "need 1 <= maxVms and minWarm <= maxVms, got minWarm " +
-                              std::to_string(settings.min_warm) + ", maxVms " + std::to_string(settings.max_vms)});
+                              std::to_string(settings.min_warm) + ", maxVms " +
+                              std::to_string(settings.max_vms)});
   }
   if (settings.max_vms > tenant.config.quota.max_vms) {
     return Answer(Failure{FailureCode::kQuotaExceeded,
-                          "maxVms " + std::to_string(settings.max_vms) + " exceeds the tenant's quota of " +
+                          "maxVms " + std::to_string(settings.max_vms) +
+                              " exceeds the tenant's quota of " +
                               std::to_string(tenant.config.quota.max_vms) + " VMs"});
   }
   it->second.pool->setSettings(settings);
   // The answer waits for the settings to be on disk, so a restart keeps
   // them; the pool uses them already.
   std::string tenant_name = tenant.config.name;
-  return writeStore([this, tenant_name, name, settings] { return store_.saveSettings(tenant_name, name, settings); })
+  return writeStore([this, tenant_name, name, settings] {
+           return store_.saveSettings(tenant_name, name, settings);
+         })
       .attach(in_flight_.begin())
       .then([tenant_name, name, settings](std::optional<vm::Error> error) -> Answer {
         if (error) {
           spdlog::error("event=configure_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
                         text::escapeUntrusted(error->describe()));
-          return Failure{FailureCode::kInternal, "could not store the settings; the server's log has the details"};
+          return Failure{FailureCode::kInternal,
+                         "could not store the settings; the server's log has the details"};
         }
         spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenant_name, name,
                      settings.min_warm, settings.max_vms);
@@ -406,15 +447,19 @@ kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState
       });
 }
 
-pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point received, uint32_t timeout_ms) const {
+pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point received,
+                                                     uint32_t timeout_ms) const {
   std::chrono::nanoseconds timeout = options_.call_timeout;
-  if (timeout_ms != 0) timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(timeout_ms));
+  if (timeout_ms != 0)
+    timeout = std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(timeout_ms));
   return received + timeout;
 }
 
-kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestEntry& guest, GuestCall call) {
+kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestEntry& guest,
+                                               GuestCall call) {
   auto paf = kj::newPromiseAndFulfiller<FinishedCall>();
-  auto* task = new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller), std::move(call.host_functions));
+  auto* task =
+      new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller), std::move(call.host_functions));
   task->guest = guest.pool;
   task->request = std::move(call.request);
   task->request.host_functions = task->hostFunctions();
@@ -426,15 +471,19 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   task->cancelled = cancelled;
   if (in_flight_.shuttingDown()) {
-    task->outcome.refusal = pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
+    task->outcome.refusal =
+        pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
     task->complete();
   } else {
     tenant.pool->submit(task);
   }
-  return paf.promise.attach(in_flight_.begin(), kj::defer([cancelled = std::move(cancelled)] { cancelled->store(true); }));
+  return paf.promise.attach(in_flight_.begin(), kj::defer([cancelled = std::move(cancelled)] {
+                              cancelled->store(true);
+                            }));
 }
 
-OrFailure<const GuestEntry*> TenantRegistry::guest(const TenantState& tenant, const std::string& name) const {
+OrFailure<const GuestEntry*> TenantRegistry::guest(const TenantState& tenant,
+                                                   const std::string& name) const {
   auto it = tenant.guests.find(name);
   if (it == tenant.guests.end()) return unknownGuest(name);
   return &it->second;
@@ -453,7 +502,8 @@ void TenantRegistry::stopPools() {
   for (auto& tenant : tenants_) tenant->pool->stop();
 }
 
-pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant, const std::string& name) const {
+pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant,
+                                               const std::string& name) const {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) return it->second.pool->settings();
   pool::PoolSettings settings{options_.min_warm, options_.max_vms};
@@ -465,8 +515,9 @@ pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant, const 
   return settings;
 }
 
-void TenantRegistry::install(TenantState& tenant, const std::string& name, std::shared_ptr<pool::GuestPool> guest,
-                             std::string sha256, uint64_t size) {
+void TenantRegistry::install(TenantState& tenant, const std::string& name,
+                             std::shared_ptr<pool::GuestPool> guest, std::string sha256,
+                             uint64_t size) {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) {
     tenant.pool->removeGuest(it->second.pool);
@@ -479,17 +530,19 @@ void TenantRegistry::install(TenantState& tenant, const std::string& name, std::
   tenant.guests[name] = GuestEntry{std::move(guest), std::move(sha256), size};
 }
 
-kj::Promise<std::optional<vm::Error>> TenantRegistry::writeStore(std::function<vm::Expected<void>()> write) {
-  return runBlocking<std::optional<vm::Error>>(mailbox_, blocking_,
-                                               [write = std::move(write)]() -> std::optional<vm::Error> {
-                                                 auto written = write();
-                                                 if (!written) return written.takeError();
-                                                 return std::nullopt;
-                                               });
+kj::Promise<std::optional<vm::Error>> TenantRegistry::writeStore(
+    std::function<vm::Expected<void>()> write) {
+  return runBlocking<std::optional<vm::Error>>(
+      mailbox_, blocking_, [write = std::move(write)]() -> std::optional<vm::Error> {
+        auto written = write();
+        if (!written) return written.takeError();
+        return std::nullopt;
+      });
 }
 
 void TenantRegistry::taskFailed(kj::Exception&& exception) {
-  spdlog::error("event=background_task_failed error=\"{}\"", text::escapeUntrusted(exception.getDescription().cStr()));
+  spdlog::error("event=background_task_failed error=\"{}\"",
+                text::escapeUntrusted(exception.getDescription().cStr()));
 }
 
 }  // namespace sandpool::server

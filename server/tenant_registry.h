@@ -83,7 +83,8 @@ class [[nodiscard]] OrFailure {
 // Wasm module was translated to its ELF, TenantRegistry::imageFromUpload)
 // and for a stored guest reloaded at start-up alike (what is stored is
 // always the ELF, so a restart translates nothing).
-vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded, const vm::VmConfig& config);
+vm::Expected<vm::GuestImage> guestImageFromUpload(std::span<const uint8_t> uploaded,
+                                                  const vm::VmConfig& config);
 
 // The translation cache's bound: the total size of the guest ELFs it keeps
 // (docs/wasm.md).
@@ -91,7 +92,7 @@ inline constexpr uint64_t kTranslationCacheBytes = 64ull << 20;
 
 // One call as the client asked for it.
 struct GuestCall {
-  vm::CallRequest request;  // function and arguments
+  vm::CallRequest request;                            // function and arguments
   std::unique_ptr<vm::HostFunctions> host_functions;  // those the client lent, if any
   pool::Clock::time_point received;
   pool::Clock::time_point deadline;  // TenantRegistry::callDeadline()
@@ -106,7 +107,8 @@ struct FinishedCall {
 class StatsVisitor {
  public:
   virtual ~StatsVisitor() = default;
-  virtual void tenant(const TenantConfig& config, const pool::TenantCounters& counters, size_t guests) = 0;
+  virtual void tenant(const TenantConfig& config, const pool::TenantCounters& counters,
+                      size_t guests) = 0;
   virtual void guest(const std::string& name, const pool::GuestStats& stats) = 0;
 };
 
@@ -117,9 +119,10 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
 
   // `translator` turns uploaded Wasm modules into guest ELFs; without one
   // they are refused.
-  TenantRegistry(const ServerOptions& options, vm::Backend& backend, GuestStore& store, KjMailbox& mailbox,
-                 boost::asio::thread_pool& blocking, InFlightWork& in_flight, PoolFactory make_pool,
-                 std::vector<TenantConfig> tenants, wasm::TranslatorService* translator);
+  TenantRegistry(const ServerOptions& options, vm::Backend& backend, GuestStore& store,
+                 KjMailbox& mailbox, boost::asio::thread_pool& blocking, InFlightWork& in_flight,
+                 PoolFactory make_pool, std::vector<TenantConfig> tenants,
+                 wasm::TranslatorService* translator);
   TenantRegistry(const TenantRegistry&) = delete;
   TenantRegistry& operator=(const TenantRegistry&) = delete;
 
@@ -159,7 +162,9 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   kj::Promise<FinishedCall> call(TenantState& tenant, const GuestEntry& guest, GuestCall call);
 
   OrFailure<const GuestEntry*> guest(const TenantState& tenant, const std::string& name) const;
-  const std::map<std::string, GuestEntry>& list(const TenantState& tenant) const { return tenant.guests; }
+  const std::map<std::string, GuestEntry>& list(const TenantState& tenant) const {
+    return tenant.guests;
+  }
   void visitStats(const TenantState& tenant, StatsVisitor& visitor) const;
 
   // Shutdown: pools refuse queued and new calls (with in_flight's
@@ -169,8 +174,8 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   void stopPools();
 
  private:
-  std::optional<Failure> checkUpload(const TenantState& tenant, const std::string& name, size_t bytes,
-                                     bool replace) const;
+  std::optional<Failure> checkUpload(const TenantState& tenant, const std::string& name,
+                                     size_t bytes, bool replace) const;
   // The pool settings a new version of guest `name` starts with: the old
   // version's if there is one, else those stored with configure(), else the
   // flags' defaults; always within the quota.
@@ -179,7 +184,8 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   // magic) translated in the translator process, or taken from the
   // translation cache, anything else as it is. Logs each translation with
   // the tenant and guest it is for. Blocking pool.
-  vm::Expected<std::vector<uint8_t>> imageFromUpload(const std::string& tenant, const std::string& guest,
+  vm::Expected<std::vector<uint8_t>> imageFromUpload(const std::string& tenant,
+                                                     const std::string& guest,
                                                      std::vector<uint8_t> bytes);
   // Installs a guest's (prewarmed) pool in its tenant, replacing (retiring)
   // an older version.

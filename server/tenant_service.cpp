@@ -17,8 +17,8 @@ namespace {
 // both results a `result :CallResult`. The call's deadline is set here, once,
 // at receipt.
 template <typename Context>
-kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_calls, TenantState& tenant,
-                          Context context, const std::string& guest_name) {
+kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_calls,
+                          TenantState& tenant, Context context, const std::string& guest_name) {
   const pool::Clock::time_point received = pool::Clock::now();
   // A caller that cancels the call, or whose connection goes away, drops
   // its promise; the registry then drops the call if it has not run.
@@ -29,15 +29,18 @@ kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_call
     toRpc(guest.failure(), context.getResults().initResult().initError().initError());
     return kj::READY_NOW;
   }
-  GuestCall call{.received = received, .deadline = registry.callDeadline(received, params.getTimeoutMs())};
+  GuestCall call{.received = received,
+                 .deadline = registry.callDeadline(received, params.getTimeoutMs())};
   call.request.function = str(params.getFunction());
   auto args = params.getArgs();
   call.request.args.reserve(args.size());
   for (auto arg : args) call.request.args.push_back(fromRpc(arg));
-  if (params.hasHostFunctions()) call.host_functions = host_calls.forwardTo(params.getHostFunctions(), call.deadline);
-  return registry.call(tenant, *guest.value(), std::move(call)).then([context](FinishedCall&& finished) mutable {
-    toRpc(finished, context.getResults(replySize(finished.outcome)).initResult());
-  });
+  if (params.hasHostFunctions())
+    call.host_functions = host_calls.forwardTo(params.getHostFunctions(), call.deadline);
+  return registry.call(tenant, *guest.value(), std::move(call))
+      .then([context](FinishedCall&& finished) mutable {
+        toRpc(finished, context.getResults(replySize(finished.outcome)).initResult());
+      });
 }
 
 // Every method of a revoked capability fails with a DISCONNECTED exception,
@@ -45,23 +48,26 @@ kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_call
 // again with the current token.
 void requireLive(const TenantState& tenant, uint64_t generation) {
   if (tenant.generation != generation) {
-    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "this capability was revoked: the tenant's token was "
-                                                       "rotated or the tenant removed; log in again"));
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED,
+                                         "this capability was revoked: the tenant's token was "
+                                         "rotated or the tenant removed; log in again"));
   }
 }
 
 // One guest of one tenant, by name (see Guest in the schema).
 class GuestImpl final : public rpc::Guest::Server {
  public:
-  GuestImpl(TenantRegistry& registry, HostCallForwarder& host_calls, TenantState& tenant, std::string name)
+  GuestImpl(TenantRegistry& registry, HostCallForwarder& host_calls, TenantState& tenant,
+            std::string name)
       : registry_(registry),
         host_calls_(host_calls),
         tenant_(tenant),
         name_(std::move(name)),
         generation_(tenant.generation) {}
 
-  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
-                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+  DispatchCallResult dispatchCall(
+      uint64_t interface_id, uint16_t method_id,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
     requireLive(tenant_, generation_);
     return rpc::Guest::Server::dispatchCall(interface_id, method_id, context);
   }
@@ -93,10 +99,14 @@ class GuestImpl final : public rpc::Guest::Server {
 class TenantImpl final : public rpc::Tenant::Server {
  public:
   TenantImpl(TenantRegistry& registry, HostCallForwarder& host_calls, TenantState& tenant)
-      : registry_(registry), host_calls_(host_calls), tenant_(tenant), generation_(tenant.generation) {}
+      : registry_(registry),
+        host_calls_(host_calls),
+        tenant_(tenant),
+        generation_(tenant.generation) {}
 
-  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
-                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+  DispatchCallResult dispatchCall(
+      uint64_t interface_id, uint16_t method_id,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
     requireLive(tenant_, generation_);
     return rpc::Tenant::Server::dispatchCall(interface_id, method_id, context);
   }
@@ -113,7 +123,9 @@ class TenantImpl final : public rpc::Tenant::Server {
     auto params = context.getParams();
     std::string name = str(params.getName());
     auto elf = params.getElf();
-    return registry_.upload(tenant_, name, std::span<const uint8_t>(elf.begin(), elf.size()), params.getReplace())
+    return registry_
+        .upload(tenant_, name, std::span<const uint8_t>(elf.begin(), elf.size()),
+                params.getReplace())
         .then([context, name](OrFailure<GuestEntry> answer) mutable {
           auto result = context.getResults().initResult();
           if (answer.ok()) {
@@ -154,7 +166,8 @@ class TenantImpl final : public rpc::Tenant::Server {
     auto params = context.getParams();
     auto settings = params.getSettings();
     return registry_
-        .configure(tenant_, str(params.getGuest()), pool::PoolSettings{settings.getMinWarm(), settings.getMaxVms()})
+        .configure(tenant_, str(params.getGuest()),
+                   pool::PoolSettings{settings.getMinWarm(), settings.getMaxVms()})
         .then([context](OrFailure<pool::PoolSettings> answer) mutable {
           auto result = context.getResults().initResult();
           if (answer.ok()) {
@@ -186,8 +199,8 @@ class TenantImpl final : public rpc::Tenant::Server {
 
 }  // namespace
 
-kj::Own<rpc::Tenant::Server> makeTenantService(TenantRegistry& registry, HostCallForwarder& host_calls,
-                                               TenantState& tenant) {
+kj::Own<rpc::Tenant::Server> makeTenantService(TenantRegistry& registry,
+                                               HostCallForwarder& host_calls, TenantState& tenant) {
   return kj::heap<TenantImpl>(registry, host_calls, tenant);
 }
 

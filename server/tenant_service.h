@@ -18,7 +18,7 @@
 
 namespace sandpool::server {
 
-kj::Own<rpc::Tenant::Server> makeTenantService(TenantRegistry& registry, HostCallForwarder& host_calls,
-                                               TenantState& tenant);
+kj::Own<rpc::Tenant::Server> makeTenantService(TenantRegistry& registry,
+                                               HostCallForwarder& host_calls, TenantState& tenant);
 
 }  // namespace sandpool::server

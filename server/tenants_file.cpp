@@ -53,8 +53,9 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
       if (s.back() != ']') return lineError(line, "section header '" + s + "' lacks ']'");
       std::string name = trim(std::string_view(s).substr(1, s.size() - 2));
       if (!isValidName(name)) {
-        return lineError(line, "tenant name '" + name +
-                                   "' is not 1-64 characters of [A-Za-z0-9._-] starting with no '.'");
+        return lineError(line,
+                         "tenant name '" + name +
+                             "' is not 1-64 characters of [A-Za-z0-9._-] starting with no '.'");
       }
       TenantConfig t;
       t.name = name;
@@ -74,38 +75,52 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
       continue;
     }
     uint64_t n = 0;
-    if (!parseUint(value, n)) return lineError(line, "value of '" + key + "' is not a number: '" + value + "'");
+    if (!parseUint(value, n))
+      return lineError(line, "value of '" + key + "' is not a number: '" + value + "'");
     uint32_t* count = nullptr;
-    if (key == "max_vms") count = &t.quota.max_vms;
-    else if (key == "max_guests") count = &t.quota.max_guests;
-    else if (key == "max_concurrent_calls") count = &t.quota.max_concurrent_calls;
-    else if (key == "queue_length") count = &t.quota.queue_length;
-    else if (key != "max_memory_mib") return lineError(line, "unknown key '" + key + "'");
+    if (key == "max_vms")
+      count = &t.quota.max_vms;
+    else if (key == "max_guests")
+      count = &t.quota.max_guests;
+    else if (key == "max_concurrent_calls")
+      count = &t.quota.max_concurrent_calls;
+    else if (key == "queue_length")
+      count = &t.quota.queue_length;
+    else if (key != "max_memory_mib")
+      return lineError(line, "unknown key '" + key + "'");
     // Counts are 32-bit; the memory quota is kept in bytes, which must fit 64 bits.
     const uint64_t limit = count ? UINT32_MAX : kMaxMemoryMib;
     if (n == 0 || n > limit) {
-      return lineError(line, "'" + key + "' must be between 1 and " + std::to_string(limit) + ", got " + value);
+      return lineError(
+          line, "'" + key + "' must be between 1 and " + std::to_string(limit) + ", got " + value);
     }
-    if (count) *count = static_cast<uint32_t>(n);
-    else t.quota.max_memory_bytes = n << 20;
+    if (count)
+      *count = static_cast<uint32_t>(n);
+    else
+      t.quota.max_memory_bytes = n << 20;
   }
   std::set<std::string> names, tokens;
   for (size_t i = 0; i < tenants.size(); ++i) {
     const TenantConfig& t = tenants[i];
     if (t.token.size() < 16) {
-      return lineError(section_lines[i], "tenant '" + t.name + "' needs a token of at least 16 characters");
+      return lineError(section_lines[i],
+                       "tenant '" + t.name + "' needs a token of at least 16 characters");
     }
-    if (!names.insert(t.name).second) return lineError(section_lines[i], "tenant '" + t.name + "' is defined twice");
-    if (!tokens.insert(t.token).second) return lineError(section_lines[i], "tenant '" + t.name + "' reuses another tenant's token");
+    if (!names.insert(t.name).second)
+      return lineError(section_lines[i], "tenant '" + t.name + "' is defined twice");
+    if (!tokens.insert(t.token).second)
+      return lineError(section_lines[i], "tenant '" + t.name + "' reuses another tenant's token");
   }
-  if (tenants.empty()) return vm::makeError(vm::ErrorKind::kInternal, "tenants file defines no tenant");
+  if (tenants.empty())
+    return vm::makeError(vm::ErrorKind::kInternal, "tenants file defines no tenant");
   return tenants;
 }
 
 vm::Expected<std::vector<TenantConfig>> loadTenantsFile(const std::string& path,
                                                         uint32_t default_queue_length) {
   std::ifstream in(path);
-  if (!in) return vm::makeError(vm::ErrorKind::kInternal, "cannot open tenants file '" + path + "'");
+  if (!in)
+    return vm::makeError(vm::ErrorKind::kInternal, "cannot open tenants file '" + path + "'");
   std::stringstream text;
   text << in.rdbuf();
   auto parsed = parseTenantsFile(text.str(), default_queue_length);

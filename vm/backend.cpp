@@ -9,10 +9,14 @@ std::string_view backendKindName(BackendKind kind) {
 }
 
 bool parseBackendChoice(std::string_view text, BackendChoice& choice) {
-  if (text == "auto") choice = BackendChoice::kAuto;
-  else if (text == "kvm") choice = BackendChoice::kKvm;
-  else if (text == "emulated") choice = BackendChoice::kEmulated;
-  else return false;
+  if (text == "auto")
+    choice = BackendChoice::kAuto;
+  else if (text == "kvm")
+    choice = BackendChoice::kKvm;
+  else if (text == "emulated")
+    choice = BackendChoice::kEmulated;
+  else
+    return false;
   return true;
 }
 

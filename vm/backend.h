@@ -1,6 +1,6 @@
 // The one interface the two backends (kvm, emulated) implement: a micro-VM
-// (memory slot, vCPU, reset) over guest memory. Everything else (ELF loading, layout, snapshots, the ABI,
-// host calls, errors, timeouts) is shared code above it.
+// (memory slot, vCPU, reset) over guest memory. Everything else (ELF loading, layout, snapshots,
+// the ABI, host calls, errors, timeouts) is shared code above it.
 #pragma once
 
 #include <cstdint>
@@ -34,14 +34,15 @@ class PortHandler {
 
 struct RunExit {
   enum class Kind {
-    kStopped,  // the port handler said stop
-    kFault,    // exception, unmapped/forbidden access, triple fault, hlt, MMIO
-    kTimeout,  // interrupt() was called
+    kStopped,      // the port handler said stop
+    kFault,        // exception, unmapped/forbidden access, triple fault, hlt, MMIO
+    kTimeout,      // interrupt() was called
     kHostFailure,  // the backend itself failed (an emulator call): `reason` says which
   };
   Kind kind = Kind::kStopped;
-  FaultInfo fault;      // for kFault
-  std::string reason;   // for kFault and kHostFailure: what the backend saw, e.g. "write to unmapped 0x0"
+  FaultInfo fault;  // for kFault
+  std::string
+      reason;  // for kFault and kHostFailure: what the backend saw, e.g. "write to unmapped 0x0"
 };
 
 // The registers the shared code reads: rip for messages, rsi/rdi/r8 for the
@@ -103,8 +104,8 @@ class Backend {
   // A micro-VM over `memory`, regions mapped per `layout`, registers set to
   // enter `entry` with rdi = boot info and rsp = stack top.
   virtual Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory,
-                                                     const MemoryLayout& layout,
-                                                     uint64_t entry) = 0;
+                                                           const MemoryLayout& layout,
+                                                           uint64_t entry) = 0;
   // What was checked when the backend was opened, for the start-up log line
   // (the KVM self-test's findings); empty where nothing was.
   virtual std::string openingReport() const { return {}; }

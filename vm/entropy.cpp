@@ -45,7 +45,8 @@ class ChaChaStream {
     while (got < sizeof seed) {
       ssize_t n = getrandom(seed + got, sizeof seed - got, 0);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return makeError(ErrorKind::kInternal, std::string("getrandom: ") + std::strerror(errno));
+      if (n < 0)
+        return makeError(ErrorKind::kInternal, std::string("getrandom: ") + std::strerror(errno));
       got += static_cast<size_t>(n);
     }
     static constexpr uint32_t kSigma[4] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};

@@ -35,12 +35,12 @@ const char* vectorName(uint32_t vector) {
 }  // namespace
 
 std::string describeFault(const FaultInfo& fault) {
-  std::string text = std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
+  std::string text =
+      std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
   if (fault.vector == x86::kVectorPageFault) text += " at address " + toHex(fault.address);
   text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
   return text;
 }
-
 
 std::string_view errorKindName(ErrorKind kind) {
   switch (kind) {

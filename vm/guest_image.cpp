@@ -87,7 +87,8 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     if (ph.p_type == PT_INTERP || ph.p_type == PT_DYNAMIC) {
       return invalid("ELF is dynamically linked (program header " + std::to_string(i) + ")");
     }
-    if (ph.p_type == PT_TLS) return invalid("ELF uses thread-local storage, which guests do not have");
+    if (ph.p_type == PT_TLS)
+      return invalid("ELF uses thread-local storage, which guests do not have");
     if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
 
     const std::string name = "ELF segment " + std::to_string(i);
@@ -113,7 +114,8 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     ImageSegment segment;
     segment.vaddr = ph.p_vaddr & ~(kPageSize - 1);
     segment.data_offset = ph.p_vaddr - segment.vaddr;
-    segment.mem_size = ((ph.p_vaddr + ph.p_memsz + kPageSize - 1) & ~(kPageSize - 1)) - segment.vaddr;
+    segment.mem_size =
+        ((ph.p_vaddr + ph.p_memsz + kPageSize - 1) & ~(kPageSize - 1)) - segment.vaddr;
     segment.access = access;
     segment.data.assign(file.begin() + ph.p_offset, file.begin() + ph.p_offset + ph.p_filesz);
     image.segments_.push_back(std::move(segment));
@@ -126,15 +128,18 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     const ImageSegment& prev = image.segments_[i - 1];
     const ImageSegment& cur = image.segments_[i];
     if (cur.vaddr < prev.vaddr + prev.mem_size) {
-      return invalid("ELF segments overlap: [" + toHex(prev.vaddr) + ", " + toHex(prev.vaddr + prev.mem_size) +
-                     ") and [" + toHex(cur.vaddr) + ", " + toHex(cur.vaddr + cur.mem_size) +
-                     ") (page granularity)");
+      return invalid("ELF segments overlap: [" + toHex(prev.vaddr) + ", " +
+                     toHex(prev.vaddr + prev.mem_size) + ") and [" + toHex(cur.vaddr) + ", " +
+                     toHex(cur.vaddr + cur.mem_size) + ") (page granularity)");
     }
   }
-  const bool entry_in_code = std::any_of(image.segments_.begin(), image.segments_.end(), [&](const auto& s) {
-    return (s.access & kAccessExecute) && image.entry_ >= s.vaddr && image.entry_ < s.vaddr + s.mem_size;
-  });
-  if (!entry_in_code) return invalid("ELF entry point " + toHex(image.entry_) + " is not in an executable segment");
+  const bool entry_in_code =
+      std::any_of(image.segments_.begin(), image.segments_.end(), [&](const auto& s) {
+        return (s.access & kAccessExecute) && image.entry_ >= s.vaddr &&
+               image.entry_ < s.vaddr + s.mem_size;
+      });
+  if (!entry_in_code)
+    return invalid("ELF entry point " + toHex(image.entry_) + " is not in an executable segment");
   return image;
 }
 

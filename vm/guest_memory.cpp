@@ -20,7 +20,8 @@ Expected<GuestMemory> GuestMemory::mapPrivate(int memfd, uint64_t size, int prot
 }
 
 Expected<GuestMemory> GuestMemory::mapShared(int memfd, uint64_t size) {
-  auto mapping = Mapping::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd, "boot memory");
+  auto mapping =
+      Mapping::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd, "boot memory");
   if (!mapping) return mapping.takeError();
   return GuestMemory(std::move(mapping.value()), size / kPageSize);
 }
@@ -30,21 +31,23 @@ uint64_t GuestMemory::pageCount() const { return size() / kPageSize; }
 Expected<std::span<const uint8_t>> GuestMemory::view(uint64_t addr, uint64_t len,
                                                      std::string_view what) const {
   if (addr > size() || len > size() - addr) {
-    return makeError(ErrorKind::kBadHostCall, std::string(what) + ": [" + toHex(addr) + ", +" +
-                                                  std::to_string(len) + ") is outside guest memory (" +
-                                                  std::to_string(size() / kMiB) + " MiB)");
+    return makeError(ErrorKind::kBadHostCall,
+                     std::string(what) + ": [" + toHex(addr) + ", +" + std::to_string(len) +
+                         ") is outside guest memory (" + std::to_string(size() / kMiB) + " MiB)");
   }
   return std::span<const uint8_t>(mapping_.data() + addr, len);
 }
 
-Expected<void> GuestMemory::read(uint64_t addr, std::span<uint8_t> out, std::string_view what) const {
+Expected<void> GuestMemory::read(uint64_t addr, std::span<uint8_t> out,
+                                 std::string_view what) const {
   auto source = view(addr, out.size(), what);
   if (!source) return source.takeError();
   std::memcpy(out.data(), source->data(), out.size());
   return {};
 }
 
-Expected<void> GuestMemory::write(uint64_t addr, std::span<const uint8_t> data, std::string_view what) {
+Expected<void> GuestMemory::write(uint64_t addr, std::span<const uint8_t> data,
+                                  std::string_view what) {
   auto target = view(addr, data.size(), what);
   if (!target) return target.takeError();
   if (data.empty()) return {};
@@ -55,7 +58,8 @@ Expected<void> GuestMemory::write(uint64_t addr, std::span<const uint8_t> data, 
   return {};
 }
 
-void GuestMemory::copyPagesFrom(std::span<const uint8_t> snapshot, std::span<const uint32_t> pages) {
+void GuestMemory::copyPagesFrom(std::span<const uint8_t> snapshot,
+                                std::span<const uint32_t> pages) {
   for (uint32_t page : pages) {
     const uint64_t offset = uint64_t{page} * kPageSize;
     std::memcpy(mapping_.data() + offset, snapshot.data() + offset, kPageSize);
@@ -68,9 +72,11 @@ Expected<void> GuestMemory::discardPages(std::span<const uint32_t> pages) {
   while (i < pages.size()) {
     size_t run = 1;
     while (i + run < pages.size() && pages[i + run] == pages[i] + run) run++;
-    if (::madvise(mapping_.data() + uint64_t{pages[i]} * kPageSize, run * kPageSize, MADV_DONTNEED) != 0) {
+    if (::madvise(mapping_.data() + uint64_t{pages[i]} * kPageSize, run * kPageSize,
+                  MADV_DONTNEED) != 0) {
       return makeError(ErrorKind::kResetFailed, "madvise(MADV_DONTNEED) of guest page " +
-                                                    std::to_string(pages[i]) + ": " + std::strerror(errno));
+                                                    std::to_string(pages[i]) + ": " +
+                                                    std::strerror(errno));
     }
     i += run;
   }

@@ -87,7 +87,8 @@ Expected<std::vector<FunctionSignature>> parseExportTable(std::span<const uint8_
     if (!fixed) return badTable(where + " truncated");
     FunctionSignature sig;
     const uint8_t result = (*fixed)[0], param_count = (*fixed)[1];
-    if (!isValidValueType(result)) return badTable(where + " has result type tag " + std::to_string(result));
+    if (!isValidValueType(result))
+      return badTable(where + " has result type tag " + std::to_string(result));
     if (param_count > SANDPOOL_MAX_PARAMS) return badTable(where + " has too many parameters");
     sig.result = static_cast<ValueType>(result);
     auto params = in.take(param_count);
@@ -101,11 +102,13 @@ Expected<std::vector<FunctionSignature>> parseExportTable(std::span<const uint8_
     auto size = in.take(2);
     if (!size) return badTable(where + " truncated");
     const uint16_t name_size = static_cast<uint16_t>((*size)[0] | (*size)[1] << 8);
-    if (name_size == 0 || name_size > SANDPOOL_MAX_NAME) return badTable(where + " has a bad name length");
+    if (name_size == 0 || name_size > SANDPOOL_MAX_NAME)
+      return badTable(where + " has a bad name length");
     auto name = in.take(name_size);
     if (!name) return badTable(where + " truncated");
     sig.name.assign(name->begin(), name->end());
-    if (!names.insert(sig.name).second) return badTable("function '" + sig.name + "' exported twice");
+    if (!names.insert(sig.name).second)
+      return badTable("function '" + sig.name + "' exported twice");
     exports.push_back(std::move(sig));
   }
   return exports;
@@ -115,8 +118,9 @@ Expected<void> checkArguments(const FunctionSignature& signature, const std::vec
   bool match = args.size() == signature.params.size();
   for (size_t i = 0; match && i < args.size(); i++) match = typeOf(args[i]) == signature.params[i];
   if (!match) {
-    return makeError(ErrorKind::kBadArguments, "'" + signature.name + "' expects " +
-                                                   signature.describe() + ", got " + describeArgs(args));
+    return makeError(
+        ErrorKind::kBadArguments,
+        "'" + signature.name + "' expects " + signature.describe() + ", got " + describeArgs(args));
   }
   return {};
 }
@@ -151,16 +155,16 @@ Expected<Value> decodeResult(std::span<const uint8_t> output, const FunctionSign
   }
   std::span<const uint8_t> payload = output.subspan(sizeof header, header.size);
   if (header.status == SANDPOOL_STATUS_ERROR) {
-    return makeError(ErrorKind::kGuestAbort, "guest function '" + signature.name +
-                                                 "' failed: " + std::string(payload.begin(), payload.end()));
+    return makeError(ErrorKind::kGuestAbort, "guest function '" + signature.name + "' failed: " +
+                                                 std::string(payload.begin(), payload.end()));
   }
   auto value = decodeValue(payload);
   if (!value) return makeError(ErrorKind::kGuestFault, "guest result: " + value.error().message);
   if (typeOf(*value) != signature.result) {
-    return makeError(ErrorKind::kGuestFault,
-                     "guest returned " + std::string(valueTypeName(typeOf(*value))) + " from '" +
-                         signature.name + "', declared " +
-                         std::string(valueTypeName(signature.result)));
+    return makeError(ErrorKind::kGuestFault, "guest returned " +
+                                                 std::string(valueTypeName(typeOf(*value))) +
+                                                 " from '" + signature.name + "', declared " +
+                                                 std::string(valueTypeName(signature.result)));
   }
   return value;
 }
@@ -168,21 +172,24 @@ Expected<Value> decodeResult(std::span<const uint8_t> output, const FunctionSign
 Expected<HostCallRequest> decodeHostCall(std::span<const uint8_t> buffer) {
   sandpool_host_call_header header{};
   if (buffer.size() < sizeof header) {
-    return makeError(ErrorKind::kBadHostCall, "host-call buffer of " + std::to_string(buffer.size()) +
+    return makeError(ErrorKind::kBadHostCall, "host-call buffer of " +
+                                                  std::to_string(buffer.size()) +
                                                   " bytes is shorter than its header");
   }
   std::memcpy(&header, buffer.data(), sizeof header);
   const uint64_t capacity = buffer.size() - sizeof header;
   if (header.magic != SANDPOOL_HOST_CALL_MAGIC) {
-    return makeError(ErrorKind::kBadHostCall, "host call header has bad magic " + toHex(header.magic));
+    return makeError(ErrorKind::kBadHostCall,
+                     "host call header has bad magic " + toHex(header.magic));
   }
-  if (header.name_size == 0 || header.name_size > SANDPOOL_MAX_NAME || header.arg_count > SANDPOOL_MAX_PARAMS ||
+  if (header.name_size == 0 || header.name_size > SANDPOOL_MAX_NAME ||
+      header.arg_count > SANDPOOL_MAX_PARAMS ||
       uint64_t{header.name_size} + header.args_size > capacity) {
     return makeError(ErrorKind::kBadHostCall,
-                     "host call header out of bounds: name " + std::to_string(header.name_size) + " bytes, " +
-                         std::to_string(header.arg_count) + " arguments in " +
-                         std::to_string(header.args_size) + " bytes, buffer " + std::to_string(capacity) +
-                         " bytes");
+                     "host call header out of bounds: name " + std::to_string(header.name_size) +
+                         " bytes, " + std::to_string(header.arg_count) + " arguments in " +
+                         std::to_string(header.args_size) + " bytes, buffer " +
+                         std::to_string(capacity) + " bytes");
   }
   auto body = buffer.subspan(sizeof header);
   HostCallRequest request;
@@ -198,7 +205,8 @@ Expected<HostCallRequest> decodeHostCall(std::span<const uint8_t> buffer) {
   }
   if (!encoded.empty()) {
     return makeError(ErrorKind::kBadHostCall, "host call '" + request.name + "' has " +
-                                                  std::to_string(encoded.size()) + " bytes after its arguments");
+                                                  std::to_string(encoded.size()) +
+                                                  " bytes after its arguments");
   }
   return request;
 }
@@ -231,9 +239,9 @@ Error abortError(uint32_t code, std::string_view message) {
     case SANDPOOL_ABORT_OUT_OF_MEMORY:
       return makeError(ErrorKind::kOutOfMemory, "guest ran out of memory: " + std::string(message));
     case SANDPOOL_ABORT_BAD_REQUEST:
-      return makeError(ErrorKind::kInternal, "guest refused the call request: " + std::string(message));
-    default:
-      return makeError(ErrorKind::kGuestAbort, "guest aborted: " + std::string(message));
+      return makeError(ErrorKind::kInternal,
+                       "guest refused the call request: " + std::string(message));
+    default: return makeError(ErrorKind::kGuestAbort, "guest aborted: " + std::string(message));
   }
 }
 

@@ -32,7 +32,9 @@ Expected<Value> readHostClock(const std::vector<Value>& args) {
       return Value(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::steady_clock::now() - kMonotonicOrigin)
                                 .count()));
-    default: return makeError(ErrorKind::kBadHostCall, "unknown clock " + std::to_string(std::get<uint32_t>(args[0])));
+    default:
+      return makeError(ErrorKind::kBadHostCall,
+                       "unknown clock " + std::to_string(std::get<uint32_t>(args[0])));
   }
 }
 
@@ -83,8 +85,9 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
     default: {
       auto rip = vcpu_.readRegister(Register::kRip);
       if (!rip) return stopWith(rip.takeError());
-      return stopWith(makeError(ErrorKind::kGuestFault,
-                                "guest wrote to unknown I/O port " + toHex(port) + " (rip " + toHex(*rip) + ")"));
+      return stopWith(makeError(
+          ErrorKind::kGuestFault,
+          "guest wrote to unknown I/O port " + toHex(port) + " (rip " + toHex(*rip) + ")"));
     }
   }
 }
@@ -108,7 +111,8 @@ PortAction GuestSession::serveHostCall() {
       return PortAction::kResume;
     }
     const std::string& text = std::get<std::string>(args[0]);
-    const uint64_t room = config_.max_output_bytes - std::min<uint64_t>(output_.size(), config_.max_output_bytes);
+    const uint64_t room =
+        config_.max_output_bytes - std::min<uint64_t>(output_.size(), config_.max_output_bytes);
     if (text.size() > room) output_truncated_ = true;
     output_.append(text, 0, std::min<uint64_t>(room, text.size()));
     replyToGuest(Value(Void{}));
@@ -141,17 +145,20 @@ PortAction GuestSession::reportAbort(uint32_t code) {
   if (!length) return stopWith(length.takeError());
   auto text = guest_.read(*address, std::min(*length, kMaxAbortMessage), "abort message");
   if (!text) {
-    return stopWith(makeError(ErrorKind::kGuestFault, "guest aborted (code " + std::to_string(code) +
-                                                          ") with an unreadable message: " + text.error().message));
+    return stopWith(makeError(ErrorKind::kGuestFault,
+                              "guest aborted (code " + std::to_string(code) +
+                                  ") with an unreadable message: " + text.error().message));
   }
-  return stopWith(abortError(code, std::string_view(reinterpret_cast<const char*>(text->data()), text->size())));
+  return stopWith(abortError(
+      code, std::string_view(reinterpret_cast<const char*>(text->data()), text->size())));
 }
 
 PortAction GuestSession::reportFault(uint32_t vector) {
   FaultInfo fault;
   fault.vector = vector;
-  for (auto [reg, field] : {std::pair{Register::kRsi, &fault.error_code}, std::pair{Register::kRdi, &fault.address},
-                            std::pair{Register::kR8, &fault.rip}}) {
+  for (auto [reg, field] :
+       {std::pair{Register::kRsi, &fault.error_code}, std::pair{Register::kRdi, &fault.address},
+        std::pair{Register::kR8, &fault.rip}}) {
     auto value = vcpu_.readRegister(reg);
     if (!value) return stopWith(value.takeError());
     *field = *value;
@@ -161,11 +168,13 @@ PortAction GuestSession::reportFault(uint32_t vector) {
   return stopWith(std::move(error));
 }
 
-std::optional<Error> GuestSession::failure(const RunExit& exit, std::chrono::nanoseconds timeout) const {
+std::optional<Error> GuestSession::failure(const RunExit& exit,
+                                           std::chrono::nanoseconds timeout) const {
   if (exit.kind == RunExit::Kind::kTimeout) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
-    return makeError(ErrorKind::kTimeout, std::string(phase_ == Phase::kBoot ? "guest initialisation" : "call") +
-                                              " exceeded its " + std::to_string(ms) + " ms timeout and was stopped");
+    return makeError(ErrorKind::kTimeout,
+                     std::string(phase_ == Phase::kBoot ? "guest initialisation" : "call") +
+                         " exceeded its " + std::to_string(ms) + " ms timeout and was stopped");
   }
   if (error_) return error_;
   if (exit.kind == RunExit::Kind::kHostFailure) return makeError(ErrorKind::kInternal, exit.reason);
@@ -174,7 +183,8 @@ std::optional<Error> GuestSession::failure(const RunExit& exit, std::chrono::nan
     error.fault = exit.fault;
     return error;
   }
-  if (!finished_) return makeError(ErrorKind::kGuestFault, "guest stopped without signalling completion");
+  if (!finished_)
+    return makeError(ErrorKind::kGuestFault, "guest stopped without signalling completion");
   return std::nullopt;
 }
 

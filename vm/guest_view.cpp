@@ -4,11 +4,12 @@
 
 namespace sandpool::vm {
 
-Expected<void> GuestView::check(uint64_t addr, uint64_t len, uint8_t access, std::string_view what) const {
+Expected<void> GuestView::check(uint64_t addr, uint64_t len, uint8_t access,
+                                std::string_view what) const {
   // Built only on failure: host calls pass here twice each.
   auto refuse = [&](const std::string& why) {
-    return makeError(ErrorKind::kGuestFault,
-                     std::string(what) + " [" + toHex(addr) + ", +" + std::to_string(len) + ")" + why);
+    return makeError(ErrorKind::kGuestFault, std::string(what) + " [" + toHex(addr) + ", +" +
+                                                 std::to_string(len) + ")" + why);
   };
   const uint64_t last = addr + len - 1;
   if (last < addr) return refuse(" wraps around the address space");
@@ -25,15 +26,18 @@ Expected<void> GuestView::check(uint64_t addr, uint64_t len, uint8_t access, std
   }
 }
 
-Expected<std::span<const uint8_t>> GuestView::read(uint64_t addr, uint64_t len, std::string_view what) const {
+Expected<std::span<const uint8_t>> GuestView::read(uint64_t addr, uint64_t len,
+                                                   std::string_view what) const {
   if (len == 0) return std::span<const uint8_t>();
   if (auto checked = check(addr, len, kAccessRead, what); !checked) return checked.takeError();
   return memory_.view(addr, len, what);
 }
 
-Expected<void> GuestView::write(uint64_t addr, std::span<const uint8_t> data, std::string_view what) {
+Expected<void> GuestView::write(uint64_t addr, std::span<const uint8_t> data,
+                                std::string_view what) {
   if (data.empty()) return {};
-  if (auto checked = check(addr, data.size(), kAccessWrite, what); !checked) return checked.takeError();
+  if (auto checked = check(addr, data.size(), kAccessWrite, what); !checked)
+    return checked.takeError();
   return memory_.write(addr, data, what);
 }
 

@@ -66,15 +66,17 @@ Expected<MemoryLayout> computeLayout(const GuestImage& image, const VmConfig& co
   if (heap_start + kPageSize + kPageSize + stack_size > config.memory_size) {
     return layoutError("guest image and buffers (" + std::to_string(heap_start / 1024) +
                        " KiB) plus stack (" + std::to_string(stack_size / 1024) +
-                       " KiB) do not fit guest memory (" + std::to_string(config.memory_size / kMiB) +
-                       " MiB)");
+                       " KiB) do not fit guest memory (" +
+                       std::to_string(config.memory_size / kMiB) + " MiB)");
   }
   layout.stack_top = config.memory_size;
   layout.guard_addr = config.memory_size - stack_size - kPageSize;
   layout.heap_start = heap_start;
   layout.heap_end = layout.guard_addr;
-  layout.regions.push_back({heap_start, layout.heap_end - heap_start, kAccessRead | kAccessWrite, "heap"});
-  layout.regions.push_back({config.memory_size - stack_size, stack_size, kAccessRead | kAccessWrite, "stack"});
+  layout.regions.push_back(
+      {heap_start, layout.heap_end - heap_start, kAccessRead | kAccessWrite, "heap"});
+  layout.regions.push_back(
+      {config.memory_size - stack_size, stack_size, kAccessRead | kAccessWrite, "stack"});
   std::sort(layout.regions.begin(), layout.regions.end(),
             [](const Region& a, const Region& b) { return a.start < b.start; });
   return layout;

@@ -24,7 +24,8 @@ Expected<Mapping> Mapping::map(size_t size, int prot, int flags, int fd, const c
   void* p = ::mmap(nullptr, size, prot, flags, fd, 0);
   if (p == MAP_FAILED) {
     return makeError(ErrorKind::kInternal, std::string("mmap of ") + what + " (" +
-                                               std::to_string(size) + " bytes): " + std::strerror(errno));
+                                               std::to_string(size) +
+                                               " bytes): " + std::strerror(errno));
   }
   return Mapping(static_cast<uint8_t*>(p), size);
 }

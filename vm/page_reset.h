@@ -48,7 +48,7 @@ class PageReset {
   std::span<const uint8_t> snapshot_;
   Policy policy_;
   DirtyPages restore_;  // after restore(): the pages it dropped
-  DirtyPages copied_;  // restored by copy last time and not seen since
+  DirtyPages copied_;   // restored by copy last time and not seen since
 };
 
 }  // namespace sandpool::vm

@@ -28,19 +28,24 @@ Sandbox::Sandbox(Watchdog& watchdog, std::shared_ptr<const Snapshot> snapshot, G
 
 Sandbox::~Sandbox() = default;
 
-Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend, std::shared_ptr<const Snapshot> snapshot) {
+Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend,
+                                                   std::shared_ptr<const Snapshot> snapshot) {
   if (backend.kind() != snapshot->backendKind()) {
-    return makeError(ErrorKind::kInternal, "snapshot was made by the " +
-                                               std::string(backendKindName(snapshot->backendKind())) +
-                                               " backend, not " + std::string(backendKindName(backend.kind())));
+    return makeError(ErrorKind::kInternal,
+                     "snapshot was made by the " +
+                         std::string(backendKindName(snapshot->backendKind())) + " backend, not " +
+                         std::string(backendKindName(backend.kind())));
   }
-  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
+  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size,
+                                        PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();
-  std::unique_ptr<Sandbox> sandbox(new Sandbox(backend.watchdog(), snapshot, std::move(memory.value())));
+  std::unique_ptr<Sandbox> sandbox(
+      new Sandbox(backend.watchdog(), snapshot, std::move(memory.value())));
   auto vcpu = backend.createMicroVm(sandbox->memory_, snapshot->layout(), snapshot->entry());
   if (!vcpu) return vcpu.takeError();
   sandbox->vcpu_ = std::move(vcpu.value());
-  if (auto loaded = sandbox->vcpu_->loadCpuState(snapshot->cpu()); !loaded) return loaded.takeError();
+  if (auto loaded = sandbox->vcpu_->loadCpuState(snapshot->cpu()); !loaded)
+    return loaded.takeError();
   if (auto armed = sandbox->vcpu_->armReset(snapshot->contents()); !armed) return armed.takeError();
   return sandbox;
 }
@@ -49,18 +54,21 @@ CallResult Sandbox::call(const CallRequest& request) {
   CallResult outcome;
   calls_++;
   if (!healthy_) {
-    outcome.result = makeError(ErrorKind::kResetFailed, "this VM failed a reset and cannot run calls");
+    outcome.result =
+        makeError(ErrorKind::kResetFailed, "this VM failed a reset and cannot run calls");
     return outcome;
   }
   if (request.deadline == Clock::time_point{}) {
-    outcome.result = makeError(ErrorKind::kInternal, "call request for '" + request.function + "' has no deadline");
+    outcome.result = makeError(ErrorKind::kInternal,
+                               "call request for '" + request.function + "' has no deadline");
     return outcome;
   }
   const Snapshot& snap = *snapshot_;
   const MemoryLayout& layout = snap.layout();
   auto index = snap.findExport(request.function);
   if (!index) {
-    outcome.result = makeError(ErrorKind::kUnknownFunction, "guest exports no function '" + request.function + "'");
+    outcome.result = makeError(ErrorKind::kUnknownFunction,
+                               "guest exports no function '" + request.function + "'");
     return outcome;
   }
   const FunctionSignature& sig = snap.exports()[*index];

@@ -36,7 +36,7 @@ struct CallRequest {
 };
 
 struct CallStats {
-  std::chrono::nanoseconds run_time{0};    // in the guest, host calls included
+  std::chrono::nanoseconds run_time{0};  // in the guest, host calls included
   std::chrono::nanoseconds reset_time{0};
   uint32_t host_calls = 0;
   uint64_t pages_restored = 0;

@@ -22,7 +22,8 @@ Error syscallError(const std::string& step) {
 }
 
 // Writes the ELF segments and the boot info into the fresh image.
-Expected<void> writeImage(std::span<uint8_t> image, const GuestImage& guest, const MemoryLayout& layout) {
+Expected<void> writeImage(std::span<uint8_t> image, const GuestImage& guest,
+                          const MemoryLayout& layout) {
   for (const ImageSegment& s : guest.segments()) {
     // A segment of zeroes only (.bss) has no file bytes, and no pointer to them.
     if (s.data.empty()) continue;
@@ -68,18 +69,20 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
         !written) {
       return written.takeError();
     }
-    if (auto prepared = backend.prepareImage(std::span<uint8_t>(memory->hostBase(), config.memory_size),
-                                             snapshot->layout_);
+    if (auto prepared = backend.prepareImage(
+            std::span<uint8_t>(memory->hostBase(), config.memory_size), snapshot->layout_);
         !prepared) {
       return prepared.takeError();
     }
     auto vcpu = backend.createMicroVm(*memory, snapshot->layout_, image.entry());
     if (!vcpu) return vcpu.takeError();
 
-    GuestSession session(GuestSession::Phase::kBoot, *memory, snapshot->layout_, config, **vcpu, nullptr);
+    GuestSession session(GuestSession::Phase::kBoot, *memory, snapshot->layout_, config, **vcpu,
+                         nullptr);
     RunExit exit;
     {
-      auto guard = backend.watchdog().watch(**vcpu, std::chrono::steady_clock::now() + config.boot_timeout);
+      auto guard =
+          backend.watchdog().watch(**vcpu, std::chrono::steady_clock::now() + config.boot_timeout);
       if (!guard) return guard.takeError();
       exit = (*vcpu)->run(session);
     }
@@ -90,10 +93,11 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
       if (error.kind != ErrorKind::kInternal) error.kind = ErrorKind::kInvalidGuest;
       return error;
     }
-    auto table = GuestView(*memory, snapshot->layout_)
-                     .read(snapshot->layout_.output_addr,
-                           std::min<uint64_t>(session.exportTableSize(), snapshot->layout_.output_size),
-                           "export table");
+    auto table =
+        GuestView(*memory, snapshot->layout_)
+            .read(snapshot->layout_.output_addr,
+                  std::min<uint64_t>(session.exportTableSize(), snapshot->layout_.output_size),
+                  "export table");
     if (!table) return table.takeError();
     auto exports = parseExportTable(*table);
     if (!exports) return exports.takeError();
@@ -102,11 +106,12 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
   }
 
   // Sealed: no one, this process included, can change the snapshot now.
-  if (::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+  if (::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+      0) {
     return syscallError("sealing the snapshot memfd");
   }
-  auto contents = Mapping::map(config.memory_size, PROT_READ, MAP_SHARED | MAP_NORESERVE, memfd.get(),
-                               "snapshot contents");
+  auto contents = Mapping::map(config.memory_size, PROT_READ, MAP_SHARED | MAP_NORESERVE,
+                               memfd.get(), "snapshot contents");
   if (!contents) return contents.takeError();
   struct stat st;
   if (::fstat(memfd.get(), &st) != 0) return syscallError("fstat of the snapshot memfd");

@@ -39,7 +39,8 @@ Error truncated(std::string_view what) {
 // piece by piece and kept out of line (an error path): GCC 12 warns with
 // false positives on "'" + std::string(text) + ... (-Wrestrict) and, once
 // this is inlined, on decodeValue (-Wfree-nonheap-object).
-[[gnu::cold]] Error badArgument(std::string_view text, std::string_view what, std::string_view detail = {}) {
+[[gnu::cold]] Error badArgument(std::string_view text, std::string_view what,
+                                std::string_view detail = {}) {
   std::string message = "'";
   message.append(text).append("'").append(what).append(detail);
   return makeError(ErrorKind::kBadArguments, std::move(message));
@@ -123,7 +124,8 @@ Expected<Value> parseValue(ValueType type, std::string_view text) {
       }
       Bytes bytes(digits.size() / 2);
       for (size_t i = 0; i < bytes.size(); i++) {
-        auto [end, ec] = std::from_chars(digits.data() + 2 * i, digits.data() + 2 * i + 2, bytes[i], 16);
+        auto [end, ec] =
+            std::from_chars(digits.data() + 2 * i, digits.data() + 2 * i + 2, bytes[i], 16);
         if (ec != std::errc() || end != digits.data() + 2 * i + 2) {
           return badArgument(text, " is not hex bytes");
         }
@@ -179,12 +181,12 @@ Expected<Value> decodeValue(std::span<const uint8_t>& in) {
     if (!takeRaw(in, v)) return truncated(#T); \
     return Value(v);                           \
   }
-    SANDPOOL_DECODE_SCALAR(kI32, int32_t)
-    SANDPOOL_DECODE_SCALAR(kI64, int64_t)
-    SANDPOOL_DECODE_SCALAR(kU32, uint32_t)
-    SANDPOOL_DECODE_SCALAR(kU64, uint64_t)
-    SANDPOOL_DECODE_SCALAR(kF32, float)
-    SANDPOOL_DECODE_SCALAR(kF64, double)
+      SANDPOOL_DECODE_SCALAR(kI32, int32_t)
+      SANDPOOL_DECODE_SCALAR(kI64, int64_t)
+      SANDPOOL_DECODE_SCALAR(kU32, uint32_t)
+      SANDPOOL_DECODE_SCALAR(kU64, uint64_t)
+      SANDPOOL_DECODE_SCALAR(kF32, float)
+      SANDPOOL_DECODE_SCALAR(kF64, double)
 #undef SANDPOOL_DECODE_SCALAR
     case ValueType::kBool: {
       uint8_t b;

@@ -25,10 +25,12 @@ uint32_t* futexWord(std::atomic<uint32_t>& word) { return reinterpret_cast<uint3
 
 // Sleeps while `word` holds `seen`, until `deadline_ns` on the steady clock
 // (CLOCK_MONOTONIC, the clock of an absolute FUTEX_WAIT_BITSET) or a wake.
-void futexWaitUntil(std::atomic<uint32_t>& word, uint32_t seen, int64_t deadline_ns, int64_t never) {
-  timespec until{static_cast<time_t>(deadline_ns / 1'000'000'000), static_cast<long>(deadline_ns % 1'000'000'000)};
-  ::syscall(SYS_futex, futexWord(word), FUTEX_WAIT_BITSET_PRIVATE, seen, deadline_ns == never ? nullptr : &until,
-            nullptr, FUTEX_BITSET_MATCH_ANY);
+void futexWaitUntil(std::atomic<uint32_t>& word, uint32_t seen, int64_t deadline_ns,
+                    int64_t never) {
+  timespec until{static_cast<time_t>(deadline_ns / 1'000'000'000),
+                 static_cast<long>(deadline_ns % 1'000'000'000)};
+  ::syscall(SYS_futex, futexWord(word), FUTEX_WAIT_BITSET_PRIVATE, seen,
+            deadline_ns == never ? nullptr : &until, nullptr, FUTEX_BITSET_MATCH_ANY);
 }
 
 void futexWakeOne(std::atomic<uint32_t>& word) {
@@ -50,7 +52,8 @@ void Watchdog::wake() {
   futexWakeOne(wakeups_);
 }
 
-Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline) {
+Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu,
+                                          std::chrono::steady_clock::time_point deadline) {
   // A slot is claimed with one compare-exchange; threads start at different
   // slots so they rarely contend.
   const size_t start = std::hash<std::thread::id>{}(std::this_thread::get_id()) % kSlots;

@@ -14,7 +14,8 @@ inline constexpr uint64_t kCr0Mp = 1ull << 1;   // monitor coprocessor (wait hon
 inline constexpr uint64_t kCr0Et = 1ull << 4;   // hard-wired 1 on every x86-64
 inline constexpr uint64_t kCr0Ne = 1ull << 5;   // x87 errors as #MF, not via the legacy IRQ
 inline constexpr uint64_t kCr0Wp = 1ull << 16;  // read-only pages bind CPL 0 as well
-inline constexpr uint64_t kCr0Am = 1ull << 18;  // alignment checks allowed (with RFLAGS.AC at CPL 3)
+inline constexpr uint64_t kCr0Am = 1ull
+                                   << 18;  // alignment checks allowed (with RFLAGS.AC at CPL 3)
 inline constexpr uint64_t kCr0Pg = 1ull << 31;  // paging
 // CR0 in long mode as the KVM backend enters the guest (docs/kvm.md).
 inline constexpr uint64_t kCr0LongMode = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
@@ -95,12 +96,11 @@ inline constexpr uint32_t kLeaf7EbxAvx = (1u << 5) | (1u << 16) | (1u << 17) | (
                                          (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) |
                                          (1u << 31);
 // Leaf 7 subleaf 0, ECX: AVX-512 extensions, VEX/EVEX crypto, PKU/OSPKE.
-inline constexpr uint32_t kLeaf7EcxAvx = (1u << 1) | (1u << 3) | (1u << 4) | (1u << 6) |
-                                         (1u << 9) | (1u << 10) | (1u << 11) | (1u << 12) |
-                                         (1u << 14);
+inline constexpr uint32_t kLeaf7EcxAvx = (1u << 1) | (1u << 3) | (1u << 4) | (1u << 6) | (1u << 9) |
+                                         (1u << 10) | (1u << 11) | (1u << 12) | (1u << 14);
 // Leaf 7 subleaf 0, EDX: AVX-512 extensions and AMX.
-inline constexpr uint32_t kLeaf7EdxAvx = (1u << 2) | (1u << 3) | (1u << 8) | (1u << 22) |
-                                         (1u << 23) | (1u << 24) | (1u << 25);
+inline constexpr uint32_t kLeaf7EdxAvx =
+    (1u << 2) | (1u << 3) | (1u << 8) | (1u << 22) | (1u << 23) | (1u << 24) | (1u << 25);
 // Leaf 7 subleaf 1, EAX: AVX-VNNI, AVX512_BF16.
 inline constexpr uint32_t kLeaf7Sub1EaxAvx = (1u << 4) | (1u << 5);
 }  // namespace cpuid

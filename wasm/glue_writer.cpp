@@ -42,13 +42,17 @@ const std::array<WasiFunction, 9>& wasiFunctions() {
   return functions;
 }
 
-vm::Error refuse(const std::string& why) { return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why); }
+vm::Error refuse(const std::string& why) {
+  return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why);
+}
 
 std::string describe(const FuncType& type) {
   std::string text = "(";
-  for (size_t i = 0; i < type.params.size(); i++) text += (i ? ", " : "") + std::string(valTypeName(type.params[i]));
+  for (size_t i = 0; i < type.params.size(); i++)
+    text += (i ? ", " : "") + std::string(valTypeName(type.params[i]));
   text += ") -> (";
-  for (size_t i = 0; i < type.results.size(); i++) text += (i ? ", " : "") + std::string(valTypeName(type.results[i]));
+  for (size_t i = 0; i < type.results.size(); i++)
+    text += (i ? ", " : "") + std::string(valTypeName(type.results[i]));
   return text + ")";
 }
 
@@ -115,7 +119,9 @@ std::optional<SandpoolType> parseTypeName(std::string_view text) {
   return std::nullopt;
 }
 
-bool isBuffer(SandpoolType type) { return type == SandpoolType::kString || type == SandpoolType::kBytes; }
+bool isBuffer(SandpoolType type) {
+  return type == SandpoolType::kString || type == SandpoolType::kBytes;
+}
 
 ValType toWasm(SandpoolType type) {
   switch (type) {
@@ -137,7 +143,8 @@ FuncType lower(const Signature& signature) {
       type.params.push_back(toWasm(p));
     }
   }
-  if (signature.result) type.results.push_back(isBuffer(*signature.result) ? kI64 : toWasm(*signature.result));
+  if (signature.result)
+    type.results.push_back(isBuffer(*signature.result) ? kI64 : toWasm(*signature.result));
   return type;
 }
 
@@ -154,33 +161,41 @@ vm::Expected<std::optional<Signature>> signatureOf(const Export& e, const FuncTy
     if (!type.results.empty()) signature.result = fromWasm(type.results[0]);
   } else {
     const size_t close = e.name.find(')', open);
-    const std::string_view rest = close == std::string::npos ? "" : std::string_view(e.name).substr(close + 1);
+    const std::string_view rest =
+        close == std::string::npos ? "" : std::string_view(e.name).substr(close + 1);
     if (close == std::string::npos || open == 0 || (!rest.empty() && rest.substr(0, 2) != "->")) {
-      return refuse("export '" + e.name + "' is not of the form name(type,...) or name(type,...)->type");
+      return refuse("export '" + e.name +
+                    "' is not of the form name(type,...) or name(type,...)->type");
     }
     signature.name = e.name.substr(0, open);
     std::string_view list = std::string_view(e.name).substr(open + 1, close - open - 1);
     while (!list.empty()) {
       const size_t comma = list.find(',');
       auto param = parseTypeName(list.substr(0, comma));
-      if (!param) return refuse("export '" + e.name + "': unknown parameter type '" + std::string(list.substr(0, comma)) + "'");
+      if (!param)
+        return refuse("export '" + e.name + "': unknown parameter type '" +
+                      std::string(list.substr(0, comma)) + "'");
       signature.params.push_back(*param);
       list = comma == std::string_view::npos ? "" : list.substr(comma + 1);
     }
     if (!rest.empty()) {
       signature.result = parseTypeName(rest.substr(2));
-      if (!signature.result) return refuse("export '" + e.name + "': unknown result type '" + std::string(rest.substr(2)) + "'");
+      if (!signature.result)
+        return refuse("export '" + e.name + "': unknown result type '" +
+                      std::string(rest.substr(2)) + "'");
     }
     if (lower(signature) != type) {
-      return refuse("export '" + e.name + "' declares a signature whose Wasm type is " + describe(lower(signature)) +
-                    " but the function's type is " + describe(type));
+      return refuse("export '" + e.name + "' declares a signature whose Wasm type is " +
+                    describe(lower(signature)) + " but the function's type is " + describe(type));
     }
   }
   if (signature.name.size() > SANDPOOL_MAX_NAME) {
-    return refuse("export '" + e.name + "': name longer than " + std::to_string(SANDPOOL_MAX_NAME) + " bytes");
+    return refuse("export '" + e.name + "': name longer than " + std::to_string(SANDPOOL_MAX_NAME) +
+                  " bytes");
   }
   if (signature.params.size() > SANDPOOL_MAX_PARAMS) {
-    return refuse("export '" + e.name + "' has more than " + std::to_string(SANDPOOL_MAX_PARAMS) + " parameters");
+    return refuse("export '" + e.name + "' has more than " + std::to_string(SANDPOOL_MAX_PARAMS) +
+                  " parameters");
   }
   return std::optional<Signature>(std::move(signature));
 }
@@ -204,11 +219,14 @@ std::string exportSymbol(std::string_view name) { return mangle(kModuleSymbol) +
 
 std::string parameterList(std::string_view instance, const FuncType& type) {
   std::string text(instance);
-  for (size_t i = 0; i < type.params.size(); i++) text += fmt::format(", {} a{}", cType(type.params[i]), i);
+  for (size_t i = 0; i < type.params.size(); i++)
+    text += fmt::format(", {} a{}", cType(type.params[i]), i);
   return text;
 }
 
-std::string resultType(const FuncType& type) { return type.results.empty() ? "void" : std::string(cType(type.results[0])); }
+std::string resultType(const FuncType& type) {
+  return type.results.empty() ? "void" : std::string(cType(type.results[0]));
+}
 
 // Checks one import and writes what defines it, if the bridge does not.
 vm::Expected<std::string> importGlue(const Module& module, const Import& import) {
@@ -221,27 +239,31 @@ vm::Expected<std::string> importGlue(const Module& module, const Import& import)
   if (import.module == kWasi) {
     for (const auto& known : wasiFunctions()) {
       if (known.name != import.name) continue;
-      if (known.type != type) return refuse(who + " has type " + describe(type) + ", WASI's is " + describe(known.type));
+      if (known.type != type)
+        return refuse(who + " has type " + describe(type) + ", WASI's is " + describe(known.type));
       return std::string();
     }
     if (type.results != std::vector<ValType>{kI32}) {
       return refuse(who + " is not in sandpool's WASI subset and does not return an errno");
     }
     return fmt::format("u32 {}({}) {{\n  (void)wasi;\n  return {};\n}}\n", symbol,
-                       parameterList("struct Z_wasi_snapshot_preview1_instance_t* wasi", type), kWasiEnosys);
+                       parameterList("struct Z_wasi_snapshot_preview1_instance_t* wasi", type),
+                       kWasiEnosys);
   }
   if (import.module == kSandpool) {
-    if (type.results.size() > 1) return refuse(who + " has several results; host functions return one value");
+    if (type.results.size() > 1)
+      return refuse(who + " has several results; host functions return one value");
     std::string body = fmt::format("{} {}({}) {{\n  (void)host;\n", resultType(type), symbol,
                                    parameterList("struct Z_sandpool_instance_t* host", type));
     body += fmt::format("  sandpool_value args[{}];\n", std::max<size_t>(type.params.size(), 1));
     for (size_t i = 0; i < type.params.size(); i++) {
       const SandpoolType t = fromWasm(type.params[i]);
-      body += fmt::format("  args[{0}].type = {1};\n  args[{0}].{2} = a{0};\n", i, sdkTypeName(t), member(t));
+      body += fmt::format("  args[{0}].type = {1};\n  args[{0}].{2} = a{0};\n", i, sdkTypeName(t),
+                          member(t));
     }
-    const std::string call = fmt::format("sandpool_wasm_host_call({}, args, {}, {})", cString(import.name),
-                                         type.params.size(),
-                                         type.results.empty() ? "SANDPOOL_TYPE_VOID" : sdkTypeName(fromWasm(type.results[0])));
+    const std::string call = fmt::format(
+        "sandpool_wasm_host_call({}, args, {}, {})", cString(import.name), type.params.size(),
+        type.results.empty() ? "SANDPOOL_TYPE_VOID" : sdkTypeName(fromWasm(type.results[0])));
     if (type.results.empty()) {
       body += "  " + call + ";\n}\n";
     } else {
@@ -255,15 +277,17 @@ vm::Expected<std::string> importGlue(const Module& module, const Import& import)
 
 std::string exportGlue(size_t index, const Export& e, const Signature& signature) {
   std::string text = fmt::format(
-      "static void export_{}(const sandpool_value* args, uint32_t arg_count, sandpool_value* result) {{\n"
+      "static void export_{}(const sandpool_value* args, uint32_t arg_count, sandpool_value* "
+      "result) {{\n"
       "  (void)args, (void)arg_count, (void)result;\n",
       index);
   std::string arguments = "&instance";
   for (size_t i = 0; i < signature.params.size(); i++) {
     if (isBuffer(signature.params[i])) {
-      text += fmt::format("  u32 at{0} = {1}(&instance, args[{0}].buf.size);\n"
-                          "  sandpool_wasm_copy_in(memory, at{0}, &args[{0}].buf);\n",
-                          i, exportSymbol(kAllocator));
+      text += fmt::format(
+          "  u32 at{0} = {1}(&instance, args[{0}].buf.size);\n"
+          "  sandpool_wasm_copy_in(memory, at{0}, &args[{0}].buf);\n",
+          i, exportSymbol(kAllocator));
       arguments += fmt::format(", at{0}, args[{0}].buf.size", i);
     } else {
       arguments += fmt::format(", args[{}].{}", i, member(signature.params[i]));
@@ -319,24 +343,28 @@ vm::Expected<std::string> writeGlue(const Module& module) {
   bool needs_allocator = false;
   for (size_t i = 0; i < module.exports.size(); i++) {
     const Export& e = module.exports[i];
-    if (e.kind != ExternKind::kFunction || e.name == kAllocator || e.name == kInitialize || e.name == "_start") continue;
+    if (e.kind != ExternKind::kFunction || e.name == kAllocator || e.name == kInitialize ||
+        e.name == "_start")
+      continue;
     auto signature = signatureOf(e, module.functionType(e.index));
     if (!signature) return signature.takeError();
     if (!*signature) continue;
     const Signature& s = **signature;
     for (SandpoolType p : s.params) needs_allocator |= isBuffer(p);
     if ((needs_allocator || (s.result && isBuffer(*s.result))) && !has_memory) {
-      return refuse("export '" + e.name + "' passes strings or bytes but the module exports no memory named 'memory'");
+      return refuse("export '" + e.name +
+                    "' passes strings or bytes but the module exports no memory named 'memory'");
     }
     exports += exportGlue(i, e, s);
-    registrations += fmt::format("  sandpool_export({}, export_{}, {}, {}, params_{});\n", cString(s.name), i,
-                                 s.result ? sdkTypeName(*s.result) : "SANDPOOL_TYPE_VOID", s.params.size(), i);
+    registrations +=
+        fmt::format("  sandpool_export({}, export_{}, {}, {}, params_{});\n", cString(s.name), i,
+                    s.result ? sdkTypeName(*s.result) : "SANDPOOL_TYPE_VOID", s.params.size(), i);
   }
   if (needs_allocator) {
     const Export* allocator = findExport(module, kAllocator, ExternKind::kFunction);
     if (!allocator || module.functionType(allocator->index) != FuncType{{kI32}, {kI32}}) {
-      return refuse("an export takes strings or bytes, so the module must export " + std::string(kAllocator) +
-                    " of type (i32) -> (i32)");
+      return refuse("an export takes strings or bytes, so the module must export " +
+                    std::string(kAllocator) + " of type (i32) -> (i32)");
     }
   }
   const Export* initialize = findExport(module, kInitialize, ExternKind::kFunction);
@@ -345,9 +373,11 @@ vm::Expected<std::string> writeGlue(const Module& module) {
   }
 
   const std::string prefix = mangle(kModuleSymbol);
-  std::string glue = "/* Generated by sandpool from a Wasm module; see docs/wasm.md. */\n"
-                     "#include <sandpool/wasm_bridge.h>\n#include \"module.h\"\n\n";
-  glue += fmt::format("static {}_instance_t instance;\nstatic wasm_rt_memory_t* memory;\n\n", prefix);
+  std::string glue =
+      "/* Generated by sandpool from a Wasm module; see docs/wasm.md. */\n"
+      "#include <sandpool/wasm_bridge.h>\n#include \"module.h\"\n\n";
+  glue +=
+      fmt::format("static {}_instance_t instance;\nstatic wasm_rt_memory_t* memory;\n\n", prefix);
   glue += imports + exports;
   glue += "\nvoid sandpool_main(void) {\n  wasm_rt_init();\n";
   glue += fmt::format("  {}_init_module();\n", prefix);

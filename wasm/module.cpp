@@ -45,7 +45,8 @@ class Reader {
 
   uint32_t count(const char* what) {
     const uint32_t n = u32(what);
-    if (n > kMaxCount) fail(what, "count " + std::to_string(n) + " exceeds " + std::to_string(kMaxCount));
+    if (n > kMaxCount)
+      fail(what, "count " + std::to_string(n) + " exceeds " + std::to_string(kMaxCount));
     return failed() ? 0 : n;
   }
 
@@ -70,7 +71,8 @@ class Reader {
   }
 
   void fail(const char* what, const std::string& why) {
-    if (error_.empty()) error_ = std::string(what) + " at offset " + std::to_string(offset()) + ": " + why;
+    if (error_.empty())
+      error_ = std::string(what) + " at offset " + std::to_string(offset()) + ": " + why;
   }
 
  private:
@@ -81,7 +83,8 @@ class Reader {
   bool need(size_t size, const char* what) {
     if (failed()) return false;
     if (size > bytes_.size() - pos_) {
-      fail(what, "needs " + std::to_string(size) + " bytes, " + std::to_string(bytes_.size() - pos_) + " left");
+      fail(what, "needs " + std::to_string(size) + " bytes, " +
+                     std::to_string(bytes_.size() - pos_) + " left");
       return false;
     }
     return true;
@@ -99,9 +102,11 @@ void readTypes(Reader& r, Module& module) {
     if (r.byte("function type form") != 0x60) r.fail("function type form", "not 0x60 (func)");
     FuncType type;
     const uint32_t params = r.count("parameter count");
-    for (uint32_t p = 0; p < params && !r.failed(); p++) type.params.push_back(r.valType("parameter type"));
+    for (uint32_t p = 0; p < params && !r.failed(); p++)
+      type.params.push_back(r.valType("parameter type"));
     const uint32_t results = r.count("result count");
-    for (uint32_t p = 0; p < results && !r.failed(); p++) type.results.push_back(r.valType("result type"));
+    for (uint32_t p = 0; p < results && !r.failed(); p++)
+      type.results.push_back(r.valType("result type"));
     module.types.push_back(std::move(type));
   }
 }
@@ -123,13 +128,20 @@ void readImports(Reader& r, Module& module) {
       case ExternKind::kFunction:
         import.type_index = r.u32("import type index");
         if (!r.failed() && import.type_index >= module.types.size()) {
-          r.fail("import type index", "type " + std::to_string(import.type_index) + " does not exist");
+          r.fail("import type index",
+                 "type " + std::to_string(import.type_index) + " does not exist");
         }
         module.function_types.push_back(import.type_index);
         break;
-      case ExternKind::kTable: r.byte("table element type"); skipLimits(r); break;
+      case ExternKind::kTable:
+        r.byte("table element type");
+        skipLimits(r);
+        break;
       case ExternKind::kMemory: skipLimits(r); break;
-      case ExternKind::kGlobal: r.byte("global type"); r.byte("global mutability"); break;
+      case ExternKind::kGlobal:
+        r.byte("global type");
+        r.byte("global mutability");
+        break;
       default: r.fail("import kind", "unknown kind " + std::to_string(int(import.kind)));
     }
     module.imports.push_back(std::move(import));
@@ -179,7 +191,9 @@ std::string_view valTypeName(ValType type) {
 }
 
 vm::Expected<Module> parseModule(std::span<const uint8_t> bytes) {
-  auto refuse = [](const std::string& why) { return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why); };
+  auto refuse = [](const std::string& why) {
+    return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why);
+  };
   if (!isWasmModule(bytes)) return refuse("no Wasm magic (\\0asm) at offset 0");
   if (bytes.size() < 8 || std::memcmp(bytes.data() + 4, kVersion1, 4) != 0) {
     return refuse("unsupported binary version (sandpool reads version 1)");
@@ -200,7 +214,8 @@ vm::Expected<Module> parseModule(std::span<const uint8_t> bytes) {
       case kExport: readExports(r, module); break;
       default: continue;
     }
-    if (!r.failed() && !r.atEnd()) r.fail("section end", "section " + std::to_string(id) + " has trailing bytes");
+    if (!r.failed() && !r.atEnd())
+      r.fail("section end", "section " + std::to_string(id) + " has trailing bytes");
     if (r.failed()) return refuse(r.error());
   }
   if (sections.failed()) return refuse(sections.error());

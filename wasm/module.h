@@ -43,7 +43,9 @@ struct Module {
   std::vector<Export> exports;
 
   // The type of a function by its index in the function index space.
-  const FuncType& functionType(uint32_t function_index) const { return types[function_types[function_index]]; }
+  const FuncType& functionType(uint32_t function_index) const {
+    return types[function_types[function_index]];
+  }
 };
 
 // True when `bytes` start with the Wasm magic ("\0asm").

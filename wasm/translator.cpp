@@ -32,7 +32,8 @@ class WorkDir {
  public:
   static vm::Expected<WorkDir> create() {
     std::string pattern = (fs::temp_directory_path() / "sandpool-wasm-XXXXXX").string();
-    if (!mkdtemp(pattern.data())) return makeError(ErrorKind::kInternal, "mkdtemp for the Wasm translation failed");
+    if (!mkdtemp(pattern.data()))
+      return makeError(ErrorKind::kInternal, "mkdtemp for the Wasm translation failed");
     return WorkDir(pattern);
   }
   WorkDir(WorkDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
@@ -65,8 +66,8 @@ std::string readText(const fs::path& path, size_t max) {
 // Runs `argv` in `dir` with stdout and stderr in `log`, under `limits`.
 // Returns the exit status, or kLimitExceeded when it ran out of wall time
 // (killed) or was killed by a limit signal.
-vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& dir, const fs::path& log,
-                          const TranslationLimits& limits) {
+vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& dir,
+                          const fs::path& log, const TranslationLimits& limits) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -101,39 +102,56 @@ vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& d
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (timed_out) {
-    return makeError(ErrorKind::kLimitExceeded, argv[0] + " ran past the translation time limit of " +
+    return makeError(ErrorKind::kLimitExceeded, argv[0] +
+                                                    " ran past the translation time limit of " +
                                                     std::to_string(limits.max_time.count()) + " s");
   }
   if (WIFSIGNALED(status)) {
-    return makeError(ErrorKind::kLimitExceeded, argv[0] + " was stopped by signal " + std::to_string(WTERMSIG(status)) +
-                                                    " (a translation limit on CPU time, memory or file size)");
+    return makeError(ErrorKind::kLimitExceeded,
+                     argv[0] + " was stopped by signal " + std::to_string(WTERMSIG(status)) +
+                         " (a translation limit on CPU time, memory or file size)");
   }
   return WEXITSTATUS(status);
 }
 
 std::vector<std::string> compileCommand(const Toolchain& t) {
-  std::vector<std::string> argv = {
-      t.cc, "-nostdinc", "-isystem", t.compiler_include, "-ffreestanding", "-fno-pie", "-fno-pic",
-      "-mno-red-zone", "-march=x86-64", "-mtune=generic", "-fno-stack-protector", "-fcf-protection=none",
-      "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-builtin", "-fno-math-errno", "-O2", "-w",
-      "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0"};
+  std::vector<std::string> argv = {t.cc,
+                                   "-nostdinc",
+                                   "-isystem",
+                                   t.compiler_include,
+                                   "-ffreestanding",
+                                   "-fno-pie",
+                                   "-fno-pic",
+                                   "-mno-red-zone",
+                                   "-march=x86-64",
+                                   "-mtune=generic",
+                                   "-fno-stack-protector",
+                                   "-fcf-protection=none",
+                                   "-fno-asynchronous-unwind-tables",
+                                   "-fno-unwind-tables",
+                                   "-fno-builtin",
+                                   "-fno-math-errno",
+                                   "-O2",
+                                   "-w",
+                                   "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0"};
   for (const auto& dir : t.include_dirs) argv.insert(argv.end(), {"-isystem", dir});
-  argv.insert(argv.end(), {"-nostdlib", "-static", "-no-pie", "-Wl,-T," + t.linker_script, "-Wl,--build-id=none",
-                           "-Wl,-z,noexecstack", "-Wl,-z,max-page-size=4096", "-o", "guest.elf", "module.c",
-                           "glue.c", "-Wl,--start-group"});
+  argv.insert(argv.end(), {"-nostdlib", "-static", "-no-pie", "-Wl,-T," + t.linker_script,
+                           "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-Wl,-z,max-page-size=4096",
+                           "-o", "guest.elf", "module.c", "glue.c", "-Wl,--start-group"});
   argv.insert(argv.end(), t.libraries.begin(), t.libraries.end());
   argv.insert(argv.end(), {"-lgcc", "-Wl,--end-group"});
   return argv;
 }
 
-vm::Expected<void> runStep(const std::vector<std::string>& argv, const WorkDir& dir, const std::string& step,
-                           const TranslationLimits& limits) {
+vm::Expected<void> runStep(const std::vector<std::string>& argv, const WorkDir& dir,
+                           const std::string& step, const TranslationLimits& limits) {
   const fs::path log = dir / (step + ".log");
   auto status = runTool(argv, dir, log, limits);
   if (!status) return status.takeError();
   if (*status == 0) return {};
-  return makeError(ErrorKind::kInvalidGuest,
-                   "wasm module: " + step + " failed (exit " + std::to_string(*status) + "): " + readText(log, kMaxToolMessage));
+  return makeError(ErrorKind::kInvalidGuest, "wasm module: " + step + " failed (exit " +
+                                                 std::to_string(*status) +
+                                                 "): " + readText(log, kMaxToolMessage));
 }
 
 }  // namespace
@@ -151,11 +169,13 @@ const Toolchain& defaultToolchain() {
   return toolchain;
 }
 
-vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> bytes, const Toolchain& toolchain,
+vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> bytes,
+                                                   const Toolchain& toolchain,
                                                    const TranslationLimits& limits) {
   if (bytes.size() > limits.max_module_size) {
     return makeError(ErrorKind::kInvalidGuest, "wasm module: " + std::to_string(bytes.size()) +
-                                                   " bytes exceeds the limit of " + std::to_string(limits.max_module_size));
+                                                   " bytes exceeds the limit of " +
+                                                   std::to_string(limits.max_module_size));
   }
   auto module = parseModule(bytes);
   if (!module) return module.takeError();
@@ -165,20 +185,24 @@ vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> byte
   auto dir = WorkDir::create();
   if (!dir) return dir.takeError();
   if (!writeFile(*dir / "module.wasm", bytes) ||
-      !writeFile(*dir / "glue.c", std::span(reinterpret_cast<const uint8_t*>(glue->data()), glue->size()))) {
+      !writeFile(*dir / "glue.c",
+                 std::span(reinterpret_cast<const uint8_t*>(glue->data()), glue->size()))) {
     return makeError(ErrorKind::kInternal, "writing the Wasm translation's input files failed");
   }
-  auto translated = runStep({toolchain.wasm2c, "module.wasm", "-n", std::string(kModuleSymbol), "-o", "module.c"},
-                            *dir, "wasm2c", limits);
+  auto translated =
+      runStep({toolchain.wasm2c, "module.wasm", "-n", std::string(kModuleSymbol), "-o", "module.c"},
+              *dir, "wasm2c", limits);
   if (!translated) return translated.takeError();
   auto compiled = runStep(compileCommand(toolchain), *dir, "compile", limits);
   if (!compiled) return compiled.takeError();
 
   std::ifstream in(*dir / "guest.elf", std::ios::binary);
-  std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   if (image.empty() || image.size() > limits.max_image_size) {
-    return makeError(ErrorKind::kLimitExceeded, "translated guest image of " + std::to_string(image.size()) +
-                                                    " bytes is empty or exceeds " + std::to_string(limits.max_image_size));
+    return makeError(ErrorKind::kLimitExceeded,
+                     "translated guest image of " + std::to_string(image.size()) +
+                         " bytes is empty or exceeds " + std::to_string(limits.max_image_size));
   }
   return image;
 }
@@ -187,7 +211,8 @@ vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> byte
 
 namespace sandpool::wasm {
 
-vm::Expected<std::vector<uint8_t>> guestImageFromUpload(std::vector<uint8_t> bytes, const Toolchain& toolchain,
+vm::Expected<std::vector<uint8_t>> guestImageFromUpload(std::vector<uint8_t> bytes,
+                                                        const Toolchain& toolchain,
                                                         const TranslationLimits& limits) {
   if (!isWasmModule(bytes)) return bytes;
   return translateModule(bytes, toolchain, limits);

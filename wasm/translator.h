@@ -23,24 +23,25 @@ namespace sandpool::wasm {
 struct Toolchain {
   std::string wasm2c;
   std::string cc;
-  std::string compiler_include;              // the compiler's freestanding headers
-  std::vector<std::string> include_dirs;     // guest SDK, its libc, the Wasm bridge
-  std::vector<std::string> libraries;        // bridge runtime, SDK runtime
+  std::string compiler_include;           // the compiler's freestanding headers
+  std::vector<std::string> include_dirs;  // guest SDK, its libc, the Wasm bridge
+  std::vector<std::string> libraries;     // bridge runtime, SDK runtime
   std::string linker_script;
 };
 const Toolchain& defaultToolchain();
 
 struct TranslationLimits {
   uint64_t max_module_size = 16ull << 20;
-  std::chrono::seconds max_time{120};   // wall time of each tool
-  uint64_t max_memory = 4ull << 30;     // address space of each tool process
+  std::chrono::seconds max_time{120};     // wall time of each tool
+  uint64_t max_memory = 4ull << 30;       // address space of each tool process
   uint64_t max_file_size = 256ull << 20;  // any file a tool writes
   uint64_t max_image_size = 64ull << 20;  // the guest ELF
 };
 
 // The guest ELF for `module`, or kInvalidGuest (the module was refused,
 // naming why) or kLimitExceeded (a tool ran past a limit) or kInternal.
-vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> module, const Toolchain& toolchain,
+vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> module,
+                                                   const Toolchain& toolchain,
                                                    const TranslationLimits& limits);
 
 }  // namespace sandpool::wasm
@@ -50,8 +51,8 @@ namespace sandpool::wasm {
 // What an uploaded guest becomes: a Wasm module (by its magic) is
 // translated; anything else is returned as it is, for the ELF checks. The
 // one call that upload paths (server, sandpool-run) make.
-vm::Expected<std::vector<uint8_t>> guestImageFromUpload(std::vector<uint8_t> bytes,
-                                                        const Toolchain& toolchain = defaultToolchain(),
-                                                        const TranslationLimits& limits = {});
+vm::Expected<std::vector<uint8_t>> guestImageFromUpload(
+    std::vector<uint8_t> bytes, const Toolchain& toolchain = defaultToolchain(),
+    const TranslationLimits& limits = {});
 
 }  // namespace sandpool::wasm

@@ -25,7 +25,7 @@ using vm::ErrorKind;
 using vm::UniqueFd;
 
 constexpr uint32_t kProtocol = 0x73707731;  // "spw1"
-constexpr size_t kMaxMessage = 2048;         // an error's text, cut to fit
+constexpr size_t kMaxMessage = 2048;        // an error's text, cut to fit
 
 struct Request {
   uint32_t protocol;
@@ -39,7 +39,8 @@ struct Reply {
 };
 
 vm::Error internal(const std::string& what) {
-  return vm::makeError(ErrorKind::kInternal, "wasm translator: " + what + ": " + std::strerror(errno));
+  return vm::makeError(ErrorKind::kInternal,
+                       "wasm translator: " + what + ": " + std::strerror(errno));
 }
 
 // Sends `bytes` with up to two descriptors attached.
@@ -81,7 +82,8 @@ ssize_t receiveWithFds(int socket, void* bytes, size_t size, std::vector<UniqueF
   do {
     got = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
   } while (got < 0 && errno == EINTR);
-  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); got >= 0 && cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); got >= 0 && cmsg != nullptr;
+       cmsg = CMSG_NXTHDR(&msg, cmsg)) {
     if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const int* received = reinterpret_cast<const int*>(CMSG_DATA(cmsg));
@@ -109,7 +111,8 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size > max_size) {
     return vm::makeError(ErrorKind::kLimitExceeded, "wasm translator: " + std::to_string(size) +
-                                                        " bytes exceed the limit of " + std::to_string(max_size));
+                                                        " bytes exceed the limit of " +
+                                                        std::to_string(max_size));
   }
   std::vector<uint8_t> bytes(size);
   size_t done = 0;
@@ -130,7 +133,8 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
   UniqueFd image_fd;
   auto module = readAll(module_fd, limits.max_module_size);
   vm::Expected<std::vector<uint8_t>> image =
-      module ? translateModule(*module, toolchain, limits) : vm::Expected<std::vector<uint8_t>>(module.takeError());
+      module ? translateModule(*module, toolchain, limits)
+             : vm::Expected<std::vector<uint8_t>>(module.takeError());
   if (image) {
     auto fd = memfdWith(*image, "sandpool-wasm-guest");
     if (fd) {
@@ -152,11 +156,11 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
 
 }  // namespace
 
-vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(const std::string& program,
-                                                                          const std::string& service_flag,
-                                                                          const std::string& user) {
+vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(
+    const std::string& program, const std::string& service_flag, const std::string& user) {
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return internal("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+    return internal("socketpair");
   UniqueFd ours(pair[0]), theirs(pair[1]);
   // The child's end as descriptor 3, without close-on-exec; nothing else
   // of this process is inherited (every other descriptor is close-on-exec).
@@ -164,8 +168,9 @@ vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(const 
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
   const std::string fd_arg = "3";
-  std::vector<char*> argv = {const_cast<char*>("sandpool-wasm-translator"), const_cast<char*>(service_flag.c_str()),
-                             const_cast<char*>(fd_arg.c_str()), const_cast<char*>(user.c_str()), nullptr};
+  std::vector<char*> argv = {
+      const_cast<char*>("sandpool-wasm-translator"), const_cast<char*>(service_flag.c_str()),
+      const_cast<char*>(fd_arg.c_str()), const_cast<char*>(user.c_str()), nullptr};
   pid_t pid = 0;
   const int rc = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -189,10 +194,12 @@ vm::Expected<std::vector<uint8_t>> TranslatorService::translate(std::span<const 
   auto module_fd = memfdWith(module, "sandpool-wasm-module");
   if (!module_fd) return module_fd.takeError();
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return internal("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+    return internal("socketpair");
   UniqueFd reply(pair[0]), reply_theirs(pair[1]);
   const Request request{kProtocol};
-  if (!sendWithFds(socket_.get(), &request, sizeof request, {module_fd->get(), reply_theirs.get()})) {
+  if (!sendWithFds(socket_.get(), &request, sizeof request,
+                   {module_fd->get(), reply_theirs.get()})) {
     return internal("sending a module to the translator process");
   }
   // Only the translator holds the other end now: if it dies, the read
@@ -211,19 +218,23 @@ vm::Expected<std::vector<uint8_t>> TranslatorService::translate(std::span<const 
   std::vector<UniqueFd> fds;
   const ssize_t got = receiveWithFds(reply.get(), &answer, sizeof answer, fds);
   if (got != static_cast<ssize_t>(sizeof answer) || answer.protocol != kProtocol) {
-    return vm::makeError(ErrorKind::kInternal, "wasm translator: the translator process gave no reply");
+    return vm::makeError(ErrorKind::kInternal,
+                         "wasm translator: the translator process gave no reply");
   }
   if (!answer.ok) {
     answer.message[kMaxMessage - 1] = '\0';
-    const auto kind = answer.kind <= static_cast<uint32_t>(ErrorKind::kInternal) ? static_cast<ErrorKind>(answer.kind)
-                                                                                 : ErrorKind::kInternal;
+    const auto kind = answer.kind <= static_cast<uint32_t>(ErrorKind::kInternal)
+                          ? static_cast<ErrorKind>(answer.kind)
+                          : ErrorKind::kInternal;
     return vm::makeError(kind, answer.message);
   }
-  if (fds.size() != 1) return vm::makeError(ErrorKind::kInternal, "wasm translator: a reply without its image");
+  if (fds.size() != 1)
+    return vm::makeError(ErrorKind::kInternal, "wasm translator: a reply without its image");
   return readAll(fds[0].get(), TranslationLimits{}.max_image_size);
 }
 
-vm::Expected<std::vector<uint8_t>> TranslatorService::guestImageFromUpload(std::vector<uint8_t> bytes) {
+vm::Expected<std::vector<uint8_t>> TranslatorService::guestImageFromUpload(
+    std::vector<uint8_t> bytes) {
   if (!isWasmModule(bytes)) return bytes;
   const TranslationLimits limits;
   if (bytes.size() > limits.max_module_size) {
@@ -245,7 +256,9 @@ int serveTranslations(int socket_fd, const Toolchain& toolchain, const Translati
     const ssize_t got = receiveWithFds(socket.get(), &request, sizeof request, fds);
     if (got == 0) return 0;
     if (got < 0) return 1;
-    if (got != static_cast<ssize_t>(sizeof request) || request.protocol != kProtocol || fds.size() != 2) continue;
+    if (got != static_cast<ssize_t>(sizeof request) || request.protocol != kProtocol ||
+        fds.size() != 2)
+      continue;
     const pid_t child = ::fork();
     if (child == 0) {
       socket.reset();

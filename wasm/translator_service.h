@@ -44,7 +44,8 @@ class TranslatorService {
 
   // The guest ELF for `module`, or the translator's typed error; kInternal
   // if the process is gone or gives no reply within `timeout`.
-  vm::Expected<std::vector<uint8_t>> translate(std::span<const uint8_t> module, std::chrono::milliseconds timeout);
+  vm::Expected<std::vector<uint8_t>> translate(std::span<const uint8_t> module,
+                                               std::chrono::milliseconds timeout);
 
   // What an upload becomes: a Wasm module (by its magic) is translated,
   // anything else returned as it is, for the ELF checks.

@@ -12,7 +12,8 @@
 // The client polls for replies while several calls are out, as
 // `sandpool bench` does (--client-poll-us 0: it sleeps in epoll instead).
 //
-//   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [-- extra sandpoold flags]
+//   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [-- extra sandpoold
+//   flags]
 #include <time.h>
 
 #include <algorithm>
@@ -49,8 +50,9 @@ Figures median(std::vector<Figures> rounds) {
     std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
     return v[v.size() / 2];
   };
-  return {pick(&Figures::p50_us),        pick(&Figures::p99_us),     pick(&Figures::calls_per_s),
-          pick(&Figures::server_cpu_us), pick(&Figures::rpc_cpu_us), pick(&Figures::client_cpu_us),
+  return {pick(&Figures::p50_us),          pick(&Figures::p99_us),
+          pick(&Figures::calls_per_s),     pick(&Figures::server_cpu_us),
+          pick(&Figures::rpc_cpu_us),      pick(&Figures::client_cpu_us),
           pick(&Figures::server_total_us), pick(&Figures::guest_run_us)};
 }
 
@@ -68,31 +70,39 @@ struct CpuSample {
 
 CpuSample sampleCpu(pid_t server) {
   CpuSample s;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(server) + "/task")) {
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(server) + "/task")) {
     s.server_ns += threadRunNs(server, task.path().filename().string());
   }
   s.rpc_ns = threadRunNs(server, std::to_string(server));
   timespec self{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &self);
-  s.client_ns = static_cast<uint64_t>(self.tv_sec) * 1000000000ull + static_cast<uint64_t>(self.tv_nsec);
+  s.client_ns =
+      static_cast<uint64_t>(self.tv_sec) * 1000000000ull + static_cast<uint64_t>(self.tv_nsec);
   return s;
 }
 
-Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>()> op, unsigned concurrency,
-                uint64_t calls, std::chrono::microseconds poll) {
+Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>()> op,
+                unsigned concurrency, uint64_t calls, std::chrono::microseconds poll) {
   const CpuSample before = sampleCpu(server);
   client::BenchResult r = client::runBench(ws, std::move(op), concurrency, calls, poll);
   const CpuSample after = sampleCpu(server);
   if (r.errors != 0) {
-    std::fprintf(stderr, "e2e_bench: %llu of %llu calls failed\n", static_cast<unsigned long long>(r.errors),
+    std::fprintf(stderr, "e2e_bench: %llu of %llu calls failed\n",
+                 static_cast<unsigned long long>(r.errors),
                  static_cast<unsigned long long>(r.calls));
     std::exit(1);
   }
   auto per_op_us = [&](uint64_t CpuSample::*field) {
-    return static_cast<double>(after.*field - before.*field) / 1000.0 / static_cast<double>(r.calls);
+    return static_cast<double>(after.*field - before.*field) / 1000.0 /
+           static_cast<double>(r.calls);
   };
-  return {r.percentile(0.5).count() / 1000.0, r.percentile(0.99).count() / 1000.0, r.callsPerSecond(),
-          per_op_us(&CpuSample::server_ns), per_op_us(&CpuSample::rpc_ns), per_op_us(&CpuSample::client_ns)};
+  return {r.percentile(0.5).count() / 1000.0,
+          r.percentile(0.99).count() / 1000.0,
+          r.callsPerSecond(),
+          per_op_us(&CpuSample::server_ns),
+          per_op_us(&CpuSample::rpc_ns),
+          per_op_us(&CpuSample::client_ns)};
 }
 
 }  // namespace
@@ -105,24 +115,29 @@ int main(int argc, char** argv) {
   std::vector<std::string> extra;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--calls" && i + 1 < argc) calls = std::strtoull(argv[++i], nullptr, 10);
-    else if (a == "--rounds" && i + 1 < argc) rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
-    else if (a == "--backend" && i + 1 < argc) backend = argv[++i];
+    if (a == "--calls" && i + 1 < argc)
+      calls = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--rounds" && i + 1 < argc)
+      rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    else if (a == "--backend" && i + 1 < argc)
+      backend = argv[++i];
     else if (a == "--client-poll-us" && i + 1 < argc)
       poll = std::chrono::microseconds(std::strtoull(argv[++i], nullptr, 10));
     else if (a == "--") {
       extra.assign(argv + i + 1, argv + argc);
       break;
     } else {
-      std::fprintf(stderr, "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N]"
-                           " [-- sandpoold flags]\n");
+      std::fprintf(stderr,
+                   "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N]"
+                   " [-- sandpoold flags]\n");
       return 2;
     }
   }
 
   testing::TempDir dir;
   auto tenants = dir.path() / "tenants.conf";
-  std::ofstream(tenants) << "[bench]\ntoken = " << kToken << "\nmax_vms = 64\nmax_concurrent_calls = 256\nqueue_length = 1024\n";
+  std::ofstream(tenants) << "[bench]\ntoken = " << kToken
+                         << "\nmax_vms = 64\nmax_concurrent_calls = 256\nqueue_length = 1024\n";
   std::vector<std::string> args = {"--backend", backend, "--log-level", "warn", "--max-vms", "16"};
   args.insert(args.end(), extra.begin(), extra.end());
   testing::ServerProcess server(SANDPOOLD_BIN, dir.path() / "data", tenants, args);
@@ -130,10 +145,10 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
   std::printf("e2e_bench: backend=%s cores=%u calls_per_round=%llu rounds=%u client_poll_us=%lld\n",
-              backend.c_str(), std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), rounds,
-              static_cast<long long>(poll.count()));
-  std::printf("%-5s %4s  %-5s %9s %9s %10s  %s\n", "link", "conc", "what", "p50_us", "p99_us", "calls/s",
-              "cpu_us/op: server (rpc thread) client");
+              backend.c_str(), std::thread::hardware_concurrency(),
+              static_cast<unsigned long long>(calls), rounds, static_cast<long long>(poll.count()));
+  std::printf("%-5s %4s  %-5s %9s %9s %10s  %s\n", "link", "conc", "what", "p50_us", "p99_us",
+              "calls/s", "cpu_us/op: server (rpc thread) client");
 
   bool uploaded = false;
   for (const std::string& address : {server.tcpAddress(), server.unixAddress()}) {
@@ -148,7 +163,8 @@ int main(int argc, char** argv) {
       up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
       auto result = up.send().wait(ws).getResult();
       if (result.isError()) {
-        std::fprintf(stderr, "e2e_bench: upload failed: %s\n", client::describe(result.getError()).c_str());
+        std::fprintf(stderr, "e2e_bench: upload failed: %s\n",
+                     client::describe(result.getError()).c_str());
         return 1;
       }
       uploaded = true;
@@ -164,13 +180,14 @@ int main(int argc, char** argv) {
       auto args = r.initArgs(2);
       args[0].setI32(40);
       args[1].setI32(2);
-      return r.send().then([&total_ns, &run_ns](capnp::Response<rpc::Tenant::CallResults>&& response) {
-        auto result = response.getResult();
-        if (!result.isOk()) return false;
-        total_ns.push_back(result.getOk().getTiming().getTotalNs());
-        run_ns.push_back(result.getOk().getTiming().getRunNs());
-        return result.getOk().getValue().getI32() == 42;
-      });
+      return r.send().then(
+          [&total_ns, &run_ns](capnp::Response<rpc::Tenant::CallResults>&& response) {
+            auto result = response.getResult();
+            if (!result.isOk()) return false;
+            total_ns.push_back(result.getOk().getTiming().getTotalNs());
+            run_ns.push_back(result.getOk().getTiming().getRunNs());
+            return result.getOk().getValue().getI32() == 42;
+          });
     };
     for (unsigned concurrency : {1u, 16u, 64u}) {
       // Warm-up: every VM the concurrency needs exists before measuring.
@@ -187,14 +204,16 @@ int main(int argc, char** argv) {
       }
       Figures p = median(ping_rounds), c = median(call_rounds);
       auto row = [&](const char* what, const Figures& f) {
-        std::printf("%-5s %4u  %-5s %9.1f %9.1f %10.0f  %6.1f (%4.1f) %5.1f", link, concurrency, what, f.p50_us,
-                    f.p99_us, f.calls_per_s, f.server_cpu_us, f.rpc_cpu_us, f.client_cpu_us);
+        std::printf("%-5s %4u  %-5s %9.1f %9.1f %10.0f  %6.1f (%4.1f) %5.1f", link, concurrency,
+                    what, f.p50_us, f.p99_us, f.calls_per_s, f.server_cpu_us, f.rpc_cpu_us,
+                    f.client_cpu_us);
       };
       row("ping", p);
       std::printf("\n");
       row("call", c);
-      std::printf("   p50 ratio %.2f, throughput ratio %.2f; server p50: total %.1f us, guest %.1f us\n",
-                  c.p50_us / p.p50_us, c.calls_per_s / p.calls_per_s, c.server_total_us, c.guest_run_us);
+      std::printf(
+          "   p50 ratio %.2f, throughput ratio %.2f; server p50: total %.1f us, guest %.1f us\n",
+          c.p50_us / p.p50_us, c.calls_per_s / p.calls_per_s, c.server_total_us, c.guest_run_us);
       std::fflush(stdout);
     }
   }

@@ -9,7 +9,8 @@
 // run, it also shows what the arrival of fresh long calls costs (each holds
 // a worker until it steps aside).
 //
-//   fair_share_bench [--calls N] [--noisy-calls N] [--noisy-timeout-ms MS] [-- extra sandpoold flags]
+//   fair_share_bench [--calls N] [--noisy-calls N] [--noisy-timeout-ms MS] [-- extra sandpoold
+//   flags]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -39,7 +40,8 @@ struct Latency {
 
 Latency quantiles(std::vector<double> us) {
   std::sort(us.begin(), us.end());
-  const size_t over = static_cast<size_t>(us.end() - std::upper_bound(us.begin(), us.end(), 1000.0));
+  const size_t over =
+      static_cast<size_t>(us.end() - std::upper_bound(us.begin(), us.end(), 1000.0));
   return {us[us.size() / 2], us[std::min(us.size() - 1, us.size() * 99 / 100)], over};
 }
 
@@ -50,8 +52,9 @@ bool upload(kj::WaitScope& ws, rpc::Tenant::Client& tenant, const char* name, co
   up.setName(name);
   up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
   auto result = up.send().wait(ws).getResult();
-  if (result.isError()) std::fprintf(stderr, "fair_share_bench: upload of %s failed: %s\n", name,
-                                     client::describe(result.getError()).c_str());
+  if (result.isError())
+    std::fprintf(stderr, "fair_share_bench: upload of %s failed: %s\n", name,
+                 client::describe(result.getError()).c_str());
   return !result.isError();
 }
 
@@ -99,24 +102,30 @@ int main(int argc, char** argv) {
   std::vector<std::string> extra;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--calls" && i + 1 < argc) calls = std::strtoull(argv[++i], nullptr, 10);
-    else if (a == "--noisy-calls" && i + 1 < argc) noisy_calls = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
-    else if (a == "--noisy-timeout-ms" && i + 1 < argc) noisy_timeout_ms = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+    if (a == "--calls" && i + 1 < argc)
+      calls = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--noisy-calls" && i + 1 < argc)
+      noisy_calls = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    else if (a == "--noisy-timeout-ms" && i + 1 < argc)
+      noisy_timeout_ms = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     else if (a == "--") {
       extra.assign(argv + i + 1, argv + argc);
       break;
     } else {
-      std::fprintf(stderr, "usage: fair_share_bench [--calls N] [--noisy-calls N] [--noisy-timeout-ms MS]"
-                           " [-- sandpoold flags]\n");
+      std::fprintf(stderr,
+                   "usage: fair_share_bench [--calls N] [--noisy-calls N] [--noisy-timeout-ms MS]"
+                   " [-- sandpoold flags]\n");
       return 2;
     }
   }
 
   testing::TempDir dir;
   auto tenants = dir.path() / "tenants.conf";
-  std::ofstream(tenants) << "[quiet]\ntoken = " << kQuietToken << "\n\n[noisy]\ntoken = " << kNoisyToken
+  std::ofstream(tenants) << "[quiet]\ntoken = " << kQuietToken
+                         << "\n\n[noisy]\ntoken = " << kNoisyToken
                          << "\nmax_vms = 32\nmax_concurrent_calls = 64\n";
-  std::vector<std::string> args = {"--backend", "emulated", "--log-level", "warn", "--max-vms", "32"};
+  std::vector<std::string> args = {"--backend", "emulated",  "--log-level",
+                                   "warn",      "--max-vms", "32"};
   args.insert(args.end(), extra.begin(), extra.end());
   testing::ServerProcess server(SANDPOOLD_BIN, dir.path() / "data", tenants, args);
 
@@ -126,11 +135,13 @@ int main(int argc, char** argv) {
   auto quiet = quiet_conn->login(kQuietToken).wait(ws);
   auto noisy_conn = client::Connection::connect(io, server.unixAddress()).wait(ws);
   auto noisy = noisy_conn->login(kNoisyToken).wait(ws);
-  if (!upload(ws, quiet, "add", GUEST_ADD) || !upload(ws, noisy, "misbehave", GUEST_MISBEHAVE)) return 1;
+  if (!upload(ws, quiet, "add", GUEST_ADD) || !upload(ws, noisy, "misbehave", GUEST_MISBEHAVE))
+    return 1;
 
-  std::printf("fair_share_bench: cores=%u quiet_calls=%llu noisy_calls=%u noisy_timeout_ms=%u extra_flags=",
-              std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), noisy_calls,
-              noisy_timeout_ms);
+  std::printf(
+      "fair_share_bench: cores=%u quiet_calls=%llu noisy_calls=%u noisy_timeout_ms=%u extra_flags=",
+      std::thread::hardware_concurrency(), static_cast<unsigned long long>(calls), noisy_calls,
+      noisy_timeout_ms);
   for (const auto& flag : extra) std::printf("%s ", flag.c_str());
   std::printf("\n%-28s %10s %10s %10s\n", "quiet's warm call", "p50_us", "p99_us", "over_1ms");
 
@@ -140,17 +151,19 @@ int main(int argc, char** argv) {
 
   bool running = true;
   kj::Vector<kj::Promise<void>> spinners;
-  for (unsigned i = 0; i < noisy_calls; ++i) spinners.add(spinForever(noisy, noisy_timeout_ms, &running));
+  for (unsigned i = 0; i < noisy_calls; ++i)
+    spinners.add(spinForever(noisy, noisy_timeout_ms, &running));
   // The load is there once noisy's calls have stepped aside (the first
   // within 10 ms, all of them within 200 ms even on a loaded machine); as
   // many run as its share of long calls allows, the rest wait in its queue.
   io.provider->getTimer().afterDelay(200 * kj::MILLISECONDS).wait(ws);
   auto stats = noisy.statsRequest().send().wait(ws);
-  const uint32_t noisy_running = stats.getStats().getGuests().size() == 1 ? stats.getStats().getGuests()[0].getBusy() : 0;
+  const uint32_t noisy_running =
+      stats.getStats().getGuests().size() == 1 ? stats.getStats().getGuests()[0].getBusy() : 0;
   const Latency loaded = quantiles(quietCalls(ws, quiet, calls));
   running = false;
-  std::printf("%-28s %10.1f %10.1f %10zu   (noisy calls running: %u)\n", "noisy tenant spinning", loaded.p50_us,
-              loaded.p99_us, loaded.over_1ms, noisy_running);
+  std::printf("%-28s %10.1f %10.1f %10zu   (noisy calls running: %u)\n", "noisy tenant spinning",
+              loaded.p50_us, loaded.p99_us, loaded.over_1ms, noisy_running);
   std::printf("p99 under load / p99 alone: %.2f (goal: at most 5)\n", loaded.p99_us / alone.p99_us);
   kj::joinPromises(spinners.releaseAsArray()).wait(ws);
   return 0;

@@ -32,7 +32,8 @@ std::shared_ptr<const vm::Snapshot> bootBenchGuest(vm::Backend& backend, const s
   return orExit(vm::Snapshot::boot(backend, image, config));
 }
 
-std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name, const vm::VmConfig& config) {
+std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name,
+                                                   const vm::VmConfig& config) {
   return bootBenchGuest(benchBackend(), name, config);
 }
 

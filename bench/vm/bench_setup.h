@@ -38,7 +38,8 @@ vm::Backend& benchBackend();
 // `backend` or the bench backend.
 std::shared_ptr<const vm::Snapshot> bootBenchGuest(vm::Backend& backend, const std::string& name,
                                                    const vm::VmConfig& config);
-std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name, const vm::VmConfig& config);
+std::shared_ptr<const vm::Snapshot> bootBenchGuest(const std::string& name,
+                                                   const vm::VmConfig& config);
 // A new VM over `snapshot`, on `backend` or the bench backend.
 std::unique_ptr<vm::Sandbox> newBenchVm(vm::Backend& backend,
                                         const std::shared_ptr<const vm::Snapshot>& snapshot);

@@ -77,10 +77,11 @@ void measure(const char* name, Sandbox& sandbox, const CallRequest& request, int
       kvm_runs += runs_after - runs_before;
     }
   }
-  std::printf("%-24s p50 %8.2f us  p99 %8.2f us  (run p50 %.2f us, reset p50 %.2f us)  "
-              "%.1f pages restored\n",
-              name, percentile(latency, 0.5), percentile(latency, 0.99), percentile(run, 0.5),
-              percentile(reset, 0.5), static_cast<double>(pages) / calls);
+  std::printf(
+      "%-24s p50 %8.2f us  p99 %8.2f us  (run p50 %.2f us, reset p50 %.2f us)  "
+      "%.1f pages restored\n",
+      name, percentile(latency, 0.5), percentile(latency, 0.99), percentile(run, 0.5),
+      percentile(reset, 0.5), static_cast<double>(pages) / calls);
   if (all && runs) {
     std::printf("%-24s %.2f syscalls per call (fewest %llu), %.2f KVM_RUN per call\n", name,
                 static_cast<double>(syscalls) / calls, static_cast<unsigned long long>(fewest),

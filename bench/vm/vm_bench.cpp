@@ -43,7 +43,8 @@ BENCHMARK(WarmEmptyCall)->Repetitions(5)->ReportAggregatesOnly(true);
 
 void Reset(benchmark::State& state) {
   const auto pages = static_cast<uint32_t>(state.range(0));
-  auto vm = sandpool::bench::newBenchVm(bootGuest("counter", static_cast<uint64_t>(state.range(1))));
+  auto vm =
+      sandpool::bench::newBenchVm(bootGuest("counter", static_cast<uint64_t>(state.range(1))));
   CallRequest request;
   request.function = "touch_pages";
   request.args = {pages};
@@ -70,7 +71,10 @@ void NewVmFromSnapshot(benchmark::State& state) {
   auto snapshot = bootGuest("echo", 64);
   for (auto _ : state) benchmark::DoNotOptimize(sandpool::bench::newBenchVm(snapshot));
 }
-BENCHMARK(NewVmFromSnapshot)->Unit(benchmark::kMillisecond)->Repetitions(3)->ReportAggregatesOnly(true);
+BENCHMARK(NewVmFromSnapshot)
+    ->Unit(benchmark::kMillisecond)
+    ->Repetitions(3)
+    ->ReportAggregatesOnly(true);
 
 // The filter stays on the thread that installed it, so the calls run on a
 // thread of their own, as the server's workers do.
@@ -80,7 +84,8 @@ void WarmEmptyCallUnderSyscallFilter(benchmark::State& state) {
   request.function = "nothing";
   request.startTimeout(sandpool::bench::kBenchCallTimeout);
   std::thread worker([&] {
-    if (auto restricted = restrictGuestThread(sandpool::bench::benchBackend().kind(), FilterMode::kKill);
+    if (auto restricted =
+            restrictGuestThread(sandpool::bench::benchBackend().kind(), FilterMode::kKill);
         !restricted) {
       state.SkipWithError(restricted.error().message.c_str());
       return;

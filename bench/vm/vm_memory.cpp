@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   const long after = privateKib();
   std::printf("backend               %s\n",
               std::string(backendKindName(sandpool::bench::benchBackend().kind())).c_str());
-  std::printf("guest memory          %llu MiB\n", static_cast<unsigned long long>(config.memory_size / kMiB));
+  std::printf("guest memory          %llu MiB\n",
+              static_cast<unsigned long long>(config.memory_size / kMiB));
   std::printf("snapshot resident     %llu KiB (shared by all VMs)\n",
               static_cast<unsigned long long>(snapshot->residentPages() * kPageSize / 1024));
   std::printf("warm idle VMs         %d\n", count);

@@ -62,7 +62,8 @@ WasmGuest bootWasm(const std::string& name) {
   WasmGuest guest;
   const auto module = readExample(name);
   const auto start = Clock::now();
-  auto elf = orExit(sandpool::wasm::translateModule(module, sandpool::wasm::defaultToolchain(), {}));
+  auto elf =
+      orExit(sandpool::wasm::translateModule(module, sandpool::wasm::defaultToolchain(), {}));
   const auto translated = Clock::now();
   VmConfig config;
   auto image = orExit(GuestImage::parse(elf, config));
@@ -77,7 +78,8 @@ WasmGuest bootWasm(const std::string& name) {
 // untimed call (a warm pool VM has run one).
 double perCall(Sandbox& vm, const CallRequest& request, int calls) {
   if (auto first = vm.call(request); !first.result) {
-    std::fprintf(stderr, "%s: %s\n", request.function.c_str(), first.result.error().describe().c_str());
+    std::fprintf(stderr, "%s: %s\n", request.function.c_str(),
+                 first.result.error().describe().c_str());
     std::exit(1);
   }
   std::vector<double> runs;
@@ -100,9 +102,11 @@ CallRequest request(std::string function, std::vector<Value> args = {}) {
 }  // namespace
 
 int main() {
-  std::printf("backend: %s\n\n", std::string(backendKindName(sandpool::bench::benchBackend().kind())).c_str());
+  std::printf("backend: %s\n\n",
+              std::string(backendKindName(sandpool::bench::benchBackend().kind())).c_str());
 
-  std::printf("| example | translate (wasm2c + cc) | boot + snapshot | guest ELF | snapshot resident |\n");
+  std::printf(
+      "| example | translate (wasm2c + cc) | boot + snapshot | guest ELF | snapshot resident |\n");
   std::printf("|---|---|---|---|---|\n");
   WasmGuest greeting;
   WasmGuest sha256;
@@ -112,9 +116,10 @@ int main() {
       continue;
     }
     WasmGuest guest = bootWasm(name);
-    std::printf("| %s | %.2f s | %.1f ms | %zu KiB | %llu KiB |\n", name, guest.translate_s, guest.boot_s * 1e3,
-                guest.elf_size / 1024,
-                static_cast<unsigned long long>(guest.snapshot->residentPages() * kPageSize / 1024));
+    std::printf(
+        "| %s | %.2f s | %.1f ms | %zu KiB | %llu KiB |\n", name, guest.translate_s,
+        guest.boot_s * 1e3, guest.elf_size / 1024,
+        static_cast<unsigned long long>(guest.snapshot->residentPages() * kPageSize / 1024));
     if (std::string(name) == "greeting") greeting = guest;
     if (std::string(name) == "sha256") sha256 = guest;
   }
@@ -132,10 +137,10 @@ int main() {
   const double wasm_kernel = perCall(*wasm_sha, request("sha256", {input}), 10);
 
   std::printf("\n| call | SDK guest | Wasm guest | difference |\n|---|---|---|---|\n");
-  std::printf("| warm empty call, reset included | %.2f µs | %.2f µs | +%.2f µs |\n", sdk_empty * 1e6,
-              wasm_empty * 1e6, (wasm_empty - sdk_empty) * 1e6);
-  std::printf("| SHA-256 of 512 KiB | %.2f ms | %.2f ms | %.2fx |\n", native_kernel * 1e3, wasm_kernel * 1e3,
-              wasm_kernel / native_kernel);
+  std::printf("| warm empty call, reset included | %.2f µs | %.2f µs | +%.2f µs |\n",
+              sdk_empty * 1e6, wasm_empty * 1e6, (wasm_empty - sdk_empty) * 1e6);
+  std::printf("| SHA-256 of 512 KiB | %.2f ms | %.2f ms | %.2fx |\n", native_kernel * 1e3,
+              wasm_kernel * 1e3, wasm_kernel / native_kernel);
 
   constexpr int kVms = 32;
   const CallRequest greet = request("greet", {std::string("warm")});
@@ -146,7 +151,8 @@ int main() {
     vms.back()->call(greet);
   }
   const long after = sandpool::bench::privateKib();
-  std::printf("\nprivate memory per idle warm Wasm VM (greeting, %d VMs, one greet call each): %.1f KiB\n", kVms,
-              static_cast<double>(after - before) / kVms);
+  std::printf(
+      "\nprivate memory per idle warm Wasm VM (greeting, %d VMs, one greet call each): %.1f KiB\n",
+      kVms, static_cast<double>(after - before) / kVms);
   return 0;
 }

@@ -19,7 +19,8 @@ std::string toKjAddress(const std::string& address) {
   return address;
 }
 
-kj::Promise<kj::Own<Connection>> Connection::connect(kj::AsyncIoContext& io, const std::string& address) {
+kj::Promise<kj::Own<Connection>> Connection::connect(kj::AsyncIoContext& io,
+                                                     const std::string& address) {
   return io.provider->getNetwork()
       .parseAddress(toKjAddress(address))
       .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
@@ -89,7 +90,9 @@ bool parseNumber(const std::string& text, T& out) {
 }
 
 std::string quote(kj::StringPtr text) {
-  return "\"" + text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kQuoted, text::kNoLimit) +
+  return "\"" +
+         text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kQuoted,
+                               text::kNoLimit) +
          "\"";
 }
 
@@ -106,23 +109,52 @@ std::optional<std::string> parseValue(rpc::ValueType type, const std::string& te
                                       rpc::Value::Builder out) {
   auto bad = [&] { return "'" + text + "' is not a valid " + valueTypeName(type); };
   switch (type) {
-    case rpc::ValueType::VOID:
-      out.setVoid();
+    case rpc::ValueType::VOID: out.setVoid(); return std::nullopt;
+    case rpc::ValueType::I32: {
+      int32_t v;
+      if (!parseNumber(text, v)) return bad();
+      out.setI32(v);
       return std::nullopt;
-    case rpc::ValueType::I32: { int32_t v; if (!parseNumber(text, v)) return bad(); out.setI32(v); return std::nullopt; }
-    case rpc::ValueType::I64: { int64_t v; if (!parseNumber(text, v)) return bad(); out.setI64(v); return std::nullopt; }
-    case rpc::ValueType::U32: { uint32_t v; if (!parseNumber(text, v)) return bad(); out.setU32(v); return std::nullopt; }
-    case rpc::ValueType::U64: { uint64_t v; if (!parseNumber(text, v)) return bad(); out.setU64(v); return std::nullopt; }
-    case rpc::ValueType::F32: { float v; if (!parseNumber(text, v)) return bad(); out.setF32(v); return std::nullopt; }
-    case rpc::ValueType::F64: { double v; if (!parseNumber(text, v)) return bad(); out.setF64(v); return std::nullopt; }
+    }
+    case rpc::ValueType::I64: {
+      int64_t v;
+      if (!parseNumber(text, v)) return bad();
+      out.setI64(v);
+      return std::nullopt;
+    }
+    case rpc::ValueType::U32: {
+      uint32_t v;
+      if (!parseNumber(text, v)) return bad();
+      out.setU32(v);
+      return std::nullopt;
+    }
+    case rpc::ValueType::U64: {
+      uint64_t v;
+      if (!parseNumber(text, v)) return bad();
+      out.setU64(v);
+      return std::nullopt;
+    }
+    case rpc::ValueType::F32: {
+      float v;
+      if (!parseNumber(text, v)) return bad();
+      out.setF32(v);
+      return std::nullopt;
+    }
+    case rpc::ValueType::F64: {
+      double v;
+      if (!parseNumber(text, v)) return bad();
+      out.setF64(v);
+      return std::nullopt;
+    }
     case rpc::ValueType::BOOL:
-      if (text == "true" || text == "1") out.setBool(true);
-      else if (text == "false" || text == "0") out.setBool(false);
-      else return bad();
+      if (text == "true" || text == "1")
+        out.setBool(true);
+      else if (text == "false" || text == "0")
+        out.setBool(false);
+      else
+        return bad();
       return std::nullopt;
-    case rpc::ValueType::STRING:
-      out.setString(text);
-      return std::nullopt;
+    case rpc::ValueType::STRING: out.setString(text); return std::nullopt;
     case rpc::ValueType::BYTES: {
       std::string hex = text.rfind("0x", 0) == 0 ? text.substr(2) : text;
       if (hex.size() % 2 != 0) return bad();
@@ -201,7 +233,7 @@ kj::Promise<void> KvHostFunctions::call(CallContext context) {
 
 std::chrono::nanoseconds BenchResult::percentile(double p) const {
   if (latencies.empty()) return std::chrono::nanoseconds(0);
-  size_t index = static_cast<size_t>(std::ceil(p * static_cast<double>(latencies.size()))) ;
+  size_t index = static_cast<size_t>(std::ceil(p * static_cast<double>(latencies.size())));
   index = std::clamp<size_t>(index, 1, latencies.size()) - 1;
   return latencies[index];
 }
@@ -238,7 +270,7 @@ BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>(
       state.result.latencies.push_back(std::chrono::steady_clock::now() - begin);
       ++state.result.calls;
       if (!ok) ++state.result.errors;
-      KJ_IF_MAYBE(waiter, state.next_completion) {
+      KJ_IF_MAYBE (waiter, state.next_completion) {
         (*waiter)->fulfill();
         state.next_completion = nullptr;
       }
@@ -250,9 +282,10 @@ BenchResult runBench(kj::WaitScope& wait_scope, std::function<kj::Promise<bool>(
   for (unsigned i = 0; i < std::max(1u, concurrency); ++i) lanes.add(lane());
   auto all = kj::joinPromises(lanes.releaseAsArray()).fork();
   bool settled = false;  // every lane ended, or one failed
-  auto settle = all.addBranch()
-                    .then([&settled] { settled = true; }, [&settled](kj::Exception&&) { settled = true; })
-                    .eagerlyEvaluate(nullptr);
+  auto settle =
+      all.addBranch()
+          .then([&settled] { settled = true; }, [&settled](kj::Exception&&) { settled = true; })
+          .eagerlyEvaluate(nullptr);
   // With several calls out, replies come every few microseconds: poll for
   // them, yielding the CPU on every idle turn, rather than sleep in epoll
   // and be woken once per reply (each wake-up costs the server's writing

@@ -27,7 +27,8 @@ std::string toKjAddress(const std::string& address);
 // One RPC connection to sandpoold.
 class Connection {
  public:
-  static kj::Promise<kj::Own<Connection>> connect(kj::AsyncIoContext& io, const std::string& address);
+  static kj::Promise<kj::Own<Connection>> connect(kj::AsyncIoContext& io,
+                                                  const std::string& address);
   explicit Connection(kj::Own<kj::AsyncIoStream> stream);
 
   rpc::Sandpool::Client& sandpool() { return sandpool_; }
@@ -59,7 +60,8 @@ std::string formatSignature(rpc::FunctionSignature::Reader sig);
 // fixed map; an unknown key fails the host call with "no key '<key>'".
 class KvHostFunctions final : public rpc::HostFunctions::Server {
  public:
-  explicit KvHostFunctions(std::map<std::string, std::string> values) : values_(std::move(values)) {}
+  explicit KvHostFunctions(std::map<std::string, std::string> values)
+      : values_(std::move(values)) {}
   uint64_t callCount() const { return calls_; }
 
  protected:

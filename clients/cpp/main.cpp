@@ -96,18 +96,30 @@ Args parseArgs(int argc, char** argv) {
       if (i + 1 >= argc) throw UsageError{arg + " needs a value"};
       return argv[++i];
     };
-    if (arg == "--help" || arg == "-h") throw UsageError{};
-    else if (arg == "--connect") a.connect = value();
-    else if (arg == "--token") a.token = value();
-    else if (arg == "--replace") a.replace = true;
-    else if (arg == "--timing") a.timing = true;
-    else if (arg == "--timeout-ms") a.timeout_ms = static_cast<uint32_t>(number(arg, value()));
-    else if (arg == "--concurrency") a.concurrency = static_cast<unsigned>(number(arg, value()));
-    else if (arg == "--calls") a.calls = number(arg, value());
-    else if (arg == "--warmup") a.warmup = number(arg, value());
-    else if (arg == "--poll-us") a.poll = std::chrono::microseconds(number(arg, value()));
-    else if (arg == "--min-warm") a.min_warm = static_cast<uint32_t>(number(arg, value()));
-    else if (arg == "--max-vms") a.max_vms = static_cast<uint32_t>(number(arg, value()));
+    if (arg == "--help" || arg == "-h")
+      throw UsageError{};
+    else if (arg == "--connect")
+      a.connect = value();
+    else if (arg == "--token")
+      a.token = value();
+    else if (arg == "--replace")
+      a.replace = true;
+    else if (arg == "--timing")
+      a.timing = true;
+    else if (arg == "--timeout-ms")
+      a.timeout_ms = static_cast<uint32_t>(number(arg, value()));
+    else if (arg == "--concurrency")
+      a.concurrency = static_cast<unsigned>(number(arg, value()));
+    else if (arg == "--calls")
+      a.calls = number(arg, value());
+    else if (arg == "--warmup")
+      a.warmup = number(arg, value());
+    else if (arg == "--poll-us")
+      a.poll = std::chrono::microseconds(number(arg, value()));
+    else if (arg == "--min-warm")
+      a.min_warm = static_cast<uint32_t>(number(arg, value()));
+    else if (arg == "--max-vms")
+      a.max_vms = static_cast<uint32_t>(number(arg, value()));
     else if (arg == "--kv") {
       std::string pair = value();
       size_t eq = pair.find('=');
@@ -131,7 +143,8 @@ struct Refused {
 // Text the server sent (names, messages, a guest's output), made safe for a
 // terminal: no control characters or invalid UTF-8 reach it.
 std::string shown(kj::StringPtr text) {
-  return text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kLine, text::kNoLimit);
+  return text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kLine,
+                               text::kNoLimit);
 }
 
 void need(const Args& a, size_t min, size_t max, const char* usage) {
@@ -144,13 +157,16 @@ rpc::Tenant::Client login(client::Connection& conn, const Args& a, kj::WaitScope
   auto request = conn.sandpool().loginRequest();
   request.setToken(a.token);
   auto response = request.send().wait(ws);
-  if (response.getResult().isError()) throw Refused{client::describe(response.getResult().getError())};
+  if (response.getResult().isError())
+    throw Refused{client::describe(response.getResult().getError())};
   return response.getResult().getTenant();
 }
 
 // The signature of GUEST's FUNCTION, from list(); empty if not exported.
-std::optional<std::vector<rpc::ValueType>> paramTypes(rpc::Tenant::Client& tenant, const std::string& guest,
-                                                      const std::string& function, kj::WaitScope& ws) {
+std::optional<std::vector<rpc::ValueType>> paramTypes(rpc::Tenant::Client& tenant,
+                                                      const std::string& guest,
+                                                      const std::string& function,
+                                                      kj::WaitScope& ws) {
   auto response = tenant.listRequest().send().wait(ws);
   for (auto g : response.getGuests()) {
     if (g.getName() != guest) continue;
@@ -169,7 +185,8 @@ capnp::Request<rpc::Tenant::CallParams, rpc::Tenant::CallResults> buildCall(
     kj::Maybe<rpc::HostFunctions::Client> host) {
   const std::string& guest = a.positional[first_arg];
   const std::string& function = a.positional[first_arg + 1];
-  std::vector<std::string> texts(a.positional.begin() + static_cast<long>(first_arg) + 2, a.positional.end());
+  std::vector<std::string> texts(a.positional.begin() + static_cast<long>(first_arg) + 2,
+                                 a.positional.end());
   auto types = paramTypes(tenant, guest, function, ws);
   auto request = tenant.callRequest();
   request.setGuest(guest);
@@ -184,7 +201,9 @@ capnp::Request<rpc::Tenant::CallParams, rpc::Tenant::CallResults> buildCall(
       throw UsageError{"argument " + std::to_string(i + 1) + ": " + *err};
     }
   }
-  KJ_IF_MAYBE(h, host) { request.setHostFunctions(*h); }
+  KJ_IF_MAYBE (h, host) {
+    request.setHostFunctions(*h);
+  }
   return request;
 }
 
@@ -196,24 +215,29 @@ kj::Maybe<rpc::HostFunctions::Client> hostFunctions(const Args& a) {
 // A guest's output is its own lines: line feeds and tabs stay, every other
 // control character is escaped.
 void printGuestOutput(capnp::Text::Reader output) {
-  std::fputs(text::escapeUntrusted(std::string_view(output.begin(), output.size()), text::Escape::kText,
-                                   text::kNoLimit)
+  std::fputs(text::escapeUntrusted(std::string_view(output.begin(), output.size()),
+                                   text::Escape::kText, text::kNoLimit)
                  .c_str(),
              stdout);
 }
 
 void printTiming(rpc::Timing::Reader t) {
-  std::fprintf(stderr, "timing: queue=%.1fus run=%.1fus reset=%.1fus total=%.1fus host_calls=%u pages_restored=%llu cold=%s\n",
-               t.getQueueNs() / 1000.0, t.getRunNs() / 1000.0, t.getResetNs() / 1000.0, t.getTotalNs() / 1000.0,
-               t.getHostCalls(), static_cast<unsigned long long>(t.getPagesRestored()), t.getColdStart() ? "yes" : "no");
+  std::fprintf(stderr,
+               "timing: queue=%.1fus run=%.1fus reset=%.1fus total=%.1fus host_calls=%u "
+               "pages_restored=%llu cold=%s\n",
+               t.getQueueNs() / 1000.0, t.getRunNs() / 1000.0, t.getResetNs() / 1000.0,
+               t.getTotalNs() / 1000.0, t.getHostCalls(),
+               static_cast<unsigned long long>(t.getPagesRestored()),
+               t.getColdStart() ? "yes" : "no");
 }
 
 void printBench(const std::string& what, const Args& a, const client::BenchResult& r) {
   auto us = [](std::chrono::nanoseconds d) { return static_cast<double>(d.count()) / 1000.0; };
-  std::printf("bench %s concurrency=%u calls=%llu errors=%llu p50_us=%.1f p99_us=%.1f calls_per_s=%.0f\n",
-              what.c_str(), a.concurrency, static_cast<unsigned long long>(r.calls),
-              static_cast<unsigned long long>(r.errors), us(r.percentile(0.50)), us(r.percentile(0.99)),
-              r.callsPerSecond());
+  std::printf(
+      "bench %s concurrency=%u calls=%llu errors=%llu p50_us=%.1f p99_us=%.1f calls_per_s=%.0f\n",
+      what.c_str(), a.concurrency, static_cast<unsigned long long>(r.calls),
+      static_cast<unsigned long long>(r.errors), us(r.percentile(0.50)), us(r.percentile(0.99)),
+      r.callsPerSecond());
 }
 
 int run(const Args& a) {
@@ -233,15 +257,16 @@ int run(const Args& a) {
     need(a, 0, 0, "ping");
     auto begin = std::chrono::steady_clock::now();
     conn->sandpool().pingRequest().send().wait(ws);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - begin);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - begin);
     std::printf("pong from %s in %lld us\n", a.connect.c_str(), static_cast<long long>(us.count()));
     return 0;
   }
   if (verb == "version") {
     need(a, 0, 0, "version");
     auto r = conn->sandpool().versionRequest().send().wait(ws);
-    std::printf("%s (protocol %u; this client speaks %u)\n", shown(r.getServer()).c_str(), r.getProtocol(),
-                rpc::PROTOCOL_VERSION);
+    std::printf("%s (protocol %u; this client speaks %u)\n", shown(r.getServer()).c_str(),
+                r.getProtocol(), rpc::PROTOCOL_VERSION);
     return 0;
   }
   if (verb == "bench" && a.positional.size() == 2 && a.positional[1] == "ping") {
@@ -257,10 +282,12 @@ int run(const Args& a) {
     need(a, 0, 0, "info");
     auto r = tenant.infoRequest().send().wait(ws);
     auto q = r.getQuota();
-    std::printf("tenant %s: max_vms=%u max_guests=%u max_memory_mib=%llu max_concurrent_calls=%u queue_length=%u\n",
-                shown(r.getName()).c_str(), q.getMaxVms(), q.getMaxGuests(),
-                static_cast<unsigned long long>(q.getMaxMemoryBytes() >> 20), q.getMaxConcurrentCalls(),
-                q.getQueueLength());
+    std::printf(
+        "tenant %s: max_vms=%u max_guests=%u max_memory_mib=%llu max_concurrent_calls=%u "
+        "queue_length=%u\n",
+        shown(r.getName()).c_str(), q.getMaxVms(), q.getMaxGuests(),
+        static_cast<unsigned long long>(q.getMaxMemoryBytes() >> 20), q.getMaxConcurrentCalls(),
+        q.getQueueLength());
     return 0;
   }
   if (verb == "upload") {
@@ -278,7 +305,8 @@ int run(const Args& a) {
     auto guest = result.getGuest();
     std::printf("uploaded %s (%llu bytes, sha256 %s)\n", shown(guest.getName()).c_str(),
                 static_cast<unsigned long long>(guest.getSize()), shown(guest.getSha256()).c_str());
-    for (auto sig : guest.getExports()) std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
+    for (auto sig : guest.getExports())
+      std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
     return 0;
   }
   if (verb == "list") {
@@ -288,7 +316,8 @@ int run(const Args& a) {
       std::printf("%s  %llu bytes  sha256 %s  min_warm=%u max_vms=%u\n", shown(g.getName()).c_str(),
                   static_cast<unsigned long long>(g.getSize()), shown(g.getSha256()).c_str(),
                   g.getSettings().getMinWarm(), g.getSettings().getMaxVms());
-      for (auto sig : g.getExports()) std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
+      for (auto sig : g.getExports())
+        std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
     }
     return 0;
   }
@@ -327,14 +356,18 @@ int run(const Args& a) {
     std::printf("queued=%u running=%u overloaded=%llu\n", s.getQueued(), s.getRunning(),
                 static_cast<unsigned long long>(s.getOverloaded()));
     for (auto g : s.getGuests()) {
-      std::printf("%s warm=%u busy=%u waiting=%u created=%llu reset=%llu discarded=%llu calls=%llu "
-                  "failed=%llu timeouts=%llu p50_us<=%llu p99_us<=%llu\n",
-                  shown(g.getName()).c_str(), g.getWarm(), g.getBusy(), g.getWaiting(),
-                  static_cast<unsigned long long>(g.getCreated()), static_cast<unsigned long long>(g.getReset()),
-                  static_cast<unsigned long long>(g.getDiscarded()), static_cast<unsigned long long>(g.getCalls()),
-                  static_cast<unsigned long long>(g.getFailed()), static_cast<unsigned long long>(g.getTimeouts()),
-                  static_cast<unsigned long long>(g.getLatency().getP50Us()),
-                  static_cast<unsigned long long>(g.getLatency().getP99Us()));
+      std::printf(
+          "%s warm=%u busy=%u waiting=%u created=%llu reset=%llu discarded=%llu calls=%llu "
+          "failed=%llu timeouts=%llu p50_us<=%llu p99_us<=%llu\n",
+          shown(g.getName()).c_str(), g.getWarm(), g.getBusy(), g.getWaiting(),
+          static_cast<unsigned long long>(g.getCreated()),
+          static_cast<unsigned long long>(g.getReset()),
+          static_cast<unsigned long long>(g.getDiscarded()),
+          static_cast<unsigned long long>(g.getCalls()),
+          static_cast<unsigned long long>(g.getFailed()),
+          static_cast<unsigned long long>(g.getTimeouts()),
+          static_cast<unsigned long long>(g.getLatency().getP50Us()),
+          static_cast<unsigned long long>(g.getLatency().getP99Us()));
     }
     return 0;
   }
@@ -348,12 +381,13 @@ int run(const Args& a) {
     auto response = request.send().wait(ws);
     auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
-    std::printf("%s min_warm=%u max_vms=%u\n", a.positional[1].c_str(), result.getSettings().getMinWarm(),
-                result.getSettings().getMaxVms());
+    std::printf("%s min_warm=%u max_vms=%u\n", a.positional[1].c_str(),
+                result.getSettings().getMinWarm(), result.getSettings().getMaxVms());
     return 0;
   }
   if (verb == "bench") {
-    if (a.positional.size() < 3) throw UsageError{"usage: sandpool bench ping | bench GUEST FUNCTION [ARG...]"};
+    if (a.positional.size() < 3)
+      throw UsageError{"usage: sandpool bench ping | bench GUEST FUNCTION [ARG...]"};
     auto host = hostFunctions(a);
     auto request = buildCall(tenant, a, ws, 1, host);
     // One encoded request, re-sent for every call: the bench measures the
@@ -371,30 +405,32 @@ int run(const Args& a) {
       r.setArgs(params.getArgs());
       r.setTimeoutMs(params.getTimeoutMs());
       if (params.hasHostFunctions()) r.setHostFunctions(params.getHostFunctions());
-      return r.send().then([&times, &measuring](capnp::Response<rpc::Tenant::CallResults>&& response) {
-        auto result = response.getResult();
-        if (!result.isOk()) return false;
-        if (measuring) {
-          auto t = result.getOk().getTiming();
-          times.queue.push_back(t.getQueueNs());
-          times.run.push_back(t.getRunNs());
-          times.reset.push_back(t.getResetNs());
-          times.total.push_back(t.getTotalNs());
-        }
-        return true;
-      });
+      return r.send().then(
+          [&times, &measuring](capnp::Response<rpc::Tenant::CallResults>&& response) {
+            auto result = response.getResult();
+            if (!result.isOk()) return false;
+            if (measuring) {
+              auto t = result.getOk().getTiming();
+              times.queue.push_back(t.getQueueNs());
+              times.run.push_back(t.getRunNs());
+              times.reset.push_back(t.getResetNs());
+              times.total.push_back(t.getTotalNs());
+            }
+            return true;
+          });
     };
     auto warm = client::runBench(ws, op, a.concurrency, a.warmup, a.poll);
     if (a.warmup > 0 && warm.errors == warm.calls) {
       auto response = request.send().wait(ws);
-      if (response.getResult().isError()) throw Refused{client::describe(response.getResult().getError().getError())};
+      if (response.getResult().isError())
+        throw Refused{client::describe(response.getResult().getError().getError())};
     }
     measuring = true;
     printBench(a.positional[1] + "." + a.positional[2], a,
                client::runBench(ws, op, a.concurrency, a.calls, a.poll));
     std::printf("  server p50: queue_us=%.1f run_us=%.1f reset_us=%.1f total_us=%.1f\n",
-                client::medianUs(times.queue), client::medianUs(times.run), client::medianUs(times.reset),
-                client::medianUs(times.total));
+                client::medianUs(times.queue), client::medianUs(times.run),
+                client::medianUs(times.reset), client::medianUs(times.total));
     return 0;
   }
   throw UsageError{"unknown verb '" + verb + "'"};

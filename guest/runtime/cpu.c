@@ -41,44 +41,45 @@ static idt_gate idt[kVectors] __attribute__((aligned(16)));
 static uint8_t exception_stack[16384] __attribute__((aligned(16)));
 
 /* Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0. */
-#define STUB_NO_ERROR(n) \
-  "fault_stub_" #n ":\n pushq $0\n pushq $" #n "\n jmp fault_common\n"
+#define STUB_NO_ERROR(n) "fault_stub_" #n ":\n pushq $0\n pushq $" #n "\n jmp fault_common\n"
 #define STUB_ERROR(n) "fault_stub_" #n ":\n pushq $" #n "\n jmp fault_common\n"
 
-__asm__(".text\n"
-        STUB_NO_ERROR(0) STUB_NO_ERROR(1) STUB_NO_ERROR(2) STUB_NO_ERROR(3)
-        STUB_NO_ERROR(4) STUB_NO_ERROR(5) STUB_NO_ERROR(6) STUB_NO_ERROR(7)
-        STUB_ERROR(8) STUB_NO_ERROR(9) STUB_ERROR(10) STUB_ERROR(11)
-        STUB_ERROR(12) STUB_ERROR(13) STUB_ERROR(14) STUB_NO_ERROR(15)
-        STUB_NO_ERROR(16) STUB_ERROR(17) STUB_NO_ERROR(18) STUB_NO_ERROR(19)
-        STUB_NO_ERROR(20) STUB_ERROR(21) STUB_NO_ERROR(22) STUB_NO_ERROR(23)
-        STUB_NO_ERROR(24) STUB_NO_ERROR(25) STUB_NO_ERROR(26) STUB_NO_ERROR(27)
-        STUB_NO_ERROR(28) STUB_ERROR(29) STUB_ERROR(30) STUB_NO_ERROR(31)
+__asm__(".text\n" STUB_NO_ERROR(0) STUB_NO_ERROR(1) STUB_NO_ERROR(2) STUB_NO_ERROR(3)
+            STUB_NO_ERROR(4) STUB_NO_ERROR(5) STUB_NO_ERROR(6) STUB_NO_ERROR(7) STUB_ERROR(8)
+                STUB_NO_ERROR(9) STUB_ERROR(10) STUB_ERROR(11) STUB_ERROR(12) STUB_ERROR(13)
+                    STUB_ERROR(14) STUB_NO_ERROR(15) STUB_NO_ERROR(16) STUB_ERROR(17)
+                        STUB_NO_ERROR(18) STUB_NO_ERROR(19) STUB_NO_ERROR(20) STUB_ERROR(21)
+                            STUB_NO_ERROR(22) STUB_NO_ERROR(23) STUB_NO_ERROR(24) STUB_NO_ERROR(25)
+                                STUB_NO_ERROR(26) STUB_NO_ERROR(27) STUB_NO_ERROR(28) STUB_ERROR(29)
+                                    STUB_ERROR(30) STUB_NO_ERROR(31)
         /* Stack: vector, error code, rip, cs, rflags, rsp, ss. */
         "fault_common:\n"
         " movq (%rsp), %rax\n"
         " movq 8(%rsp), %rsi\n"
         " movq %cr2, %rdi\n"
         " movq 16(%rsp), %r8\n"
-        " movl $" "0x5504" ", %edx\n"
+        " movl $"
+        "0x5504"
+        ", %edx\n"
         " outl %eax, %dx\n"
         "1: hlt\n jmp 1b\n");
 
 #define STUB_ADDR(n) extern char fault_stub_##n[];
-STUB_ADDR(0) STUB_ADDR(1) STUB_ADDR(2) STUB_ADDR(3) STUB_ADDR(4) STUB_ADDR(5) STUB_ADDR(6)
-STUB_ADDR(7) STUB_ADDR(8) STUB_ADDR(9) STUB_ADDR(10) STUB_ADDR(11) STUB_ADDR(12)
-STUB_ADDR(13) STUB_ADDR(14) STUB_ADDR(15) STUB_ADDR(16) STUB_ADDR(17) STUB_ADDR(18)
-STUB_ADDR(19) STUB_ADDR(20) STUB_ADDR(21) STUB_ADDR(22) STUB_ADDR(23) STUB_ADDR(24)
-STUB_ADDR(25) STUB_ADDR(26) STUB_ADDR(27) STUB_ADDR(28) STUB_ADDR(29) STUB_ADDR(30)
-STUB_ADDR(31)
+STUB_ADDR(0)
+STUB_ADDR(1) STUB_ADDR(2) STUB_ADDR(3) STUB_ADDR(4) STUB_ADDR(5) STUB_ADDR(6) STUB_ADDR(7)
+    STUB_ADDR(8) STUB_ADDR(9) STUB_ADDR(10) STUB_ADDR(11) STUB_ADDR(12) STUB_ADDR(13) STUB_ADDR(14)
+        STUB_ADDR(15) STUB_ADDR(16) STUB_ADDR(17) STUB_ADDR(18) STUB_ADDR(19) STUB_ADDR(20)
+            STUB_ADDR(21) STUB_ADDR(22) STUB_ADDR(23) STUB_ADDR(24) STUB_ADDR(25) STUB_ADDR(26)
+                STUB_ADDR(27) STUB_ADDR(28) STUB_ADDR(29) STUB_ADDR(30) STUB_ADDR(31)
 
-static char* const stubs[kVectors] = {
-    fault_stub_0,  fault_stub_1,  fault_stub_2,  fault_stub_3,  fault_stub_4,  fault_stub_5,
-    fault_stub_6,  fault_stub_7,  fault_stub_8,  fault_stub_9,  fault_stub_10, fault_stub_11,
-    fault_stub_12, fault_stub_13, fault_stub_14, fault_stub_15, fault_stub_16, fault_stub_17,
-    fault_stub_18, fault_stub_19, fault_stub_20, fault_stub_21, fault_stub_22, fault_stub_23,
-    fault_stub_24, fault_stub_25, fault_stub_26, fault_stub_27, fault_stub_28, fault_stub_29,
-    fault_stub_30, fault_stub_31};
+                    static char* const stubs[kVectors] = {
+                        fault_stub_0,  fault_stub_1,  fault_stub_2,  fault_stub_3,  fault_stub_4,
+                        fault_stub_5,  fault_stub_6,  fault_stub_7,  fault_stub_8,  fault_stub_9,
+                        fault_stub_10, fault_stub_11, fault_stub_12, fault_stub_13, fault_stub_14,
+                        fault_stub_15, fault_stub_16, fault_stub_17, fault_stub_18, fault_stub_19,
+                        fault_stub_20, fault_stub_21, fault_stub_22, fault_stub_23, fault_stub_24,
+                        fault_stub_25, fault_stub_26, fault_stub_27, fault_stub_28, fault_stub_29,
+                        fault_stub_30, fault_stub_31};
 
 _Static_assert(SANDPOOL_PORT_FAULT == 0x5504, "fault_common hard-codes the fault port");
 

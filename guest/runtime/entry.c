@@ -88,8 +88,12 @@ static void put_value(writer* w, const sandpool_value* v) {
   put_u8(w, (uint8_t)v->type);
   switch (v->type) {
     case SANDPOOL_TYPE_VOID: break;
-    case SANDPOOL_TYPE_I32: case SANDPOOL_TYPE_U32: case SANDPOOL_TYPE_F32: put(w, &v->u32, 4); break;
-    case SANDPOOL_TYPE_I64: case SANDPOOL_TYPE_U64: case SANDPOOL_TYPE_F64: put(w, &v->u64, 8); break;
+    case SANDPOOL_TYPE_I32:
+    case SANDPOOL_TYPE_U32:
+    case SANDPOOL_TYPE_F32: put(w, &v->u32, 4); break;
+    case SANDPOOL_TYPE_I64:
+    case SANDPOOL_TYPE_U64:
+    case SANDPOOL_TYPE_F64: put(w, &v->u64, 8); break;
     case SANDPOOL_TYPE_BOOL: put_u8(w, v->b ? 1 : 0); break;
     case SANDPOOL_TYPE_STRING:
     case SANDPOOL_TYPE_BYTES:
@@ -127,10 +131,14 @@ static void get_value(reader* r, sandpool_value* v) {
   const uint8_t* p;
   switch (v->type) {
     case SANDPOOL_TYPE_VOID: break;
-    case SANDPOOL_TYPE_I32: case SANDPOOL_TYPE_U32: case SANDPOOL_TYPE_F32:
+    case SANDPOOL_TYPE_I32:
+    case SANDPOOL_TYPE_U32:
+    case SANDPOOL_TYPE_F32:
       if ((p = take(r, 4))) memcpy(&v->u32, p, 4);
       break;
-    case SANDPOOL_TYPE_I64: case SANDPOOL_TYPE_U64: case SANDPOOL_TYPE_F64:
+    case SANDPOOL_TYPE_I64:
+    case SANDPOOL_TYPE_U64:
+    case SANDPOOL_TYPE_F64:
       if ((p = take(r, 8))) memcpy(&v->u64, p, 8);
       break;
     case SANDPOOL_TYPE_BOOL:

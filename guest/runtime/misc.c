@@ -16,10 +16,14 @@ long strtol(const char* s, char** end, int base) {
   long value = 0;
   for (;; s++) {
     int digit;
-    if (*s >= '0' && *s <= '9') digit = *s - '0';
-    else if (*s >= 'a' && *s <= 'z') digit = *s - 'a' + 10;
-    else if (*s >= 'A' && *s <= 'Z') digit = *s - 'A' + 10;
-    else break;
+    if (*s >= '0' && *s <= '9')
+      digit = *s - '0';
+    else if (*s >= 'a' && *s <= 'z')
+      digit = *s - 'a' + 10;
+    else if (*s >= 'A' && *s <= 'Z')
+      digit = *s - 'A' + 10;
+    else
+      break;
     if (digit >= base) break;
     value = value * base + digit;
   }

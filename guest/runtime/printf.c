@@ -82,9 +82,12 @@ int vsnprintf(char* buf, size_t size, const char* f, va_list ap) {
     int left = 0;
     char pad = ' ';
     for (;; f++) {
-      if (*f == '-') left = 1;
-      else if (*f == '0') pad = '0';
-      else break;
+      if (*f == '-')
+        left = 1;
+      else if (*f == '0')
+        pad = '0';
+      else
+        break;
     }
     int width = 0;
     if (*f == '*') {
@@ -148,16 +151,19 @@ int vsnprintf(char* buf, size_t size, const char* f, va_list ap) {
         break;
       }
       case 'f':
-        n = format_double(tmp, va_arg(ap, double), precision < 0 ? 6 : precision > 18 ? 18 : precision);
+        n = format_double(tmp, va_arg(ap, double),
+                          precision < 0    ? 6
+                          : precision > 18 ? 18
+                                           : precision);
         emit_padded(&s, tmp, n, width, left, pad);
         break;
-      case '%':
-        emit(&s, '%');
-        break;
+      case '%': emit(&s, '%'); break;
       default:
         emit(&s, '%');
-        if (*f) emit(&s, *f);
-        else f--;
+        if (*f)
+          emit(&s, *f);
+        else
+          f--;
         break;
     }
   }

@@ -8,7 +8,9 @@
 
 // The code write_code() tries to overwrite (kept out of the anonymous
 // namespace so that the compiler emits it even though it is never called).
-extern "C" __attribute__((noinline, used)) int32_t sandpool_test_code_target(int32_t a) { return a * 3; }
+extern "C" __attribute__((noinline, used)) int32_t sandpool_test_code_target(int32_t a) {
+  return a * 3;
+}
 
 // Privileged instructions sit at these labels (defined by the asm below), so
 // that the host can check the rip a fault reports (site_of returns them).
@@ -147,8 +149,10 @@ uint64_t site_of(sandpool::str name) {
   const struct {
     const char* name;
     const char* address;
-  } sites[] = {{"wrmsr", sandpool_test_wrmsr_site}, {"rdmsr", sandpool_test_rdmsr_site},
-               {"cr0", sandpool_test_cr0_site},     {"cr3", sandpool_test_cr3_site},
+  } sites[] = {{"wrmsr", sandpool_test_wrmsr_site},
+               {"rdmsr", sandpool_test_rdmsr_site},
+               {"cr0", sandpool_test_cr0_site},
+               {"cr3", sandpool_test_cr3_site},
                {"jump", sandpool_test_jump_site}};
   for (const auto& site : sites) {
     if (strlen(site.name) == name.size && memcmp(site.name, name.data, name.size) == 0) {
@@ -161,7 +165,8 @@ uint64_t site_of(sandpool::str name) {
 
 // Aborts with the caller's bytes as its message: line feeds, 0xff, anything.
 void abort_with(sandpool::bytes message) {
-  sandpool_abort_with(SANDPOOL_ABORT_EXPLICIT, reinterpret_cast<const char*>(message.data), message.size);
+  sandpool_abort_with(SANDPOOL_ABORT_EXPLICIT, reinterpret_cast<const char*>(message.data),
+                      message.size);
 }
 
 // Fails the call with an error message as large as the output buffer,
@@ -172,7 +177,8 @@ void fail_filling_output() {
   auto* header = reinterpret_cast<sandpool_result_header*>(boot->output_addr);
   auto* text = reinterpret_cast<uint8_t*>(header + 1);
   const uint32_t size = uint32_t(boot->output_size - sizeof *header);
-  static const char kPattern[] = "\n2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged \xff";
+  static const char kPattern[] =
+      "\n2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged \xff";
   for (uint32_t i = 0; i < size; i++) text[i] = uint8_t(kPattern[i % (sizeof kPattern - 1)]);
   *header = {SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_ERROR, size, 0};
   sandpool_out(SANDPOOL_PORT_DONE, uint32_t(boot->output_size));

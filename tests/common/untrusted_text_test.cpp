@@ -10,12 +10,14 @@ namespace sandpool::text {
 namespace {
 
 TEST(UntrustedText, PrintableUtf8PassesUnchanged) {
-  EXPECT_EQ(escapeUntrusted("guest aborted: déjà vu, 漢字, 🙂 ok"), "guest aborted: déjà vu, 漢字, 🙂 ok");
+  EXPECT_EQ(escapeUntrusted("guest aborted: déjà vu, 漢字, 🙂 ok"),
+            "guest aborted: déjà vu, 漢字, 🙂 ok");
 }
 
 TEST(UntrustedText, LineBreaksCannotStartAnotherLogLine) {
   std::string forged = "x\n2026-01-01T00:00:00.000 info event=login tenant=beta\r\tend";
-  EXPECT_EQ(escapeUntrusted(forged), "x\\n2026-01-01T00:00:00.000 info event=login tenant=beta\\r\\tend");
+  EXPECT_EQ(escapeUntrusted(forged),
+            "x\\n2026-01-01T00:00:00.000 info event=login tenant=beta\\r\\tend");
 }
 
 TEST(UntrustedText, ControlCharactersAndTerminalEscapesAreHex) {
@@ -23,7 +25,9 @@ TEST(UntrustedText, ControlCharactersAndTerminalEscapesAreHex) {
 }
 
 TEST(UntrustedText, InvalidUtf8BytesAreHexEachOnTheirOwn) {
-  EXPECT_EQ(escapeUntrusted("a\xff\xfe" "b"), "a\\xff\\xfeb");
+  EXPECT_EQ(escapeUntrusted("a\xff\xfe"
+                            "b"),
+            "a\\xff\\xfeb");
   EXPECT_EQ(escapeUntrusted("\xc3"), "\\xc3") << "a sequence cut short";
   EXPECT_EQ(escapeUntrusted("\xc0\xaf"), "\\xc0\\xaf") << "an overlong '/'";
   EXPECT_EQ(escapeUntrusted("\xed\xa0\x80"), "\\xed\\xa0\\x80") << "a UTF-16 surrogate";
@@ -32,9 +36,16 @@ TEST(UntrustedText, InvalidUtf8BytesAreHexEachOnTheirOwn) {
 }
 
 TEST(UntrustedText, C1ControlsSeparatorsAndBidiOverridesAreEscaped) {
-  EXPECT_EQ(escapeUntrusted("\xc2\x9b" "31m"), "\\u009b31m") << "CSI, the one-character terminal escape";
-  EXPECT_EQ(escapeUntrusted("a\xe2\x80\xa8" "b\xe2\x80\xa9"), "a\\u2028b\\u2029");
-  EXPECT_EQ(escapeUntrusted("\xe2\x80\xae" "cba\xe2\x81\xa6"), "\\u202ecba\\u2066");
+  EXPECT_EQ(escapeUntrusted("\xc2\x9b"
+                            "31m"),
+            "\\u009b31m")
+      << "CSI, the one-character terminal escape";
+  EXPECT_EQ(escapeUntrusted("a\xe2\x80\xa8"
+                            "b\xe2\x80\xa9"),
+            "a\\u2028b\\u2029");
+  EXPECT_EQ(escapeUntrusted("\xe2\x80\xae"
+                            "cba\xe2\x81\xa6"),
+            "\\u202ecba\\u2066");
 }
 
 TEST(UntrustedText, QuotedTextCannotCloseItsField) {
@@ -62,7 +73,8 @@ TEST(UntrustedText, LongTextIsCutWithItsSizeSaid) {
 
 TEST(UntrustedText, TruncationCountsEscapedBytesAndNeverSplitsACharacter) {
   std::string newlines(600, '\n');
-  EXPECT_EQ(escapeUntrusted(newlines, Escape::kQuoted, 9), "\\n\\n\\n\\n...[truncated, 600 bytes in all]");
+  EXPECT_EQ(escapeUntrusted(newlines, Escape::kQuoted, 9),
+            "\\n\\n\\n\\n...[truncated, 600 bytes in all]");
   EXPECT_EQ(escapeUntrusted("ab漢字", Escape::kQuoted, 4), "ab...[truncated, 8 bytes in all]");
   EXPECT_EQ(escapeUntrusted("ab漢字", Escape::kQuoted, 8), "ab漢字");
 }

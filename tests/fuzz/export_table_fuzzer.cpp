@@ -19,13 +19,15 @@ using sandpool::fuzz::require;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto exports = parseExportTable(std::span<const uint8_t>(data, size));
   if (!exports) {
-    require(exports.error().kind == ErrorKind::kInvalidGuest, "a refused table is an invalid guest");
+    require(exports.error().kind == ErrorKind::kInvalidGuest,
+            "a refused table is an invalid guest");
     return 0;
   }
   require(exports->size() <= SANDPOOL_MAX_EXPORTS, "at most SANDPOOL_MAX_EXPORTS exports");
   std::set<std::string> names;
   for (const FunctionSignature& sig : *exports) {
-    require(!sig.name.empty() && sig.name.size() <= SANDPOOL_MAX_NAME, "names are 1 to SANDPOOL_MAX_NAME bytes");
+    require(!sig.name.empty() && sig.name.size() <= SANDPOOL_MAX_NAME,
+            "names are 1 to SANDPOOL_MAX_NAME bytes");
     require(names.insert(sig.name).second, "export names are unique");
     require(sig.params.size() <= SANDPOOL_MAX_PARAMS, "at most SANDPOOL_MAX_PARAMS parameters");
     require(isValidValueType(static_cast<uint8_t>(sig.result)), "result types are valid");

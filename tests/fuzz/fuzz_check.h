@@ -11,7 +11,8 @@ namespace sandpool::fuzz {
 
 inline void require(bool holds, std::string_view property) {
   if (holds) return;
-  std::fprintf(stderr, "fuzz property violated: %.*s\n", static_cast<int>(property.size()), property.data());
+  std::fprintf(stderr, "fuzz property violated: %.*s\n", static_cast<int>(property.size()),
+               property.data());
   std::abort();
 }
 

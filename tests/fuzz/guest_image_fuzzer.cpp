@@ -38,9 +38,13 @@ void checkImage(const GuestImage& image, const VmConfig& config) {
             "segments lie inside guest memory above the image base");
     require(s.data_offset <= s.mem_size && s.data.size() <= s.mem_size - s.data_offset,
             "a segment's file bytes lie inside the segment");
-    require(!((s.access & kAccessWrite) && (s.access & kAccessExecute)), "no segment is writable and executable");
-    if (i > 0) require(segments[i - 1].vaddr + segments[i - 1].mem_size <= s.vaddr, "segments are sorted, disjoint");
-    if ((s.access & kAccessExecute) && image.entry() >= s.vaddr && image.entry() - s.vaddr < s.mem_size) {
+    require(!((s.access & kAccessWrite) && (s.access & kAccessExecute)),
+            "no segment is writable and executable");
+    if (i > 0)
+      require(segments[i - 1].vaddr + segments[i - 1].mem_size <= s.vaddr,
+              "segments are sorted, disjoint");
+    if ((s.access & kAccessExecute) && image.entry() >= s.vaddr &&
+        image.entry() - s.vaddr < s.mem_size) {
       entry_in_code = true;
     }
   }
@@ -49,7 +53,8 @@ void checkImage(const GuestImage& image, const VmConfig& config) {
 
   auto layout = computeLayout(image, config);
   if (!layout) {
-    require(layout.error().kind == ErrorKind::kInvalidGuest, "a layout is refused as an invalid guest");
+    require(layout.error().kind == ErrorKind::kInvalidGuest,
+            "a layout is refused as an invalid guest");
     return;
   }
   for (size_t i = 0; i < layout->regions.size(); i++) {

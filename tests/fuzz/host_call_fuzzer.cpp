@@ -79,7 +79,8 @@ std::vector<uint8_t> minimalGuest() {
 class DoublingHostFunctions final : public HostFunctions {
  public:
   Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) override {
-    if (args.size() != 1) return makeError(ErrorKind::kBadArguments, std::string(name) + " takes one argument");
+    if (args.size() != 1)
+      return makeError(ErrorKind::kBadArguments, std::string(name) + " takes one argument");
     Value reply = args[0];
     std::visit(
         [](auto& v) {
@@ -104,13 +105,14 @@ struct HostCallFixture {
         memfd(::memfd_create("sandpool-fuzz", MFD_CLOEXEC)),
         memory(mapMemory(memfd, config)),
         backend(makeEmulatedBackend()),
-        vcpu(valueOrDie(backend->createMicroVm(memory, layout, image.entry()), "creating the emulated vCPU")) {}
+        vcpu(valueOrDie(backend->createMicroVm(memory, layout, image.entry()),
+                        "creating the emulated vCPU")) {}
 
   static VmConfig fuzzConfig() {
     VmConfig config;
     config.memory_size = 8 * kMiB;
     config.host_call_size = kPageSize;  // libFuzzer's inputs (4096 bytes at most) can fill it
-    config.max_output_bytes = 1024;         // so print() truncates too
+    config.max_output_bytes = 1024;     // so print() truncates too
     return config;
   }
   static GuestMemory mapMemory(const UniqueFd& fd, const VmConfig& config) {
@@ -132,11 +134,13 @@ struct HostCallFixture {
 };
 
 void checkReply(const HostCallFixture& vm) {
-  auto area = valueOrDie(vm.memory.view(vm.layout.host_call_addr, vm.layout.host_call_size, "reply"), "reading");
+  auto area = valueOrDie(
+      vm.memory.view(vm.layout.host_call_addr, vm.layout.host_call_size, "reply"), "reading");
   sandpool_result_header header;
   std::memcpy(&header, area.data(), sizeof header);
   require(header.magic == SANDPOOL_RESULT_MAGIC, "a served host call leaves a result header");
-  require(header.status == SANDPOOL_STATUS_OK || header.status == SANDPOOL_STATUS_ERROR, "the status is OK or ERROR");
+  require(header.status == SANDPOOL_STATUS_OK || header.status == SANDPOOL_STATUS_ERROR,
+          "the status is OK or ERROR");
   require(header.size <= area.size() - sizeof header, "the reply fits the host-call buffer");
   if (header.status != SANDPOOL_STATUS_OK) return;
   std::span<const uint8_t> payload = area.subspan(sizeof header, header.size);
@@ -150,19 +154,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static HostCallFixture vm;
   std::vector<uint8_t> request(vm.layout.host_call_size, 0);
   std::memcpy(request.data(), data, std::min<size_t>(size, request.size()));
-  if (auto written = vm.memory.write(vm.layout.host_call_addr, request, "host-call request"); !written) {
+  if (auto written = vm.memory.write(vm.layout.host_call_addr, request, "host-call request");
+      !written) {
     die("writing the request", written.error());
   }
   vm.memory.clearHostDirty();
 
-  GuestSession session(GuestSession::Phase::kCall, vm.memory, vm.layout, vm.config, *vm.vcpu, &vm.host_functions);
+  GuestSession session(GuestSession::Phase::kCall, vm.memory, vm.layout, vm.config, *vm.vcpu,
+                       &vm.host_functions);
   const PortAction action = session.onPortOut(SANDPOOL_PORT_HOST_CALL, static_cast<uint32_t>(size));
-  require(session.output().size() <= vm.config.max_output_bytes, "print() output stays within its limit");
+  require(session.output().size() <= vm.config.max_output_bytes,
+          "print() output stays within its limit");
   if (action == PortAction::kResume) {
     checkReply(vm);
   } else {
     auto failure = session.failure(RunExit{}, std::chrono::seconds(1));
-    require(failure && failure->kind == ErrorKind::kBadHostCall, "a refused host call stops the call as bad host call");
+    require(failure && failure->kind == ErrorKind::kBadHostCall,
+            "a refused host call stops the call as bad host call");
   }
   return 0;
 }

@@ -51,11 +51,14 @@ uint64_t traverse(const capnp::DynamicValue::Reader& value) {
         if (field.getType().isInterface() || !reader.has(field)) return;
         sum += traverse(reader.get(field));
       };
-      KJ_IF_MAYBE(active, reader.which()) { visit(*active); }
+      KJ_IF_MAYBE (active, reader.which()) {
+        visit(*active);
+      }
       for (auto field : reader.getSchema().getNonUnionFields()) visit(field);
       return sum;
     }
-    case capnp::DynamicValue::ANY_POINTER: return value.as<capnp::AnyPointer>().targetSize().wordCount;
+    case capnp::DynamicValue::ANY_POINTER:
+      return value.as<capnp::AnyPointer>().targetSize().wordCount;
     case capnp::DynamicValue::INT: return static_cast<uint64_t>(value.as<int64_t>());
     case capnp::DynamicValue::UINT: return value.as<uint64_t>();
     case capnp::DynamicValue::FLOAT: return value.as<double>() != 0;
@@ -67,7 +70,8 @@ uint64_t traverse(const capnp::DynamicValue::Reader& value) {
 
 // The interface a call names, among those the server implements.
 kj::Maybe<capnp::InterfaceSchema> serverInterface(uint64_t id) {
-  for (auto schema : {capnp::Schema::from<sandpool::rpc::Sandpool>(), capnp::Schema::from<sandpool::rpc::Tenant>(),
+  for (auto schema : {capnp::Schema::from<sandpool::rpc::Sandpool>(),
+                      capnp::Schema::from<sandpool::rpc::Tenant>(),
                       capnp::Schema::from<sandpool::rpc::Guest>()}) {
     if (schema.getProto().getId() == id) return schema;
   }
@@ -83,7 +87,7 @@ uint64_t traverseMessage(capnp::MessageReader& reader) {
   uint64_t sum = traverse(capnp::toDynamic(message));
   if (message.isCall()) {
     auto call = message.getCall();
-    KJ_IF_MAYBE(interface, serverInterface(call.getInterfaceId())) {
+    KJ_IF_MAYBE (interface, serverInterface(call.getInterfaceId())) {
       auto methods = interface->getMethods();
       if (call.getMethodId() < methods.size()) {
         sum += traverseContent(call.getParams(), methods[call.getMethodId()].getParamType());
@@ -106,13 +110,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto pipe = kj::newTwoWayPipe();
   sandpool::wire::BufferedMessageStream stream(*pipe.ends[1]);
   auto& client = *pipe.ends[0];
-  auto sending = client.write(data, size).then([&client] { client.shutdownWrite(); }).eagerlyEvaluate(nullptr);
+  auto sending =
+      client.write(data, size).then([&client] { client.shutdownWrite(); }).eagerlyEvaluate(nullptr);
 
   size_t messages = 0;
   auto failure = kj::runCatchingExceptions([&] {
     for (;;) {
       auto message = stream.tryReadMessage(nullptr, options, nullptr).wait(wait_scope);
-      KJ_IF_MAYBE(m, message) {
+      KJ_IF_MAYBE (m, message) {
         traverseMessage(*m->reader);
         messages++;
       } else {
@@ -123,6 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Every message is at least its one-word segment table and a word of body
   // (or an empty segment): no more messages than words can come out.
   require(messages <= size / sizeof(capnp::word), "no more messages than words sent");
-  if (failure == nullptr) require(size % sizeof(capnp::word) == 0, "a clean end of stream falls on a word");
+  if (failure == nullptr)
+    require(size % sizeof(capnp::word) == 0, "a clean end of stream falls on a word");
   return 0;
 }

@@ -61,8 +61,10 @@ const std::vector<std::pair<std::string, Build>>& seeds() {
        }},
       {"upload",
        [](Message::Builder m) {
-         auto params =
-             initCall(m, 3, 1, capnp::typeId<rpc::Tenant>(), 1).initParams().getContent().initAs<rpc::Tenant::UploadParams>();
+         auto params = initCall(m, 3, 1, capnp::typeId<rpc::Tenant>(), 1)
+                           .initParams()
+                           .getContent()
+                           .initAs<rpc::Tenant::UploadParams>();
          params.setName("hello");
          const uint8_t elf[] = {0x7f, 'E', 'L', 'F', 2, 1, 1, 0};
          params.setElf(kj::arrayPtr(elf, sizeof elf));
@@ -81,8 +83,10 @@ const std::vector<std::pair<std::string, Build>>& seeds() {
        }},
       {"guest_call",
        [](Message::Builder m) {
-         auto content =
-             initCall(m, 5, 2, capnp::typeId<rpc::Guest>(), 0).initParams().getContent().initAs<rpc::Guest::CallParams>();
+         auto content = initCall(m, 5, 2, capnp::typeId<rpc::Guest>(), 0)
+                            .initParams()
+                            .getContent()
+                            .initAs<rpc::Guest::CallParams>();
          content.setFunction("add");
          auto args = content.initArgs(2);
          args[0].setI32(1);
@@ -101,7 +105,8 @@ const std::vector<std::pair<std::string, Build>>& seeds() {
        [](Message::Builder m) {
          auto ret = m.initReturn();
          ret.setAnswerId(0);
-         auto result = ret.initResults().getContent().initAs<rpc::HostFunctions::CallResults>().initResult();
+         auto result =
+             ret.initResults().getContent().initAs<rpc::HostFunctions::CallResults>().initResult();
          result.initValue().setString("reply");
        }},
       {"finish", [](Message::Builder m) { m.initFinish().setQuestionId(2); }},
@@ -118,7 +123,8 @@ const std::vector<std::pair<std::string, Build>>& seeds() {
 
 void writeFile(const std::filesystem::path& path, kj::ArrayPtr<const kj::byte> bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.begin()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.begin()),
+            static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 

@@ -15,7 +15,8 @@ using sandpool::fuzz::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr uint32_t kDefaultQueueLength = 256;
-  auto tenants = parseTenantsFile(std::string(reinterpret_cast<const char*>(data), size), kDefaultQueueLength);
+  auto tenants =
+      parseTenantsFile(std::string(reinterpret_cast<const char*>(data), size), kDefaultQueueLength);
   if (!tenants) {
     require(!tenants.error().message.empty(), "a refused file says why");
     return 0;

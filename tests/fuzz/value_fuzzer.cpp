@@ -51,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::span<const uint8_t> before = in;
     auto value = decodeValue(in);
     if (!value) {
-      require(value.error().kind == ErrorKind::kBadHostCall, "a refused encoding is a bad host call");
+      require(value.error().kind == ErrorKind::kBadHostCall,
+              "a refused encoding is a bad host call");
       break;
     }
     require(in.size() < before.size() && in.data() == before.data() + (before.size() - in.size()),

@@ -179,10 +179,10 @@ TEST_F(KvmBackendTest, ResetCostFollowsDirtiedPages) {
   // And they really hold the snapshot's contents again.
   for (uint64_t page = 0; page < 200; ++page) {
     uint64_t word = 1;
-    ASSERT_TRUE(vm->memory()
-                    .read(kDirtyBase + page * kPageSize, {reinterpret_cast<uint8_t*>(&word), 8},
-                          "test")
-                    .ok());
+    ASSERT_TRUE(
+        vm->memory()
+            .read(kDirtyBase + page * kPageSize, {reinterpret_cast<uint8_t*>(&word), 8}, "test")
+            .ok());
     EXPECT_EQ(word, 0u) << "page " << page;
   }
 }
@@ -460,8 +460,7 @@ TEST_F(KvmBackendTest, InterruptKicksASpinningGuestOutOfKvmRun) {
     while (count == 0 && std::chrono::steady_clock::now() < give_up) {
       auto view = vm->memory().view(kSpinCounterAddr, sizeof(count), "spin counter");
       if (view.ok()) {
-        count = std::atomic_ref<const uint64_t>(
-                    *reinterpret_cast<const uint64_t*>(view->data()))
+        count = std::atomic_ref<const uint64_t>(*reinterpret_cast<const uint64_t*>(view->data()))
                     .load(std::memory_order_relaxed);
       }
       std::this_thread::yield();
@@ -505,8 +504,8 @@ TEST_F(KvmBackendTest, WatchdogStopsARunawayGuestRepeatedly) {
     RunExit exit;
     bool fired = false;
     {
-      auto guard = backend_->watchdog().watch(vm->vcpu(), std::chrono::steady_clock::now() +
-                                                             std::chrono::milliseconds(50));
+      auto guard = backend_->watchdog().watch(
+          vm->vcpu(), std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
       ASSERT_TRUE(guard.ok()) << guard.error().describe();
       exit = vm->vcpu().run(recorder);
       fired = guard->fired();
@@ -577,8 +576,8 @@ TEST_F(KvmBackendTest, LargeSparseGuestMemoryWorks) {
   ASSERT_EQ(::ftruncate(memfd.get(), kLarge), 0);
   MemoryLayout layout = image().layout();
   layout.memory_size = kLarge;
-  layout.regions.push_back(Region{8ull << 20, kLarge - (8ull << 20),
-                                  kAccessRead | kAccessWrite, "heap"});
+  layout.regions.push_back(
+      Region{8ull << 20, kLarge - (8ull << 20), kAccessRead | kAccessWrite, "heap"});
   {
     auto writable = Mapping::map(kLarge, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), "t");
     ASSERT_TRUE(writable.ok());

@@ -40,7 +40,8 @@ struct Counts {
 
 // One line of the test's output per measured call, for the log.
 void print(const char* what, const Counts& c) {
-  std::printf("%s: %llu syscalls, %llu KVM_RUN\n", what, static_cast<unsigned long long>(c.syscalls),
+  std::printf("%s: %llu syscalls, %llu KVM_RUN\n", what,
+              static_cast<unsigned long long>(c.syscalls),
               static_cast<unsigned long long>(c.kvm_runs));
 }
 
@@ -138,7 +139,8 @@ TEST_F(KvmSandboxTest, EachHostCallAddsExactlyOneKvmRun) {
     print("KVM warm call, one host call", c);
     EXPECT_EQ(c.kvm_runs, 2u);
   }
-  EXPECT_EQ(fewestSyscalls(counts), baseline + 1) << "a host call costs one KVM_RUN and nothing else";
+  EXPECT_EQ(fewestSyscalls(counts), baseline + 1)
+      << "a host call costs one KVM_RUN and nothing else";
 }
 
 }  // namespace

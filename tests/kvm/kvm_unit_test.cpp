@@ -44,8 +44,9 @@ Translation translate(const std::vector<uint8_t>& image, uint64_t addr) {
     writable &= (entry & x86::kPteWritable) != 0;
     executable &= (entry & x86::kPteNoExecute) == 0;
     if (level == 1 && (entry & x86::kPteLarge)) {
-      t = {true, writable, executable, true,
-           (entry & x86::kPteAddressMask & ~(x86::kLargePage - 1)) | (addr & (x86::kLargePage - 1))};
+      t = {
+          true, writable, executable, true,
+          (entry & x86::kPteAddressMask & ~(x86::kLargePage - 1)) | (addr & (x86::kLargePage - 1))};
       return t;
     }
     if (level == 0) {
@@ -132,8 +133,7 @@ TEST(KvmPageTables, RefusesWritableAndExecutableRegions) {
 
 TEST(KvmPageTables, RefusesRegionsInTheHostArea) {
   MemoryLayout layout = sampleLayout();
-  layout.regions.insert(layout.regions.begin() + 1,
-                        Region{0x3000, 0x1000, kAccessRead, "sneaky"});
+  layout.regions.insert(layout.regions.begin() + 1, Region{0x3000, 0x1000, kAccessRead, "sneaky"});
   std::vector<uint8_t> image(layout.memory_size);
   auto stats = buildPageTables(image, layout);
   ASSERT_FALSE(stats.ok());
@@ -214,8 +214,7 @@ TEST(KvmDevice, PermissionDeniedSaysSo) {
     if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(kFailed);
     if (::access(kKvmDevicePath, R_OK | W_OK) == 0) ::_exit(kSkip);
     auto backend = makeKvmBackendAt(kKvmDevicePath);
-    const bool refused = !backend.ok() &&
-                         backend.error().kind == ErrorKind::kBackendUnavailable &&
+    const bool refused = !backend.ok() && backend.error().kind == ErrorKind::kBackendUnavailable &&
                          backend.error().message.find("permission denied") != std::string::npos;
     ::_exit(refused ? kPassed : kFailed);
   }
@@ -254,7 +253,8 @@ TEST(KvmSelfTest, PassesWithFilteredCpuidAndAHardwareSpeedLoop) {
   auto judged = judgeSelfTest(hardwareKvm(), KvmOptions{}, false);
   ASSERT_TRUE(judged.ok()) << judged.error().message;
   EXPECT_TRUE(mentions(*judged, "CPUID filtered")) << *judged;
-  EXPECT_TRUE(mentions(*judged, "a loop of 100000 iterations took 0.045 ms (fastest of 2; limit 10 ms)"))
+  EXPECT_TRUE(
+      mentions(*judged, "a loop of 100000 iterations took 0.045 ms (fastest of 2; limit 10 ms)"))
       << *judged;
 }
 
@@ -265,8 +265,9 @@ TEST(KvmSelfTest, RefusesAKvmThatDoesNotApplyTheCpuidFilter) {
   auto judged = judgeSelfTest(m, KvmOptions{}, false);
   ASSERT_FALSE(judged.ok());
   EXPECT_EQ(judged.error().kind, ErrorKind::kBackendUnavailable);
-  EXPECT_TRUE(mentions(judged.error().message, "CPUID check: the guest sees features the backend "
-                                               "hides (XSAVE, AVX, AVX2;"))
+  EXPECT_TRUE(mentions(judged.error().message,
+                       "CPUID check: the guest sees features the backend "
+                       "hides (XSAVE, AVX, AVX2;"))
       << judged.error().message;
   EXPECT_FALSE(mentions(judged.error().message, "speed check")) << "the loop was fast";
 }
@@ -315,17 +316,20 @@ TEST(KvmSelfTest, AGuestStepThatFailsIsReportedWithWhatWasMeasuredBefore) {
   *m.cpuid_leaf7_ebx |= x86::cpuid::kLeaf7EbxAvx2;
   m.fastest_loop = std::chrono::microseconds(203'000);
   m.loops = 1;
-  m.failed_step = "first call, SSE store and DONE: KVM internal error 1 (instruction emulation failed)";
+  m.failed_step =
+      "first call, SSE store and DONE: KVM internal error 1 (instruction emulation failed)";
   auto judged = judgeSelfTest(m, KvmOptions{}, true);
   ASSERT_FALSE(judged.ok());
   const std::string& message = judged.error().message;
   EXPECT_TRUE(mentions(message, "CPUID check")) << message;
-  EXPECT_TRUE(mentions(message, "speed check: a loop of 100000 iterations took 203.000 ms (fastest of 1"))
+  EXPECT_TRUE(
+      mentions(message, "speed check: a loop of 100000 iterations took 203.000 ms (fastest of 1"))
       << message;
   EXPECT_TRUE(mentions(message, "guest run: first call, SSE store and DONE: KVM internal error 1"))
       << message;
-  EXPECT_TRUE(mentions(message, "The kvm_pvm module is loaded: kvm-pvm runs ring-0 guest code through "
-                                "KVM's instruction emulator"))
+  EXPECT_TRUE(mentions(message,
+                       "The kvm_pvm module is loaded: kvm-pvm runs ring-0 guest code through "
+                       "KVM's instruction emulator"))
       << message;
 }
 
@@ -343,7 +347,8 @@ TEST(KvmSelfTest, BootFailureBeforeAnyMeasurementIsReported) {
   m.failed_step = "boot to READY: triple fault";
   auto judged = judgeSelfTest(m, waived(), false);
   ASSERT_FALSE(judged.ok());
-  EXPECT_TRUE(mentions(judged.error().message, "KVM self-test failed: guest run: boot to READY: triple fault"))
+  EXPECT_TRUE(mentions(judged.error().message,
+                       "KVM self-test failed: guest run: boot to READY: triple fault"))
       << judged.error().message;
 }
 

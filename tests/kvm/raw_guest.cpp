@@ -263,8 +263,8 @@ void writeCpuTables(uint8_t* image) {
   put64(image, kGdtAddr + 16, 0x0000920000000000ull);
   for (int v = 0; v < kVectors; ++v) {
     const uint64_t handler = kStubsAddr + 16 * v;
-    const uint64_t low = (handler & 0xffff) | (uint64_t{x86::kSelectorCode} << 16) | (0x8eull << 40) |
-                         (((handler >> 16) & 0xffff) << 48);
+    const uint64_t low = (handler & 0xffff) | (uint64_t{x86::kSelectorCode} << 16) |
+                         (0x8eull << 40) | (((handler >> 16) & 0xffff) << 48);
     put64(image, kIdtAddr + 16 * v, low);
     put64(image, kIdtAddr + 16 * v + 8, handler >> 32);
   }
@@ -299,17 +299,16 @@ Expected<std::unique_ptr<RawImage>> RawImage::build(Backend& backend, Program pr
   if (!image->memfd_.valid() || ::ftruncate(image->memfd_.get(), kMemorySize) != 0) {
     return makeError(ErrorKind::kInternal, "memfd for the raw guest image");
   }
-  auto writable = Mapping::map(kMemorySize, PROT_READ | PROT_WRITE, MAP_SHARED,
-                               image->memfd_.get(), "raw guest image");
+  auto writable = Mapping::map(kMemorySize, PROT_READ | PROT_WRITE, MAP_SHARED, image->memfd_.get(),
+                               "raw guest image");
   if (!writable) return writable.takeError();
   uint8_t* bytes = writable->data();
   if (auto prepared = backend.prepareImage(writable->bytes(), image->layout_); !prepared) {
     return prepared.takeError();
   }
-  const uint8_t* start = program == Program::kDispatcher ? raw_dispatcher_start
-                                                         : raw_back_to_back_start;
-  const uint8_t* end = program == Program::kDispatcher ? raw_dispatcher_end
-                                                       : raw_back_to_back_end;
+  const uint8_t* start =
+      program == Program::kDispatcher ? raw_dispatcher_start : raw_back_to_back_start;
+  const uint8_t* end = program == Program::kDispatcher ? raw_dispatcher_end : raw_back_to_back_end;
   std::memcpy(bytes + kProgramAddr, start, end - start);
   std::memcpy(bytes + kStubsAddr, raw_stubs_start, raw_stubs_end - raw_stubs_start);
   writeCpuTables(bytes);
@@ -337,9 +336,8 @@ Expected<std::unique_ptr<RawVm>> RawVm::boot(Backend& backend, const RawImage& i
   } ready;
   RunExit exit = vm->vcpu_->run(ready);
   if (exit.kind != RunExit::Kind::kStopped || ready.port != kPortReady) {
-    return makeError(ErrorKind::kInternal,
-                     "raw guest did not reach READY: " + exit.reason + " port " +
-                         std::to_string(ready.port));
+    return makeError(ErrorKind::kInternal, "raw guest did not reach READY: " + exit.reason +
+                                               " port " + std::to_string(ready.port));
   }
   if (auto armed = vm->vcpu_->armReset(image.contents()); !armed) return armed.takeError();
   return vm;

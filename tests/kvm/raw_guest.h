@@ -37,7 +37,7 @@ inline constexpr uint64_t kCounterAddr = 0x600000;
 inline constexpr uint64_t kInputAddr = 0x601000;  // command, argument
 inline constexpr uint64_t kHostValueAddr = 0x601010;
 inline constexpr uint64_t kSpinCounterAddr = 0x602000;  // cmdSpin counts here
-inline constexpr uint64_t kDirtyBase = 0x610000;  // cmdDirtyPages writes from here
+inline constexpr uint64_t kDirtyBase = 0x610000;        // cmdDirtyPages writes from here
 inline constexpr uint64_t kStackAddr = 0x7f0000;
 inline constexpr uint64_t kStackTop = 0x800000;
 

@@ -92,34 +92,45 @@ class ResetFailingBackend final : public vm::Backend {
   void failNextResets(int count) { failures_.store(count); }
 
   vm::BackendKind kind() const override { return real_.kind(); }
-  vm::Expected<void> prepareImage(std::span<uint8_t> image, const vm::MemoryLayout& layout) override {
+  vm::Expected<void> prepareImage(std::span<uint8_t> image,
+                                  const vm::MemoryLayout& layout) override {
     return real_.prepareImage(image, layout);
   }
-  vm::Expected<std::unique_ptr<vm::MicroVm>> createMicroVm(vm::GuestMemory& memory, const vm::MemoryLayout& layout,
-                                                     uint64_t entry) override {
+  vm::Expected<std::unique_ptr<vm::MicroVm>> createMicroVm(vm::GuestMemory& memory,
+                                                           const vm::MemoryLayout& layout,
+                                                           uint64_t entry) override {
     auto vcpu = real_.createMicroVm(memory, layout, entry);
     if (!vcpu) return vcpu.takeError();
-    return std::unique_ptr<vm::MicroVm>(std::make_unique<MicroVm>(std::move(vcpu.value()), failures_));
+    return std::unique_ptr<vm::MicroVm>(
+        std::make_unique<MicroVm>(std::move(vcpu.value()), failures_));
   }
 
  private:
   class MicroVm final : public vm::MicroVm {
    public:
-    MicroVm(std::unique_ptr<vm::MicroVm> real, std::atomic<int>& failures) : real_(std::move(real)), failures_(failures) {}
+    MicroVm(std::unique_ptr<vm::MicroVm> real, std::atomic<int>& failures)
+        : real_(std::move(real)), failures_(failures) {}
     vm::RunExit run(vm::PortHandler& handler) override { return real_->run(handler); }
     void interrupt() noexcept override { real_->interrupt(); }
     void clearInterrupt() noexcept override { real_->clearInterrupt(); }
-    vm::Expected<uint64_t> readRegister(vm::Register reg) override { return real_->readRegister(reg); }
+    vm::Expected<uint64_t> readRegister(vm::Register reg) override {
+      return real_->readRegister(reg);
+    }
     vm::Expected<std::unique_ptr<vm::CpuState>> saveCpuState(uint64_t resume_rip) override {
       return real_->saveCpuState(resume_rip);
     }
-    vm::Expected<void> loadCpuState(const vm::CpuState& state) override { return real_->loadCpuState(state); }
-    vm::Expected<void> armReset(std::span<const uint8_t> contents) override { return real_->armReset(contents); }
+    vm::Expected<void> loadCpuState(const vm::CpuState& state) override {
+      return real_->loadCpuState(state);
+    }
+    vm::Expected<void> armReset(std::span<const uint8_t> contents) override {
+      return real_->armReset(contents);
+    }
     vm::Expected<vm::ResetStats> reset() override {
       int left = failures_.load();
       while (left > 0 && !failures_.compare_exchange_weak(left, left - 1)) {
       }
-      if (left > 0) return vm::makeError(vm::ErrorKind::kResetFailed, "reset failure injected by the test");
+      if (left > 0)
+        return vm::makeError(vm::ErrorKind::kResetFailed, "reset failure injected by the test");
       return real_->reset();
     }
 
@@ -136,8 +147,10 @@ class PoolTest : public ::testing::Test {
  protected:
   // Long calls step aside only where a test asks for it: the others order
   // their queues by holding a call on the one worker.
-  void start(unsigned workers, std::chrono::microseconds long_call = 0us, unsigned long_calls_per_tenant = 64) {
-    scheduler_ = std::make_unique<Scheduler>(SchedulerOptions{workers, 0us, long_call, 256, long_calls_per_tenant});
+  void start(unsigned workers, std::chrono::microseconds long_call = 0us,
+             unsigned long_calls_per_tenant = 64) {
+    scheduler_ = std::make_unique<Scheduler>(
+        SchedulerOptions{workers, 0us, long_call, 256, long_calls_per_tenant});
     scheduler_->start();
     io_thread_ = std::thread([this] { io_.run(); });
   }
@@ -148,7 +161,9 @@ class PoolTest : public ::testing::Test {
     if (io_thread_.joinable()) io_thread_.join();
   }
 
-  TenantPool& tenant(const std::string& name, Quota quota = {}) { return tenantOn(*backend_, name, quota); }
+  TenantPool& tenant(const std::string& name, Quota quota = {}) {
+    return tenantOn(*backend_, name, quota);
+  }
   TenantPool& tenantOn(vm::Backend& backend, const std::string& name, Quota quota = {}) {
     // Idle VMs are dropped by the tests themselves (scaleToZeroIfIdle), never
     // by the timer behind a test's back on a slow machine.
@@ -158,7 +173,8 @@ class PoolTest : public ::testing::Test {
 
   // Submits `count` calls add(i, 1) at once and checks that every one
   // completes with i + 1, whatever order they finish in.
-  void submitAddsAndExpectEachResult(TenantPool& tenant, const std::shared_ptr<GuestPool>& guest, int count) {
+  void submitAddsAndExpectEachResult(TenantPool& tenant, const std::shared_ptr<GuestPool>& guest,
+                                     int count) {
     for (int i = 0; i < count; ++i) submit(tenant, guest, i, "add", {int32_t(i), int32_t(1)});
     ASSERT_TRUE(done_.waitFor(static_cast<size_t>(count), 30s));
     auto outcomes = done_.outcomes();
@@ -195,7 +211,8 @@ class PoolTest : public ::testing::Test {
   std::unique_ptr<vm::Backend> backend_ = vm::makeEmulatedBackend();
   ResetFailingBackend faulty_backend_{*backend_};  // outlives the workers, like backend_
   boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ = boost::asio::make_work_guard(io_);
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
+      boost::asio::make_work_guard(io_);
   std::thread io_thread_;
   std::unique_ptr<Scheduler> scheduler_;
   Completions done_;
@@ -263,7 +280,8 @@ TEST(SpinWaitTest, TurnsUntilTheBudgetIsSpent) {
 TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
   start(4);
   TenantPool& t = tenant("t");
-  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
+  auto guest =
+      std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
   submitAddsAndExpectEachResult(t, guest, 40);
   GuestStats s = guest->stats();
   EXPECT_EQ(s.created, 1u);
@@ -278,7 +296,8 @@ TEST_F(PoolTest, CallsBeyondTheVmLimitWaitAndAllSucceed) {
 TEST_F(PoolTest, EveryCallEndsItsShareOfTheLoad) {
   start(2);
   TenantPool& t = tenant("t", Quota{.queue_length = 8});
-  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 2});
+  auto guest =
+      std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 2});
   // Calls that run, wait for a VM, are refused (queue full) or fail (bad
   // arguments): once all are done, calls arriving one at a time find no
   // load.
@@ -394,7 +413,8 @@ TEST_F(PoolTest, ACallWaitingOnItsHostStepsAsideAndCompletes) {
   // b's call may have stepped aside too on a loaded machine (its VM is a
   // cold start); its thread ends just after the call completes.
   EXPECT_TRUE(eventually([&] { return scheduler_->longCallsRunning() == 1; }));
-  EXPECT_EQ(scheduler_->spinMode(), SpinMode::none) << "a yield could hand the core to the long call";
+  EXPECT_EQ(scheduler_->spinMode(), SpinMode::none)
+      << "a yield could hand the core to the long call";
   holder.release();
   ASSERT_TRUE(done_.waitFor(2, 60s));
   const auto outcomes = done_.outcomes();
@@ -416,7 +436,8 @@ TEST_F(PoolTest, ACallWaitingOnItsHostStepsAsideAndCompletes) {
 TEST_F(PoolTest, TimeoutMessageNamesTheTimeoutTheCallWasGiven) {
   start(1);
   TenantPool& t = tenant("t");
-  auto guest = std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
+  auto guest =
+      std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
   auto* task = new TestTask(done_, 0);
   task->guest = guest;
   task->request.function = "spin";
@@ -429,7 +450,8 @@ TEST_F(PoolTest, TimeoutMessageNamesTheTimeoutTheCallWasGiven) {
   ASSERT_FALSE(outcome.refusal);
   ASSERT_FALSE(outcome.call.result.ok());
   EXPECT_EQ(outcome.call.result.error().kind, vm::ErrorKind::kTimeout);
-  EXPECT_NE(outcome.call.result.error().message.find("exceeded its 400 ms timeout"), std::string::npos)
+  EXPECT_NE(outcome.call.result.error().message.find("exceeded its 400 ms timeout"),
+            std::string::npos)
       << outcome.call.result.error().message;
 }
 
@@ -439,8 +461,10 @@ TEST_F(PoolTest, FullQueueRefusesAtOnce) {
   quota.max_concurrent_calls = 1;
   quota.queue_length = 3;
   TenantPool& t = tenant("t", quota);
-  auto guest = std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
-  auto prober = std::make_shared<GuestPool>(t, "p", boot(*backend_, GUEST_PROBE), PoolSettings{0, 1});
+  auto guest =
+      std::make_shared<GuestPool>(t, "m", boot(*backend_, GUEST_MISBEHAVE), PoolSettings{0, 1});
+  auto prober =
+      std::make_shared<GuestPool>(t, "p", boot(*backend_, GUEST_PROBE), PoolSettings{0, 1});
   // The tenant's one running call is held until all ten are submitted: three
   // wait, seven are refused, however slowly this thread submits them.
   testing::HoldingHostFunctions holder;
@@ -461,7 +485,8 @@ TEST_F(PoolTest, FullQueueRefusesAtOnce) {
 TEST_F(PoolTest, PrewarmCreatesMinWarmAndIdleVmsScaleToZero) {
   start(2);
   TenantPool& t = tenant("t");
-  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{3, 4});
+  auto guest =
+      std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{3, 4});
   guest->requestPrewarm();
   auto until = Clock::now() + 20s;
   while (guest->stats().warm < 3 && Clock::now() < until) std::this_thread::yield();
@@ -477,7 +502,8 @@ TEST_F(PoolTest, PrewarmCreatesMinWarmAndIdleVmsScaleToZero) {
 TEST_F(PoolTest, VmWhoseResetFailedIsDroppedAndReplaced) {
   start(1);
   TenantPool& t = tenantOn(faulty_backend_, "t");
-  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{1, 1});
+  auto guest =
+      std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{1, 1});
   guest->requestPrewarm();
   ASSERT_TRUE(eventually([&] { return guest->stats().warm == 1; }));
 
@@ -493,7 +519,8 @@ TEST_F(PoolTest, VmWhoseResetFailedIsDroppedAndReplaced) {
 
   submit(t, guest, 1, "add", {int32_t(1), int32_t(2)});
   ASSERT_TRUE(done_.waitFor(2, 30s));
-  ASSERT_TRUE(done_.outcomes()[1].call.result.ok()) << done_.outcomes()[1].call.result.error().describe();
+  ASSERT_TRUE(done_.outcomes()[1].call.result.ok())
+      << done_.outcomes()[1].call.result.error().describe();
   EXPECT_EQ(std::get<int32_t>(done_.outcomes()[1].call.result.value()), 3);
   EXPECT_TRUE(done_.outcomes()[1].cold_start);
   EXPECT_EQ(guest->stats().created, 2u);
@@ -504,13 +531,15 @@ TEST_F(PoolTest, VmWhoseResetFailedIsDroppedAndReplaced) {
 TEST_F(PoolTest, WaitingCallsGetANewVmWhenTheOnlyOneFailsItsReset) {
   start(2);
   TenantPool& t = tenantOn(faulty_backend_, "t");
-  auto guest = std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
+  auto guest =
+      std::make_shared<GuestPool>(t, "add", boot(*backend_, GUEST_ADD), PoolSettings{0, 1});
   faulty_backend_.failNextResets(1);
   // One VM at most: the calls queue behind the first, whose reset fails.
   submitAddsAndExpectEachResult(t, guest, 10);
   EXPECT_EQ(guest->stats().created, 2u);
   EXPECT_EQ(guest->stats().reset, 9u);
-  EXPECT_TRUE(eventually([&] { return guest->stats().discarded == 1 && guest->stats().warm == 1; }));
+  EXPECT_TRUE(
+      eventually([&] { return guest->stats().discarded == 1 && guest->stats().warm == 1; }));
   EXPECT_EQ(t.counters().vms, 1u);
 }
 
@@ -560,7 +589,10 @@ TEST_F(PoolTest, TenantVmQuotaHeldByRunningCallsRefusesAnotherGuest) {
   second.release();
   ASSERT_TRUE(answered);
   auto outcome = done_.outcomes()[0];
-  ASSERT_TRUE(outcome.refusal) << "ran: " << (outcome.call.result.ok() ? "ok" : outcome.call.result.error().describe());
+  ASSERT_TRUE(outcome.refusal) << "ran: "
+                               << (outcome.call.result.ok()
+                                       ? "ok"
+                                       : outcome.call.result.error().describe());
   EXPECT_EQ(outcome.refusal->kind, RefusalKind::kVmQuota) << outcome.refusal->message;
   ASSERT_TRUE(done_.waitFor(3, 30s));
   // Once `one`'s VMs are idle, `two`'s call gets one of them.

@@ -16,7 +16,8 @@ namespace sandpool::wire {
 namespace {
 
 // A message whose body is a Value holding `size` bytes of `fill`.
-kj::Array<capnp::word> bytesMessage(size_t size, uint8_t fill, uint32_t first_segment_words = 1024) {
+kj::Array<capnp::word> bytesMessage(size_t size, uint8_t fill,
+                                    uint32_t first_segment_words = 1024) {
   capnp::MallocMessageBuilder builder(first_segment_words, capnp::AllocationStrategy::FIXED_SIZE);
   auto data = builder.initRoot<rpc::Value>().initBytes(static_cast<unsigned>(size));
   std::memset(data.begin(), fill, size);
@@ -65,10 +66,12 @@ TEST_F(BufferedMessageStreamTest, MessagesLargerThanTheBufferAndManySegmentsArri
   auto segmented = bytesMessage(5000, 3, 16);  // a 16-word first segment forces a second one
   ASSERT_GT(segmented.asBytes()[0], 0) << "the message should have more than one segment";
   // The sender blocks on a full socket until the reader drains it.
-  auto writing = pipe_.ends[0]->write(small.begin(), small.asBytes().size()).then([&] {
-    return pipe_.ends[0]->write(large.begin(), large.asBytes().size());
-  }).then([&] { return pipe_.ends[0]->write(segmented.begin(), segmented.asBytes().size()); })
-  .eagerlyEvaluate(nullptr);
+  auto writing =
+      pipe_.ends[0]
+          ->write(small.begin(), small.asBytes().size())
+          .then([&] { return pipe_.ends[0]->write(large.begin(), large.asBytes().size()); })
+          .then([&] { return pipe_.ends[0]->write(segmented.begin(), segmented.asBytes().size()); })
+          .eagerlyEvaluate(nullptr);
   expectBytes(*read(), 10, 1);
   expectBytes(*read(), 3 * BufferedMessageStream::kChunkBytes + 5, 2);
   expectBytes(*read(), 5000, 3);
@@ -84,7 +87,7 @@ TEST_F(BufferedMessageStreamTest, AMessagePastTheLimitFailsOnItsSegmentTable) {
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 1024;
   auto failure = kj::runCatchingExceptions([&] { read(options); });
-  KJ_IF_MAYBE(e, failure) {
+  KJ_IF_MAYBE (e, failure) {
     EXPECT_NE(std::string(e->getDescription().cStr()).find("too large"), std::string::npos)
         << e->getDescription().cStr();
   } else {
@@ -103,8 +106,9 @@ TEST_F(BufferedMessageStreamTest, EndOfStreamBetweenMessagesIsCleanAndInsideOneI
   BufferedMessageStream cut(*pipe.ends[1]);
   pipe.ends[0]->write(message.begin(), message.asBytes().size() - 8).wait(io_.waitScope);
   pipe.ends[0]->shutdownWrite();
-  auto failure = kj::runCatchingExceptions([&] { cut.tryReadMessage(nullptr, {}, nullptr).wait(io_.waitScope); });
-  KJ_IF_MAYBE(e, failure) {
+  auto failure = kj::runCatchingExceptions(
+      [&] { cut.tryReadMessage(nullptr, {}, nullptr).wait(io_.waitScope); });
+  KJ_IF_MAYBE (e, failure) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "a message cut short was read";

@@ -79,7 +79,12 @@ class MemoryWatch {
 class RawRpcClient {
  public:
   RawRpcClient(kj::AsyncIoContext& io, const std::string& address)
-      : io_(io), stream_(io.provider->getNetwork().parseAddress(address).wait(io.waitScope)->connect().wait(io.waitScope)) {}
+      : io_(io),
+        stream_(io.provider->getNetwork()
+                    .parseAddress(address)
+                    .wait(io.waitScope)
+                    ->connect()
+                    .wait(io.waitScope)) {}
 
   // Writes `message`; a failure to write (the server closed the connection
   // while we wrote) is left for awaitClose() to observe.
@@ -96,9 +101,10 @@ class RawRpcClient {
   // Sends a call on the capability `target` leads to; `fill` sets its
   // parameters, and the capability table gets `caps` distinct
   // capabilities of this client (senderHosted 0, 1, ...).
-  void call(uint32_t question, const std::function<void(capnp::rpc::MessageTarget::Builder)>& target,
-            uint64_t interface_id, uint16_t method_id, const std::function<void(capnp::AnyPointer::Builder)>& fill,
-            uint32_t caps = 0) {
+  void call(uint32_t question,
+            const std::function<void(capnp::rpc::MessageTarget::Builder)>& target,
+            uint64_t interface_id, uint16_t method_id,
+            const std::function<void(capnp::AnyPointer::Builder)>& fill, uint32_t caps = 0) {
     capnp::MallocMessageBuilder message;
     auto call = message.initRoot<capnp::rpc::Message>().initCall();
     call.setQuestionId(question);
@@ -137,16 +143,18 @@ class RawRpcClient {
   std::optional<kj::Own<capnp::MessageReader>> next() {
     std::optional<kj::Own<capnp::MessageReader>> result;
     auto failure = kj::runCatchingExceptions([&] {
-      auto read = capnp::tryReadMessage(*stream_).then([](kj::Maybe<kj::Own<capnp::MessageReader>>&& m) {
-        return kj::mv(m);
-      });
-      auto guard = io_.provider->getTimer().afterDelay(kGuard).then([this]() -> kj::Maybe<kj::Own<capnp::MessageReader>> {
-        timed_out_ = true;
-        return nullptr;
-      });
-      KJ_IF_MAYBE(m, read.exclusiveJoin(kj::mv(guard)).wait(io_.waitScope)) { result = kj::mv(*m); }
+      auto read = capnp::tryReadMessage(*stream_).then(
+          [](kj::Maybe<kj::Own<capnp::MessageReader>>&& m) { return kj::mv(m); });
+      auto guard = io_.provider->getTimer().afterDelay(kGuard).then(
+          [this]() -> kj::Maybe<kj::Own<capnp::MessageReader>> {
+            timed_out_ = true;
+            return nullptr;
+          });
+      KJ_IF_MAYBE (m, read.exclusiveJoin(kj::mv(guard)).wait(io_.waitScope)) {
+        result = kj::mv(*m);
+      }
     });
-    KJ_IF_MAYBE(e, failure) {
+    KJ_IF_MAYBE (e, failure) {
       // A reset connection is a closed one.
       EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
     }
@@ -158,7 +166,9 @@ class RawRpcClient {
   bool timed_out_ = false;
 };
 
-void onBootstrap(capnp::rpc::MessageTarget::Builder target) { target.initPromisedAnswer().setQuestionId(0); }
+void onBootstrap(capnp::rpc::MessageTarget::Builder target) {
+  target.initPromisedAnswer().setQuestionId(0);
+}
 
 // The Tenant capability in the results of the login call `question`.
 std::function<void(capnp::rpc::MessageTarget::Builder)> onLoggedInTenant(uint32_t question) {
@@ -180,12 +190,14 @@ class ConnectionLimitsTest : public ::testing::Test {
   void startServer(std::vector<std::string> extra) {
     fs::path tenants = dir_.path() / "tenants.conf";
     std::ofstream(tenants) << "[alpha]\ntoken = " << kToken << "\n";
-    for (const char* arg : {"--backend", "emulated", "--workers", "1", "--log-level", "debug"}) extra.push_back(arg);
+    for (const char* arg : {"--backend", "emulated", "--workers", "1", "--log-level", "debug"})
+      extra.push_back(arg);
     server_.emplace(SANDPOOLD_BIN, dir_.path() / "data", tenants, extra);
   }
 
   kj::Own<client::Connection> connect(const std::string& address = "") {
-    return client::Connection::connect(io_, address.empty() ? server_->tcpAddress() : address).wait(ws_);
+    return client::Connection::connect(io_, address.empty() ? server_->tcpAddress() : address)
+        .wait(ws_);
   }
 
   rpc::Tenant::Client login(client::Connection& conn) { return conn.login(kToken).wait(ws_); }
@@ -193,7 +205,8 @@ class ConnectionLimitsTest : public ::testing::Test {
   // Whether `tenant` still gets its calls answered: upload a guest, call it.
   void expectServed(rpc::Tenant::Client& tenant) {
     std::ifstream in(GUEST_ADD, std::ios::binary);
-    std::vector<uint8_t> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> elf((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
     auto upload = tenant.uploadRequest();
     upload.setName("add");
     upload.setElf(kj::arrayPtr(elf.data(), elf.size()));
@@ -214,9 +227,10 @@ class ConnectionLimitsTest : public ::testing::Test {
   std::unique_ptr<RawRpcClient> rawLoggedIn() {
     auto raw = std::make_unique<RawRpcClient>(io_, server_->tcpAddress());
     raw->bootstrap(0);
-    raw->call(1, onBootstrap, capnp::typeId<rpc::Sandpool>(), 2, [](capnp::AnyPointer::Builder content) {
-      content.initAs<rpc::Sandpool::LoginParams>().setToken(kToken);
-    });
+    raw->call(1, onBootstrap, capnp::typeId<rpc::Sandpool>(), 2,
+              [](capnp::AnyPointer::Builder content) {
+                content.initAs<rpc::Sandpool::LoginParams>().setToken(kToken);
+              });
     EXPECT_TRUE(raw->awaitReturn(1));
     return raw;
   }
@@ -232,8 +246,9 @@ TEST_F(ConnectionLimitsTest, HelpListsTheConnectionFlagsWithTheirDefaults) {
   ASSERT_EQ(help.wait(60s), 0);
   std::string text = help.output();
   for (const char* flag :
-       {"--rpc-login-message-limit-kib KIB (=64)", "--rpc-max-caps-per-message N (=64)", "--rpc-max-imports N (=256)",
-        "--max-connections N (=1024)", "--max-connections-per-peer N (=128)", "--login-timeout-ms MS (=10000)",
+       {"--rpc-login-message-limit-kib KIB (=64)", "--rpc-max-caps-per-message N (=64)",
+        "--rpc-max-imports N (=256)", "--max-connections N (=1024)",
+        "--max-connections-per-peer N (=128)", "--login-timeout-ms MS (=10000)",
         "--connection-idle-timeout-ms MS (=300000)"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag << " in\n" << text;
   }
@@ -254,7 +269,8 @@ TEST_F(ConnectionLimitsTest, CapabilityFloodBeforeLoginIsRefusedAndCostsNoMemory
     attacker.call(1, onBootstrap, capnp::typeId<rpc::Sandpool>(), 0, noParams, kFloodCaps);
     EXPECT_TRUE(attacker.awaitClose()) << "attempt " << attempt;
   }
-  EXPECT_TRUE(server_->process().waitForLine("logged_in=false error=\"expected total <= options.traversalLimitInWords", 60s))
+  EXPECT_TRUE(server_->process().waitForLine(
+      "logged_in=false error=\"expected total <= options.traversalLimitInWords", 60s))
       << server_->process().output();
 
   expectServed(tenant);
@@ -294,7 +310,8 @@ TEST_F(ConnectionLimitsTest, CapabilitiesLentPerConnectionAreBounded) {
   auto beyond = rawLoggedIn();
   beyond->call(2, onLoggedInTenant(1), capnp::typeId<rpc::Tenant>(), 0, noParams, 5);
   EXPECT_TRUE(beyond->awaitClose());
-  EXPECT_TRUE(server_->process().waitForLine("reason=\"more than 4 capabilities lent to the server at once\"", 60s))
+  EXPECT_TRUE(server_->process().waitForLine(
+      "reason=\"more than 4 capabilities lent to the server at once\"", 60s))
       << server_->process().output();
 }
 
@@ -302,7 +319,8 @@ TEST_F(ConnectionLimitsTest, FullServerMakesRoomForATenantByClosingAConnectionTh
   startServer({"--max-connections", "8"});
   std::vector<std::unique_ptr<RawRpcClient>> idle;
   for (int i = 0; i < 8; ++i) {
-    idle.push_back(std::make_unique<RawRpcClient>(io_, i % 2 == 0 ? server_->tcpAddress() : server_->unixAddress()));
+    idle.push_back(std::make_unique<RawRpcClient>(
+        io_, i % 2 == 0 ? server_->tcpAddress() : server_->unixAddress()));
     idle.back()->bootstrap(0);
     // Answered: the server holds the connection.
     ASSERT_TRUE(idle.back()->awaitReturn(0)) << i;
@@ -344,13 +362,15 @@ TEST_F(ConnectionLimitsTest, PeerLimitRefusesTheNextConnectionFromThatPeer) {
   first->sandpool().pingRequest().send().wait(ws_);
   second->sandpool().pingRequest().send().wait(ws_);
   auto third = connect();
-  kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { third->sandpool().pingRequest().send().wait(ws_); });
-  KJ_IF_MAYBE(e, failure) {
+  kj::Maybe<kj::Exception> failure =
+      kj::runCatchingExceptions([&] { third->sandpool().pingRequest().send().wait(ws_); });
+  KJ_IF_MAYBE (e, failure) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "a third connection from the same address was served";
   }
-  EXPECT_TRUE(server_->process().waitForLine("reason=\"2 connections from this peer already\"", 60s));
+  EXPECT_TRUE(
+      server_->process().waitForLine("reason=\"2 connections from this peer already\"", 60s));
   // The Unix socket counts its peers by uid: this process has none there yet.
   auto local = connect(server_->unixAddress());
   auto tenant = login(*local);

@@ -54,7 +54,8 @@ TEST_F(GuestStoreTest, FileIsTheHeaderTheDigestAndTheElf) {
 }
 
 TEST_F(GuestStoreTest, GuestsLoadSortedByName) {
-  for (const char* name : {"zeta", "alpha", "mid"}) ASSERT_TRUE(store_.save("acme", name, elf_).ok());
+  for (const char* name : {"zeta", "alpha", "mid"})
+    ASSERT_TRUE(store_.save("acme", name, elf_).ok());
   std::vector<std::string> errors;
   auto stored = store_.loadAll("acme", errors);
   ASSERT_EQ(stored.size(), 3u);
@@ -68,13 +69,15 @@ TEST_F(GuestStoreTest, CorruptedFileIsRefusedWithBothDigestsAndLeftInPlace) {
   const fs::path file = tenantDir() / "hello.guest";
   std::vector<uint8_t> bytes = readFile(file);
   bytes.back() ^= 0xff;
-  std::ofstream(file, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(bytes.data()),
-                                                                 static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(file, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
   std::vector<std::string> errors;
   auto stored = store_.loadAll("acme", errors);
   EXPECT_TRUE(stored.empty());
   ASSERT_EQ(errors.size(), 1u);
-  EXPECT_NE(errors[0].find("guest 'hello' of tenant 'acme': stored file is corrupted (SHA-256 "), std::string::npos)
+  EXPECT_NE(errors[0].find("guest 'hello' of tenant 'acme': stored file is corrupted (SHA-256 "),
+            std::string::npos)
       << errors[0];
   EXPECT_NE(errors[0].find("!= recorded " + sha256Hex(elf_)), std::string::npos) << errors[0];
   EXPECT_TRUE(fs::exists(file));
@@ -86,7 +89,8 @@ TEST_F(GuestStoreTest, FileWithoutTheHeaderIsRefused) {
   std::vector<std::string> errors;
   EXPECT_TRUE(store_.loadAll("acme", errors).empty());
   ASSERT_EQ(errors.size(), 1u);
-  EXPECT_EQ(errors[0], "guest 'short' of tenant 'acme': stored file has no sandpool guest header (3 bytes)");
+  EXPECT_EQ(errors[0],
+            "guest 'short' of tenant 'acme': stored file has no sandpool guest header (3 bytes)");
 }
 
 TEST_F(GuestStoreTest, TenantWithoutADirectoryHasNoGuests) {

@@ -108,10 +108,11 @@ TEST_F(KjMailboxTest, RunBlockingFulfilsThePromiseWithTheResultOnTheKjThread) {
     return 42;
   });
   std::thread::id continued_on;
-  int value = result.then([&continued_on](int v) {
-                      continued_on = std::this_thread::get_id();
-                      return v;
-                    })
+  int value = result
+                  .then([&continued_on](int v) {
+                    continued_on = std::this_thread::get_id();
+                    return v;
+                  })
                   .wait(wait_scope_);
   EXPECT_EQ(value, 42);
   EXPECT_NE(ran_on, kj_thread);

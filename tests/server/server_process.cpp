@@ -36,7 +36,8 @@ TempDir::~TempDir() {
 
 ChildProcess::ChildProcess(const std::string& binary, const std::vector<std::string>& args) {
   int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+    throw std::runtime_error("pipe2 failed");
   std::vector<std::string> storage;
   storage.push_back(binary);
   storage.insert(storage.end(), args.begin(), args.end());
@@ -106,7 +107,8 @@ void ChildProcess::readLoop(int out_fd, int err_fd) {
   changed_.notify_all();
 }
 
-std::optional<std::string> ChildProcess::waitForLine(const std::string& text, std::chrono::milliseconds timeout) {
+std::optional<std::string> ChildProcess::waitForLine(const std::string& text,
+                                                     std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   std::optional<std::string> found;
   changed_.wait_for(lock, timeout, [&] {
@@ -145,24 +147,28 @@ std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
       // Its last lines may still be in the pipes: let the reader reach EOF,
       // so that output() and waitForLine() see everything it wrote.
       std::unique_lock lock(mutex_);
-      changed_.wait_until(lock, std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)),
-                          [&] { return eof_; });
+      changed_.wait_until(
+          lock, std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)),
+          [&] { return eof_; });
       return status_;
     }
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
     // waitpid has no timeout; the reader thread sees EOF when the child
     // exits, so wait for that instead of sleeping blindly.
     std::unique_lock lock(mutex_);
-    changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)),
-                        [&] { return eof_; });
+    changed_.wait_until(
+        lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)),
+        [&] { return eof_; });
   }
 }
 
-ServerProcess::ServerProcess(const std::string& binary, const fs::path& data_dir, const fs::path& tenants_file,
+ServerProcess::ServerProcess(const std::string& binary, const fs::path& data_dir,
+                             const fs::path& tenants_file,
                              const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args = {"--tenants", tenants_file.string(), "--data-dir", data_dir.string(),
-                                   "--listen-tcp", "127.0.0.1:0", "--listen-unix",
-                                   (data_dir / "sandpoold.sock").string()};
+  std::vector<std::string> args = {"--tenants",     tenants_file.string(),
+                                   "--data-dir",    data_dir.string(),
+                                   "--listen-tcp",  "127.0.0.1:0",
+                                   "--listen-unix", (data_dir / "sandpoold.sock").string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   // Tests and benches run as whoever runs them; as root (CI) sandpoold
   // must be told that is meant (the flag changes nothing for other users),

@@ -40,7 +40,8 @@ class ChildProcess {
   pid_t pid() const { return pid_; }
   // The first line (stdout or stderr) containing `text`, or nothing if the
   // process exits or `timeout` passes first.
-  std::optional<std::string> waitForLine(const std::string& text, std::chrono::milliseconds timeout);
+  std::optional<std::string> waitForLine(const std::string& text,
+                                         std::chrono::milliseconds timeout);
   bool sawLine(const std::string& text);
   std::string output();  // everything read so far
 
@@ -65,7 +66,8 @@ class ChildProcess {
 class ServerProcess {
  public:
   ServerProcess(const std::string& binary, const std::filesystem::path& data_dir,
-                const std::filesystem::path& tenants_file, const std::vector<std::string>& extra_args);
+                const std::filesystem::path& tenants_file,
+                const std::vector<std::string>& extra_args);
 
   ChildProcess& process() { return *process_; }
   const std::string& tcpAddress() const { return tcp_; }    // "127.0.0.1:PORT"

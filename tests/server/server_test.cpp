@@ -42,7 +42,8 @@ constexpr const char* kGammaToken = "gamma-token-0123456789";
 
 std::vector<uint8_t> readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 // The backend the servers under test use: the emulator unless the
@@ -53,8 +54,12 @@ std::string testBackend() {
 }
 
 using Arg = std::function<void(rpc::Value::Builder)>;
-Arg i32(int32_t v) { return [v](rpc::Value::Builder b) { b.setI32(v); }; }
-Arg str(std::string v) { return [v](rpc::Value::Builder b) { b.setString(v); }; }
+Arg i32(int32_t v) {
+  return [v](rpc::Value::Builder b) { b.setI32(v); };
+}
+Arg str(std::string v) {
+  return [v](rpc::Value::Builder b) { b.setString(v); };
+}
 
 struct CallResult {
   bool ok = false;
@@ -75,7 +80,8 @@ class ServerTest : public ::testing::Test {
   void startServer(std::vector<std::string> extra = {}) {
     fs::path tenants = dir_.path() / "tenants.conf";
     std::ofstream(tenants) << "# test tenants\n"
-                           << "[alpha]\ntoken = " << kAlphaToken << "\nmax_vms = 8\nqueue_length = 1024\n\n"
+                           << "[alpha]\ntoken = " << kAlphaToken
+                           << "\nmax_vms = 8\nqueue_length = 1024\n\n"
                            << "[beta]\ntoken = " << kBetaToken << "\nmax_guests = 2\n\n"
                            << "[gamma]\ntoken = " << kGammaToken
                            << "\nmax_concurrent_calls = 1\nqueue_length = 2\n";
@@ -84,7 +90,9 @@ class ServerTest : public ::testing::Test {
     // their timeout get one far beyond any plausible run time on a loaded
     // machine; tests about timeouts ask for theirs per call.
     for (auto [flag, value] : {std::pair<std::string, std::string>{"--backend", testBackend()},
-                               {"--workers", "2"}, {"--call-timeout-ms", "120000"}, {"--log-level", "debug"}}) {
+                               {"--workers", "2"},
+                               {"--call-timeout-ms", "120000"},
+                               {"--log-level", "debug"}}) {
       if (std::find(extra.begin(), extra.end(), flag) == extra.end()) {
         args.push_back(flag);
         args.push_back(value);
@@ -94,7 +102,8 @@ class ServerTest : public ::testing::Test {
   }
 
   kj::Own<client::Connection> connect(const std::string& address = "") {
-    return client::Connection::connect(io_, address.empty() ? server_->tcpAddress() : address).wait(ws_);
+    return client::Connection::connect(io_, address.empty() ? server_->tcpAddress() : address)
+        .wait(ws_);
   }
 
   rpc::Tenant::Client login(client::Connection& conn, const char* token) {
@@ -124,7 +133,8 @@ class ServerTest : public ::testing::Test {
   }
 
   // Asks `tenant` for the Guest capability of `name`.
-  capnp::Response<rpc::Tenant::GuestResults> guestOf(rpc::Tenant::Client& tenant, const char* name) {
+  capnp::Response<rpc::Tenant::GuestResults> guestOf(rpc::Tenant::Client& tenant,
+                                                     const char* name) {
     auto request = tenant.guestRequest();
     request.setName(name);
     return request.send().wait(ws_);
@@ -140,7 +150,9 @@ class ServerTest : public ::testing::Test {
     request.setTimeoutMs(timeout_ms);
     auto list = request.initArgs(static_cast<unsigned>(args.size()));
     for (size_t i = 0; i < args.size(); ++i) args[i](list[static_cast<unsigned>(i)]);
-    KJ_IF_MAYBE(h, host) { request.setHostFunctions(*h); }
+    KJ_IF_MAYBE (h, host) {
+      request.setHostFunctions(*h);
+    }
     return request.send().then([](capnp::Response<rpc::Tenant::CallResults>&& response) {
       CallResult r;
       auto result = response.getResult();
@@ -158,8 +170,8 @@ class ServerTest : public ::testing::Test {
     });
   }
 
-  CallResult call(rpc::Tenant::Client& tenant, const std::string& guest, const std::string& function,
-                  std::vector<Arg> args, uint32_t timeout_ms = 0,
+  CallResult call(rpc::Tenant::Client& tenant, const std::string& guest,
+                  const std::string& function, std::vector<Arg> args, uint32_t timeout_ms = 0,
                   kj::Maybe<rpc::HostFunctions::Client> host = nullptr) {
     return callAsync(tenant, guest, function, std::move(args), timeout_ms, kj::mv(host)).wait(ws_);
   }
@@ -184,7 +196,8 @@ class ServerTest : public ::testing::Test {
   // Polls the tenant's stats until `pred` holds for guest `name`, or the
   // deadline passes; returns whether it held.
   bool waitForStats(rpc::Tenant::Client& tenant, const std::string& name,
-                    std::function<bool(rpc::GuestStats::Reader)> pred, std::chrono::milliseconds deadline) {
+                    std::function<bool(rpc::GuestStats::Reader)> pred,
+                    std::chrono::milliseconds deadline) {
     auto until = std::chrono::steady_clock::now() + deadline;
     auto& timer = io_.provider->getTimer();
     while (std::chrono::steady_clock::now() < until) {
@@ -220,12 +233,33 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
   ChildProcess help(SANDPOOLD_BIN, {"--help"});
   ASSERT_EQ(help.wait(60s), 0);
   std::string text = help.output();
-  for (const char* flag :
-       {"--listen-tcp", "--listen-unix", "--backend", "--workers", "--tenants", "--data-dir", "--min-warm",
-        "--max-vms", "--idle-time-ms", "--call-timeout-ms", "--guest-memory-mib", "--queue-length",
-        "--max-upload-kib", "--rpc-message-limit-kib", "--log-level", "--log-format", "--config",
-        "--shutdown-grace-ms", "--max-connections", "--worker-spin-us", "--rpc-spin-us", "--rpc-flow-limit-kib",
-        "--kvm-speed-check", "--syscall-filter", "--long-call-us", "--max-long-calls", "--max-long-calls-per-tenant"}) {
+  for (const char* flag : {"--listen-tcp",
+                           "--listen-unix",
+                           "--backend",
+                           "--workers",
+                           "--tenants",
+                           "--data-dir",
+                           "--min-warm",
+                           "--max-vms",
+                           "--idle-time-ms",
+                           "--call-timeout-ms",
+                           "--guest-memory-mib",
+                           "--queue-length",
+                           "--max-upload-kib",
+                           "--rpc-message-limit-kib",
+                           "--log-level",
+                           "--log-format",
+                           "--config",
+                           "--shutdown-grace-ms",
+                           "--max-connections",
+                           "--worker-spin-us",
+                           "--rpc-spin-us",
+                           "--rpc-flow-limit-kib",
+                           "--kvm-speed-check",
+                           "--syscall-filter",
+                           "--long-call-us",
+                           "--max-long-calls",
+                           "--max-long-calls-per-tenant"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
   EXPECT_NE(text.find("(=127.0.0.1:7300)"), std::string::npos);
@@ -241,7 +275,8 @@ TEST_F(ServerTest, ConfigFileSetsFlagsAndTheCommandLineWins) {
   auto list = tenant.listRequest().send().wait(ws_);
   EXPECT_EQ(list.getGuests()[0].getSettings().getMinWarm(), 2u);
   EXPECT_EQ(list.getGuests()[0].getSettings().getMaxVms(), 5u);
-  EXPECT_TRUE(waitForStats(tenant, "add", [](auto g) { return g.getWarm() == 2; }, 60s));
+  EXPECT_TRUE(waitForStats(
+      tenant, "add", [](auto g) { return g.getWarm() == 2; }, 60s));
   // JSON logs: one object per line, the event inside "msg".
   auto line = server_->process().waitForLine("\"msg\":\"event=upload tenant=alpha guest=add", 60s);
   ASSERT_TRUE(line);
@@ -257,10 +292,12 @@ TEST_F(ServerTest, BadFlagsAndBadTenantsFileStopTheStart) {
 
   fs::path tenants = dir_.path() / "bad-tenants.conf";
   std::ofstream(tenants) << "[alpha]\ntoken = short\n";
-  ChildProcess bad_file(SANDPOOLD_BIN, {"--tenants", tenants.string(), "--data-dir", (dir_.path() / "d").string(),
-                                        "--backend", testBackend(), "--allow-root"});
+  ChildProcess bad_file(SANDPOOLD_BIN,
+                        {"--tenants", tenants.string(), "--data-dir", (dir_.path() / "d").string(),
+                         "--backend", testBackend(), "--allow-root"});
   EXPECT_EQ(bad_file.wait(60s), 1);
-  EXPECT_TRUE(bad_file.sawLine("tenants file line 1: tenant 'alpha' needs a token of at least 16 characters"))
+  EXPECT_TRUE(bad_file.sawLine(
+      "tenants file line 1: tenant 'alpha' needs a token of at least 16 characters"))
       << bad_file.output();
 }
 
@@ -350,7 +387,8 @@ TEST_F(ServerTest, ThirtyTwoConcurrentClientsGetTheirOwnResults) {
   std::vector<std::string> expected;
   for (int round = 0; round < kCallsEach; ++round) {
     for (int i = 0; i < kClients; ++i) {
-      calls.add(callAsync(tenants[static_cast<size_t>(i)], "add", "add", {i32(i * 1000), i32(round)}));
+      calls.add(
+          callAsync(tenants[static_cast<size_t>(i)], "add", "add", {i32(i * 1000), i32(round)}));
       expected.push_back(std::to_string(i * 1000 + round));
     }
   }
@@ -382,7 +420,8 @@ TEST_F(ServerTest, BenchDriverCompletesEveryCallWhetherPollingOrSleeping) {
         });
       };
       client::BenchResult result = client::runBench(ws_, op, concurrency, kCalls, poll);
-      SCOPED_TRACE("poll " + std::to_string(poll.count()) + " us, concurrency " + std::to_string(concurrency));
+      SCOPED_TRACE("poll " + std::to_string(poll.count()) + " us, concurrency " +
+                   std::to_string(concurrency));
       EXPECT_EQ(result.calls, kCalls);
       EXPECT_EQ(result.errors, 0u);
       EXPECT_EQ(right, kCalls);
@@ -393,12 +432,16 @@ TEST_F(ServerTest, BenchDriverCompletesEveryCallWhetherPollingOrSleeping) {
   }
   // Refused calls count as errors; a call that fails in the client ends
   // the run with its exception instead of leaving the driver waiting.
-  auto unknown = [&]() { return callAsync(tenant, "add", "nope", {}).then([](CallResult r) { return r.ok; }); };
+  auto unknown = [&]() {
+    return callAsync(tenant, "add", "nope", {}).then([](CallResult r) { return r.ok; });
+  };
   EXPECT_EQ(client::runBench(ws_, unknown, 16, 50).errors, 50u);
   int started = 0;
   auto broken = [&]() -> kj::Promise<bool> {
     if (++started == 20) return KJ_EXCEPTION(FAILED, "the client lost its connection");
-    return callAsync(tenant, "add", "add", {i32(1), i32(1)}).then([](CallResult r) { return r.ok; });
+    return callAsync(tenant, "add", "add", {i32(1), i32(1)}).then([](CallResult r) {
+      return r.ok;
+    });
   };
   EXPECT_THROW(client::runBench(ws_, broken, 16, 1000), kj::Exception);
 }
@@ -472,18 +515,18 @@ TEST_F(ServerTest, SighupRotatesTokensAndRevokesOldCapabilities) {
   rpc::Guest::Client handle = guestOf(tenant, "add").getResult().getGuest();
 
   // alpha gets a new token, beta leaves, delta arrives.
-  std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = alpha-rotated-token-000001\nmax_vms = 8\n"
-                                                 "queue_length = 1024\n\n"
-                                              << "[gamma]\ntoken = " << kGammaToken
-                                              << "\nmax_concurrent_calls = 1\nqueue_length = 2\n\n"
-                                              << "[delta]\ntoken = delta-token-0123456789\n";
+  std::ofstream(dir_.path() / "tenants.conf")
+      << "[alpha]\ntoken = alpha-rotated-token-000001\nmax_vms = 8\n"
+         "queue_length = 1024\n\n"
+      << "[gamma]\ntoken = " << kGammaToken << "\nmax_concurrent_calls = 1\nqueue_length = 2\n\n"
+      << "[delta]\ntoken = delta-token-0123456789\n";
   server_->process().signal(SIGHUP);
   ASSERT_TRUE(server_->process().waitForLine("event=tenants_reloaded", 60s));
   EXPECT_TRUE(server_->process().sawLine("event=token_rotated tenant=alpha"));
 
   auto expectRevoked = [&](auto promise) {
     kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { promise.wait(ws_); });
-    KJ_IF_MAYBE(e, failure) {
+    KJ_IF_MAYBE (e, failure) {
       EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED);
       EXPECT_NE(std::string(e->getDescription().cStr()).find("revoked"), std::string::npos)
           << e->getDescription().cStr();
@@ -503,7 +546,8 @@ TEST_F(ServerTest, SighupRotatesTokensAndRevokesOldCapabilities) {
     EXPECT_EQ(refused.getResult().getError().getCode(), rpc::ErrorCode::UNAUTHENTICATED);
   }
   auto rotated = login(*conn, "alpha-rotated-token-000001");
-  EXPECT_EQ(call(rotated, "add", "add", {i32(1), i32(2)}).value, "3") << "the tenant keeps its guests";
+  EXPECT_EQ(call(rotated, "add", "add", {i32(1), i32(2)}).value, "3")
+      << "the tenant keeps its guests";
   auto delta = login(*conn, "delta-token-0123456789");
   EXPECT_TRUE(guestNames(delta).empty());
   mustUpload(delta, "add", GUEST_ADD);
@@ -563,7 +607,7 @@ TEST_F(ServerTest, OversizedUploadIsRefusedAndOversizedMessageDisconnects) {
   request.setName("huge");
   request.setElf(kj::arrayPtr(huge.data(), huge.size()));
   kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { request.send().wait(ws_); });
-  KJ_IF_MAYBE(e, failure) {
+  KJ_IF_MAYBE (e, failure) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "an upload past the RPC message limit was answered";
@@ -577,7 +621,8 @@ TEST_F(ServerTest, GarbageOnTheWireDropsOnlyThatConnection) {
   startServer();
   auto tenant = alpha();
   mustUpload(tenant, "add", GUEST_ADD);
-  auto raw = io_.provider->getNetwork().parseAddress(server_->tcpAddress()).wait(ws_)->connect().wait(ws_);
+  auto raw =
+      io_.provider->getNetwork().parseAddress(server_->tcpAddress()).wait(ws_)->connect().wait(ws_);
   std::vector<uint8_t> garbage(256);
   for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(0xff - i);
   raw->write(garbage.data(), garbage.size()).wait(ws_);
@@ -585,7 +630,9 @@ TEST_F(ServerTest, GarbageOnTheWireDropsOnlyThatConnection) {
   // message, which is all it sends) ...
   char buf[4096];
   size_t total = 0, n;
-  while ((n = io_.provider->getTimer().timeoutAfter(10 * kj::SECONDS, raw->tryRead(buf, 1, sizeof buf)).wait(ws_)) > 0) {
+  while ((n = io_.provider->getTimer()
+                  .timeoutAfter(10 * kj::SECONDS, raw->tryRead(buf, 1, sizeof buf))
+                  .wait(ws_)) > 0) {
     total += n;
   }
   EXPECT_LT(total, sizeof buf);
@@ -605,7 +652,7 @@ TEST_F(ServerTest, ConnectionsBeyondTheLimitAreClosed) {
   auto third = connect();
   kj::Maybe<kj::Exception> failure =
       kj::runCatchingExceptions([&] { third->sandpool().pingRequest().send().wait(ws_); });
-  KJ_IF_MAYBE(e, failure) {
+  KJ_IF_MAYBE (e, failure) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "a third connection was served";
@@ -620,10 +667,11 @@ TEST_F(ServerTest, ConnectionsBeyondTheLimitAreClosed) {
 
 TEST_F(ServerTest, SecondServerDoesNotTakeOverALiveUnixSocket) {
   startServer();
-  ChildProcess second(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
-                                      (dir_.path() / "data").string(), "--listen-tcp", "127.0.0.1:0",
-                                      "--listen-unix", (dir_.path() / "data" / "sandpoold.sock").string(),
-                                      "--backend", testBackend(), "--allow-root"});
+  ChildProcess second(SANDPOOLD_BIN,
+                      {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                       (dir_.path() / "data").string(), "--listen-tcp", "127.0.0.1:0",
+                       "--listen-unix", (dir_.path() / "data" / "sandpoold.sock").string(),
+                       "--backend", testBackend(), "--allow-root"});
   EXPECT_EQ(second.wait(20s), 1);
   EXPECT_TRUE(second.sawLine("another process is serving on the Unix socket")) << second.output();
   auto conn = connect(server_->unixAddress());
@@ -674,7 +722,8 @@ TEST_F(ServerTest, RunawayGuestTimesOutWhileOtherCallsAreServed) {
     spin_done = true;
     return r;
   });
-  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 60s));
+  ASSERT_TRUE(waitForStats(
+      tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 60s));
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 50; ++i) {
     CallResult r = call(tenant, "add", "add", {i32(i), i32(1)});
@@ -752,13 +801,15 @@ TEST_F(ServerTest, AQueuedCallWhoseCallerCancelsItNeverRuns) {
   kj::ForkedPromise<void> released = release.promise.fork();
   rpc::HostFunctions::Client host = kj::heap<ReleasedHostFunctions>(released);
   auto held = callAsync(gamma, "probe", "call_host", {str("hold"), str("")}, 0, host);
-  ASSERT_TRUE(waitForStats(gamma, "probe", [](auto g) { return g.getBusy() == 1; }, 60s));
+  ASSERT_TRUE(waitForStats(
+      gamma, "probe", [](auto g) { return g.getBusy() == 1; }, 60s));
 
   auto other_conn = connect();
   auto other = login(*other_conn, kGammaToken);
   {
     auto queued = callAsync(other, "probe", "heap_bytes", {});
-    ASSERT_TRUE(waitFor([&] { return gamma.statsRequest().send().wait(ws_).getStats().getQueued() == 1; }, 60s));
+    ASSERT_TRUE(waitFor(
+        [&] { return gamma.statsRequest().send().wait(ws_).getStats().getQueued() == 1; }, 60s));
   }  // dropped: the client sends the cancellation
   // Messages on a connection are handled in order: once this answers, the
   // server has seen the cancellation.
@@ -779,7 +830,8 @@ TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   startServer({"--workers", "4", "--idle-time-ms", "2000", "--min-warm", "1", "--max-vms", "4"});
   auto tenant = alpha();
   mustUpload(tenant, "probe", GUEST_PROBE);
-  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getWarm() == 1; }, 60s));
+  ASSERT_TRUE(waitForStats(
+      tenant, "probe", [](auto g) { return g.getWarm() == 1; }, 60s));
 
   // Four calls held in the host until the stats have shown all four busy at
   // once, whatever the machine's pace.
@@ -787,8 +839,10 @@ TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   kj::ForkedPromise<void> released = release.promise.fork();
   rpc::HostFunctions::Client host = kj::heap<ReleasedHostFunctions>(released);
   kj::Vector<kj::Promise<CallResult>> calls;
-  for (int i = 0; i < 4; ++i) calls.add(callAsync(tenant, "probe", "call_host", {str("hold"), str("")}, 0, host));
-  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getBusy() == 4; }, 60s))
+  for (int i = 0; i < 4; ++i)
+    calls.add(callAsync(tenant, "probe", "call_host", {str("hold"), str("")}, 0, host));
+  ASSERT_TRUE(waitForStats(
+      tenant, "probe", [](auto g) { return g.getBusy() == 4; }, 60s))
       << "four concurrent calls should run on four VMs";
   release.fulfiller->fulfill();
   auto results = kj::joinPromises(calls.releaseAsArray()).wait(ws_);
@@ -796,7 +850,8 @@ TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   auto stats = tenant.statsRequest().send().wait(ws_);
   EXPECT_EQ(stats.getStats().getGuests()[0].getCreated(), 4u);
 
-  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getWarm() == 0 && g.getBusy() == 0; }, 60s))
+  ASSERT_TRUE(waitForStats(
+      tenant, "probe", [](auto g) { return g.getWarm() == 0 && g.getBusy() == 0; }, 60s))
       << "idle VMs should be dropped after the idle time";
   EXPECT_TRUE(server_->process().waitForLine("event=scale_to_zero tenant=alpha guest=probe", 60s));
 
@@ -832,7 +887,8 @@ TEST_F(ServerTest, ConfigureStaysWithinTheQuota) {
   auto response = request.send().wait(ws_);
   auto result = response.getResult();
   ASSERT_TRUE(result.isSettings());
-  EXPECT_TRUE(waitForStats(tenant, "add", [](auto g) { return g.getWarm() == 2; }, 60s));
+  EXPECT_TRUE(waitForStats(
+      tenant, "add", [](auto g) { return g.getWarm() == 2; }, 60s));
 
   auto over = tenant.configureRequest();
   over.setGuest("add");
@@ -866,10 +922,12 @@ TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
   auto tenant = alpha();
   auto list = tenant.listRequest().send().wait(ws_);
   ASSERT_EQ(list.getGuests().size(), 1u);
-  EXPECT_EQ(list.getGuests()[0].getSettings().getMinWarm(), 2u) << "configure() settings survive a restart";
+  EXPECT_EQ(list.getGuests()[0].getSettings().getMinWarm(), 2u)
+      << "configure() settings survive a restart";
   EXPECT_EQ(list.getGuests()[0].getSettings().getMaxVms(), 3u);
   auto stats = tenant.statsRequest().send().wait(ws_);
-  EXPECT_EQ(stats.getStats().getGuests()[0].getWarm(), 2u) << "reloaded guests are warm before the server is ready";
+  EXPECT_EQ(stats.getStats().getGuests()[0].getWarm(), 2u)
+      << "reloaded guests are warm before the server is ready";
   EXPECT_EQ(list.getGuests()[0].getName(), "hello");
   EXPECT_EQ(list.getGuests()[0].getSha256(), sha);
   CallResult r = call(tenant, "hello", "hello", {str("again")});
@@ -913,7 +971,8 @@ TEST_F(ServerTest, CorruptedStoredGuestIsRefusedAtStart) {
     f.put('\x5a');
   }
   startServer();
-  EXPECT_TRUE(server_->process().sawLine("event=reload_refused guest 'hello' of tenant 'alpha': stored file is corrupted"));
+  EXPECT_TRUE(server_->process().sawLine(
+      "event=reload_refused guest 'hello' of tenant 'alpha': stored file is corrupted"));
   auto tenant = alpha();
   EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"add"});
 }
@@ -936,7 +995,8 @@ TEST_F(ServerTest, SigtermFinishesInFlightCallsAndExitsZero) {
   mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
   mustUpload(tenant, "add", GUEST_ADD);
   auto spin = callAsync(tenant, "misbehave", "spin", {}, 5000);
-  ASSERT_TRUE(waitForStats(tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 60s));
+  ASSERT_TRUE(waitForStats(
+      tenant, "misbehave", [](auto g) { return g.getBusy() == 1; }, 60s));
   server_->process().signal(SIGTERM);
   ASSERT_TRUE(server_->process().waitForLine("event=shutdown_begin", 60s));
 
@@ -965,9 +1025,7 @@ class SilentHostFunctions final : public rpc::HostFunctions::Server {
  protected:
   kj::Promise<void> call(CallContext context) override {
     context.allowCancellation();
-    return kj::Promise<void>(kj::NEVER_DONE).attach(kj::defer([this] {
-      cancelled_->fulfill();
-    }));
+    return kj::Promise<void>(kj::NEVER_DONE).attach(kj::defer([this] { cancelled_->fulfill(); }));
   }
 
  private:
@@ -978,7 +1036,8 @@ TEST_F(ServerTest, GuestCallsHostFunctionServedByTheClient) {
   startServer();
   auto tenant = alpha();
   mustUpload(tenant, "probe", GUEST_PROBE);
-  auto kv = kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "blue"}});
+  auto kv =
+      kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "blue"}});
   client::KvHostFunctions& kv_ref = *kv;
   rpc::HostFunctions::Client host = kj::mv(kv);
 
@@ -1012,7 +1071,8 @@ TEST_F(ServerTest, ExceptionInTheClientsHostFunctionFailsTheHostCall) {
   EXPECT_NE(r.message.find("the lookup service is down"), std::string::npos) << r.message;
   // The VM that saw the failed host call serves the next call normally.
   auto kv = kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "red"}});
-  r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0, rpc::HostFunctions::Client(kj::mv(kv)));
+  r = call(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 0,
+           rpc::HostFunctions::Client(kj::mv(kv)));
   ASSERT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.value, "\"red\"");
 }
@@ -1038,12 +1098,14 @@ TEST_F(ServerTest, SilentHostFunctionIsBoundByTheCallTimeout) {
   bool done = false;
   auto start = std::chrono::steady_clock::now();
   // 5 s: ample for the 20 pings and calls below on a loaded machine.
-  auto waiting = callAsync(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 5000, silent)
-                     .then([&](CallResult r) {
-                       done = true;
-                       return r;
-                     });
-  ASSERT_TRUE(waitForStats(tenant, "probe", [](auto g) { return g.getBusy() == 1; }, 60s));
+  auto waiting =
+      callAsync(tenant, "probe", "call_host", {str("kv_get"), str("color")}, 5000, silent)
+          .then([&](CallResult r) {
+            done = true;
+            return r;
+          });
+  ASSERT_TRUE(waitForStats(
+      tenant, "probe", [](auto g) { return g.getBusy() == 1; }, 60s));
   // The worker waits for the client; the RPC thread and the other worker do not.
   for (int i = 0; i < 20; ++i) {
     other->sandpool().pingRequest().send().wait(ws_);
@@ -1065,11 +1127,13 @@ TEST_F(ServerTest, CliServesKeyValueHostFunction) {
   ASSERT_EQ(up_status, 0) << up_out;
   EXPECT_NE(up_out.find("call_host(string, string) -> string"), std::string::npos) << up_out;
 
-  auto [status, out] = runCli({"call", "probe", "call_host", "kv_get", "color", "--kv", "color=blue", "--kv", "size=9"});
+  auto [status, out] = runCli(
+      {"call", "probe", "call_host", "kv_get", "color", "--kv", "color=blue", "--kv", "size=9"});
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("\"blue\""), std::string::npos) << out;
 
-  auto [miss_status, miss_out] = runCli({"call", "probe", "call_host", "kv_get", "shape", "--kv", "color=blue"});
+  auto [miss_status, miss_out] =
+      runCli({"call", "probe", "call_host", "kv_get", "shape", "--kv", "color=blue"});
   EXPECT_EQ(miss_status, 1) << miss_out;
   EXPECT_NE(miss_out.find("guestAbort"), std::string::npos) << miss_out;
   EXPECT_NE(miss_out.find("no key 'shape'"), std::string::npos) << miss_out;
@@ -1088,34 +1152,38 @@ TEST_F(ServerTest, CliBenchReportsEveryCallPollingOrNot) {
   auto [up_status, up_out] = runCli({"upload", "add", GUEST_ADD});
   ASSERT_EQ(up_status, 0) << up_out;
   for (const char* poll : {"0", "500"}) {
-    auto [status, out] = runCli({"bench", "add", "add", "40", "2", "--concurrency", "8", "--calls", "400",
-                                 "--warmup", "40", "--poll-us", poll});
+    auto [status, out] = runCli({"bench", "add", "add", "40", "2", "--concurrency", "8", "--calls",
+                                 "400", "--warmup", "40", "--poll-us", poll});
     EXPECT_EQ(status, 0) << out;
-    EXPECT_NE(out.find("bench add.add concurrency=8 calls=400 errors=0 "), std::string::npos) << out;
+    EXPECT_NE(out.find("bench add.add concurrency=8 calls=400 errors=0 "), std::string::npos)
+        << out;
     EXPECT_NE(out.find("server p50:"), std::string::npos) << out;
   }
   auto [ping_status, ping_out] = runCli({"bench", "ping", "--concurrency", "4", "--calls", "300"});
   EXPECT_EQ(ping_status, 0) << ping_out;
-  EXPECT_NE(ping_out.find("bench ping concurrency=4 calls=300 errors=0 "), std::string::npos) << ping_out;
+  EXPECT_NE(ping_out.find("bench ping concurrency=4 calls=300 errors=0 "), std::string::npos)
+      << ping_out;
   auto [bad_status, bad_out] = runCli({"bench", "ping", "--poll-us", "soon"});
   EXPECT_EQ(bad_status, 2) << bad_out;
   EXPECT_NE(bad_out.find("--poll-us needs a number, got 'soon'"), std::string::npos) << bad_out;
 }
 
-
 TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
   startServer();
   auto tenant = alpha();
   const std::vector<std::pair<std::string, std::string>> guests = {
-      {"hello", GUEST_HELLO}, {"add", GUEST_ADD},           {"echo", GUEST_ECHO},
-      {"probe", GUEST_PROBE}, {"misbehave", GUEST_MISBEHAVE}, {"counter", GUEST_COUNTER}};
+      {"hello", GUEST_HELLO},         {"add", GUEST_ADD},
+      {"echo", GUEST_ECHO},           {"probe", GUEST_PROBE},
+      {"misbehave", GUEST_MISBEHAVE}, {"counter", GUEST_COUNTER}};
   for (const auto& [name, path] : guests) mustUpload(tenant, name, path);
 
   auto [status, out] = runCli({"stats"});
   ASSERT_EQ(status, 0) << out;
   EXPECT_EQ(out.rfind("queued=0 running=0 overloaded=0\n", 0), 0u) << out;
   for (const auto& [name, path] : guests) {
-    EXPECT_NE(out.find("\n" + name + " warm=1 busy=0 waiting=0 created=1 "), std::string::npos) << name << "\n" << out;
+    EXPECT_NE(out.find("\n" + name + " warm=1 busy=0 waiting=0 created=1 "), std::string::npos)
+        << name << "\n"
+        << out;
   }
 
   auto [conf_status, conf_out] = runCli({"configure", "echo", "--min-warm", "2", "--max-vms", "3"});
@@ -1127,7 +1195,8 @@ TEST_F(ServerTest, CliStatsAndConfigureReadTheirWholeReply) {
 // megabyte of text where the server quotes them.
 class GuestTextTest : public ServerTest {
  protected:
-  static constexpr const char* kForged = "2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged";
+  static constexpr const char* kForged =
+      "2026-01-01T00:00:00.000 info event=login tenant=beta peer=forged";
 
   // Makes misbehave abort with a forged log line and a 0xff byte, fail with
   // an error as large as its output buffer, and be asked for a function
@@ -1137,7 +1206,8 @@ class GuestTextTest : public ServerTest {
     mustUpload(tenant, "misbehave", GUEST_MISBEHAVE);
     std::string message = std::string("x\n") + kForged + " \xff\x1b[2J";
     Arg bytes = [message](rpc::Value::Builder b) {
-      b.setBytes(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(message.data()), message.size()));
+      b.setBytes(
+          kj::arrayPtr(reinterpret_cast<const capnp::byte*>(message.data()), message.size()));
     };
     CallResult aborted = call(tenant, "misbehave", "abort_with", {bytes});
     EXPECT_EQ(aborted.code, rpc::ErrorCode::GUEST_ABORT) << excerpt(aborted.message);
@@ -1145,7 +1215,8 @@ class GuestTextTest : public ServerTest {
 
     CallResult huge = call(tenant, "misbehave", "fail_filling_output", {});
     EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << excerpt(huge.message, 200);
-    EXPECT_EQ(huge.message.rfind("guest function 'fail_filling_output' failed: \\n2026-01-01", 0), 0u)
+    EXPECT_EQ(huge.message.rfind("guest function 'fail_filling_output' failed: \\n2026-01-01", 0),
+              0u)
         << excerpt(huge.message, 200);
     EXPECT_LE(huge.message.size(), 1024u + 64u);
     EXPECT_TRUE(huge.message.ends_with(" bytes in all]")) << excerpt(huge.message, 200);
@@ -1183,16 +1254,20 @@ TEST_F(GuestTextTest, TextLogKeepsGuestTextOnItsOwnEscapedLine) {
   }
   EXPECT_EQ(forged, 0u) << "a guest forged log lines:\n" << excerpt(output);
   EXPECT_LT(longest, 4096u) << excerpt(output);
-  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"abort_with\" "
-                                    "error=\"guest-abort: guest aborted: x\\n") +
-                        kForged + " \\xff\\x1b[2J\"\n"),
-            std::string::npos)
+  EXPECT_NE(
+      output.find(
+          std::string("event=call_failed tenant=alpha guest=misbehave function=\"abort_with\" "
+                      "error=\"guest-abort: guest aborted: x\\n") +
+          kForged + " \\xff\\x1b[2J\"\n"),
+      std::string::npos)
       << excerpt(output);
-  EXPECT_NE(output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"f\\n") + kForged +
-                        "\\xff\" error=\"unknown-function: "),
-            std::string::npos)
+  EXPECT_NE(
+      output.find(std::string("event=call_failed tenant=alpha guest=misbehave function=\"f\\n") +
+                  kForged + "\\xff\" error=\"unknown-function: "),
+      std::string::npos)
       << excerpt(output);
-  EXPECT_NE(output.find(" bytes in all]\"\n"), std::string::npos) << "the 1 MiB error is cut with a marker";
+  EXPECT_NE(output.find(" bytes in all]\"\n"), std::string::npos)
+      << "the 1 MiB error is cut with a marker";
 }
 
 TEST_F(GuestTextTest, EveryJsonLogLineParsesWhateverTheGuestsWrote) {
@@ -1204,22 +1279,28 @@ TEST_F(GuestTextTest, EveryJsonLogLineParsesWhateverTheGuestsWrote) {
     if (line.rfind("sandpoold ready ", 0) == 0) continue;  // stdout, not the log
     ++log_lines;
     EXPECT_LT(line.size(), 4096u) << excerpt(line, 200);
-    EXPECT_FALSE(kj::encodeUtf32(kj::arrayPtr(line.data(), line.size())).hadErrors) << "not UTF-8: " << excerpt(line);
-    EXPECT_TRUE(std::none_of(line.begin(), line.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; }))
-        << excerpt(line);
+    EXPECT_FALSE(kj::encodeUtf32(kj::arrayPtr(line.data(), line.size())).hadErrors)
+        << "not UTF-8: " << excerpt(line);
+    EXPECT_TRUE(std::none_of(line.begin(), line.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20;
+    })) << excerpt(line);
     capnp::MallocMessageBuilder message;
     auto value = message.initRoot<capnp::JsonValue>();
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { json.decodeRaw(kj::arrayPtr(line.data(), line.size()), value); })) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions(
+                        [&] { json.decodeRaw(kj::arrayPtr(line.data(), line.size()), value); })) {
       ADD_FAILURE() << "not JSON: " << e->getDescription().cStr() << "\n" << excerpt(line);
       continue;
     }
     ASSERT_TRUE(value.isObject()) << excerpt(line);
     std::map<std::string, std::string> fields;
     for (auto field : value.getObject()) {
-      if (field.getValue().isString()) fields[field.getName().cStr()] = field.getValue().getString().cStr();
+      if (field.getValue().isString())
+        fields[field.getName().cStr()] = field.getValue().getString().cStr();
     }
-    EXPECT_EQ(fields.count("time") + fields.count("level") + fields.count("msg"), 3u) << excerpt(line);
-    if (fields["msg"].rfind("event=call_failed tenant=alpha guest=misbehave ", 0) == 0) ++call_failures;
+    EXPECT_EQ(fields.count("time") + fields.count("level") + fields.count("msg"), 3u)
+        << excerpt(line);
+    if (fields["msg"].rfind("event=call_failed tenant=alpha guest=misbehave ", 0) == 0)
+      ++call_failures;
   }
   EXPECT_GT(log_lines, 5u) << excerpt(output);
   EXPECT_EQ(call_failures, 3u) << excerpt(output);
@@ -1244,18 +1325,19 @@ TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
   const fs::path configure_cut_short = guests / "retired" / ".old.settings.tmp";
   std::ofstream(upload_cut_short, std::ios::binary) << std::string(4 << 20, '\x7f');
   std::ofstream(configure_cut_short) << "min_warm = 1\n";
-  const fs::path others[] = {guests / "alpha" / "notes.tmp", guests / "alpha" / ".tmp", guests / "alpha" / ".keep"};
+  const fs::path others[] = {guests / "alpha" / "notes.tmp", guests / "alpha" / ".tmp",
+                             guests / "alpha" / ".keep"};
   for (const auto& path : others) std::ofstream(path) << "not ours\n";
 
   startServer();
   EXPECT_FALSE(fs::exists(upload_cut_short));
   EXPECT_FALSE(fs::exists(configure_cut_short));
   for (const auto& path : others) EXPECT_TRUE(fs::exists(path)) << path;
-  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + upload_cut_short.string() +
-                                         "\" bytes=4194304"))
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" +
+                                         upload_cut_short.string() + "\" bytes=4194304"))
       << server_->process().output();
-  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" + configure_cut_short.string() +
-                                         "\" bytes=13"))
+  EXPECT_TRUE(server_->process().sawLine("event=stale_temporary_removed path=\"" +
+                                         configure_cut_short.string() + "\" bytes=13"))
       << server_->process().output();
   auto tenant = alpha();
   CallResult r = call(tenant, "hello", "hello", {str("after the crash")});
@@ -1268,10 +1350,11 @@ TEST_F(ServerTest, StartRemovesTemporaryFilesOfWritesCutShort) {
 // filters in force (docs/security.md); every other test runs with them.
 TEST_F(ServerTest, StartUpLogNamesTheIsolationAndTheSystemCallFilters) {
   startServer();
-  const std::string isolation =
-      testBackend() == "kvm" ? "isolation=\"hardware virtualisation\"" : "isolation=\"software emulation\"";
+  const std::string isolation = testBackend() == "kvm" ? "isolation=\"hardware virtualisation\""
+                                                       : "isolation=\"software emulation\"";
   EXPECT_TRUE(server_->process().sawLine(isolation)) << server_->process().output();
-  EXPECT_TRUE(server_->process().sawLine("event=syscall_filter mode=kill guest_threads=allow_list process=deny_list"))
+  EXPECT_TRUE(server_->process().sawLine(
+      "event=syscall_filter mode=kill guest_threads=allow_list process=deny_list"))
       << server_->process().output();
   auto tenant = alpha();
   mustUpload(tenant, "hello", GUEST_HELLO);
@@ -1282,10 +1365,12 @@ TEST_F(ServerTest, StartUpLogNamesTheIsolationAndTheSystemCallFilters) {
 
 TEST_F(ServerTest, SystemCallFiltersCanBeTurnedOffAndTheLogSaysSo) {
   startServer({"--syscall-filter", "off"});
-  EXPECT_TRUE(server_->process().sawLine("event=syscall_filter mode=off")) << server_->process().output();
+  EXPECT_TRUE(server_->process().sawLine("event=syscall_filter mode=off"))
+      << server_->process().output();
   ChildProcess refused(SANDPOOLD_BIN, {"--syscall-filter", "audit", "--tenants", "x"});
   EXPECT_EQ(refused.wait(60s), 2);
-  EXPECT_NE(refused.output().find("--syscall-filter must be kill, log or off"), std::string::npos) << refused.output();
+  EXPECT_NE(refused.output().find("--syscall-filter must be kill, log or off"), std::string::npos)
+      << refused.output();
 }
 
 // A Wasm module uploads like an ELF (docs/wasm.md): translated in the
@@ -1303,14 +1388,16 @@ TEST_F(ServerTest, WasmModulesUploadAndAnswerCallsAndSurviveARestart) {
     bool listed = false;
     for (auto f : list.getGuests()[0].getExports()) {
       listed = listed || (std::string(f.getName().cStr()) == "greet" && f.getParams().size() == 1 &&
-                          f.getParams()[0] == rpc::ValueType::STRING && f.getResult() == rpc::ValueType::STRING);
+                          f.getParams()[0] == rpc::ValueType::STRING &&
+                          f.getResult() == rpc::ValueType::STRING);
     }
     EXPECT_TRUE(listed) << "greet(string) -> string";
     CallResult r = call(tenant, "greet", "greet", {str("Lead")});
     ASSERT_TRUE(r.ok) << r.message;
     EXPECT_EQ(r.value, "\"Hello, Lead!\"");
 
-    auto refused = upload(tenant, "env", readFile(std::string(WASM_TEST_MODULES) + "/import_env.wasm"));
+    auto refused =
+        upload(tenant, "env", readFile(std::string(WASM_TEST_MODULES) + "/import_env.wasm"));
     ASSERT_TRUE(refused);
     EXPECT_NE(refused->find("invalidGuest"), std::string::npos) << *refused;
     EXPECT_NE(refused->find("'env'.'getenv_secret'"), std::string::npos) << *refused;
@@ -1328,7 +1415,8 @@ TEST_F(ServerTest, WasmModulesUploadAndAnswerCallsAndSurviveARestart) {
   server_.reset();
 
   startServer();
-  EXPECT_TRUE(server_->process().sawLine("event=reload tenant=alpha guest=greet")) << server_->process().output();
+  EXPECT_TRUE(server_->process().sawLine("event=reload tenant=alpha guest=greet"))
+      << server_->process().output();
   auto tenant = alpha();
   CallResult r = call(tenant, "greet", "greet", {str("restart")});
   ASSERT_TRUE(r.ok) << r.message;
@@ -1384,7 +1472,8 @@ TEST_F(ServerTest, DataIsPrivateAndNoCoreIsDumped) {
   for (const auto& entry : fs::recursive_directory_iterator(data / "guests")) {
     if (!entry.is_regular_file()) continue;
     ++stored;
-    EXPECT_EQ(entry.status().permissions(), fs::perms::owner_read | fs::perms::owner_write) << entry.path();
+    EXPECT_EQ(entry.status().permissions(), fs::perms::owner_read | fs::perms::owner_write)
+        << entry.path();
   }
   EXPECT_GT(stored, 0u);
   const auto core = procFields(server_->process().pid(), "limits", "Max core file size");
@@ -1396,12 +1485,15 @@ TEST_F(ServerTest, DataIsPrivateAndNoCoreIsDumped) {
 TEST_F(ServerTest, RootIsRefusedUnlessToldOrGivenAUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "only root is refused";
   std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = " << kAlphaToken << "\n";
-  ChildProcess refused(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
-                                       (dir_.path() / "data").string(), "--backend", testBackend()});
+  ChildProcess refused(SANDPOOLD_BIN,
+                       {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                        (dir_.path() / "data").string(), "--backend", testBackend()});
   EXPECT_EQ(refused.wait(60s), 1);
-  EXPECT_TRUE(refused.sawLine("sandpoold refuses to run as root: give --user NAME")) << refused.output();
-  ChildProcess no_such_user(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
-                                            (dir_.path() / "data").string(), "--user", "no-such-user-here"});
+  EXPECT_TRUE(refused.sawLine("sandpoold refuses to run as root: give --user NAME"))
+      << refused.output();
+  ChildProcess no_such_user(SANDPOOLD_BIN,
+                            {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                             (dir_.path() / "data").string(), "--user", "no-such-user-here"});
   EXPECT_EQ(no_such_user.wait(60s), 1);
   EXPECT_TRUE(no_such_user.sawLine("--user: no user 'no-such-user-here'")) << no_such_user.output();
 }
@@ -1414,14 +1506,16 @@ TEST_F(ServerTest, DropsToTheGivenUserOnceItsSocketsAreOpen) {
   passwd* nobody = ::getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
   // The user must reach the data directory inside the test's folder.
-  fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::others_exec | fs::perms::group_exec);
+  fs::permissions(dir_.path(),
+                  fs::perms::owner_all | fs::perms::others_exec | fs::perms::group_exec);
   startServer({"--user", "nobody"});
   EXPECT_TRUE(server_->process().sawLine("event=privileges_dropped user=nobody uid=" +
                                          std::to_string(nobody->pw_uid)))
       << server_->process().output();
   const pid_t pid = server_->process().pid();
   for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    const auto uids = procFields(pid, "task/" + task.path().filename().string() + "/status", "Uid:");
+    const auto uids =
+        procFields(pid, "task/" + task.path().filename().string() + "/status", "Uid:");
     ASSERT_EQ(uids.size(), 4u) << task.path();
     for (const auto& uid : uids) EXPECT_EQ(uid, std::to_string(nobody->pw_uid)) << task.path();
   }
@@ -1430,7 +1524,8 @@ TEST_F(ServerTest, DropsToTheGivenUserOnceItsSocketsAreOpen) {
   CallResult r = call(tenant, "hello", "hello", {str("nobody")});
   EXPECT_EQ(r.value, "\"Hello, nobody!\"") << r.message;
   mustUpload(tenant, "greet", WASM_GREETING);
-  std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
+                         "/children");
   pid_t translator = 0;
   children >> translator;
   ASSERT_GT(translator, 0);
@@ -1449,7 +1544,8 @@ TEST_F(ServerTest, AWasmModuleUploadedAgainIsTakenFromTheTranslationCache) {
   startServer();
   auto a = alpha();
   mustUpload(a, "greet", WASM_GREETING);
-  auto translated = server_->process().waitForLine("event=wasm_translation tenant=alpha guest=greet", 60s);
+  auto translated =
+      server_->process().waitForLine("event=wasm_translation tenant=alpha guest=greet", 60s);
   ASSERT_TRUE(translated) << server_->process().output();
   EXPECT_NE(translated->find("cached=false"), std::string::npos) << *translated;
   std::ifstream children("/proc/" + std::to_string(server_->process().pid()) + "/task/" +
@@ -1489,7 +1585,8 @@ TEST_F(ServerTest, SpinningCallsOfOneTenantLeaveTheWorkersToAnother) {
       EXPECT_EQ(r.code, rpc::ErrorCode::TIMEOUT) << r.message;
     }));
   }
-  ASSERT_TRUE(waitForStats(a, "misbehave", [](auto g) { return g.getBusy() >= 4; }, 60s));
+  ASSERT_TRUE(waitForStats(
+      a, "misbehave", [](auto g) { return g.getBusy() >= 4; }, 60s));
   CallResult answered = call(b, "add", "add", {i32(40), i32(2)});
   ASSERT_TRUE(answered.ok) << answered.message;
   EXPECT_EQ(answered.value, "42");
@@ -1524,7 +1621,8 @@ TEST_F(ServerTest, UploadsThatSpinInInitialisationLeaveBootsToAnotherTenant) {
   b_upload.setName("add");
   b_upload.setElf(kj::arrayPtr(add.data(), add.size()));
   auto b_response = b_upload.send().wait(ws_);
-  ASSERT_FALSE(b_response.getResult().isError()) << client::describe(b_response.getResult().getError());
+  ASSERT_FALSE(b_response.getResult().isError())
+      << client::describe(b_response.getResult().getError());
   EXPECT_EQ(a_answered, 0) << "b's upload waited for a's boots";
   CallResult r = call(b, "add", "add", {i32(1), i32(2)});
   EXPECT_EQ(r.value, "3") << r.message;
@@ -1554,7 +1652,8 @@ TEST_F(ServerTest, HostFunctionThatRaisesGivesTheGuestItsMessageOnly) {
                       rpc::HostFunctions::Client(kj::heap<RaisingHostFunctions>()));
   ASSERT_FALSE(r.ok);
   EXPECT_EQ(r.code, rpc::ErrorCode::GUEST_ABORT) << r.message;
-  EXPECT_NE(r.message.find("host function 'kv_get' failed in the client: KeyError: 'color'"), std::string::npos)
+  EXPECT_NE(r.message.find("host function 'kv_get' failed in the client: KeyError: 'color'"),
+            std::string::npos)
       << r.message;
   EXPECT_EQ(r.message.find("Traceback"), std::string::npos) << r.message;
   EXPECT_EQ(r.message.find("/home/someone"), std::string::npos) << r.message;

@@ -23,11 +23,13 @@ void expectRefused(const std::string& text, const std::string& message) {
 // (2^44 MiB became 0 bytes, 2^44 + 1 MiB became 1 MiB).
 TEST(TenantsFileTest, MemoryQuotaWhoseBytesDoNotFitSixtyFourBitsIsRefused) {
   expectRefused(tenantWith("max_memory_mib = 17592186044416"),
-                "tenants file line 3: 'max_memory_mib' must be between 1 and 17592186044415, got 17592186044416");
+                "tenants file line 3: 'max_memory_mib' must be between 1 and 17592186044415, got "
+                "17592186044416");
 }
 
 TEST(TenantsFileTest, MemoryQuotaAtItsLimitIsKeptInBytes) {
-  auto tenants = parseTenantsFile(tenantWith("max_memory_mib = " + std::to_string(kMaxMemoryMib)), 256);
+  auto tenants =
+      parseTenantsFile(tenantWith("max_memory_mib = " + std::to_string(kMaxMemoryMib)), 256);
   ASSERT_TRUE(tenants.ok()) << tenants.error().message;
   EXPECT_EQ((*tenants)[0].quota.max_memory_bytes, kMaxMemoryMib << 20);
   EXPECT_EQ((*tenants)[0].quota.max_memory_bytes >> 20, kMaxMemoryMib);
@@ -39,8 +41,9 @@ TEST(TenantsFileTest, CountQuotaPastThirtyTwoBitsIsRefused) {
 }
 
 TEST(TenantsFileTest, ZeroQuotaIsRefused) {
-  expectRefused(tenantWith("max_memory_mib = 0"),
-                "tenants file line 3: 'max_memory_mib' must be between 1 and 17592186044415, got 0");
+  expectRefused(
+      tenantWith("max_memory_mib = 0"),
+      "tenants file line 3: 'max_memory_mib' must be between 1 and 17592186044415, got 0");
 }
 
 TEST(TenantsFileTest, TenantsWithDefaultsAndOverrides) {
@@ -73,23 +76,29 @@ TEST(TenantsFileTest, TenantWithoutTokenIsRefused) {
 }
 
 TEST(TenantsFileTest, SharedTokenIsRefused) {
-  expectRefused("[acme]\ntoken = same-token-of-24-chars-x\n[beta]\ntoken = same-token-of-24-chars-x\n",
-                "tenants file line 3: tenant 'beta' reuses another tenant's token");
+  expectRefused(
+      "[acme]\ntoken = same-token-of-24-chars-x\n[beta]\ntoken = same-token-of-24-chars-x\n",
+      "tenants file line 3: tenant 'beta' reuses another tenant's token");
 }
 
 TEST(TenantsFileTest, TenantDefinedTwiceIsRefused) {
-  expectRefused("[acme]\ntoken = acme-token-of-24-chars-x\n[acme]\ntoken = acme-token-of-24-chars-y\n",
-                "tenants file line 3: tenant 'acme' is defined twice");
+  expectRefused(
+      "[acme]\ntoken = acme-token-of-24-chars-x\n[acme]\ntoken = acme-token-of-24-chars-y\n",
+      "tenants file line 3: tenant 'acme' is defined twice");
 }
 
 TEST(TenantsFileTest, MalformedLinesAreRefusedWithTheirLine) {
   expectRefused("[acme\n", "tenants file line 1: section header '[acme' lacks ']'");
-  expectRefused("[../etc]\n",
-                "tenants file line 1: tenant name '../etc' is not 1-64 characters of [A-Za-z0-9._-] starting "
-                "with no '.'");
-  expectRefused("token = acme-token-of-24-chars-x\n", "tenants file line 1: key outside a [tenant] section");
-  expectRefused(tenantWith("max_vms"), "tenants file line 3: expected 'key = value', got 'max_vms'");
-  expectRefused(tenantWith("max_vms = many"), "tenants file line 3: value of 'max_vms' is not a number: 'many'");
+  expectRefused(
+      "[../etc]\n",
+      "tenants file line 1: tenant name '../etc' is not 1-64 characters of [A-Za-z0-9._-] starting "
+      "with no '.'");
+  expectRefused("token = acme-token-of-24-chars-x\n",
+                "tenants file line 1: key outside a [tenant] section");
+  expectRefused(tenantWith("max_vms"),
+                "tenants file line 3: expected 'key = value', got 'max_vms'");
+  expectRefused(tenantWith("max_vms = many"),
+                "tenants file line 3: value of 'max_vms' is not a number: 'many'");
   expectRefused(tenantWith("colour = 3"), "tenants file line 3: unknown key 'colour'");
 }
 

@@ -21,7 +21,8 @@ namespace sandpool::testing {
 inline constexpr std::chrono::seconds kGenerousDeadline{120};
 
 // One call of `function`, its deadline `timeout` from now.
-inline vm::CallResult callGuest(vm::Sandbox& sandbox, std::string function, std::vector<vm::Value> args = {},
+inline vm::CallResult callGuest(vm::Sandbox& sandbox, std::string function,
+                                std::vector<vm::Value> args = {},
                                 std::chrono::nanoseconds timeout = kGenerousDeadline,
                                 vm::HostFunctions* host = nullptr) {
   vm::CallRequest request;
@@ -47,7 +48,8 @@ class BackendTest : public ::testing::TestWithParam<vm::BackendKind> {
     return vm::makeKvmBackend(vm::KvmOptions::fromEnvironment());
   }
 
-  static vm::CallResult call(vm::Sandbox& sandbox, std::string function, std::vector<vm::Value> args = {},
+  static vm::CallResult call(vm::Sandbox& sandbox, std::string function,
+                             std::vector<vm::Value> args = {},
                              std::chrono::nanoseconds timeout = kGenerousDeadline,
                              vm::HostFunctions* host = nullptr) {
     return callGuest(sandbox, std::move(function), std::move(args), timeout, host);

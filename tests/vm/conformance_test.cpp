@@ -27,8 +27,8 @@ namespace sandpool::vm {
 namespace {
 
 using namespace std::chrono_literals;
-using sandpool::testing::BackendTest;
 using sandpool::testing::backendName;
+using sandpool::testing::BackendTest;
 using sandpool::testing::HoldingHostFunctions;
 using sandpool::testing::kGenerousDeadline;
 using sandpool::testing::readGuest;
@@ -59,7 +59,8 @@ class ConformanceTest : public BackendTest {
     return vmOn(*backend_, guest, config);
   }
 
-  static std::unique_ptr<Sandbox> vmOn(Backend& backend, const std::string& guest, VmConfig config = generous()) {
+  static std::unique_ptr<Sandbox> vmOn(Backend& backend, const std::string& guest,
+                                       VmConfig config = generous()) {
     auto snapshot = bootOn(backend, guest, config);
     if (!snapshot) return nullptr;
     auto sandbox = Sandbox::create(backend, snapshot);
@@ -104,9 +105,11 @@ TEST_P(ConformanceTest, AddCoversEveryScalarType) {
   auto add = vm("add");
   ASSERT_TRUE(add);
   EXPECT_EQ(ok(call(*add, "add", {int32_t{-5}, int32_t{3}})), Value(int32_t{-2}));
-  EXPECT_EQ(ok(call(*add, "add_i64", {int64_t{1} << 40, int64_t{-1}})), Value((int64_t{1} << 40) - 1));
+  EXPECT_EQ(ok(call(*add, "add_i64", {int64_t{1} << 40, int64_t{-1}})),
+            Value((int64_t{1} << 40) - 1));
   EXPECT_EQ(ok(call(*add, "add_u32", {uint32_t{0xffffffff}, uint32_t{2}})), Value(uint32_t{1}));
-  EXPECT_EQ(ok(call(*add, "add_u64", {uint64_t{1} << 63, uint64_t{5}})), Value((uint64_t{1} << 63) + 5));
+  EXPECT_EQ(ok(call(*add, "add_u64", {uint64_t{1} << 63, uint64_t{5}})),
+            Value((uint64_t{1} << 63) + 5));
   EXPECT_EQ(ok(call(*add, "add_f32", {1.5f, 2.25f})), Value(3.75f));
   EXPECT_EQ(ok(call(*add, "add_f64", {0.1, 0.2})), Value(0.1 + 0.2));
   EXPECT_EQ(ok(call(*add, "both", {true, true})), Value(true));
@@ -121,17 +124,20 @@ TEST_P(ConformanceTest, Sha256MatchesKnownDigests) {
   EXPECT_EQ(ok(call(*sha, "sha256_hex", {std::string("")})),
             Value(std::string("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")));
   // 448-bit message: padding spills into a second block.
-  EXPECT_EQ(ok(call(*sha, "sha256_hex", {std::string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")})),
+  EXPECT_EQ(ok(call(*sha, "sha256_hex",
+                    {std::string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")})),
             Value(std::string("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")));
   Value digest = ok(call(*sha, "sha256", {Bytes(1000000, 'a')}));
   ASSERT_EQ(typeOf(digest), ValueType::kBytes);
-  EXPECT_EQ(formatValue(digest), "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(formatValue(digest),
+            "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST_P(ConformanceTest, CounterReadsItsSnapshotValueOnEveryCall) {
   auto counter = vm("counter");
   ASSERT_TRUE(counter);
-  for (int i = 0; i < 50; i++) ASSERT_EQ(ok(call(*counter, "increment")), Value(uint64_t{1})) << "call " << i;
+  for (int i = 0; i < 50; i++)
+    ASSERT_EQ(ok(call(*counter, "increment")), Value(uint64_t{1})) << "call " << i;
 }
 
 TEST_P(ConformanceTest, SecretWrittenInOneCallIsInvisibleToTheNext) {
@@ -140,7 +146,8 @@ TEST_P(ConformanceTest, SecretWrittenInOneCallIsInvisibleToTheNext) {
   ok(call(*counter, "remember", {std::string("tenant A's secret")}));
   EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
   // The argument bytes of the earlier call are gone from the input buffer too.
-  ok(call(*counter, "remember", {std::string("a much longer secret that fills the buffer further")}));
+  ok(call(*counter, "remember",
+          {std::string("a much longer secret that fills the buffer further")}));
   ok(call(*counter, "remember", {std::string("x")}));
   EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
 }
@@ -261,12 +268,15 @@ TEST_P(ConformanceTest, HostFunctionsAnswerGuestsAndTheirErrorsReachTheGuest) {
   auto probe = vm("probe");
   ASSERT_TRUE(probe);
   RecordingHostFunctions host;
-  EXPECT_EQ(ok(call(*probe, "call_host", {std::string("kv_get"), std::string("k1")}, kGenerousDeadline, &host)),
+  EXPECT_EQ(ok(call(*probe, "call_host", {std::string("kv_get"), std::string("k1")},
+                    kGenerousDeadline, &host)),
             Value(std::string("value-of-k1")));
-  CallResult refused = call(*probe, "call_host", {std::string("kv_put"), std::string("k1")}, kGenerousDeadline, &host);
+  CallResult refused = call(*probe, "call_host", {std::string("kv_put"), std::string("k1")},
+                            kGenerousDeadline, &host);
   ASSERT_FALSE(refused.result.ok());
   EXPECT_EQ(refused.result.error().kind, ErrorKind::kGuestAbort);
-  EXPECT_NE(refused.result.error().message.find("no host function 'kv_put' here"), std::string::npos);
+  EXPECT_NE(refused.result.error().message.find("no host function 'kv_put' here"),
+            std::string::npos);
   EXPECT_EQ(host.calls, (std::vector<std::string>{"kv_get", "kv_put"}));
 }
 
@@ -281,7 +291,8 @@ TEST_P(ConformanceTest, HostFunctionThatOutlivesTheDeadlineEndsTheCallAsATimeout
   auto probe = vm("probe");
   ASSERT_TRUE(probe);
   ExpiringHostFunctions host;
-  CallResult result = call(*probe, "call_host", {std::string("kv_get"), std::string("k")}, kGenerousDeadline, &host);
+  CallResult result = call(*probe, "call_host", {std::string("kv_get"), std::string("k")},
+                           kGenerousDeadline, &host);
   ASSERT_FALSE(result.result.ok());
   EXPECT_EQ(result.result.error().kind, ErrorKind::kTimeout) << result.result.error().describe();
   EXPECT_NE(result.result.error().message.find("gave no reply"), std::string::npos);
@@ -297,8 +308,9 @@ TEST_P(ConformanceTest, ShortDeadlineIsKeptWhileALongerCallRuns) {
   ASSERT_TRUE(probe && spinner);
   HoldingHostFunctions host;
   std::optional<CallResult> held;
-  std::thread long_call(
-      [&] { held = call(*probe, "call_host", {std::string("hold"), std::string("")}, 600s, &host); });
+  std::thread long_call([&] {
+    held = call(*probe, "call_host", {std::string("hold"), std::string("")}, 600s, &host);
+  });
   host.waitUntilEntered();
   const auto start = std::chrono::steady_clock::now();
   CallResult stopped = call(*spinner, "spin", {}, 50ms);
@@ -330,7 +342,8 @@ TEST_P(ConformanceTest, EachBackendsWatchdogHasSlotsOfItsOwn) {
   // A vCPU of this backend for the guards to watch; their deadlines never pass.
   auto snapshot = boot("hello");
   ASSERT_TRUE(snapshot);
-  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size, PROT_READ | PROT_WRITE);
+  auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size,
+                                        PROT_READ | PROT_WRITE);
   ASSERT_TRUE(memory.ok()) << memory.error().describe();
   auto vcpu = backend_->createMicroVm(*memory, snapshot->layout(), snapshot->entry());
   ASSERT_TRUE(vcpu.ok()) << vcpu.error().describe();
@@ -350,10 +363,12 @@ TEST_P(ConformanceTest, EachBackendsWatchdogHasSlotsOfItsOwn) {
   ASSERT_FALSE(full.result.ok());
   EXPECT_EQ(full.result.error().kind, ErrorKind::kLimitExceeded) << full.result.error().describe();
   EXPECT_TRUE(greeter->healthy());
-  EXPECT_EQ(ok(call(*other_greeter, "hello", {std::string("other")})), Value(std::string("Hello, other!")));
+  EXPECT_EQ(ok(call(*other_greeter, "hello", {std::string("other")})),
+            Value(std::string("Hello, other!")));
 
   held.clear();
-  EXPECT_EQ(ok(call(*greeter, "hello", {std::string("again")})), Value(std::string("Hello, again!")));
+  EXPECT_EQ(ok(call(*greeter, "hello", {std::string("again")})),
+            Value(std::string("Hello, again!")));
 }
 
 constexpr std::chrono::milliseconds kMisbehaviourDeadline{120'000};
@@ -421,7 +436,8 @@ TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
       EXPECT_EQ(error.fault->address & ~(kPageSize - 1), *m.fault_page) << error.describe();
     }
     ASSERT_TRUE(vm.healthy());
-    EXPECT_EQ(ok(call(vm, "divide", {int32_t{6}, int32_t{3}})), Value(int32_t{2})) << "after " << m.function;
+    EXPECT_EQ(ok(call(vm, "divide", {int32_t{6}, int32_t{3}})), Value(int32_t{2}))
+        << "after " << m.function;
   }
 }
 
@@ -478,8 +494,9 @@ TEST_P(MisbehaviourTest, AbortMessageOutsideGuestReadableMemoryIsAGuestFaultNami
     const Error& error = result.result.error();
     EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
     EXPECT_NE(error.message.find("unreadable message"), std::string::npos) << error.describe();
-    EXPECT_NE(error.message.find(toHex(c.refused) + " (" + c.where + ") is not readable by the guest"),
-              std::string::npos)
+    EXPECT_NE(
+        error.message.find(toHex(c.refused) + " (" + c.where + ") is not readable by the guest"),
+        std::string::npos)
         << error.describe();
     ASSERT_TRUE(vm.healthy());
     EXPECT_EQ(ok(call(vm, "divide", {int32_t{6}, int32_t{3}})), Value(int32_t{2}));
@@ -487,7 +504,8 @@ TEST_P(MisbehaviourTest, AbortMessageOutsideGuestReadableMemoryIsAGuestFaultNami
   CallResult wrapping = call(vm, "abort_with_message_at", {~uint64_t{0} - 8, uint64_t{64}});
   ASSERT_FALSE(wrapping.result.ok());
   EXPECT_EQ(wrapping.result.error().kind, ErrorKind::kGuestFault);
-  EXPECT_NE(wrapping.result.error().message.find("wraps around the address space"), std::string::npos)
+  EXPECT_NE(wrapping.result.error().message.find("wraps around the address space"),
+            std::string::npos)
       << wrapping.result.error().describe();
 }
 
@@ -504,9 +522,11 @@ TEST_P(MisbehaviourTest, AbortMessageIsReadFromEveryGuestReadableRegionAndAcross
     SCOPED_TRACE(toHex(address));
     CallResult result = call(**sandbox, "abort_with_message_at", {address, uint64_t{16}});
     ASSERT_FALSE(result.result.ok());
-    EXPECT_EQ(result.result.error().kind, ErrorKind::kGuestAbort) << result.result.error().describe();
+    EXPECT_EQ(result.result.error().kind, ErrorKind::kGuestAbort)
+        << result.result.error().describe();
   }
-  CallResult boot_info = call(**sandbox, "abort_with_message_at", {uint64_t{SANDPOOL_BOOT_INFO_ADDR}, uint64_t{4}});
+  CallResult boot_info =
+      call(**sandbox, "abort_with_message_at", {uint64_t{SANDPOOL_BOOT_INFO_ADDR}, uint64_t{4}});
   ASSERT_FALSE(boot_info.result.ok());
   const uint32_t magic = SANDPOOL_BOOT_MAGIC;
   EXPECT_EQ(boot_info.result.error().message,
@@ -519,7 +539,8 @@ void expectGeneralProtectionFault(const CallResult& result, uint64_t rip) {
   ASSERT_FALSE(result.result.ok());
   const Error& error = result.result.error();
   EXPECT_EQ(error.kind, ErrorKind::kGuestFault) << error.describe();
-  EXPECT_NE(error.message.find("general protection fault (vector 13)"), std::string::npos) << error.describe();
+  EXPECT_NE(error.message.find("general protection fault (vector 13)"), std::string::npos)
+      << error.describe();
   ASSERT_TRUE(error.fault.has_value()) << error.describe();
   EXPECT_EQ(error.fault->vector, x86::kVectorGeneralProtection);
   EXPECT_EQ(error.fault->error_code, 0u);
@@ -562,7 +583,8 @@ using x86::kCr0Wp;
 TEST_P(MisbehaviourTest, ClearingCr0PagingRaisesGeneralProtectionFault) {
   auto vm = this->vm("misbehave");
   ASSERT_TRUE(vm);
-  expectGeneralProtectionFault(call(*vm, "write_cr0", {kLongModeCr0 & ~kCr0Pg}), siteOf(*vm, "cr0"));
+  expectGeneralProtectionFault(call(*vm, "write_cr0", {kLongModeCr0 & ~kCr0Pg}),
+                               siteOf(*vm, "cr0"));
   EXPECT_EQ(ok(call(*vm, "divide", {int32_t{6}, int32_t{3}})), Value(int32_t{2}));
 }
 
@@ -582,7 +604,8 @@ void MisbehaviourTest::expectCrWritesLastOneCall() {
   ok(call(*vm, "write_cr3", {cr3}));
   CallResult no_tables = call(*vm, "write_cr3", {vm->snapshot().layout().heap_start});
   ASSERT_FALSE(no_tables.result.ok());
-  EXPECT_EQ(no_tables.result.error().kind, ErrorKind::kGuestFault) << no_tables.result.error().describe();
+  EXPECT_EQ(no_tables.result.error().kind, ErrorKind::kGuestFault)
+      << no_tables.result.error().describe();
   EXPECT_NE(no_tables.result.error().message.find("triple fault"), std::string::npos)
       << no_tables.result.error().describe();
   EXPECT_EQ(ok(call(*vm, "read_cr3", {})), cr3);
@@ -653,7 +676,8 @@ TEST_P(MisbehaviourTest, JumpToNonCanonicalAddressRaisesGeneralProtectionFaultNa
   CallResult result = call(*vm, "jump_to", {unmapped});
   ASSERT_FALSE(result.result.ok());
   ASSERT_TRUE(result.result.error().fault.has_value());
-  EXPECT_EQ(result.result.error().fault->vector, x86::kVectorPageFault) << "a canonical address is a page fault";
+  EXPECT_EQ(result.result.error().fault->vector, x86::kVectorPageFault)
+      << "a canonical address is a page fault";
   EXPECT_EQ(result.result.error().fault->address, unmapped);
 }
 
@@ -680,7 +704,8 @@ TEST_P(ConformanceTest, GuestsRunOnAThreadUnderTheSystemCallFilter) {
       EXPECT_FALSE(greeting.output.empty());
     }
     RecordingHostFunctions host;
-    EXPECT_EQ(ok(call(**prober, "call_host", {std::string("kv_get"), std::string("k")}, kGenerousDeadline, &host)),
+    EXPECT_EQ(ok(call(**prober, "call_host", {std::string("kv_get"), std::string("k")},
+                      kGenerousDeadline, &host)),
               Value(std::string("value-of-k")));
     EXPECT_EQ(typeOf(ok(call(**prober, "entropy"))), ValueType::kBytes);
     CallResult fault = call(**spinner, "write_null");
@@ -694,10 +719,10 @@ TEST_P(ConformanceTest, GuestsRunOnAThreadUnderTheSystemCallFilter) {
   worker.join();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm),
-                         backendName);
-INSTANTIATE_TEST_SUITE_P(Backends, MisbehaviourTest, ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm),
-                         backendName);
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
+                         ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm), backendName);
+INSTANTIATE_TEST_SUITE_P(Backends, MisbehaviourTest,
+                         ::testing::Values(BackendKind::kEmulated, BackendKind::kKvm), backendName);
 
 }  // namespace
 }  // namespace sandpool::vm

@@ -24,7 +24,8 @@ class ElfValidationTest : public ::testing::Test {
   Elf64_Phdr* segment(int loadable_index) {
     int seen = 0;
     for (int i = 0; i < header()->e_phnum; i++) {
-      auto* ph = reinterpret_cast<Elf64_Phdr*>(elf_.data() + header()->e_phoff + i * sizeof(Elf64_Phdr));
+      auto* ph =
+          reinterpret_cast<Elf64_Phdr*>(elf_.data() + header()->e_phoff + i * sizeof(Elf64_Phdr));
       if (ph->p_type == PT_LOAD && seen++ == loadable_index) return ph;
     }
     ADD_FAILURE() << "no loadable segment " << loadable_index;

@@ -14,7 +14,7 @@
 namespace sandpool::vm {
 namespace {
 
-constexpr std::array<uint8_t, kEntropyBytes> kEntropy = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+constexpr std::array<uint8_t, kEntropyBytes> kEntropy = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
                                                          12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
                                                          23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
@@ -22,7 +22,8 @@ constexpr std::array<uint8_t, kEntropyBytes> kEntropy = {1, 2, 3, 4, 5, 6, 7, 8,
 // at its full size first: appending to a header-sized vector trips GCC 12's
 // -Warray-bounds (a false positive).
 template <typename T>
-std::vector<uint8_t> bytesOf(const T& header, const std::vector<uint8_t>& body = {}, size_t size = 0) {
+std::vector<uint8_t> bytesOf(const T& header, const std::vector<uint8_t>& body = {},
+                             size_t size = 0) {
   std::vector<uint8_t> out(std::max(sizeof header + body.size(), size));
   std::memcpy(out.data(), &header, sizeof header);
   std::copy(body.begin(), body.end(), out.begin() + sizeof header);
@@ -165,7 +166,8 @@ TEST(GuestProtocol, ArgumentsMustMatchTheSignature) {
   EXPECT_TRUE(checkArguments(add, {int32_t{1}, int32_t{2}}).ok());
   auto wrong = checkArguments(add, {int32_t{1}, std::string("2")});
   ASSERT_FALSE(wrong.ok());
-  expectError(wrong.error(), ErrorKind::kBadArguments, "'add' expects add(i32, i32) -> i32, got (i32, string)");
+  expectError(wrong.error(), ErrorKind::kBadArguments,
+              "'add' expects add(i32, i32) -> i32, got (i32, string)");
   EXPECT_FALSE(checkArguments(add, {int32_t{1}}).ok());
 }
 
@@ -199,8 +201,8 @@ TEST(GuestProtocol, CallRequestLargerThanTheInputBufferIsRefused) {
 // The output buffer as a guest leaves it: a result header and a payload.
 std::vector<uint8_t> outputBuffer(uint32_t magic, uint32_t status, std::vector<uint8_t> payload,
                                   size_t buffer_size = 256) {
-  return bytesOf(sandpool_result_header{magic, status, static_cast<uint32_t>(payload.size()), 0}, payload,
-                 buffer_size);
+  return bytesOf(sandpool_result_header{magic, status, static_cast<uint32_t>(payload.size()), 0},
+                 payload, buffer_size);
 }
 
 std::vector<uint8_t> encoded(const Value& value) {
@@ -212,18 +214,20 @@ std::vector<uint8_t> encoded(const Value& value) {
 const FunctionSignature kSquare{"square", {ValueType::kI32}, ValueType::kI32};
 
 TEST(GuestProtocol, ResultOfTheDeclaredTypeIsDecoded) {
-  auto value = decodeResult(outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int32_t{49})), kSquare);
+  auto value = decodeResult(
+      outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int32_t{49})), kSquare);
   ASSERT_TRUE(value.ok()) << value.error().describe();
   EXPECT_EQ(*value, Value(int32_t{49}));
 }
 
 TEST(GuestProtocol, ErrorResultIsTheGuestsAbortWithItsMessage) {
   const std::string text = "negative input";
-  auto value = decodeResult(
-      outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_ERROR, std::vector<uint8_t>(text.begin(), text.end())),
-      kSquare);
+  auto value = decodeResult(outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_ERROR,
+                                         std::vector<uint8_t>(text.begin(), text.end())),
+                            kSquare);
   ASSERT_FALSE(value.ok());
-  expectError(value.error(), ErrorKind::kGuestAbort, "guest function 'square' failed: negative input");
+  expectError(value.error(), ErrorKind::kGuestAbort,
+              "guest function 'square' failed: negative input");
 }
 
 TEST(GuestProtocol, MalformedResultHeadersAreGuestFaults) {
@@ -231,7 +235,8 @@ TEST(GuestProtocol, MalformedResultHeadersAreGuestFaults) {
   ASSERT_FALSE(bad_magic.ok());
   expectError(bad_magic.error(), ErrorKind::kGuestFault, "malformed result header");
 
-  auto past_buffer = outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int32_t{1}), 0);
+  auto past_buffer =
+      outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int32_t{1}), 0);
   past_buffer.pop_back();
   auto overlong = decodeResult(past_buffer, kSquare);
   ASSERT_FALSE(overlong.ok());
@@ -243,9 +248,11 @@ TEST(GuestProtocol, MalformedResultHeadersAreGuestFaults) {
 }
 
 TEST(GuestProtocol, ResultOfAnotherTypeIsAGuestFault) {
-  auto value = decodeResult(outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int64_t{1})), kSquare);
+  auto value = decodeResult(
+      outputBuffer(SANDPOOL_RESULT_MAGIC, SANDPOOL_STATUS_OK, encoded(int64_t{1})), kSquare);
   ASSERT_FALSE(value.ok());
-  expectError(value.error(), ErrorKind::kGuestFault, "guest returned i64 from 'square', declared i32");
+  expectError(value.error(), ErrorKind::kGuestFault,
+              "guest returned i64 from 'square', declared i32");
 }
 
 // The host-call buffer as a guest leaves it.
@@ -256,10 +263,11 @@ std::vector<uint8_t> hostCallBuffer(const std::string& name, const std::vector<V
   encoded_args.resize(encoded_args.size() + extra_bytes);
   std::vector<uint8_t> body(name.begin(), name.end());
   body.insert(body.end(), encoded_args.begin(), encoded_args.end());
-  return bytesOf(sandpool_host_call_header{SANDPOOL_HOST_CALL_MAGIC, static_cast<uint32_t>(name.size()),
-                                           static_cast<uint32_t>(args.size()),
-                                           static_cast<uint32_t>(encoded_args.size())},
-                 body, buffer_size);
+  return bytesOf(
+      sandpool_host_call_header{SANDPOOL_HOST_CALL_MAGIC, static_cast<uint32_t>(name.size()),
+                                static_cast<uint32_t>(args.size()),
+                                static_cast<uint32_t>(encoded_args.size())},
+      body, buffer_size);
 }
 
 TEST(GuestProtocol, HostCallIsDecodedToItsNameAndArguments) {
@@ -294,12 +302,14 @@ TEST(GuestProtocol, HostCallPastItsBufferIsRefused) {
 TEST(GuestProtocol, HostCallWithBytesAfterItsArgumentsIsRefused) {
   auto call = decodeHostCall(hostCallBuffer("f", {int32_t{1}}, 3));
   ASSERT_FALSE(call.ok());
-  expectError(call.error(), ErrorKind::kBadHostCall, "host call 'f' has 3 bytes after its arguments");
+  expectError(call.error(), ErrorKind::kBadHostCall,
+              "host call 'f' has 3 bytes after its arguments");
 }
 
 TEST(GuestProtocol, HostCallWithAnUndecodableArgumentIsRefused) {
   auto buffer = hostCallBuffer("f", {int32_t{1}});
-  buffer[sizeof(sandpool_host_call_header) + 1] = SANDPOOL_TYPE_LAST + 1;  // the argument's type tag
+  buffer[sizeof(sandpool_host_call_header) + 1] =
+      SANDPOOL_TYPE_LAST + 1;  // the argument's type tag
   auto call = decodeHostCall(buffer);
   ASSERT_FALSE(call.ok());
   expectError(call.error(), ErrorKind::kBadHostCall, "host call 'f' argument 0");
@@ -336,7 +346,8 @@ TEST(GuestProtocol, HostReplyTooLargeForTheBufferBecomesAnError) {
   auto header = replyHeader(reply);
   EXPECT_EQ(header.status, SANDPOOL_STATUS_ERROR);
   EXPECT_LE(reply.size(), 128u);
-  EXPECT_EQ(std::string(reply.begin() + sizeof header, reply.end()), "host reply does not fit the host-call buffer");
+  EXPECT_EQ(std::string(reply.begin() + sizeof header, reply.end()),
+            "host reply does not fit the host-call buffer");
 }
 
 TEST(GuestProtocol, AbortCodesPickTheErrorKind) {
@@ -344,7 +355,8 @@ TEST(GuestProtocol, AbortCodesPickTheErrorKind) {
               "guest ran out of memory: heap");
   expectError(abortError(SANDPOOL_ABORT_BAD_REQUEST, "header"), ErrorKind::kInternal,
               "guest refused the call request: header");
-  expectError(abortError(SANDPOOL_ABORT_EXPLICIT, "bye"), ErrorKind::kGuestAbort, "guest aborted: bye");
+  expectError(abortError(SANDPOOL_ABORT_EXPLICIT, "bye"), ErrorKind::kGuestAbort,
+              "guest aborted: bye");
 }
 
 }  // namespace

@@ -117,7 +117,8 @@ TEST(DirtyPages, AddsEachPageOnceInOrderAndIgnoresPagesPastTheEnd) {
   EXPECT_TRUE(pages.add(0));
   EXPECT_FALSE(pages.add(100)) << "past the last page";
   EXPECT_EQ(pages.size(), 3u);
-  EXPECT_EQ(std::vector<uint32_t>(pages.pages().begin(), pages.pages().end()), (std::vector<uint32_t>{7, 64, 0}));
+  EXPECT_EQ(std::vector<uint32_t>(pages.pages().begin(), pages.pages().end()),
+            (std::vector<uint32_t>{7, 64, 0}));
 }
 
 TEST(DirtyPages, ClearEmptiesTheSetSoPagesCanBeAddedAgain) {
@@ -144,8 +145,8 @@ MemoryLayout trackedLayout() {
 class WriteTrackerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto mapping = Mapping::map(layout_.memory_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                                "tracked memory");
+    auto mapping = Mapping::map(layout_.memory_size, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, "tracked memory");
     ASSERT_TRUE(mapping.ok()) << mapping.error().describe();
     memory_ = std::move(*mapping);
     auto tracker = WriteTracker::create(memory_.data(), layout_);
@@ -153,9 +154,12 @@ class WriteTrackerTest : public ::testing::Test {
     tracker_ = std::move(*tracker);
   }
 
-  void write(uint64_t offset, uint8_t value) { static_cast<volatile uint8_t*>(memory_.data())[offset] = value; }
+  void write(uint64_t offset, uint8_t value) {
+    static_cast<volatile uint8_t*>(memory_.data())[offset] = value;
+  }
   std::vector<uint32_t> dirty() const {
-    return std::vector<uint32_t>(tracker_->dirty().pages().begin(), tracker_->dirty().pages().end());
+    return std::vector<uint32_t>(tracker_->dirty().pages().begin(),
+                                 tracker_->dirty().pages().end());
   }
 
   MemoryLayout layout_ = trackedLayout();
@@ -206,7 +210,8 @@ TEST(WriteTrackerRegistry, IsFullAtItsSlotCountWithATypedError) {
       break;
     }
     trackers.push_back(std::move(*tracker));
-    ASSERT_LE(trackers.size(), WriteTracker::kRegistrySlots) << "the registry took more trackers than it has slots";
+    ASSERT_LE(trackers.size(), WriteTracker::kRegistrySlots)
+        << "the registry took more trackers than it has slots";
   }
   // Other tests' trackers may hold slots too; this one filled the rest.
   EXPECT_GT(trackers.size(), 0u);

@@ -11,7 +11,9 @@ namespace {
 
 using Kind = PrivilegedInstruction::Kind;
 
-std::optional<PrivilegedInstruction> decode(std::vector<uint8_t> code) { return decodePrivileged(code); }
+std::optional<PrivilegedInstruction> decode(std::vector<uint8_t> code) {
+  return decodePrivileged(code);
+}
 
 TEST(PrivilegedInstructions, DecodesMsrAccessWithAndWithoutPrefixes) {
   EXPECT_EQ(decode({0x0f, 0x30})->kind, Kind::kWrmsr);
@@ -38,9 +40,10 @@ TEST(PrivilegedInstructions, DecodesMovToControlRegisterWithItsRegisters) {
 }
 
 TEST(PrivilegedInstructions, OtherInstructionsAreNotPrivileged) {
-  EXPECT_FALSE(decode({0x0f, 0x20, 0xc0}));            // mov rax, cr0 (a read)
-  EXPECT_FALSE(decode({0xb8, 0x0f, 0x30, 0x00, 0x00}));  // mov eax, 0x300f: the pair is an immediate
-  EXPECT_FALSE(decode({0x0f}));                        // truncated
+  EXPECT_FALSE(decode({0x0f, 0x20, 0xc0}));  // mov rax, cr0 (a read)
+  EXPECT_FALSE(
+      decode({0xb8, 0x0f, 0x30, 0x00, 0x00}));  // mov eax, 0x300f: the pair is an immediate
+  EXPECT_FALSE(decode({0x0f}));                 // truncated
   EXPECT_FALSE(decode({0x0f, 0x22}));
 }
 

@@ -52,9 +52,10 @@ TEST_F(SyscallFilterTest, AGuestThreadThatExecutesAProgramIsKilled) {
 
 // Only KVM's threads may call ioctl at all.
 TEST_F(SyscallFilterTest, AnEmulatedBackendsThreadThatCallsIoctlIsKilled) {
-  EXPECT_EXIT(onRestrictedThread(
-                  BackendKind::kEmulated, FilterMode::kKill, [] { ::syscall(SYS_ioctl, 0, 0xAE00, 0); }, 0),
-              ::testing::KilledBySignal(SIGSYS), "");
+  EXPECT_EXIT(
+      onRestrictedThread(
+          BackendKind::kEmulated, FilterMode::kKill, [] { ::syscall(SYS_ioctl, 0, 0xAE00, 0); }, 0),
+      ::testing::KilledBySignal(SIGSYS), "");
 }
 
 TEST_F(SyscallFilterTest, AGuestThreadDoesWhatAWorkerDoes) {
@@ -64,7 +65,8 @@ TEST_F(SyscallFilterTest, AGuestThreadDoesWhatAWorkerDoes) {
                     void* memory = std::malloc(1 << 20);
                     std::free(memory);
                     uint8_t entropy[16];
-                    if (::syscall(SYS_getrandom, entropy, sizeof entropy, 0) != sizeof entropy) std::_Exit(101);
+                    if (::syscall(SYS_getrandom, entropy, sizeof entropy, 0) != sizeof entropy)
+                      std::_Exit(101);
                     std::this_thread::yield();
                   },
                   7),

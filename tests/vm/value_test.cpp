@@ -7,9 +7,9 @@ namespace sandpool::vm {
 namespace {
 
 TEST(ValueTest, EveryTypeRoundTrips) {
-  const std::vector<Value> values = {Void{},  int32_t{-7}, int64_t{-1} << 50, uint32_t{7}, uint64_t{1} << 63,
-                                     1.25f,   -2.5,        true,              std::string("héllo"),
-                                     Bytes{0, 255, 3}};
+  const std::vector<Value> values = {
+      Void{}, int32_t{-7}, int64_t{-1} << 50,    uint32_t{7},     uint64_t{1} << 63, 1.25f,
+      -2.5,   true,        std::string("héllo"), Bytes{0, 255, 3}};
   for (const Value& v : values) {
     std::vector<uint8_t> encoded;
     encodeValue(v, encoded);

@@ -1,8 +1,8 @@
 // The conformance suite's checks for Wasm guests, on each backend: a call
 // leaves nothing for the next (state, a secret canary), every call gets
 // fresh entropy, the WASI clocks read the host's, a runaway loop times out,
-// traps are typed errors and the VM serves on. The guests are translated at build time (no tools needed
-// here, so the KVM half runs inside QEMU too).
+// traps are typed errors and the VM serves on. The guests are translated at build time (no tools
+// needed here, so the KVM half runs inside QEMU too).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -19,8 +19,8 @@ namespace sandpool::vm {
 namespace {
 
 using namespace std::chrono_literals;
-using sandpool::testing::BackendTest;
 using sandpool::testing::backendName;
+using sandpool::testing::BackendTest;
 using sandpool::testing::kGenerousDeadline;
 
 std::vector<uint8_t> readGuest(const std::string& name) {

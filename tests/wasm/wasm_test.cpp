@@ -55,7 +55,8 @@ TEST(WasmModule, TruncatedSectionIsRefusedNamingIt) {
   auto module = parseModule(bytes);
   ASSERT_FALSE(module.ok());
   EXPECT_EQ(module.error().kind, ErrorKind::kInvalidGuest);
-  EXPECT_NE(module.error().message.find("section body"), std::string::npos) << module.error().message;
+  EXPECT_NE(module.error().message.find("section body"), std::string::npos)
+      << module.error().message;
 }
 
 TEST(WasmModule, ManglingMatchesWasm2c) {
@@ -68,7 +69,8 @@ TEST(WasmTranslate, ImportFromAnotherModuleIsRefusedBeforeAnyToolRuns) {
   auto image = translateModule(testModule("import_env"), missingTools(), {});
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.error().kind, ErrorKind::kInvalidGuest);
-  EXPECT_NE(image.error().message.find("'env'.'getenv_secret'"), std::string::npos) << image.error().message;
+  EXPECT_NE(image.error().message.find("'env'.'getenv_secret'"), std::string::npos)
+      << image.error().message;
 }
 
 TEST(WasmTranslate, MemoryImportIsRefusedNamingIt) {
@@ -83,7 +85,8 @@ TEST(WasmTranslate, OversizedModuleIsRefusedBeforeAnyToolRuns) {
   limits.max_module_size = 16;
   auto image = translateModule(testModule("traps"), missingTools(), limits);
   ASSERT_FALSE(image.ok());
-  EXPECT_NE(image.error().message.find("exceeds the limit of 16"), std::string::npos) << image.error().message;
+  EXPECT_NE(image.error().message.find("exceeds the limit of 16"), std::string::npos)
+      << image.error().message;
 }
 
 TEST(WasmTranslate, MalformedModuleFailsInWasm2cWithItsMessage) {
@@ -92,7 +95,8 @@ TEST(WasmTranslate, MalformedModuleFailsInWasm2cWithItsMessage) {
   auto image = translateModule(bytes, defaultToolchain(), {});
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.error().kind, ErrorKind::kInvalidGuest);
-  EXPECT_NE(image.error().message.find("wasm2c failed"), std::string::npos) << image.error().message;
+  EXPECT_NE(image.error().message.find("wasm2c failed"), std::string::npos)
+      << image.error().message;
 }
 
 TEST(WasmTranslate, ElfUploadPassesThroughUnchanged) {
@@ -105,8 +109,10 @@ TEST(WasmTranslate, ElfUploadPassesThroughUnchanged) {
 // Doubles an i64 for the "sandpool"."twice" import.
 class TwiceHost : public vm::HostFunctions {
  public:
-  vm::Expected<Value> callHostFunction(std::string_view name, std::span<const Value> args) override {
-    if (name != "twice" || args.size() != 1) return vm::makeError(ErrorKind::kBadHostCall, "unknown");
+  vm::Expected<Value> callHostFunction(std::string_view name,
+                                       std::span<const Value> args) override {
+    if (name != "twice" || args.size() != 1)
+      return vm::makeError(ErrorKind::kBadHostCall, "unknown");
     return Value(std::get<int64_t>(args[0]) * 2);
   }
 };
@@ -133,10 +139,12 @@ class WasmGuestTest : public ::testing::Test {
     return sandbox ? std::move(sandbox.value()) : nullptr;
   }
 
-  static vm::CallResult call(vm::Sandbox& sandbox, std::string function, std::vector<Value> args = {},
+  static vm::CallResult call(vm::Sandbox& sandbox, std::string function,
+                             std::vector<Value> args = {},
                              std::chrono::nanoseconds timeout = kGenerousDeadline,
                              vm::HostFunctions* host = nullptr) {
-    return sandpool::testing::callGuest(sandbox, std::move(function), std::move(args), timeout, host);
+    return sandpool::testing::callGuest(sandbox, std::move(function), std::move(args), timeout,
+                                        host);
   }
 
   static void expectTrap(vm::Sandbox& sandbox, const std::string& function, const std::string& trap,
@@ -181,8 +189,10 @@ TEST_F(WasmGuestTest, NumericExportsAreListedWithTheirSignatures) {
   ASSERT_TRUE(vm);
   std::vector<std::string> listed;
   for (const auto& sig : snapshot_->exports()) listed.push_back(sig.describe());
-  EXPECT_NE(std::find(listed.begin(), listed.end(), "add(i32, i32) -> i32"), listed.end()) << ::testing::PrintToString(listed);
-  EXPECT_NE(std::find(listed.begin(), listed.end(), "greet(string) -> string"), listed.end()) << ::testing::PrintToString(listed);
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "add(i32, i32) -> i32"), listed.end())
+      << ::testing::PrintToString(listed);
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "greet(string) -> string"), listed.end())
+      << ::testing::PrintToString(listed);
   auto sum = call(*vm, "add", {Value(int32_t(40)), Value(int32_t(2))});
   ASSERT_TRUE(sum.result.ok()) << sum.result.error().describe();
   EXPECT_EQ(std::get<int32_t>(*sum.result), 42);
@@ -213,10 +223,12 @@ TEST_F(WasmGuestTest, Sha256KernelMatchesKnownDigests) {
   ASSERT_TRUE(vm);
   auto abc = call(*vm, "sha256", {Value(vm::Bytes{'a', 'b', 'c'})});
   ASSERT_TRUE(abc.result.ok()) << abc.result.error().describe();
-  EXPECT_EQ(vm::formatValue(*abc.result), "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(vm::formatValue(*abc.result),
+            "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   auto million = call(*vm, "sha256", {Value(vm::Bytes(1000000, 'a'))});
   ASSERT_TRUE(million.result.ok()) << million.result.error().describe();
-  EXPECT_EQ(vm::formatValue(*million.result), "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(vm::formatValue(*million.result),
+            "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST_F(WasmGuestTest, StateSetAtInitialisationIsFreshForEveryCall) {
@@ -248,7 +260,7 @@ TEST_F(WasmGuestTest, MemoryGrowPastGuestMemoryReturnsMinusOne) {
   ASSERT_TRUE(vm);
   auto small = call(*vm, "grow", {Value(int32_t(1))});
   ASSERT_TRUE(small.result.ok()) << small.result.error().describe();
-  EXPECT_EQ(std::get<int32_t>(*small.result), 1);  // the old size in pages
+  EXPECT_EQ(std::get<int32_t>(*small.result), 1);          // the old size in pages
   auto huge = call(*vm, "grow", {Value(int32_t(60000))});  // 3.7 GiB
   ASSERT_TRUE(huge.result.ok()) << huge.result.error().describe();
   EXPECT_EQ(std::get<int32_t>(*huge.result), -1);

@@ -12,15 +12,25 @@ constexpr uint64_t kMaxPrefixBytes = 13;
 
 bool isLegacyPrefix(uint8_t byte) {
   switch (byte) {
-    case 0xf0: case 0xf2: case 0xf3:                          // lock, repne, rep
-    case 0x2e: case 0x36: case 0x3e: case 0x26: case 0x64: case 0x65:  // segments
-    case 0x66: case 0x67:                                     // operand, address size
+    case 0xf0:
+    case 0xf2:
+    case 0xf3:  // lock, repne, rep
+    case 0x2e:
+    case 0x36:
+    case 0x3e:
+    case 0x26:
+    case 0x64:
+    case 0x65:  // segments
+    case 0x66:
+    case 0x67:  // operand, address size
       return true;
     default: return false;
   }
 }
 
-bool isPrivilegedOpcode(uint8_t second) { return second == 0x30 || second == 0x32 || second == 0x22; }
+bool isPrivilegedOpcode(uint8_t second) {
+  return second == 0x30 || second == 0x32 || second == 0x22;
+}
 
 }  // namespace
 
@@ -57,13 +67,15 @@ std::optional<PrivilegedInstruction> decodePrivileged(std::span<const uint8_t> c
   }
 }
 
-std::vector<CodeRange> findPrivilegedCandidates(std::span<const uint8_t> memory, const MemoryLayout& layout) {
+std::vector<CodeRange> findPrivilegedCandidates(std::span<const uint8_t> memory,
+                                                const MemoryLayout& layout) {
   std::vector<CodeRange> ranges;
   for (const Region& region : layout.regions) {
     if (!(region.access & kAccessExecute) || region.end() > memory.size()) continue;
     for (uint64_t at = region.start; at + 1 < region.end(); at++) {
       if (memory[at] != 0x0f || !isPrivilegedOpcode(memory[at + 1])) continue;
-      const uint64_t first = std::max(region.start, at > kMaxPrefixBytes ? at - kMaxPrefixBytes : 0);
+      const uint64_t first =
+          std::max(region.start, at > kMaxPrefixBytes ? at - kMaxPrefixBytes : 0);
       if (!ranges.empty() && first <= ranges.back().last + 1) {
         ranges.back().last = at;
       } else {

@@ -40,6 +40,7 @@ std::optional<PrivilegedInstruction> decodePrivileged(std::span<const uint8_t> c
 struct CodeRange {
   uint64_t first, last;
 };
-std::vector<CodeRange> findPrivilegedCandidates(std::span<const uint8_t> memory, const MemoryLayout& layout);
+std::vector<CodeRange> findPrivilegedCandidates(std::span<const uint8_t> memory,
+                                                const MemoryLayout& layout);
 
 }  // namespace sandpool::vm

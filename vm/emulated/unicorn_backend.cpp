@@ -46,7 +46,9 @@ Error unicornError(const std::string& step, uc_err err) {
 // physical ones instead of raising #GP.
 constexpr uint64_t kNonCanonicalStart = 1ull << 47;
 
-bool isCanonical(uint64_t address) { return address < kNonCanonicalStart || address >= ~(kNonCanonicalStart - 1); }
+bool isCanonical(uint64_t address) {
+  return address < kNonCanonicalStart || address >= ~(kNonCanonicalStart - 1);
+}
 
 constexpr int kGeneralRegisterIds[16] = {
     UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX, UC_X86_REG_RSP, UC_X86_REG_RBP,
@@ -64,10 +66,11 @@ uint32_t unicornPerms(uint8_t access) {
 // Registers that define the guest's execution state and survive between
 // engines (a uc_context holds engine pointers, so it cannot).
 constexpr int kGeneralRegisters[] = {
-    UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RSI, UC_X86_REG_RDI,
-    UC_X86_REG_RBP, UC_X86_REG_RSP, UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
-    UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15, UC_X86_REG_RIP, UC_X86_REG_EFLAGS,
-    UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE, UC_X86_REG_MXCSR};
+    UC_X86_REG_RAX,  UC_X86_REG_RBX, UC_X86_REG_RCX,    UC_X86_REG_RDX,     UC_X86_REG_RSI,
+    UC_X86_REG_RDI,  UC_X86_REG_RBP, UC_X86_REG_RSP,    UC_X86_REG_R8,      UC_X86_REG_R9,
+    UC_X86_REG_R10,  UC_X86_REG_R11, UC_X86_REG_R12,    UC_X86_REG_R13,     UC_X86_REG_R14,
+    UC_X86_REG_R15,  UC_X86_REG_RIP, UC_X86_REG_EFLAGS, UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE,
+    UC_X86_REG_MXCSR};
 constexpr size_t kRipIndex = 16;
 static_assert(kGeneralRegisters[kRipIndex] == UC_X86_REG_RIP);
 constexpr int kTableRegisters[] = {UC_X86_REG_GDTR, UC_X86_REG_IDTR};
@@ -92,8 +95,9 @@ class UnicornMicroVm final : public MicroVm {
   // An engine over `memory` (which must outlive the vCPU), its regions
   // mapped per `layout`, the fault and port hooks installed, and registers
   // set to enter `entry` with rdi = boot info and rsp = stack top.
-  static Expected<std::unique_ptr<UnicornMicroVm>> create(GuestMemory& memory, const MemoryLayout& layout,
-                                                       uint64_t entry) {
+  static Expected<std::unique_ptr<UnicornMicroVm>> create(GuestMemory& memory,
+                                                          const MemoryLayout& layout,
+                                                          uint64_t entry) {
     std::unique_ptr<UnicornMicroVm> vcpu(new UnicornMicroVm(memory, layout));
     if (auto opened = vcpu->open(entry); !opened) return opened.takeError();
     return vcpu;
@@ -160,25 +164,32 @@ class UnicornMicroVm final : public MicroVm {
   Expected<std::unique_ptr<CpuState>> saveCpuState(uint64_t resume_rip) override {
     auto state = std::make_unique<UnicornCpuState>();
     const auto read = [this](int id, void* value, const std::string& what) -> Expected<void> {
-      if (uc_err err = uc_reg_read(uc_, id, value); err != UC_ERR_OK) return unicornError("saving " + what, err);
+      if (uc_err err = uc_reg_read(uc_, id, value); err != UC_ERR_OK)
+        return unicornError("saving " + what, err);
       return {};
     };
     for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
-      if (auto r = read(kGeneralRegisters[i], &state->general[i], "general register " + std::to_string(i)); !r) {
+      if (auto r = read(kGeneralRegisters[i], &state->general[i],
+                        "general register " + std::to_string(i));
+          !r) {
         return r.takeError();
       }
     }
     for (size_t i = 0; i < std::size(kTableRegisters); i++) {
-      if (auto r = read(kTableRegisters[i], &state->tables[i], "a descriptor table register"); !r) return r.takeError();
+      if (auto r = read(kTableRegisters[i], &state->tables[i], "a descriptor table register"); !r)
+        return r.takeError();
     }
     for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
-      if (auto r = read(kSegmentRegisters[i], &state->segments[i], "segment register " + std::to_string(i)); !r) {
+      if (auto r = read(kSegmentRegisters[i], &state->segments[i],
+                        "segment register " + std::to_string(i));
+          !r) {
         return r.takeError();
       }
     }
     if (auto r = read(kTaskRegister, &state->task, "the task register"); !r) return r.takeError();
     for (int i = 0; i < 16; i++) {
-      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], "xmm" + std::to_string(i)); !r) return r.takeError();
+      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], "xmm" + std::to_string(i)); !r)
+        return r.takeError();
     }
     // Inside an instruction hook Unicorn's RIP is the start of the current
     // translation block, not the `out`: the caller names where to resume.
@@ -188,7 +199,8 @@ class UnicornMicroVm final : public MicroVm {
 
   Expected<void> loadCpuState(const CpuState& generic) override {
     const auto* state = dynamic_cast<const UnicornCpuState*>(&generic);
-    if (!state) return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
+    if (!state)
+      return makeError(ErrorKind::kInternal, "CPU state is not from the emulated backend");
     // Descriptor tables first: loading a segment selector reads the GDT.
     for (size_t i = 0; i < std::size(kTableRegisters); i++) {
       if (uc_err err = uc_reg_write(uc_, kTableRegisters[i], &state->tables[i]); err != UC_ERR_OK) {
@@ -196,7 +208,8 @@ class UnicornMicroVm final : public MicroVm {
       }
     }
     for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]); err != UC_ERR_OK) {
+      if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]);
+          err != UC_ERR_OK) {
         return unicornError("restoring segment register " + std::to_string(i), err);
       }
     }
@@ -204,7 +217,8 @@ class UnicornMicroVm final : public MicroVm {
       return unicornError("restoring the task register", err);
     }
     for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
-      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]); err != UC_ERR_OK) {
+      if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]);
+          err != UC_ERR_OK) {
         return unicornError("restoring general register " + std::to_string(i), err);
       }
     }
@@ -227,8 +241,9 @@ class UnicornMicroVm final : public MicroVm {
     if (!tracker) return tracker.takeError();
     tracker_ = std::move(*tracker);
     // Pages restored by copy stay writable, unseen by the tracker.
-    page_reset_.emplace(memory_, snapshot_contents,
-                        PageReset::Policy{.copy_limit = kStickyPageLimit, .sees_writes_to_copied_pages = false});
+    page_reset_.emplace(
+        memory_, snapshot_contents,
+        PageReset::Policy{.copy_limit = kStickyPageLimit, .sees_writes_to_copied_pages = false});
     return tracker_->protectAll();
   }
 
@@ -236,15 +251,18 @@ class UnicornMicroVm final : public MicroVm {
     if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
     auto stats = page_reset_->restore(tracker_->dirty());
     if (!stats) return stats;
-    if (auto tracked = tracker_->protect(page_reset_->dropped()); !tracked) return tracked.takeError();
+    if (auto tracked = tracker_->protect(page_reset_->dropped()); !tracked)
+      return tracked.takeError();
     if (uc_err err = uc_context_restore(uc_, reset_context_); err != UC_ERR_OK) {
-      return makeError(ErrorKind::kResetFailed, std::string("uc_context_restore: ") + uc_strerror(err));
+      return makeError(ErrorKind::kResetFailed,
+                       std::string("uc_context_restore: ") + uc_strerror(err));
     }
     return stats;
   }
 
  private:
-  UnicornMicroVm(GuestMemory& memory, const MemoryLayout& layout) : memory_(memory), layout_(layout) {}
+  UnicornMicroVm(GuestMemory& memory, const MemoryLayout& layout)
+      : memory_(memory), layout_(layout) {}
 
   Expected<void> open(uint64_t entry) {
     if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &uc_); err != UC_ERR_OK) {
@@ -254,8 +272,10 @@ class UnicornMicroVm final : public MicroVm {
     // A fixed exit address (page 0, never mapped, never executed): without
     // it every uc_emu_start() re-translates code around its `until` address.
     uint64_t exits[] = {0};
-    if (uc_err err = uc_ctl_exits_enable(uc_); err != UC_ERR_OK) return unicornError("enabling exits", err);
-    if (uc_err err = uc_ctl_set_exits(uc_, exits, 1); err != UC_ERR_OK) return unicornError("setting exits", err);
+    if (uc_err err = uc_ctl_exits_enable(uc_); err != UC_ERR_OK)
+      return unicornError("enabling exits", err);
+    if (uc_err err = uc_ctl_set_exits(uc_, exits, 1); err != UC_ERR_OK)
+      return unicornError("setting exits", err);
     // Adjacent regions with the same access go to Unicorn as one mapping:
     // its store slow path searches the mappings linearly.
     const auto& regions = layout_.regions;
@@ -266,8 +286,10 @@ class UnicornMicroVm final : public MicroVm {
         j++;
       }
       const uint64_t start = regions[i].start, size = regions[j - 1].end() - start;
-      uc_err err = uc_mem_map_ptr(uc_, start, size, unicornPerms(regions[i].access), memory_.hostBase() + start);
-      if (err != UC_ERR_OK) return unicornError("mapping guest region '" + std::string(regions[i].name) + "'", err);
+      uc_err err = uc_mem_map_ptr(uc_, start, size, unicornPerms(regions[i].access),
+                                  memory_.hostBase() + start);
+      if (err != UC_ERR_OK)
+        return unicornError("mapping guest region '" + std::string(regions[i].name) + "'", err);
       i = j;
     }
     uc_hook hook;
@@ -278,29 +300,34 @@ class UnicornMicroVm final : public MicroVm {
         {reinterpret_cast<void*>(&onSyscall), UC_X86_INS_SYSENTER},
     };
     for (const auto& [callback, instruction] : instruction_hooks) {
-      if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INSN, callback, this, 1, 0, instruction); err != UC_ERR_OK) {
+      if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INSN, callback, this, 1, 0, instruction);
+          err != UC_ERR_OK) {
         return unicornError("adding an instruction hook", err);
       }
     }
-    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_MEM_INVALID, reinterpret_cast<void*>(&onBadAccess), this, 1, 0);
+    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_MEM_INVALID,
+                                 reinterpret_cast<void*>(&onBadAccess), this, 1, 0);
         err != UC_ERR_OK) {
       return unicornError("adding the memory fault hook", err);
     }
-    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INTR, reinterpret_cast<void*>(&onInterrupt), this, 1, 0);
+    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_INTR, reinterpret_cast<void*>(&onInterrupt),
+                                 this, 1, 0);
         err != UC_ERR_OK) {
       return unicornError("adding the interrupt hook", err);
     }
     // Code at a non-canonical address runs only where Unicorn's truncation
     // aliased it to guest memory; KVM raises #GP there.
-    if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onNonCanonicalCode), this,
-                                 kNonCanonicalStart, ~(kNonCanonicalStart - 1) - 1);
+    if (uc_err err =
+            uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onNonCanonicalCode),
+                        this, kNonCanonicalStart, ~(kNonCanonicalStart - 1) - 1);
         err != UC_ERR_OK) {
       return unicornError("adding the non-canonical code hook", err);
     }
-    for (const CodeRange& range :
-         findPrivilegedCandidates(std::span<const uint8_t>(memory_.hostBase(), memory_.size()), layout_)) {
-      if (uc_err err = uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onPrivilegedCandidate), this,
-                                   range.first, range.last);
+    for (const CodeRange& range : findPrivilegedCandidates(
+             std::span<const uint8_t>(memory_.hostBase(), memory_.size()), layout_)) {
+      if (uc_err err =
+              uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onPrivilegedCandidate),
+                          this, range.first, range.last);
           err != UC_ERR_OK) {
         return unicornError("adding a privileged-instruction hook at " + toHex(range.first), err);
       }
@@ -340,24 +367,29 @@ class UnicornMicroVm final : public MicroVm {
   }
 
   // Inside a hook: an engine call failed; the run ends as a host failure.
-  void stopWithHostFailure(const Error& error) { stopWith(RunExit{RunExit::Kind::kHostFailure, {}, error.message}); }
+  void stopWithHostFailure(const Error& error) {
+    stopWith(RunExit{RunExit::Kind::kHostFailure, {}, error.message});
+  }
 
   void stopWithFault(uint32_t vector, uint64_t address, uint64_t error_code, std::string reason) {
     auto rip = readRegister(Register::kRip);
     if (!rip) return stopWithHostFailure(rip.error());
-    stopWith(RunExit{RunExit::Kind::kFault, FaultInfo{vector, error_code, address, *rip}, std::move(reason)});
+    stopWith(RunExit{RunExit::Kind::kFault, FaultInfo{vector, error_code, address, *rip},
+                     std::move(reason)});
   }
 
   static void onOut(uc_engine*, uint32_t port, int, uint32_t value, void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     if (self->stopped_ || self->interrupted_) return;
     // exit_ is kStopped from the start of run().
-    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop) self->stopEmulation();
+    if (self->handler_->onPortOut(static_cast<uint16_t>(port), value) == PortAction::kStop)
+      self->stopEmulation();
   }
 
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
-    self->stopWithFault(x86::kVectorGeneralProtection, 0, 0, "guest read from I/O port " + toHex(port));
+    self->stopWithFault(x86::kVectorGeneralProtection, 0, 0,
+                        "guest read from I/O port " + toHex(port));
     return 0;
   }
 
@@ -400,28 +432,33 @@ class UnicornMicroVm final : public MicroVm {
       if (!rcx) return stopWithHostFailure(rcx.error());
       const uint64_t index = *rcx & 0xffffffff;
       if (index == x86::kMsrFsBase || index == x86::kMsrGsBase) return;
-      generalProtectionFault(rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
-                                      toHex(index) + ", which guests may not access");
+      generalProtectionFault(
+          rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
+                   toHex(index) + ", which guests may not access");
       return;
     }
     const uint8_t cr = instruction.control_register;
     if (cr != 0 && cr != 3 && cr != 4) return;
-    auto source = readUnicornRegister(kGeneralRegisterIds[instruction.source_register], "the source register");
+    auto source = readUnicornRegister(kGeneralRegisterIds[instruction.source_register],
+                                      "the source register");
     if (!source) return stopWithHostFailure(source.error());
     const uint64_t value = *source;
     if (cr == 0 && !(value & x86::kCr0Pg)) {
-      generalProtectionFault(rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
+      generalProtectionFault(
+          rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
       return;
     }
     // Unicorn runs the guest without paging: what such a write changes on
     // KVM (page tables, write protection, paging features) cannot happen here.
-    stopWithFault(x86::kVectorInvalidOpcode, 0, 0,
-                  "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
-                      ": the emulated backend does not emulate control-register writes (it runs guests "
-                      "without paging)");
+    stopWithFault(
+        x86::kVectorInvalidOpcode, 0, 0,
+        "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
+            ": the emulated backend does not emulate control-register writes (it runs guests "
+            "without paging)");
   }
 
-  static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t, void* self_ptr) {
+  static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t,
+                          void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     const bool fetch = type == UC_MEM_FETCH_UNMAPPED || type == UC_MEM_FETCH_PROT;
     auto at = self->readRegister(Register::kRip);
@@ -442,16 +479,31 @@ class UnicornMicroVm final : public MicroVm {
     const char* what = "access";
     switch (type) {
       case UC_MEM_READ_UNMAPPED: what = "read of unmapped"; break;
-      case UC_MEM_WRITE_UNMAPPED: what = "write to unmapped"; code = x86::kPfWrite; break;
-      case UC_MEM_FETCH_UNMAPPED: what = "execution of unmapped"; code = x86::kPfFetch; break;
-      case UC_MEM_WRITE_PROT: what = "write to read-only"; code = x86::kPfPresent | x86::kPfWrite; break;
-      case UC_MEM_READ_PROT: what = "read of protected"; code = x86::kPfPresent; break;
-      case UC_MEM_FETCH_PROT: what = "execution of non-executable"; code = x86::kPfPresent | x86::kPfFetch; break;
+      case UC_MEM_WRITE_UNMAPPED:
+        what = "write to unmapped";
+        code = x86::kPfWrite;
+        break;
+      case UC_MEM_FETCH_UNMAPPED:
+        what = "execution of unmapped";
+        code = x86::kPfFetch;
+        break;
+      case UC_MEM_WRITE_PROT:
+        what = "write to read-only";
+        code = x86::kPfPresent | x86::kPfWrite;
+        break;
+      case UC_MEM_READ_PROT:
+        what = "read of protected";
+        code = x86::kPfPresent;
+        break;
+      case UC_MEM_FETCH_PROT:
+        what = "execution of non-executable";
+        code = x86::kPfPresent | x86::kPfFetch;
+        break;
       default: break;
     }
     self->stopWithFault(x86::kVectorPageFault, address, code,
-                        "page fault (vector 14): " + std::string(what) + " address " + toHex(address) +
-                            " at rip " + toHex(rip));
+                        "page fault (vector 14): " + std::string(what) + " address " +
+                            toHex(address) + " at rip " + toHex(rip));
     return false;
   }
 
@@ -475,7 +527,7 @@ class UnicornBackend final : public Backend {
   Expected<void> prepareImage(std::span<uint8_t>, const MemoryLayout&) override { return {}; }
 
   Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory, const MemoryLayout& layout,
-                                             uint64_t entry) override {
+                                                   uint64_t entry) override {
     auto vcpu = UnicornMicroVm::create(memory, layout, entry);
     if (!vcpu) return vcpu.takeError();
     return std::unique_ptr<MicroVm>(std::move(*vcpu));

@@ -31,10 +31,12 @@ void onSegv(int sig, siginfo_t* info, void* context);
 
 }  // namespace
 
-Expected<std::unique_ptr<WriteTracker>> WriteTracker::create(uint8_t* base, const MemoryLayout& layout) {
+Expected<std::unique_ptr<WriteTracker>> WriteTracker::create(uint8_t* base,
+                                                             const MemoryLayout& layout) {
   std::unique_ptr<WriteTracker> tracker(new WriteTracker(base, layout));
   if (!tracker->registerRange()) {
-    return makeError(ErrorKind::kLimitExceeded, "write tracker: more than " + std::to_string(kRegistrySlots) +
+    return makeError(ErrorKind::kLimitExceeded, "write tracker: more than " +
+                                                    std::to_string(kRegistrySlots) +
                                                     " emulated VMs alive at once");
   }
   return tracker;
@@ -86,7 +88,8 @@ Expected<void> WriteTracker::protectAll() {
   for (const Region& region : layout_.regions) {
     if (!(region.access & kAccessWrite)) continue;
     if (::mprotect(base_ + region.start, region.size, PROT_READ) != 0) {
-      return makeError(ErrorKind::kInternal, "write-protecting guest region '" + std::string(region.name) +
+      return makeError(ErrorKind::kInternal, "write-protecting guest region '" +
+                                                 std::string(region.name) +
                                                  "': " + std::strerror(errno));
     }
   }
@@ -99,8 +102,9 @@ Expected<void> WriteTracker::protect(std::span<const uint32_t> pages) {
     size_t run = 1;
     while (i + run < pages.size() && pages[i + run] == pages[i] + run) run++;
     if (::mprotect(base_ + uint64_t{pages[i]} * kPageSize, run * kPageSize, PROT_READ) != 0) {
-      return makeError(ErrorKind::kResetFailed, "write-protecting guest page " + std::to_string(pages[i]) +
-                                                    ": " + std::strerror(errno));
+      return makeError(
+          ErrorKind::kResetFailed,
+          "write-protecting guest page " + std::to_string(pages[i]) + ": " + std::strerror(errno));
     }
     i += run;
   }
@@ -133,7 +137,9 @@ bool WriteTracker::recordWrite(uint8_t* address) noexcept {
   return ::mprotect(base_ + page * kPageSize, kPageSize, PROT_READ | PROT_WRITE) == 0;
 }
 
-WriteTracker::Activation::Activation(WriteTracker& tracker) : previous_(t_active) { t_active = &tracker; }
+WriteTracker::Activation::Activation(WriteTracker& tracker) : previous_(t_active) {
+  t_active = &tracker;
+}
 
 WriteTracker::Activation::~Activation() { t_active = previous_; }
 

@@ -11,9 +11,7 @@ void filterCpuid(std::vector<kvm_cpuid_entry2>& entries) {
   std::erase_if(entries, [](const kvm_cpuid_entry2& e) { return e.function == 0xd; });
   for (kvm_cpuid_entry2& e : entries) {
     switch (e.function) {
-      case 0x1:
-        e.ecx &= ~x86::cpuid::kLeaf1EcxHidden;
-        break;
+      case 0x1: e.ecx &= ~x86::cpuid::kLeaf1EcxHidden; break;
       case 0x7:
         if (e.index == 0) {
           e.ebx &= ~x86::cpuid::kLeaf7EbxAvx;
@@ -23,11 +21,8 @@ void filterCpuid(std::vector<kvm_cpuid_entry2>& entries) {
           e.eax &= ~x86::cpuid::kLeaf7Sub1EaxAvx;
         }
         break;
-      case 0x80000001:
-        e.ecx &= ~x86::cpuid::kSvm;
-        break;
-      default:
-        break;
+      case 0x80000001: e.ecx &= ~x86::cpuid::kSvm; break;
+      default: break;
     }
   }
 }

@@ -18,8 +18,8 @@ Expected<void> KvmBackend::prepareImage(std::span<uint8_t> image, const MemoryLa
 }
 
 Expected<std::unique_ptr<MicroVm>> KvmBackend::createMicroVm(GuestMemory& memory,
-                                                       const MemoryLayout& layout,
-                                                       uint64_t entry) {
+                                                             const MemoryLayout& layout,
+                                                             uint64_t entry) {
   auto vcpu = KvmMicroVm::create(*device_, kick_signal_, memory, layout, entry);
   if (!vcpu) return vcpu.takeError();
   return std::unique_ptr<MicroVm>(std::move(*vcpu));

@@ -17,7 +17,7 @@ class KvmBackend final : public Backend {
   BackendKind kind() const override { return BackendKind::kKvm; }
   Expected<void> prepareImage(std::span<uint8_t> image, const MemoryLayout& layout) override;
   Expected<std::unique_ptr<MicroVm>> createMicroVm(GuestMemory& memory, const MemoryLayout& layout,
-                                             uint64_t entry) override;
+                                                   uint64_t entry) override;
 
   const KvmDevice& device() const { return *device_; }
 

@@ -58,18 +58,17 @@ Expected<std::shared_ptr<const KvmDevice>> KvmDevice::open(const char* path) {
             "open {}: {}: permission denied; run as a member of the device's group (usually "
             "'kvm')",
             path, errnoText(err)));
-      default:
-        return unavailable(fmt::format("open {}: {}", path, errnoText(err)));
+      default: return unavailable(fmt::format("open {}: {}", path, errnoText(err)));
     }
   }
   const int version = ::ioctl(device->fd_.get(), KVM_GET_API_VERSION, 0);
   if (version < 0) {
-    return unavailable(fmt::format("KVM_GET_API_VERSION on {}: {}: not a KVM device", path,
-                                   errnoText(errno)));
+    return unavailable(
+        fmt::format("KVM_GET_API_VERSION on {}: {}: not a KVM device", path, errnoText(errno)));
   }
   if (version != kStableApiVersion) {
-    return unavailable(fmt::format("KVM_GET_API_VERSION on {}: version {}, sandpool needs {}",
-                                   path, version, kStableApiVersion));
+    return unavailable(fmt::format("KVM_GET_API_VERSION on {}: version {}, sandpool needs {}", path,
+                                   version, kStableApiVersion));
   }
   if (auto checked = device->checkCapabilities(path); !checked) return checked.takeError();
   if (auto loaded = device->loadCpuid(); !loaded) return loaded.takeError();
@@ -79,14 +78,14 @@ Expected<std::shared_ptr<const KvmDevice>> KvmDevice::open(const char* path) {
 Expected<void> KvmDevice::checkCapabilities(const char* path) {
   for (const RequiredCapability& required : kRequired) {
     if (::ioctl(fd_.get(), KVM_CHECK_EXTENSION, required.cap) <= 0) {
-      return unavailable(fmt::format("{} lacks {}, needed for {}", path, required.name,
-                                     required.why));
+      return unavailable(
+          fmt::format("{} lacks {}, needed for {}", path, required.name, required.why));
     }
   }
   const int sync = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
   if ((sync & kSyncRegsNeeded) != kSyncRegsNeeded) {
-    return unavailable(fmt::format("{}: KVM_CAP_SYNC_REGS offers {:#x}, sandpool needs {:#x}",
-                                   path, sync, kSyncRegsNeeded));
+    return unavailable(fmt::format("{}: KVM_CAP_SYNC_REGS offers {:#x}, sandpool needs {:#x}", path,
+                                   sync, kSyncRegsNeeded));
   }
   has_msr_filter_ = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_X86_MSR_FILTER) > 0;
   max_memslots_ = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
@@ -111,14 +110,13 @@ Expected<void> KvmDevice::loadCpuid() {
     std::memcpy(buffer.data(), &capacity, sizeof(capacity));
     if (::ioctl(fd_.get(), kKvmGetSupportedCpuid, buffer.data()) < 0) {
       if (errno == E2BIG) continue;
-      return unavailable(fmt::format("KVM_GET_SUPPORTED_CPUID ({} entries): {}", capacity,
-                                     errnoText(errno)));
+      return unavailable(
+          fmt::format("KVM_GET_SUPPORTED_CPUID ({} entries): {}", capacity, errnoText(errno)));
     }
     uint32_t count = 0;
     std::memcpy(&count, buffer.data(), sizeof(count));
     cpuid_.resize(count);
-    std::memcpy(cpuid_.data(), buffer.data() + kCpuid2HeaderSize,
-                count * sizeof(kvm_cpuid_entry2));
+    std::memcpy(cpuid_.data(), buffer.data() + kCpuid2HeaderSize, count * sizeof(kvm_cpuid_entry2));
     filterCpuid(cpuid_);
     return {};
   }

@@ -82,8 +82,9 @@ const char* internalErrorName(uint32_t suberror) {
 }  // namespace
 
 Expected<std::unique_ptr<KvmMicroVm>> KvmMicroVm::create(const KvmDevice& device, int kick_signal,
-                                                   GuestMemory& memory,
-                                                   const MemoryLayout& layout, uint64_t entry) {
+                                                         GuestMemory& memory,
+                                                         const MemoryLayout& layout,
+                                                         uint64_t entry) {
   if (memory.size() != layout.memory_size) {
     return makeError(ErrorKind::kInternal,
                      fmt::format("KVM vCPU: guest memory is {} bytes, the layout says {}",
@@ -99,7 +100,7 @@ Expected<std::unique_ptr<KvmMicroVm>> KvmMicroVm::create(const KvmDevice& device
   if (!run_mapping) return run_mapping.takeError();
 
   std::unique_ptr<KvmMicroVm> vcpu(new KvmMicroVm(std::move(*vm), std::move(vcpu_fd),
-                                            std::move(*run_mapping), memory, kick_signal));
+                                                  std::move(*run_mapping), memory, kick_signal));
   if (auto set = vcpu->setCpuid(device); !set) return set.takeError();
   if (auto set = vcpu->setEntryState(layout, entry); !set) return set.takeError();
   // Every exit copies the general registers into kvm_run, so reading them
@@ -109,7 +110,7 @@ Expected<std::unique_ptr<KvmMicroVm>> KvmMicroVm::create(const KvmDevice& device
 }
 
 KvmMicroVm::KvmMicroVm(KvmVm vm, UniqueFd fd, Mapping run_mapping, GuestMemory& memory,
-                 int kick_signal)
+                       int kick_signal)
     : vm_(std::move(vm)),
       fd_(std::move(fd)),
       run_mapping_(std::move(run_mapping)),
@@ -149,9 +150,9 @@ Expected<void> KvmMicroVm::setEntryState(const MemoryLayout& layout, uint64_t en
   regs.rip = entry;
   regs.rsp = layout.stack_top;
   regs.rdi = layout.boot_info_addr;
-  if (auto set = kvmIoctl(fd_.get(), KVM_SET_REGS, &regs,
-                          fmt::format("KVM_SET_REGS (rip {:#x}, rsp {:#x})", entry,
-                                      layout.stack_top));
+  if (auto set =
+          kvmIoctl(fd_.get(), KVM_SET_REGS, &regs,
+                   fmt::format("KVM_SET_REGS (rip {:#x}, rsp {:#x})", entry, layout.stack_top));
       !set) {
     return set.takeError();
   }
@@ -264,16 +265,15 @@ RunExit KvmMicroVm::exitToFault() {
       fault.vector = x86::kVectorPageFault;
       fault.error_code = run.mmio.is_write ? x86::kPfWrite : 0;
       fault.address = run.mmio.phys_addr;
-      return faultExit(fmt::format("MMIO {} of {} bytes at {:#x}: no guest memory there",
-                                   run.mmio.is_write ? "write" : "read", run.mmio.len,
-                                   run.mmio.phys_addr),
-                       fault);
+      return faultExit(
+          fmt::format("MMIO {} of {} bytes at {:#x}: no guest memory there",
+                      run.mmio.is_write ? "write" : "read", run.mmio.len, run.mmio.phys_addr),
+          fault);
     case KVM_EXIT_HLT:
       // KVM has already stepped over the one-byte hlt.
       fault.rip -= 1;
-      return faultExit(fmt::format("hlt at {:#x}: guests end calls through the DONE port",
-                                   fault.rip),
-                       fault);
+      return faultExit(
+          fmt::format("hlt at {:#x}: guests end calls through the DONE port", fault.rip), fault);
     case KVM_EXIT_SHUTDOWN:
       // KVM re-initialises the vCPU on shutdown; its rip no longer says where.
       return faultExit("triple fault: the vCPU shut down (an exception it could not deliver)",
@@ -290,9 +290,8 @@ RunExit KvmMicroVm::exitToFault() {
                        fault);
     default:
       pending_ = Pending::kOther;
-      return faultExit(fmt::format("unexpected KVM exit reason {} at {:#x}", run.exit_reason,
-                                   fault.rip),
-                       fault);
+      return faultExit(
+          fmt::format("unexpected KVM exit reason {} at {:#x}", run.exit_reason, fault.rip), fault);
   }
 }
 
@@ -321,8 +320,8 @@ Expected<void> KvmMicroVm::settle(std::string_view why) {
       return {};
     }
     if (result < 0) {
-      return makeError(ErrorKind::kInternal, fmt::format("KVM_RUN with immediate_exit ({}): {}",
-                                                         why, errnoText(err)));
+      return makeError(ErrorKind::kInternal,
+                       fmt::format("KVM_RUN with immediate_exit ({}): {}", why, errnoText(err)));
     }
   }
   return makeError(ErrorKind::kInternal,
@@ -341,12 +340,10 @@ Expected<void> KvmMicroVm::readCpuState(KvmCpuState& state) {
   if (auto r = kvmIoctl(fd_.get(), KVM_GET_SREGS, &state.sregs, "KVM_GET_SREGS"); !r) {
     return r.takeError();
   }
-  if (auto r = kvmIoctl(fd_.get(), KVM_GET_VCPU_EVENTS, &state.events, "KVM_GET_VCPU_EVENTS");
-      !r) {
+  if (auto r = kvmIoctl(fd_.get(), KVM_GET_VCPU_EVENTS, &state.events, "KVM_GET_VCPU_EVENTS"); !r) {
     return r.takeError();
   }
-  if (auto r = kvmIoctl(fd_.get(), KVM_GET_DEBUGREGS, &state.debugregs, "KVM_GET_DEBUGREGS");
-      !r) {
+  if (auto r = kvmIoctl(fd_.get(), KVM_GET_DEBUGREGS, &state.debugregs, "KVM_GET_DEBUGREGS"); !r) {
     return r.takeError();
   }
   if (auto r = kvmIoctl(fd_.get(), kKvmGetXsave, &state.xsave, "KVM_GET_XSAVE"); !r) {
@@ -384,8 +381,8 @@ Expected<void> KvmMicroVm::writeCpuState(const KvmCpuState& state) {
   if (auto r = kvmIoctl(fd_.get(), KVM_SET_DEBUGREGS, &debugregs, "KVM_SET_DEBUGREGS"); !r) {
     return r.takeError();
   }
-  if (auto r = kvmIoctl(fd_.get(), kKvmSetXsave, const_cast<kvm_xsave*>(&state.xsave),
-                        "KVM_SET_XSAVE");
+  if (auto r =
+          kvmIoctl(fd_.get(), kKvmSetXsave, const_cast<kvm_xsave*>(&state.xsave), "KVM_SET_XSAVE");
       !r) {
     return r.takeError();
   }
@@ -434,7 +431,8 @@ Expected<void> KvmMicroVm::armReset(std::span<const uint8_t> snapshot_contents) 
 }
 
 Expected<ResetStats> KvmMicroVm::reset() {
-  if (!page_reset_) return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
+  if (!page_reset_)
+    return makeError(ErrorKind::kResetFailed, "KVM reset: armReset() was never called");
   const KvmCpuState& state = *reset_state_;
   // KVM finishes a pending `out` on the next KVM_RUN by skipping it, unless
   // rip has moved. If the reset point itself holds that `out`, or anything

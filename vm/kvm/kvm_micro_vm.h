@@ -40,8 +40,8 @@ class KvmMicroVm final : public MicroVm {
   // the long-mode entry state: CR3 at the page tables prepareImage() wrote,
   // rip = entry, rdi = the boot info, rsp = the stack top.
   static Expected<std::unique_ptr<KvmMicroVm>> create(const KvmDevice& device, int kick_signal,
-                                                   GuestMemory& memory,
-                                                   const MemoryLayout& layout, uint64_t entry);
+                                                      GuestMemory& memory,
+                                                      const MemoryLayout& layout, uint64_t entry);
   ~KvmMicroVm() override = default;
 
   RunExit run(PortHandler& handler) override;
@@ -90,7 +90,7 @@ class KvmMicroVm final : public MicroVm {
   const int kick_signal_;
 
   std::atomic<bool> interrupted_{false};
-  std::mutex thread_mutex_;          // guards running_thread_ against interrupt()
+  std::mutex thread_mutex_;  // guards running_thread_ against interrupt()
   std::optional<pthread_t> running_thread_;
 
   Pending pending_ = Pending::kNone;

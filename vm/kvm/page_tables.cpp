@@ -23,8 +23,8 @@ uint64_t leafBits(uint8_t access) {
   return bits;
 }
 
-constexpr uint64_t kTableBits = x86::kPtePresent | x86::kPteWritable | x86::kPteUser |
-                                x86::kPteAccessed;
+constexpr uint64_t kTableBits =
+    x86::kPtePresent | x86::kPteWritable | x86::kPteUser | x86::kPteAccessed;
 
 // Hands out zeroed 4 KiB tables from the host area, in order.
 class TableAllocator {
@@ -110,8 +110,7 @@ Expected<PageTableStats> buildPageTables(std::span<uint8_t> image, const MemoryL
   if (!pdpt) return pdpt.takeError();
   tables.set(*pml4, 0, *pdpt | kTableBits);
 
-  const uint64_t large_count =
-      (layout.memory_size + x86::kLargePage - 1) / x86::kLargePage;
+  const uint64_t large_count = (layout.memory_size + x86::kLargePage - 1) / x86::kLargePage;
   uint64_t pd = 0;
   for (uint64_t large = 0; large < large_count; ++large) {
     const uint64_t pd_index = large % x86::kEntriesPerTable;
@@ -129,8 +128,8 @@ Expected<PageTableStats> buildPageTables(std::span<uint8_t> image, const MemoryL
     }
     if (uniform) {
       if ((*access)[first] != kAccessNone) {
-        tables.set(pd, pd_index, large * x86::kLargePage | leafBits((*access)[first]) |
-                                     x86::kPteLarge);
+        tables.set(pd, pd_index,
+                   large * x86::kLargePage | leafBits((*access)[first]) | x86::kPteLarge);
         ++stats.large_pages;
       }
       continue;

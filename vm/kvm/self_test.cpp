@@ -46,18 +46,12 @@ enum Port : uint16_t {
 // stmxcsr [0x600000]; movups [0x600010], xmm0
 // mov eax, [0x600000]; mov edx, 0x5501; out dx, eax; hlt   DONE(mxcsr)
 constexpr uint8_t kProgram[] = {
-    0xba, 0x00, 0x55, 0x00, 0x00, 0xef,
-    0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xc8,
-    0xba, 0x02, 0x55, 0x00, 0x00, 0xef,
-    0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xd8,
-    0xba, 0x03, 0x55, 0x00, 0x00, 0xef,
-    0xba, 0x04, 0x55, 0x00, 0x00, 0xef,
-    0xb9, 0xa0, 0x86, 0x01, 0x00, 0xff, 0xc9, 0x75, 0xfc,
-    0xba, 0x05, 0x55, 0x00, 0x00, 0xef,
-    0x0f, 0xae, 0x1c, 0x25, 0x00, 0x00, 0x60, 0x00,
-    0x0f, 0x11, 0x04, 0x25, 0x10, 0x00, 0x60, 0x00,
-    0x8b, 0x04, 0x25, 0x00, 0x00, 0x60, 0x00,
-    0xba, 0x01, 0x55, 0x00, 0x00, 0xef, 0xf4,
+    0xba, 0x00, 0x55, 0x00, 0x00, 0xef, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89,
+    0xc8, 0xba, 0x02, 0x55, 0x00, 0x00, 0xef, 0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2,
+    0x89, 0xd8, 0xba, 0x03, 0x55, 0x00, 0x00, 0xef, 0xba, 0x04, 0x55, 0x00, 0x00, 0xef, 0xb9, 0xa0,
+    0x86, 0x01, 0x00, 0xff, 0xc9, 0x75, 0xfc, 0xba, 0x05, 0x55, 0x00, 0x00, 0xef, 0x0f, 0xae, 0x1c,
+    0x25, 0x00, 0x00, 0x60, 0x00, 0x0f, 0x11, 0x04, 0x25, 0x10, 0x00, 0x60, 0x00, 0x8b, 0x04, 0x25,
+    0x00, 0x00, 0x60, 0x00, 0xba, 0x01, 0x55, 0x00, 0x00, 0xef, 0xf4,
 };
 static_assert(kSelfTestLoopIterations == 0x186a0, "the loop count is encoded in kProgram");
 
@@ -78,9 +72,9 @@ Expected<uint32_t> runToOut(MicroVm& vcpu, uint16_t port, const std::string& ste
   LastOut out;
   RunExit exit = vcpu.run(out);
   if (exit.kind != RunExit::Kind::kStopped) {
-    return makeError(ErrorKind::kBackendUnavailable,
-                     fmt::format("{}: {}", step,
-                                 exit.kind == RunExit::Kind::kFault ? exit.reason : "timeout"));
+    return makeError(
+        ErrorKind::kBackendUnavailable,
+        fmt::format("{}: {}", step, exit.kind == RunExit::Kind::kFault ? exit.reason : "timeout"));
   }
   if (out.port != port) {
     return makeError(ErrorKind::kBackendUnavailable,
@@ -97,7 +91,8 @@ Expected<void> measureCall(MicroVm& vcpu, const std::string& call, SelfTestMeasu
   auto leaf7 = runToOut(vcpu, kLeaf7Ebx, call + ", cpuid leaf 7");
   if (!leaf7) return leaf7.takeError();
   m.cpuid_leaf7_ebx = *leaf7;
-  if (auto start = runToOut(vcpu, kLoopStart, call + ", loop start"); !start) return start.takeError();
+  if (auto start = runToOut(vcpu, kLoopStart, call + ", loop start"); !start)
+    return start.takeError();
   const auto started = std::chrono::steady_clock::now();
   if (auto end = runToOut(vcpu, kLoopEnd, call + ", loop"); !end) return end.takeError();
   const auto took = std::chrono::steady_clock::now() - started;
@@ -124,15 +119,15 @@ std::string describeLoop(const SelfTestMeasurement& m) {
 Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
   UniqueFd memfd(::memfd_create("sandpool-kvm-self-test", MFD_CLOEXEC));
   if (!memfd.valid() || ::ftruncate(memfd.get(), kMemory) != 0) {
-    return makeError(ErrorKind::kInternal,
-                     fmt::format("KVM self-test: memfd of {} bytes: {}", kMemory, errnoText(errno)));
+    return makeError(ErrorKind::kInternal, fmt::format("KVM self-test: memfd of {} bytes: {}",
+                                                       kMemory, errnoText(errno)));
   }
   MemoryLayout layout;
   layout.memory_size = kMemory;
   layout.regions = {Region{kCode, kPageSize, kAccessRead | kAccessExecute, "code"},
                     Region{kData, kPageSize, kAccessRead | kAccessWrite, "data"}};
-  auto contents = Mapping::map(kMemory, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(),
-                               "KVM self-test image");
+  auto contents =
+      Mapping::map(kMemory, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), "KVM self-test image");
   if (!contents) return contents.takeError();
   if (auto prepared = backend.prepareImage(contents->bytes(), layout); !prepared) {
     return prepared.takeError();
@@ -148,7 +143,8 @@ Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
   // Records the first step that failed, as "<step>: <error>" where `step`
   // is given (the step's own errors name it otherwise); true if it ran.
   auto ran = [&m](const auto& result, const std::string& step) {
-    if (!result) m.failed_step = step.empty() ? result.error().message : step + ": " + result.error().message;
+    if (!result)
+      m.failed_step = step.empty() ? result.error().message : step + ": " + result.error().message;
     return result.ok();
   };
   if (!ran(runToOut(**vcpu, kReady, "boot to READY"), "")) return m;
@@ -183,12 +179,12 @@ Expected<std::string> judgeSelfTest(const SelfTestMeasurement& m, const KvmOptio
     const bool slow = *m.fastest_loop >= kSelfTestLoopLimit;
     if (slow && !options.waive_speed_check) {
       failed.push_back(fmt::format(
-          "speed check: {}, so guest code is emulated, not run by the hardware",
-          describeLoop(m)));
+          "speed check: {}, so guest code is emulated, not run by the hardware", describeLoop(m)));
     } else if (slow) {
-      passed += fmt::format("; speed check waived as asked (--kvm-speed-check=waive or "
-                            "SANDPOOL_KVM_SPEED_CHECK=waive): {}, guests run at emulation speed",
-                            describeLoop(m));
+      passed += fmt::format(
+          "; speed check waived as asked (--kvm-speed-check=waive or "
+          "SANDPOOL_KVM_SPEED_CHECK=waive): {}, guests run at emulation speed",
+          describeLoop(m));
     } else {
       passed += "; " + describeLoop(m);
     }

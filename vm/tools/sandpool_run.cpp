@@ -25,19 +25,20 @@ namespace {
 using namespace sandpool::vm;
 
 void usage() {
-  std::cerr << "usage: sandpool-run [options] GUEST [FUNCTION [TYPE:VALUE ...]]\n"
-               "  GUEST is an SDK guest ELF or a wasm32-wasi module (translated first, docs/wasm.md).\n"
-               "  Boots GUEST, snapshots it after its initialisation and calls FUNCTION\n"
-               "  with the given arguments (types: i32 i64 u32 u64 f32 f64 bool string bytes;\n"
-               "  bytes as hex, e.g. bytes:0x00ff). Without FUNCTION, lists the exports.\n"
-               "options:\n"
-               "  --backend=auto|kvm|emulated  vCPU backend (default auto: KVM where /dev/kvm opens\n"
-               "                               and passes its self-test)\n"
-               "  --kvm-speed-check=require|waive  waive: accept a KVM that runs guest code far\n"
-               "                               below hardware speed (KVM under emulation)\n"
-               "  --memory-mib=N               guest memory in MiB, a multiple of 2 (default 64)\n"
-               "  --timeout-ms=N               per-call timeout (default 5000)\n"
-               "  --repeat=N                   call N times on the same VM (default 1)\n";
+  std::cerr
+      << "usage: sandpool-run [options] GUEST [FUNCTION [TYPE:VALUE ...]]\n"
+         "  GUEST is an SDK guest ELF or a wasm32-wasi module (translated first, docs/wasm.md).\n"
+         "  Boots GUEST, snapshots it after its initialisation and calls FUNCTION\n"
+         "  with the given arguments (types: i32 i64 u32 u64 f32 f64 bool string bytes;\n"
+         "  bytes as hex, e.g. bytes:0x00ff). Without FUNCTION, lists the exports.\n"
+         "options:\n"
+         "  --backend=auto|kvm|emulated  vCPU backend (default auto: KVM where /dev/kvm opens\n"
+         "                               and passes its self-test)\n"
+         "  --kvm-speed-check=require|waive  waive: accept a KVM that runs guest code far\n"
+         "                               below hardware speed (KVM under emulation)\n"
+         "  --memory-mib=N               guest memory in MiB, a multiple of 2 (default 64)\n"
+         "  --timeout-ms=N               per-call timeout (default 5000)\n"
+         "  --repeat=N                   call N times on the same VM (default 1)\n";
 }
 
 bool readFile(const std::string& path, std::vector<uint8_t>& out) {
@@ -148,7 +149,8 @@ int main(int argc, char** argv) {
   for (unsigned long n = 0; n < repeat; n++) {
     request.startTimeout(timeout);
     CallResult result = (*sandbox)->call(request);
-    if (!result.output.empty()) std::cout << result.output << (result.output_truncated ? "[output truncated]\n" : "");
+    if (!result.output.empty())
+      std::cout << result.output << (result.output_truncated ? "[output truncated]\n" : "");
     if (result.result) {
       std::cout << formatValue(result.result.value()) << "\n";
     } else {

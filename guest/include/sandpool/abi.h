@@ -29,17 +29,22 @@
 
 /* `out dx, eax` on these ports is how a guest talks to the host. Any other
  * port, `hlt`, or an unhandled exception is a guest fault. */
-#define SANDPOOL_PORT_READY 0x5500u    /* eax: size of the export table in the output buffer; rsi: resume address */
-#define SANDPOOL_PORT_DONE 0x5501u     /* eax: size of the result in the output buffer */
+#define SANDPOOL_PORT_READY \
+  0x5500u /* eax: size of the export table in the output buffer; rsi: resume address */
+#define SANDPOOL_PORT_DONE 0x5501u      /* eax: size of the result in the output buffer */
 #define SANDPOOL_PORT_HOST_CALL 0x5502u /* eax: size of the request in the host-call buffer */
-#define SANDPOOL_PORT_ABORT 0x5503u    /* eax: abort code; rsi: message address; rdi: message length */
-#define SANDPOOL_PORT_FAULT 0x5504u    /* eax: vector; rsi: error code; rdi: fault address (cr2); r8: rip */
+#define SANDPOOL_PORT_ABORT 0x5503u /* eax: abort code; rsi: message address; rdi: message length \
+                                     */
+#define SANDPOOL_PORT_FAULT \
+  0x5504u /* eax: vector; rsi: error code; rdi: fault address (cr2); r8: rip */
 
 /* Abort codes (eax on SANDPOOL_PORT_ABORT). */
-#define SANDPOOL_ABORT_EXPLICIT 0u      /* the guest called sandpool_abort() */
-#define SANDPOOL_ABORT_OUT_OF_MEMORY 1u /* the guest's allocator could not satisfy a request it must not fail */
-#define SANDPOOL_ABORT_BAD_REQUEST 2u   /* the guest could not decode the call request */
-#define SANDPOOL_ABORT_FUNCTION_ERROR 3u /* reserved: function errors travel in the result instead */
+#define SANDPOOL_ABORT_EXPLICIT 0u /* the guest called sandpool_abort() */
+#define SANDPOOL_ABORT_OUT_OF_MEMORY \
+  1u /* the guest's allocator could not satisfy a request it must not fail */
+#define SANDPOOL_ABORT_BAD_REQUEST 2u /* the guest could not decode the call request */
+#define SANDPOOL_ABORT_FUNCTION_ERROR \
+  3u /* reserved: function errors travel in the result instead */
 
 /* Typed values. */
 typedef enum sandpool_type {
@@ -76,7 +81,7 @@ typedef struct sandpool_boot_info {
   uint64_t heap_start;
   uint64_t heap_end;
   uint64_t stack_top;
-  uint64_t reserved; /* zero */
+  uint64_t reserved;   /* zero */
   uint8_t entropy[32]; /* fresh at boot; every call brings its own */
 } sandpool_boot_info;
 #define SANDPOOL_BOOT_MAGIC 0x544f4f42u /* "BOOT" */
@@ -96,7 +101,7 @@ typedef struct sandpool_export_table_header {
 /* A call, written by the host into the input buffer: header, then
  * `arg_count` encoded values taking `args_size` bytes. */
 typedef struct sandpool_call_header {
-  uint32_t magic; /* SANDPOOL_CALL_MAGIC */
+  uint32_t magic;          /* SANDPOOL_CALL_MAGIC */
   uint32_t function_index; /* index into the export table */
   uint32_t arg_count;
   uint32_t args_size;

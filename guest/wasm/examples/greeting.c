@@ -7,13 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((export_name("sandpool_alloc"))) void* sandpool_alloc(uint32_t size) { return malloc(size); }
+__attribute__((export_name("sandpool_alloc"))) void* sandpool_alloc(uint32_t size) {
+  return malloc(size);
+}
 
 static uint64_t string_result(const char* text, uint32_t size) {
   return (uint64_t)(uintptr_t)text | (uint64_t)size << 32;
 }
 
-__attribute__((export_name("greet(string)->string"))) uint64_t greet(const char* name, uint32_t size) {
+__attribute__((export_name("greet(string)->string"))) uint64_t greet(const char* name,
+                                                                     uint32_t size) {
   static const char hello[] = "Hello, ";
   char* text = malloc(sizeof hello - 1 + size + 1);
   memcpy(text, hello, sizeof hello - 1);

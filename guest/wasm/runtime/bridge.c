@@ -20,7 +20,8 @@ SANDPOOL_NORETURN void sandpool_wasm_abort(const char* what, const char* message
   sandpool_abort(text);
 }
 
-void sandpool_wasm_copy_in(wasm_rt_memory_t* memory, uint32_t address, const sandpool_buffer* value) {
+void sandpool_wasm_copy_in(wasm_rt_memory_t* memory, uint32_t address,
+                           const sandpool_buffer* value) {
   if ((uint64_t)address + value->size > memory->size) {
     sandpool_wasm_abort("argument", "sandpool_alloc returned memory outside linear memory");
   }
@@ -37,13 +38,14 @@ void sandpool_wasm_take_result(wasm_rt_memory_t* memory, uint64_t packed, sandpo
   result->buf.size = size;
 }
 
-sandpool_value sandpool_wasm_host_call(const char* name, const sandpool_value* args, uint32_t arg_count,
-                                       sandpool_type result_type) {
+sandpool_value sandpool_wasm_host_call(const char* name, const sandpool_value* args,
+                                       uint32_t arg_count, sandpool_type result_type) {
   sandpool_value result;
   memset(&result, 0, sizeof result);
   if (sandpool_host_call(name, args, arg_count, &result) != 0) {
     sandpool_wasm_abort("import", sandpool_host_error());
   }
-  if (result.type != result_type) sandpool_wasm_abort("import", "host function returned another type");
+  if (result.type != result_type)
+    sandpool_wasm_abort("import", "host function returned another type");
   return result;
 }

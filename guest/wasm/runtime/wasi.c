@@ -39,8 +39,8 @@ static uint32_t store_u32(const wasi_instance* wasi, uint32_t address, uint32_t 
 
 static int is_output(uint32_t fd) { return fd == 1 || fd == 2; }
 
-uint32_t Z_wasi_snapshot_preview1Z_fd_write(wasi_instance* wasi, uint32_t fd, uint32_t iovs, uint32_t iov_count,
-                                            uint32_t written_at) {
+uint32_t Z_wasi_snapshot_preview1Z_fd_write(wasi_instance* wasi, uint32_t fd, uint32_t iovs,
+                                            uint32_t iov_count, uint32_t written_at) {
   if (!is_output(fd)) return kErrnoBadf;
   const uint8_t* vectors = linear(wasi, iovs, (uint64_t)iov_count * 8);
   if (!vectors) return kErrnoFault;
@@ -57,7 +57,8 @@ uint32_t Z_wasi_snapshot_preview1Z_fd_write(wasi_instance* wasi, uint32_t fd, ui
   return store_u32(wasi, written_at, written);
 }
 
-uint32_t Z_wasi_snapshot_preview1Z_fd_fdstat_get(wasi_instance* wasi, uint32_t fd, uint32_t stat_at) {
+uint32_t Z_wasi_snapshot_preview1Z_fd_fdstat_get(wasi_instance* wasi, uint32_t fd,
+                                                 uint32_t stat_at) {
   if (!is_output(fd)) return kErrnoBadf;
   uint8_t* stat = linear(wasi, stat_at, 24);
   if (!stat) return kErrnoFault;
@@ -101,8 +102,8 @@ uint32_t Z_wasi_snapshot_preview1Z_random_get(wasi_instance* wasi, uint32_t buff
 /* Realtime and monotonic are the host's clocks, read by a host call when
  * asked (so time passes within a call); WASI's ids for them (0, 1) are the
  * guest ABI's. The CPU-time clocks are not kept. */
-uint32_t Z_wasi_snapshot_preview1Z_clock_time_get(wasi_instance* wasi, uint32_t clock, uint64_t precision,
-                                                  uint32_t time_at) {
+uint32_t Z_wasi_snapshot_preview1Z_clock_time_get(wasi_instance* wasi, uint32_t clock,
+                                                  uint64_t precision, uint32_t time_at) {
   (void)precision;
   if (clock == kClockProcessCputime || clock == kClockThreadCputime) return kErrnoNotsup;
   if (clock != SANDPOOL_CLOCK_REALTIME && clock != SANDPOOL_CLOCK_MONOTONIC) return kErrnoInval;
@@ -110,7 +111,8 @@ uint32_t Z_wasi_snapshot_preview1Z_clock_time_get(wasi_instance* wasi, uint32_t 
   if (!target) return kErrnoFault;
   sandpool_value which = {.type = SANDPOOL_TYPE_U32, .u32 = clock};
   sandpool_value now;
-  if (sandpool_host_call(SANDPOOL_HOST_CLOCK, &which, 1, &now) != 0 || now.type != SANDPOOL_TYPE_U64) {
+  if (sandpool_host_call(SANDPOOL_HOST_CLOCK, &which, 1, &now) != 0 ||
+      now.type != SANDPOOL_TYPE_U64) {
     return kErrnoIo;
   }
   memcpy(target, &now.u64, 8);
@@ -122,10 +124,12 @@ static uint32_t store_two_zeros(wasi_instance* wasi, uint32_t first_at, uint32_t
   return result != kErrnoSuccess ? result : store_u32(wasi, second_at, 0);
 }
 
-uint32_t Z_wasi_snapshot_preview1Z_args_sizes_get(wasi_instance* wasi, uint32_t count_at, uint32_t size_at) {
+uint32_t Z_wasi_snapshot_preview1Z_args_sizes_get(wasi_instance* wasi, uint32_t count_at,
+                                                  uint32_t size_at) {
   return store_two_zeros(wasi, count_at, size_at);
 }
-uint32_t Z_wasi_snapshot_preview1Z_environ_sizes_get(wasi_instance* wasi, uint32_t count_at, uint32_t size_at) {
+uint32_t Z_wasi_snapshot_preview1Z_environ_sizes_get(wasi_instance* wasi, uint32_t count_at,
+                                                     uint32_t size_at) {
   return store_two_zeros(wasi, count_at, size_at);
 }
 /* No arguments and no environment: nothing to write. */
@@ -133,7 +137,8 @@ uint32_t Z_wasi_snapshot_preview1Z_args_get(wasi_instance* wasi, uint32_t argv, 
   (void)wasi, (void)argv, (void)buffer;
   return kErrnoSuccess;
 }
-uint32_t Z_wasi_snapshot_preview1Z_environ_get(wasi_instance* wasi, uint32_t environ, uint32_t buffer) {
+uint32_t Z_wasi_snapshot_preview1Z_environ_get(wasi_instance* wasi, uint32_t environ,
+                                               uint32_t buffer) {
   (void)wasi, (void)environ, (void)buffer;
   return kErrnoSuccess;
 }
@@ -143,7 +148,8 @@ void Z_wasi_snapshot_preview1Z_proc_exit(wasi_instance* wasi, uint32_t code) {
   char message[48] = "module called proc_exit(";
   char digits[12];
   int n = 0;
-  do digits[n++] = (char)('0' + code % 10); while ((code /= 10) != 0);
+  do digits[n++] = (char)('0' + code % 10);
+  while ((code /= 10) != 0);
   size_t at = strlen(message);
   while (n) message[at++] = digits[--n];
   message[at++] = ')';

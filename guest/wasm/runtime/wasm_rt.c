@@ -50,14 +50,16 @@ static func_type func_types[kMaxFuncTypes];
 static uint32_t func_type_count;
 
 uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...) {
-  if (params + results > kMaxTypeValues) sandpool_wasm_abort("runtime", "function type has too many values");
+  if (params + results > kMaxTypeValues)
+    sandpool_wasm_abort("runtime", "function type has too many values");
   func_type wanted;
   memset(&wanted, 0, sizeof wanted);
   wanted.params = params;
   wanted.results = results;
   va_list values;
   va_start(values, results);
-  for (uint32_t i = 0; i < params + results; i++) wanted.types[i] = (wasm_rt_type_t)va_arg(values, int);
+  for (uint32_t i = 0; i < params + results; i++)
+    wanted.types[i] = (wasm_rt_type_t)va_arg(values, int);
   va_end(values);
   for (uint32_t i = 0; i < func_type_count; i++) {
     if (memcmp(&func_types[i], &wanted, sizeof wanted) == 0) return i + 1;
@@ -69,9 +71,11 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...) {
 
 void wasm_rt_allocate_memory(wasm_rt_memory_t* memory, uint32_t initial_pages, uint32_t max_pages) {
   size_t reserved = 0;
-  uint8_t* data = sandpool_heap_reserve((size_t)max_pages * kWasmPageSize, kHeapKeptForMalloc, &reserved);
+  uint8_t* data =
+      sandpool_heap_reserve((size_t)max_pages * kWasmPageSize, kHeapKeptForMalloc, &reserved);
   uint32_t reserved_pages = (uint32_t)(reserved / kWasmPageSize);
-  if (reserved_pages < initial_pages) sandpool_wasm_abort("runtime", "initial linear memory exceeds guest memory");
+  if (reserved_pages < initial_pages)
+    sandpool_wasm_abort("runtime", "initial linear memory exceeds guest memory");
   memory->data = data;
   memory->pages = initial_pages;
   memory->max_pages = reserved_pages;
@@ -88,25 +92,25 @@ uint32_t wasm_rt_grow_memory(wasm_rt_memory_t* memory, uint32_t delta) {
 
 void wasm_rt_free_memory(wasm_rt_memory_t* memory) { (void)memory; }
 
-#define DEFINE_TABLE(kind, element_type)                                              \
-  void wasm_rt_allocate_##kind##_table(wasm_rt_##kind##_table_t* table, uint32_t elements,       \
-                                       uint32_t max_elements) {                                  \
-    table->data = calloc(elements ? elements : 1, sizeof(element_type));                         \
+#define DEFINE_TABLE(kind, element_type)                                                          \
+  void wasm_rt_allocate_##kind##_table(wasm_rt_##kind##_table_t* table, uint32_t elements,        \
+                                       uint32_t max_elements) {                                   \
+    table->data = calloc(elements ? elements : 1, sizeof(element_type));                          \
     if (!table->data) sandpool_wasm_abort("runtime", "table exceeds guest memory");               \
-    table->size = elements;                                                                      \
-    table->max_size = max_elements;                                                              \
-  }                                                                                              \
-  void wasm_rt_free_##kind##_table(wasm_rt_##kind##_table_t* table) { free(table->data); }       \
-  uint32_t wasm_rt_grow_##kind##_table(wasm_rt_##kind##_table_t* table, uint32_t delta,          \
-                                       element_type init) {                                      \
-    uint32_t old_size = table->size;                                                             \
-    if (delta > table->max_size - old_size) return (uint32_t)-1;                                 \
+    table->size = elements;                                                                       \
+    table->max_size = max_elements;                                                               \
+  }                                                                                               \
+  void wasm_rt_free_##kind##_table(wasm_rt_##kind##_table_t* table) { free(table->data); }        \
+  uint32_t wasm_rt_grow_##kind##_table(wasm_rt_##kind##_table_t* table, uint32_t delta,           \
+                                       element_type init) {                                       \
+    uint32_t old_size = table->size;                                                              \
+    if (delta > table->max_size - old_size) return (uint32_t)-1;                                  \
     element_type* data = realloc(table->data, ((size_t)old_size + delta) * sizeof(element_type)); \
-    if (!data) return (uint32_t)-1;                                                              \
-    for (uint32_t i = old_size; i < old_size + delta; i++) data[i] = init;                       \
-    table->data = data;                                                                          \
-    table->size = old_size + delta;                                                              \
-    return old_size;                                                                             \
+    if (!data) return (uint32_t)-1;                                                               \
+    for (uint32_t i = old_size; i < old_size + delta; i++) data[i] = init;                        \
+    table->data = data;                                                                           \
+    table->size = old_size + delta;                                                               \
+    return old_size;                                                                              \
   }
 DEFINE_TABLE(funcref, wasm_rt_funcref_t)
 DEFINE_TABLE(externref, wasm_rt_externref_t)

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((export_name("sandpool_alloc"))) void* sandpool_alloc(uint32_t size) { return malloc(size); }
+__attribute__((export_name("sandpool_alloc"))) void* sandpool_alloc(uint32_t size) {
+  return malloc(size);
+}
 
 static char kept[256];
 static uint32_t kept_size;
@@ -38,8 +40,8 @@ __attribute__((export_name("recall()->string"))) uint64_t recall(void) {
 /* How many times linear memory holds `shifted` with every byte less one.
  * The pattern is compared shifted and never written out, so the only
  * copies found are ones a call left behind (the argument itself is one). */
-__attribute__((export_name("count_unshifted(string)->i32"))) int32_t count_unshifted(const char* shifted,
-                                                                                     uint32_t size) {
+__attribute__((export_name("count_unshifted(string)->i32"))) int32_t count_unshifted(
+    const char* shifted, uint32_t size) {
   const volatile uint8_t* memory = (const volatile uint8_t*)1;
   const uint32_t end = (uint32_t)__builtin_wasm_memory_size(0) * 65536u;
   int32_t found = 0;
@@ -53,8 +55,8 @@ __attribute__((export_name("count_unshifted(string)->i32"))) int32_t count_unshi
 
 /* Writes the unshifted pattern to the heap, then counts it: proves the
  * count sees what a call leaves in linear memory. */
-__attribute__((export_name("plant_and_count(string)->i32"))) int32_t plant_and_count(const char* shifted,
-                                                                                     uint32_t size) {
+__attribute__((export_name("plant_and_count(string)->i32"))) int32_t plant_and_count(
+    const char* shifted, uint32_t size) {
   char* planted = malloc(size);
   for (uint32_t k = 0; k < size; k++) planted[k] = (char)(shifted[k] - 1);
   kept_on_heap = planted;

@@ -35,7 +35,8 @@ SANDPOOL_NORETURN void sandpool_wasm_abort(const char* what, const char* message
 /* Copies `value` (string or bytes) into linear memory through the module's
  * allocator, whose result `address` must leave room for `size` bytes;
  * aborts the call when it does not. */
-void sandpool_wasm_copy_in(wasm_rt_memory_t* memory, uint32_t address, const sandpool_buffer* value);
+void sandpool_wasm_copy_in(wasm_rt_memory_t* memory, uint32_t address,
+                           const sandpool_buffer* value);
 
 /* Points `result` at the `size` bytes at `address` of linear memory, packed
  * as address | size << 32 by the module; aborts the call when they lie
@@ -45,8 +46,8 @@ void sandpool_wasm_take_result(wasm_rt_memory_t* memory, uint64_t packed, sandpo
 /* Calls host function `name` for an import from the "sandpool" module; the
  * result must have type `result_type`. A failing host call aborts the call
  * naming the import. */
-sandpool_value sandpool_wasm_host_call(const char* name, const sandpool_value* args, uint32_t arg_count,
-                                       sandpool_type result_type);
+sandpool_value sandpool_wasm_host_call(const char* name, const sandpool_value* args,
+                                       uint32_t arg_count, sandpool_type result_type);
 
 #ifdef __cplusplus
 }
