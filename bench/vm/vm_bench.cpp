@@ -5,9 +5,10 @@
 //   WarmEmptyCall            a call of a void, argument-less export, reset included
 //   Reset/<pages>/<MiB>      reset alone after the guest dirtied <pages> heap pages
 //   NewVmFromSnapshot        Sandbox::create over an existing snapshot
-//   WarmEmptyCallUnderSyscallFilter
-//                            WarmEmptyCall on a thread under the workers'
-//                            system-call filter (docs/security.md)
+//   WarmEmptyCallOnAThread/filter:<0|1>
+//                            WarmEmptyCall on a thread of its own, without and
+//                            with the workers' system-call filter
+//                            (docs/security.md)
 #include <benchmark/benchmark.h>
 
 #include <thread>
@@ -78,7 +79,8 @@ BENCHMARK(NewVmFromSnapshot)
 
 // The filter stays on the thread that installed it, so the calls run on a
 // thread of their own, as the server's workers do.
-void WarmEmptyCallUnderSyscallFilter(benchmark::State& state) {
+void WarmEmptyCallOnAThread(benchmark::State& state) {
+  const bool filtered = state.range(0) != 0;
   auto vm = sandpool::bench::newBenchVm(bootGuest("echo", 64));
   CallRequest request;
   request.function = "nothing";
@@ -99,7 +101,7 @@ void WarmEmptyCallUnderSyscallFilter(benchmark::State& state) {
   });
   worker.join();
 }
-BENCHMARK(WarmEmptyCallUnderSyscallFilter)->Repetitions(5)->ReportAggregatesOnly(true);
+BENCHMARK(WarmEmptyCallOnAThread)->ArgName("filter")->Arg(0)->Arg(1)->Repetitions(5)->ReportAggregatesOnly(true);
 
 }  // namespace
 
