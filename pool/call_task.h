@@ -57,8 +57,10 @@ class CallTask {
   Clock::time_point received{};
   Clock::time_point deadline{};  // the call fails with kTimeout once past it
   // Set (by the submitter, on any thread) when the caller went away: a call
-  // not yet running is dropped instead of run. Shared, because the caller's
-  // side may outlive the task. Null: never cancelled.
+  // not yet running is dropped instead of run, a running one is stopped as
+  // at its deadline once the submitter pokes the backend's watchdog.
+  // Shared, because the caller's side may outlive the task. Null: never
+  // cancelled.
   std::shared_ptr<const std::atomic<bool>> cancelled;
   CallOutcome outcome;
 

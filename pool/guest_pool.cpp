@@ -244,6 +244,7 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
   // given at receipt, queueing included.
   task->request.deadline = task->deadline;
   task->request.timeout = task->deadline - task->received;
+  task->request.cancelled = task->cancelled.get();
   busy_.fetch_add(1);
   task->outcome.call = vm->call(task->request);
   busy_.fetch_sub(1);

@@ -81,6 +81,11 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
                    guest_name, function());
       return;
     }
+    if (!outcome.refusal && !outcome.call.result.ok() && wasCancelled()) {
+      spdlog::info("event=call_cancelled tenant={} guest={} function=\"{}\" ran=true", tenant,
+                   guest_name, function());
+      return;
+    }
     if (outcome.refusal) {
       auto level = outcome.refusal->kind == pool::RefusalKind::kNoVm ? spdlog::level::err
                                                                      : spdlog::level::debug;
@@ -467,7 +472,7 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   task->deadline = call.deadline;
   // The RPC promise is dropped when the caller cancels the call or its
   // connection goes away (runCall allows it): the call is then dropped if
-  // it has not started.
+  // it has not started, and stopped if it runs.
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   task->cancelled = cancelled;
   if (in_flight_.shuttingDown()) {
@@ -477,8 +482,11 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   } else {
     tenant.pool->submit(task);
   }
-  return paf.promise.attach(in_flight_.begin(), kj::defer([cancelled = std::move(cancelled)] {
+  return paf.promise.attach(in_flight_.begin(), kj::defer([this, cancelled = std::move(cancelled)] {
                               cancelled->store(true);
+                              // A running call is stopped at the watchdog's
+                              // next look: now.
+                              backend_.watchdog().poke();
                             }));
 }
 

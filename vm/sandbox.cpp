@@ -98,12 +98,17 @@ CallResult Sandbox::call(const CallRequest& request) {
     RunExit exit;
     vcpu_->clearInterrupt();
     std::optional<Error> failed;
-    if (auto guard = watchdog_.watch(*vcpu_, request.deadline); !guard) {
+    if (auto guard = watchdog_.watch(*vcpu_, request.deadline, request.cancelled); !guard) {
       failed = guard.takeError();
     } else {
       exit = vcpu_->run(session);
     }
     if (!failed) failed = session.failure(exit, request.timeout);
+    if (failed && failed->kind == ErrorKind::kTimeout && request.cancelled != nullptr &&
+        request.cancelled->load()) {
+      // Stopped as at a deadline, but because the caller went away.
+      failed = makeError(ErrorKind::kTimeout, "the caller cancelled the call; it was stopped");
+    }
     if (failed) {
       outcome.result = std::move(*failed);
     } else {

@@ -5,6 +5,7 @@
 // Thread: a Sandbox is used by one thread at a time (a pool worker).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -29,6 +30,10 @@ struct CallRequest {
   // The timeout the caller was given, only to name it in a timeout's message.
   std::chrono::nanoseconds timeout{0};
   HostFunctions* host_functions = nullptr;  // optional, for non-built-in host calls
+  // Optional: set from another thread when the caller went away, then
+  // Watchdog::poke(); the call is stopped as at its deadline. Must outlive
+  // the call.
+  const std::atomic<bool>* cancelled = nullptr;
 
   // deadline = now + `given`: for callers whose clock starts as they call
   // (tools, tests, benchmarks).

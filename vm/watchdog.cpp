@@ -53,7 +53,8 @@ void Watchdog::wake() {
 }
 
 Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu,
-                                          std::chrono::steady_clock::time_point deadline) {
+                                          std::chrono::steady_clock::time_point deadline,
+                                          const std::atomic<bool>* cancelled) {
   // A slot is claimed with one compare-exchange; threads start at different
   // slots so they rarely contend.
   const size_t start = std::hash<std::thread::id>{}(std::this_thread::get_id()) % kSlots;
@@ -74,6 +75,7 @@ Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu,
   const int64_t deadline_ns = toNs(deadline);
   slot.fired = false;
   slot.deadline_ns = deadline_ns;
+  slot.cancelled = cancelled;
   slot.vcpu = &vcpu;
   // Pairs with loop(): either its scan sees this slot, or this load sees a
   // look planned after the scan (or kNever) and wakes it if that is too late.
@@ -88,9 +90,10 @@ Watchdog::Guard::Guard(Guard&& other) noexcept : watchdog_(other.watchdog_), slo
 Watchdog::Guard::~Guard() {
   if (watchdog_ == nullptr) return;
   Slot& slot = watchdog_->slots_[slot_];
-  // After this, the watchdog never touches the vCPU again: it only
-  // interrupts a vCPU it read from the slot while holding `firing`.
+  // After this, the watchdog never touches the vCPU or the cancel flag
+  // again: it reads them from the slot only while holding `firing`.
   slot.vcpu = nullptr;
+  slot.cancelled = nullptr;
   slot.deadline_ns = INT64_MAX;
   while (slot.firing.load()) {
   }
@@ -118,11 +121,15 @@ int64_t Watchdog::scan(int64_t now_ns) {
     // described in the guard's constructor (a plain load on x86).
     if (!slot.in_use.load()) continue;
     const int64_t deadline = slot.deadline_ns.load();
-    if (deadline > now_ns) {
-      next = std::min(next, deadline);
-      continue;
-    }
     slot.firing = true;
+    if (deadline > now_ns) {
+      const std::atomic<bool>* cancelled = slot.cancelled.load();
+      if (cancelled == nullptr || !cancelled->load()) {
+        slot.firing = false;
+        next = std::min(next, deadline);
+        continue;
+      }
+    }
     if (MicroVm* vcpu = slot.vcpu.load()) {
       slot.fired = true;
       vcpu->interrupt();

@@ -58,12 +58,20 @@ class Watchdog {
   };
 
   // Watches `vcpu` until the guard ends: interrupts it once `deadline`
-  // passes. kLimitExceeded if kSlots calls are running on this watchdog.
-  Expected<Guard> watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline);
+  // passes, or once `cancelled` (if given) is set and poke() called.
+  // kLimitExceeded if kSlots calls are running on this watchdog.
+  Expected<Guard> watch(MicroVm& vcpu, std::chrono::steady_clock::time_point deadline,
+                        const std::atomic<bool>* cancelled = nullptr);
+
+  // Any thread: look at the running calls now (a call was cancelled).
+  void poke() { wake(); }
 
  private:
   struct Slot {
     std::atomic<MicroVm*> vcpu{nullptr};
+    // Read only while `firing` is held, like vcpu: the flag may end with
+    // the call.
+    std::atomic<const std::atomic<bool>*> cancelled{nullptr};
     std::atomic<int64_t> deadline_ns{INT64_MAX};  // MAX while the slot is free
     std::atomic<bool> fired{false};
     std::atomic<bool> firing{false};

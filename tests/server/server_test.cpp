@@ -824,6 +824,32 @@ TEST_F(ServerTest, AQueuedCallWhoseCallerCancelsItNeverRuns) {
   EXPECT_TRUE(after.ok) << after.message;
 }
 
+// A running call whose caller goes away is stopped and its VM reset and
+// kept: gamma runs one call at a time, so the next call can run only once
+// the spinning one (a 100 s timeout) has ended.
+TEST_F(ServerTest, ARunningCallWhoseCallerGoesAwayFreesItsVmForTheNext) {
+  startServer();
+  auto conn = connect();
+  auto gamma = login(*conn, kGammaToken);
+  mustUpload(gamma, "misbehave", GUEST_MISBEHAVE);
+  {
+    auto other_conn = connect();
+    auto other = login(*other_conn, kGammaToken);
+    auto spinning = callAsync(other, "misbehave", "spin", {}, 100000);
+    ASSERT_TRUE(waitForStats(
+        gamma, "misbehave", [](auto g) { return g.getBusy() == 1; }, 60s));
+  }  // the caller's connection goes away
+  CallResult next = call(gamma, "misbehave", "divide", {i32(8), i32(2)});
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(next.value, "4");
+  EXPECT_TRUE(server_->process().waitForLine(
+      "event=call_cancelled tenant=gamma guest=misbehave function=\"spin\" ran=true", 60s))
+      << server_->process().output();
+  // The stopped call's VM was reset and kept: none discarded.
+  EXPECT_TRUE(waitForStats(
+      gamma, "misbehave", [](auto g) { return g.getBusy() == 0 && g.getDiscarded() == 0; }, 60s));
+}
+
 TEST_F(ServerTest, PoolScalesUpUnderLoadAndToZeroWhenIdle) {
   // The idle time is what is tested, and also what must not pass before the
   // test has seen the warm VM: 2 s, against a 10 ms stats poll.
