@@ -121,6 +121,12 @@ int64_t Watchdog::scan(int64_t now_ns) {
     // described in the guard's constructor (a plain load on x86).
     if (!slot.in_use.load()) continue;
     const int64_t deadline = slot.deadline_ns.load();
+    // A call before its deadline and with no cancel flag is left alone
+    // without taking `firing`, so its guard never waits on this scan.
+    if (deadline > now_ns && slot.cancelled.load() == nullptr) {
+      next = std::min(next, deadline);
+      continue;
+    }
     slot.firing = true;
     if (deadline > now_ns) {
       const std::atomic<bool>* cancelled = slot.cancelled.load();

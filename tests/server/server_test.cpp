@@ -1449,14 +1449,20 @@ TEST_F(ServerTest, WasmModulesUploadAndAnswerCallsAndSurviveARestart) {
   EXPECT_EQ(r.value, "\"Hello, restart!\"");
 }
 
+// sandpoold's only child process, its Wasm translator; 0 if none.
+pid_t translatorPid(pid_t server) {
+  std::ifstream children("/proc/" + std::to_string(server) + "/task/" + std::to_string(server) +
+                         "/children");
+  pid_t translator = 0;
+  children >> translator;
+  return translator;
+}
+
 // The translator process is a child of sandpoold: if it dies, Wasm uploads
 // fail with a typed error and everything else goes on.
 TEST_F(ServerTest, AWasmTranslatorThatDiedFailsWasmUploadsOnly) {
   startServer();
-  std::ifstream children("/proc/" + std::to_string(server_->process().pid()) + "/task/" +
-                         std::to_string(server_->process().pid()) + "/children");
-  pid_t translator = 0;
-  children >> translator;
+  const pid_t translator = translatorPid(server_->process().pid());
   ASSERT_GT(translator, 0) << "sandpoold started its translator process";
   std::ifstream cmdline("/proc/" + std::to_string(translator) + "/cmdline");
   std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
@@ -1550,10 +1556,7 @@ TEST_F(ServerTest, DropsToTheGivenUserOnceItsSocketsAreOpen) {
   CallResult r = call(tenant, "hello", "hello", {str("nobody")});
   EXPECT_EQ(r.value, "\"Hello, nobody!\"") << r.message;
   mustUpload(tenant, "greet", WASM_GREETING);
-  std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
-                         "/children");
-  pid_t translator = 0;
-  children >> translator;
+  const pid_t translator = translatorPid(pid);
   ASSERT_GT(translator, 0);
   EXPECT_EQ(procFields(translator, "status", "Uid:").at(1), std::to_string(nobody->pw_uid));
   for (const auto& entry : fs::recursive_directory_iterator(dir_.path() / "data")) {
@@ -1574,10 +1577,7 @@ TEST_F(ServerTest, AWasmModuleUploadedAgainIsTakenFromTheTranslationCache) {
       server_->process().waitForLine("event=wasm_translation tenant=alpha guest=greet", 60s);
   ASSERT_TRUE(translated) << server_->process().output();
   EXPECT_NE(translated->find("cached=false"), std::string::npos) << *translated;
-  std::ifstream children("/proc/" + std::to_string(server_->process().pid()) + "/task/" +
-                         std::to_string(server_->process().pid()) + "/children");
-  pid_t translator = 0;
-  children >> translator;
+  const pid_t translator = translatorPid(server_->process().pid());
   ASSERT_GT(translator, 0) << "sandpoold started its translator process";
   ASSERT_EQ(::kill(translator, SIGKILL), 0);
 
