@@ -59,6 +59,7 @@ ChildProcess::ChildProcess(const std::string& binary, const std::vector<std::str
   }
   ::close(out[1]);
   ::close(err[1]);
+  for (int fd : {out[0], err[0]}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   reader_ = std::thread([this, o = out[0], e = err[0]] { readLoop(o, e); });
 }
 
@@ -80,24 +81,28 @@ void ChildProcess::readLoop(int out_fd, int err_fd) {
       if (errno == EINTR) continue;
       break;
     }
+    // Both pipes are drained and their lines appended under one lock: the
+    // log (stderr) written before a line on stdout is then never missing to
+    // a test that has just seen the stdout line.
+    std::lock_guard lock(mutex_);
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n <= 0) {
+      ssize_t n;
+      while ((n = ::read(fds[i].fd, buf, sizeof buf)) > 0) {
+        partial[i].append(buf, static_cast<size_t>(n));
+      }
+      if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         ::close(fds[i].fd);
         fds[i].fd = -1;
         --open_fds;
-        continue;
       }
-      partial[i].append(buf, static_cast<size_t>(n));
       size_t nl;
-      std::lock_guard lock(mutex_);
       while ((nl = partial[i].find('\n')) != std::string::npos) {
         lines_.push_back(partial[i].substr(0, nl));
         partial[i].erase(0, nl + 1);
       }
-      changed_.notify_all();
     }
+    changed_.notify_all();
   }
   std::lock_guard lock(mutex_);
   for (auto& p : partial) {
