@@ -125,10 +125,10 @@ Expected<void> checkArguments(const FunctionSignature& signature, const std::vec
   return {};
 }
 
-Expected<std::vector<uint8_t>> encodeCallRequest(uint32_t function_index,
-                                                 const std::vector<Value>& args, Entropy entropy,
-                                                 uint64_t capacity) {
-  std::vector<uint8_t> message(sizeof(sandpool_call_header));
+Expected<void> encodeCallRequest(uint32_t function_index, const std::vector<Value>& args,
+                                 Entropy entropy, uint64_t capacity,
+                                 std::vector<uint8_t>& message) {
+  message.assign(sizeof(sandpool_call_header), 0);
   for (const Value& arg : args) encodeValue(arg, message);
   if (message.size() > capacity) {
     return makeError(ErrorKind::kLimitExceeded, "arguments take " + std::to_string(message.size()) +
@@ -142,7 +142,7 @@ Expected<std::vector<uint8_t>> encodeCallRequest(uint32_t function_index,
   header.args_size = static_cast<uint32_t>(message.size() - sizeof header);
   std::copy(entropy.begin(), entropy.end(), header.entropy);
   std::memcpy(message.data(), &header, sizeof header);
-  return message;
+  return {};
 }
 
 Expected<Value> decodeResult(std::span<const uint8_t> output, const FunctionSignature& signature) {

@@ -41,12 +41,12 @@ Expected<std::vector<FunctionSignature>> parseExportTable(std::span<const uint8_
 // kBadArguments unless `args` match the export's parameters.
 Expected<void> checkArguments(const FunctionSignature& signature, const std::vector<Value>& args);
 
-// The call request for export `function_index`: header and encoded
-// arguments, at most `capacity` bytes (the input buffer), else
-// kLimitExceeded naming both sizes.
-Expected<std::vector<uint8_t>> encodeCallRequest(uint32_t function_index,
-                                                 const std::vector<Value>& args, Entropy entropy,
-                                                 uint64_t capacity);
+// The call request for export `function_index`, written over `message`:
+// header and encoded arguments, at most `capacity` bytes (the input buffer),
+// else kLimitExceeded naming both sizes. `message` keeps its capacity, so a
+// caller that passes the same vector each call allocates nothing once warm.
+Expected<void> encodeCallRequest(uint32_t function_index, const std::vector<Value>& args,
+                                 Entropy entropy, uint64_t capacity, std::vector<uint8_t>& message);
 
 // The result the guest left in the output buffer (`output`, the whole
 // buffer), checked against the export it answers: the value, kGuestAbort

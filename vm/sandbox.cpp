@@ -82,9 +82,10 @@ CallResult Sandbox::call(const CallRequest& request) {
     outcome.result = filled.takeError();
     return outcome;
   }
-  auto message = encodeCallRequest(*index, request.args, entropy, layout.input_size);
-  if (!message) {
-    outcome.result = message.takeError();
+  if (auto encoded =
+          encodeCallRequest(*index, request.args, entropy, layout.input_size, request_message_);
+      !encoded) {
+    outcome.result = encoded.takeError();
     return outcome;
   }
 
@@ -92,7 +93,7 @@ CallResult Sandbox::call(const CallRequest& request) {
   GuestView guest(memory_, layout);
   GuestSession session(GuestSession::Phase::kCall, memory_, layout, snap.config(), *vcpu_,
                        request.host_functions);
-  if (auto written = guest.write(layout.input_addr, *message, "call request"); !written) {
+  if (auto written = guest.write(layout.input_addr, request_message_, "call request"); !written) {
     outcome.result = written.takeError();
   } else {
     RunExit exit;

@@ -86,11 +86,13 @@ void WarmEmptyCallOnAThread(benchmark::State& state) {
   request.function = "nothing";
   request.startTimeout(sandpool::bench::kBenchCallTimeout);
   std::thread worker([&] {
-    if (auto restricted =
-            restrictGuestThread(sandpool::bench::benchBackend().kind(), FilterMode::kKill);
-        !restricted) {
-      state.SkipWithError(restricted.error().message.c_str());
-      return;
+    if (filtered) {
+      auto restricted =
+          restrictGuestThread(sandpool::bench::benchBackend().kind(), FilterMode::kKill);
+      if (!restricted) {
+        state.SkipWithError(restricted.error().message.c_str());
+        return;
+      }
     }
     vm->call(request);
     for (auto _ : state) {
@@ -101,7 +103,12 @@ void WarmEmptyCallOnAThread(benchmark::State& state) {
   });
   worker.join();
 }
-BENCHMARK(WarmEmptyCallOnAThread)->ArgName("filter")->Arg(0)->Arg(1)->Repetitions(5)->ReportAggregatesOnly(true);
+BENCHMARK(WarmEmptyCallOnAThread)
+    ->ArgName("filter")
+    ->Arg(0)
+    ->Arg(1)
+    ->Repetitions(5)
+    ->ReportAggregatesOnly(true);
 
 }  // namespace
 
