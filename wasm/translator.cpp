@@ -99,8 +99,10 @@ vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& d
     }
   }
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited;
+  while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  if (waited != pid) return makeError(ErrorKind::kInternal, "waiting for " + argv[0] + " failed");
   if (timed_out) {
     return makeError(ErrorKind::kLimitExceeded, argv[0] +
                                                     " ran past the translation time limit of " +

@@ -128,6 +128,10 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
 // In the per-module child: translates and replies. Never returns.
 [[noreturn]] void translateOne(int module_fd, int reply_fd, const Toolchain& toolchain,
                                const TranslationLimits& limits) {
+  // The translator ignores SIGCHLD to reap these children; this one waits
+  // for its tools and needs their exit status, which an ignored SIGCHLD
+  // would discard (waitpid fails with ECHILD).
+  ::signal(SIGCHLD, SIG_DFL);
   Reply reply{};
   reply.protocol = kProtocol;
   UniqueFd image_fd;
