@@ -90,6 +90,9 @@ ParsedOptions parseOptions(int argc, char** argv) {
                                   "tenants file: tokens and quotas (required; see docs/server.md)")(
       "data-dir", po::value(&o.data_dir)->default_value(o.data_dir)->value_name("DIR"),
       "where uploaded guests are stored and reloaded from at start-up")(
+      "wasm-sdk", po::value(&o.wasm_sdk)->value_name("DIR"),
+      "the Wasm SDK folder that Wasm uploads are compiled against (default: "
+      "../share/sandpool/wasm-sdk next to sandpoold, else the build tree's; see docs/wasm.md)")(
       "shutdown-grace-ms", po::value(&grace_ms)->default_value(10000)->value_name("MS"),
       "on SIGTERM/SIGINT, how long in-flight calls may take to finish");
 

@@ -24,6 +24,7 @@ struct ServerOptions {
   unsigned workers = 0;  // 0: one per CPU core
   std::string tenants_file;
   std::string data_dir = "sandpool-data";
+  std::string wasm_sdk;  // the Wasm SDK folder; empty: wasm::defaultSdkDir()
   uint32_t min_warm = 1;
   uint32_t max_vms = 8;
   std::chrono::milliseconds idle_time{60000};

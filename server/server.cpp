@@ -421,8 +421,20 @@ int runServer(const ServerOptions& options) {
 
   // Before the filter below: it forbids starting processes.
   // It changes to the server's user itself, before it serves.
-  auto translator = wasm::TranslatorService::start("/proc/self/exe", kServeWasmTranslations,
-                                                   *run_as ? (*run_as)->user : std::string());
+  // A Wasm SDK named by --wasm-sdk must be there; a missing default only
+  // refuses Wasm uploads, so a machine without the tools serves ELF guests.
+  const std::string wasm_sdk = options.wasm_sdk.empty() ? wasm::defaultSdkDir() : options.wasm_sdk;
+  auto translator = [&]() -> vm::Expected<std::unique_ptr<wasm::TranslatorService>> {
+    if (auto usable = wasm::checkToolchain(wasm::toolchainFromSdk(wasm_sdk)); !usable)
+      return usable.takeError();
+    return wasm::TranslatorService::start("/proc/self/exe", kServeWasmTranslations,
+                                          *run_as ? (*run_as)->user : std::string(), wasm_sdk);
+  }();
+  if (!translator && !options.wasm_sdk.empty()) {
+    spdlog::critical("event=start_failed step=wasm_sdk dir={} error=\"{}\"", wasm_sdk,
+                     translator.error().message);
+    return 1;
+  }
   if (!translator) {
     spdlog::warn("event=wasm_translator_unavailable error=\"{}\" what=\"Wasm uploads are refused\"",
                  translator.error().describe());

@@ -1,10 +1,10 @@
 #include "wasm/glue_writer.h"
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cstdio>
 #include <optional>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -17,28 +17,82 @@ constexpr std::string_view kWasi = "wasi_snapshot_preview1";
 constexpr std::string_view kSandpool = "sandpool";
 constexpr std::string_view kAllocator = "sandpool_alloc";
 constexpr std::string_view kInitialize = "_initialize";
+constexpr uint32_t kWasiSuccess = 0;
+constexpr uint32_t kWasiEbadf = 8;
 constexpr uint32_t kWasiEnosys = 52;
+constexpr uint32_t kWasiEnotsup = 58;
 
 using enum ValType;
 
-// The WASI functions guest/wasm/runtime/wasi.c implements, with the types
-// they are defined with there.
+// Every WASI preview 1 function, with its Wasm type. `implemented`: defined
+// by guest/wasm/runtime/wasi.c; the others are generated as stubs returning
+// `stub_errno`: EBADF for those that act on a descriptor (a sandpool guest
+// has none but stdio, and no preopened folder, which is how wasi-libc's
+// preopen scan ends), ENOTSUP for signals, ENOSYS for polling, success for
+// sched_yield (there is no other thread).
 struct WasiFunction {
   std::string_view name;
   FuncType type;
+  bool implemented = false;
+  uint32_t stub_errno = kWasiEnosys;
 };
-const std::array<WasiFunction, 9>& wasiFunctions() {
-  static const std::array<WasiFunction, 9> functions{{
-      {"fd_write", {{kI32, kI32, kI32, kI32}, {kI32}}},
-      {"fd_fdstat_get", {{kI32, kI32}, {kI32}}},
-      {"random_get", {{kI32, kI32}, {kI32}}},
-      {"clock_time_get", {{kI32, kI64, kI32}, {kI32}}},
-      {"args_sizes_get", {{kI32, kI32}, {kI32}}},
-      {"args_get", {{kI32, kI32}, {kI32}}},
-      {"environ_sizes_get", {{kI32, kI32}, {kI32}}},
-      {"environ_get", {{kI32, kI32}, {kI32}}},
-      {"proc_exit", {{kI32}, {}}},
-  }};
+std::span<const WasiFunction> wasiFunctions() {
+  static const FuncType i1{{kI32}, {kI32}};
+  static const FuncType i2{{kI32, kI32}, {kI32}};
+  static const FuncType i3{{kI32, kI32, kI32}, {kI32}};
+  static const FuncType i4{{kI32, kI32, kI32, kI32}, {kI32}};
+  static const FuncType i5{{kI32, kI32, kI32, kI32, kI32}, {kI32}};
+  static const FuncType i6{{kI32, kI32, kI32, kI32, kI32, kI32}, {kI32}};
+  static const WasiFunction functions[] = {
+      {"args_get", i2, true},
+      {"args_sizes_get", i2, true},
+      {"environ_get", i2, true},
+      {"environ_sizes_get", i2, true},
+      {"clock_res_get", i2, false, kWasiEnosys},
+      {"clock_time_get", {{kI32, kI64, kI32}, {kI32}}, true},
+      {"fd_advise", {{kI32, kI64, kI64, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_allocate", {{kI32, kI64, kI64}, {kI32}}, false, kWasiEbadf},
+      {"fd_close", i1, false, kWasiEbadf},
+      {"fd_datasync", i1, false, kWasiEbadf},
+      {"fd_fdstat_get", i2, true},
+      {"fd_fdstat_set_flags", i2, false, kWasiEbadf},
+      {"fd_fdstat_set_rights", {{kI32, kI64, kI64}, {kI32}}, false, kWasiEbadf},
+      {"fd_filestat_get", i2, false, kWasiEbadf},
+      {"fd_filestat_set_size", {{kI32, kI64}, {kI32}}, false, kWasiEbadf},
+      {"fd_filestat_set_times", {{kI32, kI64, kI64, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_pread", {{kI32, kI32, kI32, kI64, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_prestat_get", i2, false, kWasiEbadf},
+      {"fd_prestat_dir_name", i3, false, kWasiEbadf},
+      {"fd_pwrite", {{kI32, kI32, kI32, kI64, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_read", i4, false, kWasiEbadf},
+      {"fd_readdir", {{kI32, kI32, kI32, kI64, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_renumber", i2, false, kWasiEbadf},
+      {"fd_seek", {{kI32, kI64, kI32, kI32}, {kI32}}, false, kWasiEbadf},
+      {"fd_sync", i1, false, kWasiEbadf},
+      {"fd_tell", i2, false, kWasiEbadf},
+      {"fd_write", i4, true},
+      {"path_create_directory", i3, false, kWasiEbadf},
+      {"path_filestat_get", i5, false, kWasiEbadf},
+      {"path_filestat_set_times", {{kI32, kI32, kI32, kI32, kI64, kI64, kI32}, {kI32}}, false,
+       kWasiEbadf},
+      {"path_link", {{kI32, kI32, kI32, kI32, kI32, kI32, kI32}, {kI32}}, false, kWasiEbadf},
+      {"path_open", {{kI32, kI32, kI32, kI32, kI32, kI64, kI64, kI32, kI32}, {kI32}}, false,
+       kWasiEbadf},
+      {"path_readlink", i6, false, kWasiEbadf},
+      {"path_remove_directory", i3, false, kWasiEbadf},
+      {"path_rename", i6, false, kWasiEbadf},
+      {"path_symlink", i5, false, kWasiEbadf},
+      {"path_unlink_file", i3, false, kWasiEbadf},
+      {"poll_oneoff", i4, false, kWasiEnosys},
+      {"proc_exit", {{kI32}, {}}, true},
+      {"proc_raise", i1, false, kWasiEnotsup},
+      {"sched_yield", {{}, {kI32}}, false, kWasiSuccess},
+      {"random_get", i2, true},
+      {"sock_accept", i3, false, kWasiEbadf},
+      {"sock_recv", i6, false, kWasiEbadf},
+      {"sock_send", i5, false, kWasiEbadf},
+      {"sock_shutdown", i2, false, kWasiEbadf},
+  };
   return functions;
 }
 
@@ -148,32 +202,34 @@ FuncType lower(const Signature& signature) {
   return type;
 }
 
-// An export's signature: declared in its name ("greet(string)->string"), or
-// taken from its Wasm type for plain names. nullopt: a plain export whose
-// type sandpool cannot call (several results), which is not listed.
-vm::Expected<std::optional<Signature>> signatureOf(const Export& e, const FuncType& type) {
+// The signature of an export or a "sandpool" import, `who` naming it in
+// errors: declared in its name ("greet(string)->string"), or taken from its
+// Wasm type for plain names. nullopt: a plain name whose type sandpool
+// cannot call (several results).
+vm::Expected<std::optional<Signature>> signatureOf(const std::string& who, const std::string& name,
+                                                   const FuncType& type) {
   Signature signature;
-  const size_t open = e.name.find('(');
+  const size_t open = name.find('(');
   if (open == std::string::npos) {
     if (type.results.size() > 1) return std::optional<Signature>();
-    signature.name = e.name;
+    signature.name = name;
     for (ValType p : type.params) signature.params.push_back(fromWasm(p));
     if (!type.results.empty()) signature.result = fromWasm(type.results[0]);
   } else {
-    const size_t close = e.name.find(')', open);
+    const size_t close = name.find(')', open);
     const std::string_view rest =
-        close == std::string::npos ? "" : std::string_view(e.name).substr(close + 1);
+        close == std::string::npos ? "" : std::string_view(name).substr(close + 1);
     if (close == std::string::npos || open == 0 || (!rest.empty() && rest.substr(0, 2) != "->")) {
-      return refuse("export '" + e.name +
-                    "' is not of the form name(type,...) or name(type,...)->type");
+      return refuse(who +
+                    " is not of the form name(type,...) or name(type,...)->type");
     }
-    signature.name = e.name.substr(0, open);
-    std::string_view list = std::string_view(e.name).substr(open + 1, close - open - 1);
+    signature.name = name.substr(0, open);
+    std::string_view list = std::string_view(name).substr(open + 1, close - open - 1);
     while (!list.empty()) {
       const size_t comma = list.find(',');
       auto param = parseTypeName(list.substr(0, comma));
       if (!param)
-        return refuse("export '" + e.name + "': unknown parameter type '" +
+        return refuse(who + ": unknown parameter type '" +
                       std::string(list.substr(0, comma)) + "'");
       signature.params.push_back(*param);
       list = comma == std::string_view::npos ? "" : list.substr(comma + 1);
@@ -181,20 +237,20 @@ vm::Expected<std::optional<Signature>> signatureOf(const Export& e, const FuncTy
     if (!rest.empty()) {
       signature.result = parseTypeName(rest.substr(2));
       if (!signature.result)
-        return refuse("export '" + e.name + "': unknown result type '" +
+        return refuse(who + ": unknown result type '" +
                       std::string(rest.substr(2)) + "'");
     }
     if (lower(signature) != type) {
-      return refuse("export '" + e.name + "' declares a signature whose Wasm type is " +
+      return refuse(who + " declares a signature whose Wasm type is " +
                     describe(lower(signature)) + " but the function's type is " + describe(type));
     }
   }
   if (signature.name.size() > SANDPOOL_MAX_NAME) {
-    return refuse("export '" + e.name + "': name longer than " + std::to_string(SANDPOOL_MAX_NAME) +
+    return refuse(who + ": name longer than " + std::to_string(SANDPOOL_MAX_NAME) +
                   " bytes");
   }
   if (signature.params.size() > SANDPOOL_MAX_PARAMS) {
-    return refuse("export '" + e.name + "' has more than " + std::to_string(SANDPOOL_MAX_PARAMS) +
+    return refuse(who + " has more than " + std::to_string(SANDPOOL_MAX_PARAMS) +
                   " parameters");
   }
   return std::optional<Signature>(std::move(signature));
@@ -228,8 +284,55 @@ std::string resultType(const FuncType& type) {
   return type.results.empty() ? "void" : std::string(cType(type.results[0]));
 }
 
+// What the glue of imports and exports needs of the module beyond itself.
+struct GlueNeeds {
+  std::string memory;     // who passes strings or bytes, so needs the exported memory
+  std::string allocator;  // who copies strings or bytes in, so needs sandpool_alloc
+};
+
+// A "sandpool" import as a host call of the declared (or plain) name: each
+// string or bytes parameter (address, size) is taken from linear memory,
+// checked against it (outside it: the out-of-bounds trap), and a string or
+// bytes result is copied into memory the module's allocator gives, returned
+// as address | size << 32, as for exports.
+std::string hostImportGlue(const std::string& symbol, const Signature& signature,
+                           const FuncType& type, GlueNeeds& needs) {
+  const std::string who = "import 'sandpool'.'" + signature.name + "'";
+  std::string body = fmt::format("{} {}({}) {{\n  (void)host;\n", resultType(type), symbol,
+                                 parameterList("struct Z_sandpool_instance_t* host", type));
+  body += fmt::format("  sandpool_value args[{}];\n", std::max<size_t>(signature.params.size(), 1));
+  size_t wasm_arg = 0;
+  for (size_t i = 0; i < signature.params.size(); i++) {
+    const SandpoolType t = signature.params[i];
+    body += fmt::format("  args[{}].type = {};\n", i, sdkTypeName(t));
+    if (isBuffer(t)) {
+      needs.memory = who;
+      body += fmt::format("  sandpool_wasm_import_buffer(memory, a{}, a{}, &args[{}]);\n", wasm_arg,
+                          wasm_arg + 1, i);
+      wasm_arg += 2;
+    } else {
+      body += fmt::format("  args[{}].{} = a{};\n", i, member(t), wasm_arg++);
+    }
+  }
+  const std::string call =
+      fmt::format("sandpool_wasm_host_call({}, args, {}, {})", cString(signature.name),
+                  signature.params.size(),
+                  signature.result ? sdkTypeName(*signature.result) : "SANDPOOL_TYPE_VOID");
+  if (!signature.result) {
+    body += "  " + call + ";\n}\n";
+  } else if (isBuffer(*signature.result)) {
+    needs.memory = needs.allocator = who;
+    body += "  sandpool_value result = " + call + ";\n";
+    body += "  return sandpool_wasm_return_buffer(memory, &result, allocate);\n}\n";
+  } else {
+    body += fmt::format("  return {}.{};\n}}\n", call, member(*signature.result));
+  }
+  return body;
+}
+
 // Checks one import and writes what defines it, if the bridge does not.
-vm::Expected<std::string> importGlue(const Module& module, const Import& import) {
+vm::Expected<std::string> importGlue(const Module& module, const Import& import,
+                                     GlueNeeds& needs) {
   const std::string who = "import '" + import.module + "'.'" + import.name + "'";
   if (import.kind != ExternKind::kFunction) {
     return refuse(who + " is not a function; a module may import only functions");
@@ -241,35 +344,18 @@ vm::Expected<std::string> importGlue(const Module& module, const Import& import)
       if (known.name != import.name) continue;
       if (known.type != type)
         return refuse(who + " has type " + describe(type) + ", WASI's is " + describe(known.type));
-      return std::string();
+      if (known.implemented) return std::string();
+      return fmt::format("u32 {}({}) {{\n  (void)wasi;\n  return {};\n}}\n", symbol,
+                         parameterList("struct Z_wasi_snapshot_preview1_instance_t* wasi", type),
+                         known.stub_errno);
     }
-    if (type.results != std::vector<ValType>{kI32}) {
-      return refuse(who + " is not in sandpool's WASI subset and does not return an errno");
-    }
-    return fmt::format("u32 {}({}) {{\n  (void)wasi;\n  return {};\n}}\n", symbol,
-                       parameterList("struct Z_wasi_snapshot_preview1_instance_t* wasi", type),
-                       kWasiEnosys);
+    return refuse(who + " is not a WASI preview 1 function");
   }
   if (import.module == kSandpool) {
-    if (type.results.size() > 1)
-      return refuse(who + " has several results; host functions return one value");
-    std::string body = fmt::format("{} {}({}) {{\n  (void)host;\n", resultType(type), symbol,
-                                   parameterList("struct Z_sandpool_instance_t* host", type));
-    body += fmt::format("  sandpool_value args[{}];\n", std::max<size_t>(type.params.size(), 1));
-    for (size_t i = 0; i < type.params.size(); i++) {
-      const SandpoolType t = fromWasm(type.params[i]);
-      body += fmt::format("  args[{0}].type = {1};\n  args[{0}].{2} = a{0};\n", i, sdkTypeName(t),
-                          member(t));
-    }
-    const std::string call = fmt::format(
-        "sandpool_wasm_host_call({}, args, {}, {})", cString(import.name), type.params.size(),
-        type.results.empty() ? "SANDPOOL_TYPE_VOID" : sdkTypeName(fromWasm(type.results[0])));
-    if (type.results.empty()) {
-      body += "  " + call + ";\n}\n";
-    } else {
-      body += fmt::format("  return {}.{};\n}}\n", call, member(fromWasm(type.results[0])));
-    }
-    return body;
+    auto signature = signatureOf(who, import.name, type);
+    if (!signature) return signature.takeError();
+    if (!*signature) return refuse(who + " has several results; host functions return one value");
+    return hostImportGlue(symbol, **signature, type, needs);
   }
   return refuse(who + " is neither WASI preview 1 (" + std::string(kWasi) + ") nor sandpool's (" +
                 std::string(kSandpool) + ")");
@@ -328,9 +414,10 @@ std::string mangle(std::string_view name) {
 
 vm::Expected<std::string> writeGlue(const Module& module) {
   std::string imports;
+  GlueNeeds needs;
   bool imports_wasi = false, imports_sandpool = false;
   for (const auto& import : module.imports) {
-    auto glue = importGlue(module, import);
+    auto glue = importGlue(module, import, needs);
     if (!glue) return glue.takeError();
     imports += *glue;
     imports_wasi |= import.module == kWasi;
@@ -340,31 +427,33 @@ vm::Expected<std::string> writeGlue(const Module& module) {
   const bool has_memory = findExport(module, "memory", ExternKind::kMemory) != nullptr;
   std::string exports;
   std::string registrations;
-  bool needs_allocator = false;
   for (size_t i = 0; i < module.exports.size(); i++) {
     const Export& e = module.exports[i];
     if (e.kind != ExternKind::kFunction || e.name == kAllocator || e.name == kInitialize ||
         e.name == "_start")
       continue;
-    auto signature = signatureOf(e, module.functionType(e.index));
+    auto signature = signatureOf("export '" + e.name + "'", e.name, module.functionType(e.index));
     if (!signature) return signature.takeError();
     if (!*signature) continue;
     const Signature& s = **signature;
-    for (SandpoolType p : s.params) needs_allocator |= isBuffer(p);
-    if ((needs_allocator || (s.result && isBuffer(*s.result))) && !has_memory) {
-      return refuse("export '" + e.name +
-                    "' passes strings or bytes but the module exports no memory named 'memory'");
+    for (SandpoolType p : s.params) {
+      if (isBuffer(p)) needs.memory = needs.allocator = "export '" + e.name + "'";
     }
+    if (s.result && isBuffer(*s.result)) needs.memory = "export '" + e.name + "'";
     exports += exportGlue(i, e, s);
     registrations +=
         fmt::format("  sandpool_export({}, export_{}, {}, {}, params_{});\n", cString(s.name), i,
                     s.result ? sdkTypeName(*s.result) : "SANDPOOL_TYPE_VOID", s.params.size(), i);
   }
-  if (needs_allocator) {
+  if (!needs.memory.empty() && !has_memory) {
+    return refuse(needs.memory +
+                  " passes strings or bytes but the module exports no memory named 'memory'");
+  }
+  if (!needs.allocator.empty()) {
     const Export* allocator = findExport(module, kAllocator, ExternKind::kFunction);
     if (!allocator || module.functionType(allocator->index) != FuncType{{kI32}, {kI32}}) {
-      return refuse("an export takes strings or bytes, so the module must export " +
-                    std::string(kAllocator) + " of type (i32) -> (i32)");
+      return refuse(needs.allocator + " copies strings or bytes into linear memory, so the " +
+                    "module must export " + std::string(kAllocator) + " of type (i32) -> (i32)");
     }
   }
   const Export* initialize = findExport(module, kInitialize, ExternKind::kFunction);
@@ -378,6 +467,10 @@ vm::Expected<std::string> writeGlue(const Module& module) {
       "#include <sandpool/wasm_bridge.h>\n#include \"module.h\"\n\n";
   glue +=
       fmt::format("static {}_instance_t instance;\nstatic wasm_rt_memory_t* memory;\n\n", prefix);
+  if (!needs.allocator.empty()) {
+    glue += fmt::format("static u32 allocate(u32 size) {{ return {}(&instance, size); }}\n\n",
+                        exportSymbol(kAllocator));
+  }
   glue += imports + exports;
   glue += "\nvoid sandpool_main(void) {\n  wasm_rt_init();\n";
   glue += fmt::format("  {}_init_module();\n", prefix);

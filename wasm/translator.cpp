@@ -99,8 +99,10 @@ vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& d
     }
   }
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited;
+  while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  if (waited != pid) return makeError(ErrorKind::kInternal, "waiting for " + argv[0] + " failed");
   if (timed_out) {
     return makeError(ErrorKind::kLimitExceeded, argv[0] +
                                                     " ran past the translation time limit of " +
@@ -156,17 +158,57 @@ vm::Expected<void> runStep(const std::vector<std::string>& argv, const WorkDir& 
 
 }  // namespace
 
-const Toolchain& defaultToolchain() {
-  static const Toolchain toolchain{
+Toolchain toolchainFromSdk(const std::string& sdk_dir) {
+  const fs::path sdk(sdk_dir);
+  return Toolchain{
       SANDPOOL_WASM2C,
       SANDPOOL_GUEST_CC,
       SANDPOOL_GUEST_CC_INCLUDE,
-      {SANDPOOL_GUEST_SOURCE_DIR "/include", SANDPOOL_GUEST_SOURCE_DIR "/include/libc",
-       SANDPOOL_GUEST_SOURCE_DIR "/wasm/include", SANDPOOL_WASM_RT_INCLUDE},
-      {SANDPOOL_WASM_RUNTIME_LIB, SANDPOOL_GUEST_RUNTIME_LIB},
-      SANDPOOL_GUEST_SOURCE_DIR "/runtime/guest.ld",
+      {(sdk / "include").string(), (sdk / "include/libc").string(),
+       (sdk / "wasm-include").string()},
+      {(sdk / "lib/libsandpool_wasm_runtime.a").string(),
+       (sdk / "lib/libsandpool_guest_runtime.a").string()},
+      (sdk / "guest.ld").string(),
   };
+}
+
+std::string defaultSdkDir() {
+  std::error_code error;
+  const fs::path program = fs::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const fs::path installed = program.parent_path() / ".." / "share/sandpool/wasm-sdk";
+    if (fs::is_directory(installed, error)) return installed.lexically_normal().string();
+  }
+  return SANDPOOL_BUILD_WASM_SDK;
+}
+
+const Toolchain& defaultToolchain() {
+  static const Toolchain toolchain = toolchainFromSdk(defaultSdkDir());
   return toolchain;
+}
+
+vm::Expected<void> checkToolchain(const Toolchain& toolchain) {
+  auto missing = [](const std::string& what, const std::string& path) {
+    return makeError(ErrorKind::kInternal, "wasm toolchain: " + what + " '" + path + "' is missing");
+  };
+  std::error_code error;
+  for (const auto& dir : toolchain.include_dirs) {
+    if (!fs::is_directory(dir, error)) return missing("SDK header folder", dir);
+  }
+  if (!fs::is_directory(toolchain.compiler_include, error))
+    return missing("compiler header folder", toolchain.compiler_include);
+  for (const auto& library : toolchain.libraries) {
+    if (!fs::is_regular_file(library, error)) return missing("SDK library", library);
+  }
+  if (!fs::is_regular_file(toolchain.linker_script, error))
+    return missing("SDK linker script", toolchain.linker_script);
+  for (const auto& tool : {toolchain.wasm2c, toolchain.cc}) {
+    if (access(tool.c_str(), X_OK) != 0) {
+      return makeError(ErrorKind::kInternal,
+                       "wasm toolchain: '" + tool + "' is missing or not executable");
+    }
+  }
+  return {};
 }
 
 vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> bytes,

@@ -19,7 +19,7 @@
 
 namespace sandpool::wasm {
 
-// Where the tools and the guest SDK are. The default is the build tree's.
+// Where the tools and the guest SDK are (docs/wasm.md, "The Wasm SDK").
 struct Toolchain {
   std::string wasm2c;
   std::string cc;
@@ -28,7 +28,23 @@ struct Toolchain {
   std::vector<std::string> libraries;     // bridge runtime, SDK runtime
   std::string linker_script;
 };
+
+// The toolchain whose guest SDK is the folder `sdk_dir`: include/ (the SDK's
+// headers and libc), wasm-include/ (the bridge's and wasm2c's), lib/ (the
+// bridge and SDK runtimes) and guest.ld. The tools (wasm2c, the C compiler
+// and its headers) are the ones the build found on this system.
+Toolchain toolchainFromSdk(const std::string& sdk_dir);
+
+// The SDK folder next to the running program, <bin>/../share/sandpool/wasm-sdk,
+// where `cmake --install` puts it; the build tree's when there is none.
+std::string defaultSdkDir();
+
+// The toolchain of defaultSdkDir().
 const Toolchain& defaultToolchain();
+
+// kInternal naming the first file or folder of `toolchain` that is missing
+// or a tool that is not executable; checked when a server starts.
+vm::Expected<void> checkToolchain(const Toolchain& toolchain);
 
 struct TranslationLimits {
   uint64_t max_module_size = 16ull << 20;

@@ -128,6 +128,10 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
 // In the per-module child: translates and replies. Never returns.
 [[noreturn]] void translateOne(int module_fd, int reply_fd, const Toolchain& toolchain,
                                const TranslationLimits& limits) {
+  // The translator ignores SIGCHLD to reap these children; this one waits
+  // for its tools and needs their exit status, which an ignored SIGCHLD
+  // would discard (waitpid fails with ECHILD).
+  ::signal(SIGCHLD, SIG_DFL);
   Reply reply{};
   reply.protocol = kProtocol;
   UniqueFd image_fd;
@@ -157,7 +161,8 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
 }  // namespace
 
 vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(
-    const std::string& program, const std::string& service_flag, const std::string& user) {
+    const std::string& program, const std::string& service_flag, const std::string& user,
+    const std::string& sdk_dir) {
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
     return internal("socketpair");
@@ -170,7 +175,8 @@ vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(
   const std::string fd_arg = "3";
   std::vector<char*> argv = {
       const_cast<char*>("sandpool-wasm-translator"), const_cast<char*>(service_flag.c_str()),
-      const_cast<char*>(fd_arg.c_str()), const_cast<char*>(user.c_str()), nullptr};
+      const_cast<char*>(fd_arg.c_str()), const_cast<char*>(user.c_str()),
+      const_cast<char*>(sdk_dir.c_str()),   nullptr};
   pid_t pid = 0;
   const int rc = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);

@@ -33,11 +33,13 @@ namespace sandpool::wasm {
 class TranslatorService {
  public:
   // Starts `program` (sandpoold itself, /proc/self/exe) with the argument
-  // `service_flag`, the descriptor number of its end of the socket pair and
-  // `user` (empty: none), the user it changes to before it serves.
+  // `service_flag`, the descriptor number of its end of the socket pair,
+  // `user` (empty: none), the user it changes to before it serves, and
+  // `sdk_dir`, the Wasm SDK folder it translates against.
   static vm::Expected<std::unique_ptr<TranslatorService>> start(const std::string& program,
                                                                 const std::string& service_flag,
-                                                                const std::string& user);
+                                                                const std::string& user,
+                                                                const std::string& sdk_dir);
   ~TranslatorService();
   TranslatorService(const TranslatorService&) = delete;
   TranslatorService& operator=(const TranslatorService&) = delete;

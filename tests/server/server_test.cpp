@@ -1449,6 +1449,74 @@ TEST_F(ServerTest, WasmModulesUploadAndAnswerCallsAndSurviveARestart) {
   EXPECT_EQ(r.value, "\"Hello, restart!\"");
 }
 
+// A Wasm module calls a host function the caller lends through its
+// capability, with a string in and a string out (docs/wasm.md, "Host
+// functions"); an address outside its linear memory is a typed trap.
+TEST_F(ServerTest, WasmModuleCallsAHostFunctionTheCallerLendsWithStrings) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "kv", std::string(WASM_TEST_MODULES) + "/host_strings.wasm");
+  auto kv =
+      kj::heap<client::KvHostFunctions>(std::map<std::string, std::string>{{"color", "teal"}});
+  client::KvHostFunctions& kv_ref = *kv;
+  rpc::HostFunctions::Client host = kj::mv(kv);
+
+  CallResult r = call(tenant, "kv", "lookup", {str("color")}, 0, host);
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.value, "\"teal\"");
+  EXPECT_EQ(kv_ref.callCount(), 1u);
+
+  CallResult outside = call(tenant, "kv", "lookup_outside", {}, 0, host);
+  ASSERT_FALSE(outside.ok);
+  EXPECT_EQ(outside.code, rpc::ErrorCode::GUEST_ABORT);
+  EXPECT_NE(outside.message.find("wasm trap: out of bounds memory"), std::string::npos)
+      << outside.message;
+  EXPECT_EQ(kv_ref.callCount(), 1u) << "the trap comes before any host call";
+  r = call(tenant, "kv", "lookup", {str("color")}, 0, host);
+  EXPECT_EQ(r.value, "\"teal\"") << r.message;
+}
+
+// --wasm-sdk (docs/server.md): a server given a copy of the Wasm SDK
+// translates against that copy; one given a folder that is not an SDK does
+// not start, naming what is missing.
+TEST_F(ServerTest, WasmSdkFlagNamesTheFolderTranslationsCompileAgainst) {
+  const fs::path sdk = dir_.path() / "relocated-sdk";
+  fs::copy(WASM_SDK_DIR, sdk, fs::copy_options::recursive);
+  startServer({"--wasm-sdk", sdk.string()});
+  {
+    auto tenant = alpha();
+    mustUpload(tenant, "greet", WASM_GREETING);
+    CallResult r = call(tenant, "greet", "greet", {str("SDK")});
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(r.value, "\"Hello, SDK!\"");
+
+    // The copy is the one in use: without its bridge library, the next
+    // module fails to link.
+    fs::remove(sdk / "lib/libsandpool_wasm_runtime.a");
+    auto refused =
+        upload(tenant, "kv", readFile(std::string(WASM_TEST_MODULES) + "/host_strings.wasm"));
+    ASSERT_TRUE(refused);
+    EXPECT_NE(refused->find("invalidGuest"), std::string::npos) << *refused;
+    EXPECT_NE(refused->find("compile failed"), std::string::npos) << *refused;
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = " << kAlphaToken << "\n";
+  const fs::path not_an_sdk = dir_.path() / "not-an-sdk";
+  fs::create_directories(not_an_sdk);
+  ChildProcess refused(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(),
+                                       "--data-dir", (dir_.path() / "data").string(), "--backend",
+                                       testBackend(), "--allow-root", "--wasm-sdk",
+                                       not_an_sdk.string()});
+  EXPECT_EQ(refused.wait(60s), 1);
+  EXPECT_TRUE(refused.sawLine("event=start_failed step=wasm_sdk")) << refused.output();
+  EXPECT_TRUE(refused.sawLine("SDK header folder '" + (not_an_sdk / "include").string() +
+                              "' is missing"))
+      << refused.output();
+}
+
 // sandpoold's only child process, its Wasm translator; 0 if none.
 pid_t translatorPid(pid_t server) {
   std::ifstream children("/proc/" + std::to_string(server) + "/task/" + std::to_string(server) +

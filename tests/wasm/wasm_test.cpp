@@ -73,6 +73,16 @@ TEST(WasmTranslate, ImportFromAnotherModuleIsRefusedBeforeAnyToolRuns) {
       << image.error().message;
 }
 
+TEST(WasmTranslate, NameWasiPreview1DoesNotHaveIsRefusedBeforeAnyToolRuns) {
+  auto image = translateModule(testModule("import_wasi_unknown"), missingTools(), {});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.error().kind, ErrorKind::kInvalidGuest);
+  EXPECT_NE(image.error().message.find(
+                "'wasi_snapshot_preview1'.'get_secret' is not a WASI preview 1 function"),
+            std::string::npos)
+      << image.error().message;
+}
+
 TEST(WasmTranslate, MemoryImportIsRefusedNamingIt) {
   auto image = translateModule(testModule("import_memory"), missingTools(), {});
   ASSERT_FALSE(image.ok());
@@ -276,7 +286,7 @@ TEST_F(WasmGuestTest, RunawayLoopTimesOutAndTheVmServesOn) {
   ASSERT_TRUE(fine.result.ok()) << fine.result.error().describe();
 }
 
-TEST_F(WasmGuestTest, SandpoolImportsAreHostCallsAndOtherWasiFunctionsAreEnosys) {
+TEST_F(WasmGuestTest, SandpoolImportsAreHostCallsAndOtherWasiFunctionsAnswerWithAnErrno) {
   auto vm = boot(testModule("import_host"));
   ASSERT_TRUE(vm);
   TwiceHost host;
@@ -285,7 +295,89 @@ TEST_F(WasmGuestTest, SandpoolImportsAreHostCallsAndOtherWasiFunctionsAreEnosys)
   EXPECT_EQ(std::get<int64_t>(*twice.result), 42);
   auto closed = call(*vm, "close_errno");
   ASSERT_TRUE(closed.result.ok()) << closed.result.error().describe();
-  EXPECT_EQ(std::get<int32_t>(*closed.result), 52);  // ENOSYS
+  EXPECT_EQ(std::get<int32_t>(*closed.result), 8);  // EBADF: no descriptor 3
+}
+
+TEST_F(WasmGuestTest, WasiFunctionsOutsideTheSubsetUploadAndAnswerWithAnErrno) {
+  auto vm = boot(testModule("import_path_open"));
+  ASSERT_TRUE(vm);
+  auto opened = call(*vm, "open_errno");
+  ASSERT_TRUE(opened.result.ok()) << opened.result.error().describe();
+  EXPECT_EQ(std::get<int32_t>(*opened.result), 8);  // EBADF: no preopened folder
+  auto yielded = call(*vm, "yield_errno");
+  ASSERT_TRUE(yielded.result.ok()) << yielded.result.error().describe();
+  EXPECT_EQ(std::get<int32_t>(*yielded.result), 0);
+}
+
+// Looks keys up for the "sandpool"."kv_get(string)->string" import.
+class KvHost : public vm::HostFunctions {
+ public:
+  vm::Expected<Value> callHostFunction(std::string_view name,
+                                       std::span<const Value> args) override {
+    if (name != "kv_get" || args.size() != 1 || !std::holds_alternative<std::string>(args[0]))
+      return vm::makeError(ErrorKind::kBadHostCall, "unknown");
+    const auto& key = std::get<std::string>(args[0]);
+    if (key != "color") return vm::makeError(ErrorKind::kBadHostCall, "no key '" + key + "'");
+    return Value(std::string("blue"));
+  }
+};
+
+TEST_F(WasmGuestTest, SandpoolImportTakesAStringAndReturnsAString) {
+  auto vm = boot(testModule("host_strings"));
+  ASSERT_TRUE(vm);
+  KvHost host;
+  auto found = call(*vm, "lookup", {Value(std::string("color"))}, kGenerousDeadline, &host);
+  ASSERT_TRUE(found.result.ok()) << found.result.error().describe();
+  EXPECT_EQ(std::get<std::string>(*found.result), "blue");
+  auto missing = call(*vm, "lookup", {Value(std::string("shape"))}, kGenerousDeadline, &host);
+  ASSERT_FALSE(missing.result.ok());
+  EXPECT_EQ(missing.result.error().kind, ErrorKind::kGuestAbort);
+  EXPECT_NE(missing.result.error().message.find("wasm import: "), std::string::npos)
+      << missing.result.error().message;
+  EXPECT_NE(missing.result.error().message.find("no key 'shape'"), std::string::npos)
+      << missing.result.error().message;
+}
+
+TEST_F(WasmGuestTest, SandpoolImportGivenMemoryOutsideLinearMemoryTrapsAndTheVmServesOn) {
+  auto vm = boot(testModule("host_strings"));
+  ASSERT_TRUE(vm);
+  KvHost host;
+  for (const char* function : {"lookup_outside", "lookup_overlong"}) {
+    auto result = call(*vm, function, {}, kGenerousDeadline, &host);
+    ASSERT_FALSE(result.result.ok()) << function;
+    EXPECT_EQ(result.result.error().kind, ErrorKind::kGuestAbort);
+    EXPECT_NE(result.result.error().message.find("wasm trap: out of bounds memory"),
+              std::string::npos)
+        << result.result.error().message;
+  }
+  auto found = call(*vm, "lookup", {Value(std::string("color"))}, kGenerousDeadline, &host);
+  ASSERT_TRUE(found.result.ok()) << found.result.error().describe();
+  EXPECT_EQ(std::get<std::string>(*found.result), "blue");
+}
+
+TEST(WasmTranslate, StringImportWithoutAnAllocatorIsRefusedNamingIt) {
+  Module module;
+  module.types = {FuncType{{ValType::kI32, ValType::kI32}, {ValType::kI64}}};
+  module.imports = {Import{"sandpool", "kv_get(string)->string", ExternKind::kFunction, 0}};
+  module.function_types = {0};
+  module.exports = {Export{"memory", ExternKind::kMemory, 0}};
+  auto glue = writeGlue(module);
+  ASSERT_FALSE(glue.ok());
+  EXPECT_NE(glue.error().message.find("import 'sandpool'.'kv_get' copies strings or bytes"),
+            std::string::npos)
+      << glue.error().message;
+}
+
+TEST(WasmTranslate, ImportDeclaringASignatureItsTypeDoesNotMatchIsRefused) {
+  Module module;
+  module.types = {FuncType{{ValType::kI32}, {ValType::kI64}}};
+  module.imports = {Import{"sandpool", "kv_get(string)->string", ExternKind::kFunction, 0}};
+  module.function_types = {0};
+  auto glue = writeGlue(module);
+  ASSERT_FALSE(glue.ok());
+  EXPECT_NE(glue.error().message.find("import 'sandpool'.'kv_get(string)->string' declares"),
+            std::string::npos)
+      << glue.error().message;
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 /* The part of WASI preview 1 a function needs, for imports from
  * "wasi_snapshot_preview1" (docs/wasm.md lists it). Every other WASI
- * function a module imports is generated as a stub returning ENOSYS
- * (wasm/glue_writer.cpp). Addresses are checked against linear memory; a
+ * preview 1 function a module imports is generated as a stub returning an
+ * errno (wasm/glue_writer.cpp). Addresses are checked against linear memory; a
  * bad one is EFAULT, never a trap. */
 #include <sandpool/wasm_bridge.h>
 #include <string.h>

@@ -49,6 +49,19 @@ void sandpool_wasm_take_result(wasm_rt_memory_t* memory, uint64_t packed, sandpo
 sandpool_value sandpool_wasm_host_call(const char* name, const sandpool_value* args,
                                        uint32_t arg_count, sandpool_type result_type);
 
+/* Points `arg` (whose type the caller set) at the `size` bytes at `address`
+ * of linear memory, a string or bytes argument of a "sandpool" import;
+ * traps (out of bounds) when they lie outside it. */
+void sandpool_wasm_import_buffer(wasm_rt_memory_t* memory, uint32_t address, uint32_t size,
+                                 sandpool_value* arg);
+
+/* Copies a host function's string or bytes `result` into memory the
+ * module's `allocate` (its sandpool_alloc export) gives, and returns it as
+ * address | size << 32; aborts the call when the allocator's answer lies
+ * outside linear memory. */
+uint64_t sandpool_wasm_return_buffer(wasm_rt_memory_t* memory, const sandpool_value* result,
+                                     uint32_t (*allocate)(uint32_t size));
+
 #ifdef __cplusplus
 }
 #endif
