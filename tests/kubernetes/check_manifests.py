@@ -73,7 +73,9 @@ def flag_values(container):
 def sandpoold_flags(sandpoold):
     help_text = subprocess.run([sandpoold, "--help"], check=True, capture_output=True,
                                text=True, timeout=60).stdout
-    return set(re.findall(r"^\s+(?:-\w \[ )?--([a-z0-9-]+)", help_text, re.MULTILINE))
+    # Boost lists each option at the start of a line, two spaces in; the
+    # descriptions' continuation lines are indented further.
+    return set(re.findall(r"^  (?:-\w \[ )?--([a-z0-9-]+)", help_text, re.MULTILINE))
 
 
 def check_flags(documents, known_flags):
