@@ -13,6 +13,9 @@ packages=(
   # The systemd unit in server/examples is checked with systemd-analyze.
   systemd
   python3 python3-pytest
+  # The Kubernetes manifests in server/examples/kubernetes are checked
+  # against the Kubernetes API schema that the Python client carries.
+  python3-kubernetes python3-yaml
   # KVM tests: a Debian kernel booted under QEMU offers a real /dev/kvm.
   qemu-system-x86 busybox-static cpio
   # Fuzz targets (scripts/fuzz.sh): clang with libFuzzer and the sanitizers.

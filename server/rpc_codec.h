@@ -10,6 +10,7 @@
 #include "pool/call_task.h"
 #include "pool/guest_pool.h"
 #include "rpc-schema/sandpool.capnp.h"
+#include "rpc-schema/value_codec.h"
 #include "server/tenant_registry.h"
 #include "server/tenant_state.h"
 #include "vm/error.h"
@@ -21,9 +22,6 @@ namespace sandpool::server {
 inline std::string str(capnp::Text::Reader text) { return std::string(text.begin(), text.end()); }
 inline kj::StringPtr ptr(const std::string& s) { return kj::StringPtr(s.c_str(), s.size()); }
 
-vm::Value fromRpc(rpc::Value::Reader value);
-void toRpc(const vm::Value& value, rpc::Value::Builder out);
-rpc::ValueType toRpc(vm::ValueType type);
 void toRpc(const vm::FunctionSignature& sig, rpc::FunctionSignature::Builder out);
 
 rpc::ErrorCode errorCode(vm::ErrorKind kind);

@@ -1,7 +1,5 @@
 #include "vm/value.h"
 
-#include <charconv>
-#include <cstdio>
 #include <cstring>
 #include <type_traits>
 
@@ -35,27 +33,6 @@ Error truncated(std::string_view what) {
   return makeError(ErrorKind::kBadHostCall, "encoded value truncated in " + std::string(what));
 }
 
-// "'<text>'<what><detail>", for an argument that does not parse. Appended
-// piece by piece and kept out of line (an error path): GCC 12 warns with
-// false positives on "'" + std::string(text) + ... (-Wrestrict) and, once
-// this is inlined, on decodeValue (-Wfree-nonheap-object).
-[[gnu::cold]] Error badArgument(std::string_view text, std::string_view what,
-                                std::string_view detail = {}) {
-  std::string message = "'";
-  message.append(text).append("'").append(what).append(detail);
-  return makeError(ErrorKind::kBadArguments, std::move(message));
-}
-
-template <typename T>
-Expected<Value> parseNumber(std::string_view text, ValueType type) {
-  T v{};
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    return badArgument(text, " is not a valid ", valueTypeName(type));
-  }
-  return Value(v);
-}
-
 }  // namespace
 
 std::string_view valueTypeName(ValueType type) {
@@ -74,67 +51,6 @@ bool parseValueType(std::string_view name, ValueType& type) {
 }
 
 bool isValidValueType(uint8_t tag) { return tag <= SANDPOOL_TYPE_LAST; }
-
-std::string formatValue(const Value& value) {
-  return std::visit(
-      [](const auto& v) -> std::string {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, Void>) {
-          return "(void)";
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return v ? "true" : "false";
-        } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-          char buf[64];
-          std::snprintf(buf, sizeof buf, "%.17g", static_cast<double>(v));
-          return buf;
-        } else if constexpr (std::is_same_v<T, std::string>) {
-          return v;
-        } else if constexpr (std::is_same_v<T, Bytes>) {
-          std::string text = "0x";
-          for (uint8_t b : v) {
-            text += "0123456789abcdef"[b >> 4];
-            text += "0123456789abcdef"[b & 15];
-          }
-          return text;
-        } else {
-          return std::to_string(v);
-        }
-      },
-      value);
-}
-
-Expected<Value> parseValue(ValueType type, std::string_view text) {
-  switch (type) {
-    case ValueType::kVoid: return Value(Void{});
-    case ValueType::kI32: return parseNumber<int32_t>(text, type);
-    case ValueType::kI64: return parseNumber<int64_t>(text, type);
-    case ValueType::kU32: return parseNumber<uint32_t>(text, type);
-    case ValueType::kU64: return parseNumber<uint64_t>(text, type);
-    case ValueType::kF32: return parseNumber<float>(text, type);
-    case ValueType::kF64: return parseNumber<double>(text, type);
-    case ValueType::kBool:
-      if (text == "true" || text == "1") return Value(true);
-      if (text == "false" || text == "0") return Value(false);
-      return badArgument(text, " is not a bool (true/false)");
-    case ValueType::kString: return Value(std::string(text));
-    case ValueType::kBytes: {
-      std::string_view digits = text.substr(0, 2) == "0x" ? text.substr(2) : text;
-      if (digits.size() % 2 != 0) {
-        return makeError(ErrorKind::kBadArguments, "bytes need an even number of hex digits");
-      }
-      Bytes bytes(digits.size() / 2);
-      for (size_t i = 0; i < bytes.size(); i++) {
-        auto [end, ec] =
-            std::from_chars(digits.data() + 2 * i, digits.data() + 2 * i + 2, bytes[i], 16);
-        if (ec != std::errc() || end != digits.data() + 2 * i + 2) {
-          return badArgument(text, " is not hex bytes");
-        }
-      }
-      return Value(std::move(bytes));
-    }
-  }
-  return makeError(ErrorKind::kBadArguments, "unknown value type");
-}
 
 size_t encodedSize(const Value& value) {
   return std::visit(
@@ -205,8 +121,13 @@ Expected<Value> decodeValue(std::span<const uint8_t>& in) {
       }
       auto payload = in.first(size);
       in = in.subspan(size);
-      if (tag == SANDPOOL_TYPE_STRING) return Value(std::string(payload.begin(), payload.end()));
-      return Value(Bytes(payload.begin(), payload.end()));
+      // Built in place: GCC 12 reports a temporary's destruction here as a
+      // free of an unallocated object (-Wfree-nonheap-object, a false
+      // positive).
+      if (tag == SANDPOOL_TYPE_STRING) {
+        return Value(std::in_place_index<SANDPOOL_TYPE_STRING>, payload.begin(), payload.end());
+      }
+      return Value(std::in_place_index<SANDPOOL_TYPE_BYTES>, payload.begin(), payload.end());
     }
   }
   return makeError(ErrorKind::kBadHostCall, "unknown value type tag " + std::to_string(tag));

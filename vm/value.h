@@ -45,11 +45,6 @@ using Value = std::variant<Void, int32_t, int64_t, uint32_t, uint64_t, float, do
 
 inline ValueType typeOf(const Value& value) { return static_cast<ValueType>(value.index()); }
 
-// Human-readable rendering, for CLIs and logs: 42, 1.5, true, "text", hex bytes.
-std::string formatValue(const Value& value);
-// Parses text into a value of `type` ("42", "true", "0x00ff" for bytes).
-Expected<Value> parseValue(ValueType type, std::string_view text);
-
 // Number of bytes encodeValue() appends for `value`.
 size_t encodedSize(const Value& value);
 void encodeValue(const Value& value, std::vector<uint8_t>& out);

@@ -1,16 +1,15 @@
 #include "clients/cpp/client.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstring>
-#include <sstream>
 #include <thread>
 
 #include <capnp/schema.h>
 
 #include "common/untrusted_text.h"
+#include "rpc-schema/value_codec.h"
+#include "vm/value_text.h"
 
 namespace sandpool::client {
 
@@ -67,33 +66,14 @@ std::string enumName(Enum value) {
   return "unknown(" + std::to_string(index) + ")";
 }
 
-template <typename T>
-bool parseNumber(const std::string& text, T& out) {
-  if constexpr (std::is_floating_point_v<T>) {
-    char* end = nullptr;
-    errno = 0;
-    double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE) return false;
-    out = static_cast<T>(v);
-    return true;
-  } else {
-    int base = 10;
-    const char* begin = text.data();
-    const char* end = text.data() + text.size();
-    if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
-      base = 16;
-      begin += 2;
-    }
-    auto [ptr, ec] = std::from_chars(begin, end, out, base);
-    return !text.empty() && ec == std::errc() && ptr == end;
-  }
-}
-
+// Appended rather than concatenated: GCC 12 warns with a false positive on
+// "\"" + std::string + "\"" once this is inlined (-Wrestrict).
 std::string quote(kj::StringPtr text) {
-  return "\"" +
-         text::escapeUntrusted(std::string_view(text.begin(), text.size()), text::Escape::kQuoted,
-                               text::kNoLimit) +
-         "\"";
+  std::string quoted = "\"";
+  quoted.append(text::escapeUntrusted(std::string_view(text.begin(), text.size()),
+                                      text::Escape::kQuoted, text::kNoLimit));
+  quoted.push_back('"');
+  return quoted;
 }
 
 }  // namespace
@@ -107,93 +87,15 @@ std::string describe(rpc::Error::Reader error) {
 
 std::optional<std::string> parseValue(rpc::ValueType type, const std::string& text,
                                       rpc::Value::Builder out) {
-  auto bad = [&] { return "'" + text + "' is not a valid " + valueTypeName(type); };
-  switch (type) {
-    case rpc::ValueType::VOID: out.setVoid(); return std::nullopt;
-    case rpc::ValueType::I32: {
-      int32_t v;
-      if (!parseNumber(text, v)) return bad();
-      out.setI32(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::I64: {
-      int64_t v;
-      if (!parseNumber(text, v)) return bad();
-      out.setI64(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::U32: {
-      uint32_t v;
-      if (!parseNumber(text, v)) return bad();
-      out.setU32(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::U64: {
-      uint64_t v;
-      if (!parseNumber(text, v)) return bad();
-      out.setU64(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::F32: {
-      float v;
-      if (!parseNumber(text, v)) return bad();
-      out.setF32(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::F64: {
-      double v;
-      if (!parseNumber(text, v)) return bad();
-      out.setF64(v);
-      return std::nullopt;
-    }
-    case rpc::ValueType::BOOL:
-      if (text == "true" || text == "1")
-        out.setBool(true);
-      else if (text == "false" || text == "0")
-        out.setBool(false);
-      else
-        return bad();
-      return std::nullopt;
-    case rpc::ValueType::STRING: out.setString(text); return std::nullopt;
-    case rpc::ValueType::BYTES: {
-      std::string hex = text.rfind("0x", 0) == 0 ? text.substr(2) : text;
-      if (hex.size() % 2 != 0) return bad();
-      auto data = out.initBytes(static_cast<unsigned>(hex.size() / 2));
-      for (size_t i = 0; i < data.size(); ++i) {
-        uint8_t b;
-        auto [ptr, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, b, 16);
-        if (ec != std::errc() || ptr != hex.data() + 2 * i + 2) return bad();
-        data[i] = b;
-      }
-      return std::nullopt;
-    }
-  }
-  return "unsupported type " + valueTypeName(type);
+  auto value = vm::parseValue(rpc::fromRpc(type), text);
+  if (!value) return value.error().message;
+  rpc::toRpc(*value, out);
+  return std::nullopt;
 }
 
 std::string formatValue(rpc::Value::Reader value) {
-  std::ostringstream out;
-  switch (value.which()) {
-    case rpc::Value::VOID: return "(void)";
-    case rpc::Value::I32: return std::to_string(value.getI32());
-    case rpc::Value::I64: return std::to_string(value.getI64());
-    case rpc::Value::U32: return std::to_string(value.getU32());
-    case rpc::Value::U64: return std::to_string(value.getU64());
-    case rpc::Value::F32: out << value.getF32(); return out.str();
-    case rpc::Value::F64: out << value.getF64(); return out.str();
-    case rpc::Value::BOOL: return value.getBool() ? "true" : "false";
-    case rpc::Value::STRING: return quote(value.getString());
-    case rpc::Value::BYTES: {
-      static constexpr char kDigits[] = "0123456789abcdef";
-      std::string s = "0x";
-      for (uint8_t b : value.getBytes()) {
-        s.push_back(kDigits[b >> 4]);
-        s.push_back(kDigits[b & 15]);
-      }
-      return s;
-    }
-  }
-  return "(unknown value)";
+  if (value.isString()) return quote(value.getString());
+  return vm::formatValue(rpc::fromRpc(value));
 }
 
 std::string formatSignature(rpc::FunctionSignature::Reader sig) {

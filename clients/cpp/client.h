@@ -48,11 +48,13 @@ std::string errorCodeName(rpc::ErrorCode code);
 std::string describe(rpc::Error::Reader error);  // "timeout: call ran past ..."
 std::string valueTypeName(rpc::ValueType type);
 
-// Parses `text` as a value of `type` into `out`; returns an error message
-// on failure ("'x' is not a valid i32"). Bytes are hex ("0x00ff" or "00ff").
+// Parses `text` in the values' text form (vm/value_text.h) as a value of
+// `type` into `out`; returns an error message on failure ("'x' is not a
+// valid i32").
 std::optional<std::string> parseValue(rpc::ValueType type, const std::string& text,
                                       rpc::Value::Builder out);
-// 42, -1.5, true, "text" (quoted, escaped as in common/untrusted_text.h), 0x00ff.
+// The values' text form (vm/value_text.h), but strings quoted and escaped
+// for a terminal (common/untrusted_text.h): 42, -1.5, true, "text", 0x00ff.
 std::string formatValue(rpc::Value::Reader value);
 std::string formatSignature(rpc::FunctionSignature::Reader sig);
 

@@ -12,6 +12,7 @@
 
 #include "tests/fuzz/fuzz_check.h"
 #include "vm/value.h"
+#include "vm/value_text.h"
 
 using namespace sandpool::vm;
 using sandpool::fuzz::require;

@@ -21,6 +21,7 @@
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 #include "vm/syscall_filter.h"
+#include "vm/value_text.h"
 #include "vm/x86.h"
 
 namespace sandpool::vm {

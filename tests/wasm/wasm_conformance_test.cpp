@@ -14,6 +14,7 @@
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "vm/value_text.h"
 
 namespace sandpool::vm {
 namespace {

@@ -11,6 +11,7 @@
 #include "vm/host_functions.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "vm/value_text.h"
 #include "wasm/glue_writer.h"
 #include "wasm/module.h"
 #include "wasm/translator.h"

@@ -18,6 +18,7 @@
 #include "vm/guest_image.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
+#include "vm/value_text.h"
 #include "wasm/translator.h"
 
 namespace {
@@ -125,14 +126,7 @@ int main(int argc, char** argv) {
   CallRequest request;
   request.function = positional[1];
   for (size_t i = 2; i < positional.size(); i++) {
-    const std::string& arg = positional[i];
-    const size_t colon = arg.find(':');
-    ValueType type;
-    if (colon == std::string::npos || !parseValueType(arg.substr(0, colon), type)) {
-      std::cerr << "sandpool-run: argument '" << arg << "' is not TYPE:VALUE\n";
-      return 2;
-    }
-    auto value = parseValue(type, arg.substr(colon + 1));
+    auto value = parseTypedValue(positional[i]);
     if (!value) {
       std::cerr << "sandpool-run: " << value.error().message << "\n";
       return 2;
