@@ -1765,6 +1765,14 @@ TEST_F(ServerTest, MetricsCountRealCallsAndPassPromtool) {
   EXPECT_EQ(httpRequest(dir_, address, "/readyz").status, 200) << "ready once the line is out";
   EXPECT_EQ(httpRequest(dir_, address, "/nothing-here").status, 404);
   EXPECT_EQ(httpRequest(dir_, address, "/metrics", "POST").status, 405);
+  {
+    // A request header past 8 KiB is not answered: the connection closes.
+    ChildProcess curl("/usr/bin/curl", {"-s", "-o", "/dev/null", "-w", "%{http_code}\n", "-H",
+                                        "X-Padding: " + std::string(16 << 10, 'x'),
+                                        "http://" + address + "/healthz"});
+    curl.wait(60s);
+    EXPECT_EQ(std::atoi(curl.output().c_str()), 0) << curl.output();
+  }
 
   auto tenant = alpha();
   mustUpload(tenant, "add", GUEST_ADD);
