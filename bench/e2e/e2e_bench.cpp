@@ -13,12 +13,13 @@
 // `sandpool bench` does (--client-poll-us 0: it sleeps in epoll instead).
 //
 // --scrape-metrics: the server serves --listen-metrics, and a thread of
-// this process fetches /metrics over one keep-alive connection, back to
-// back, for the whole run (the cost of metrics while a scraper hammers
-// them; `-- --listen-metrics 127.0.0.1:0` alone: metrics on, not scraped).
+// this process fetches /metrics over one keep-alive connection for the
+// whole run, back to back or every --scrape-interval-ms (the cost of
+// metrics while a scraper hammers them; `-- --listen-metrics 127.0.0.1:0`
+// alone: metrics on, not scraped).
 //
 //   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [--scrape-metrics]
-//   [-- extra sandpoold flags]
+//   [--scrape-interval-ms N] [-- extra sandpoold flags]
 #include <time.h>
 
 #include <algorithm>
@@ -122,8 +123,8 @@ Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>
 // pages.
 class MetricsScraper {
  public:
-  explicit MetricsScraper(const std::string& address)
-      : thread_([this, address] { scrape(address); }) {}
+  MetricsScraper(const std::string& address, std::chrono::milliseconds interval)
+      : thread_([this, address, interval] { scrape(address, interval); }) {}
   ~MetricsScraper() {
     stop_.store(true);
     thread_.join();
@@ -131,7 +132,7 @@ class MetricsScraper {
   uint64_t pages() const { return pages_.load(); }
 
  private:
-  void scrape(const std::string& address) {
+  void scrape(const std::string& address, std::chrono::milliseconds interval) {
     namespace beast = boost::beast;
     namespace http = beast::http;
     boost::asio::io_context io;
@@ -151,6 +152,7 @@ class MetricsScraper {
         std::exit(1);
       }
       pages_.fetch_add(1);
+      std::this_thread::sleep_for(interval);
     }
   }
 
@@ -166,6 +168,7 @@ int main(int argc, char** argv) {
   std::string backend = "emulated";
   std::vector<std::string> extra;
   bool scrape_metrics = false;
+  std::chrono::milliseconds scrape_interval{0};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--calls" && i + 1 < argc)
@@ -178,13 +181,15 @@ int main(int argc, char** argv) {
       poll = std::chrono::microseconds(std::strtoull(argv[++i], nullptr, 10));
     else if (a == "--scrape-metrics")
       scrape_metrics = true;
+    else if (a == "--scrape-interval-ms" && i + 1 < argc)
+      scrape_interval = std::chrono::milliseconds(std::strtoull(argv[++i], nullptr, 10));
     else if (a == "--") {
       extra.assign(argv + i + 1, argv + argc);
       break;
     } else {
       std::fprintf(stderr,
                    "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N]"
-                   " [--scrape-metrics] [-- sandpoold flags]\n");
+                   " [--scrape-metrics] [--scrape-interval-ms N] [-- sandpoold flags]\n");
       return 2;
     }
   }
@@ -198,7 +203,7 @@ int main(int argc, char** argv) {
   if (scrape_metrics) args.insert(args.end(), {"--listen-metrics", "127.0.0.1:0"});
   testing::ServerProcess server(SANDPOOLD_BIN, dir.path() / "data", tenants, args);
   std::optional<MetricsScraper> scraper;
-  if (scrape_metrics) scraper.emplace(server.metricsAddress());
+  if (scrape_metrics) scraper.emplace(server.metricsAddress(), scrape_interval);
 
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
