@@ -67,6 +67,8 @@ class MetricsServer::Session : public std::enable_shared_from_this<Session> {
 
   // The scrape's snapshot, back from the KJ thread.
   void answerMetrics(MetricsSnapshot snapshot) {
+    if (!awaiting_snapshot_) return;  // answered 503 at the timeout
+    awaiting_snapshot_ = false;
     gather_timer_.cancel();
     auto& request = parser_->get();
     write(textResponse(http::status::ok, request.version(), request.keep_alive(),
@@ -137,11 +139,13 @@ class MetricsServer::Session : public std::enable_shared_from_this<Session> {
     scrape->channel = server_.channel_;
     scrape->session = weak_from_this();
     server_.mailbox_.post(scrape);
+    awaiting_snapshot_ = true;
     // The timer's handler holds the session until the snapshot or the
     // timeout.
     gather_timer_.expires_after(kTimeout);
     gather_timer_.async_wait([self = shared_from_this()](beast::error_code error) {
-      if (error) return;  // cancelled: the snapshot came
+      if (error || !self->awaiting_snapshot_) return;  // the snapshot came
+      self->awaiting_snapshot_ = false;
       const auto& request = self->parser_->get();
       self->write(textResponse(http::status::service_unavailable, request.version(), false,
                                "metrics not gathered in time\n"));
@@ -167,6 +171,7 @@ class MetricsServer::Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_{kMaxHeaderBytes + kMaxBodyBytes};
   std::optional<http::request_parser<http::string_body>> parser_;
   asio::steady_timer gather_timer_;
+  bool awaiting_snapshot_ = false;  // a scrape's message is out to the KJ thread
 };
 
 MetricsServer::MetricsServer(KjMailbox& mailbox, Gather gather)
