@@ -5,7 +5,9 @@
 namespace sandpool::pool {
 
 void LatencyHistogram::add(std::chrono::nanoseconds latency) noexcept {
-  uint64_t us = static_cast<uint64_t>(std::max<int64_t>(latency.count(), 0)) / 1000;
+  const uint64_t ns = static_cast<uint64_t>(std::max<int64_t>(latency.count(), 0));
+  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+  const uint64_t us = ns / 1000;
   auto it = std::upper_bound(kBoundsUs.begin(), kBoundsUs.end() - 1, us);
   counts_[static_cast<size_t>(it - kBoundsUs.begin())].fetch_add(1, std::memory_order_relaxed);
 }
@@ -14,6 +16,7 @@ LatencyHistogram::Snapshot LatencyHistogram::snapshot() const noexcept {
   Snapshot s;
   for (size_t i = 0; i < counts_.size(); ++i)
     s.counts[i] = counts_[i].load(std::memory_order_relaxed);
+  s.sum_ns = sum_ns_.load(std::memory_order_relaxed);
   return s;
 }
 

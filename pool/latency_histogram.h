@@ -20,6 +20,7 @@ class LatencyHistogram {
 
   struct Snapshot {
     std::array<uint64_t, kBoundsUs.size()> counts{};
+    uint64_t sum_ns = 0;  // of every latency added (the Prometheus histogram's _sum)
     uint64_t total() const;
     // The upper bound of the bucket holding quantile `q` (0 < q <= 1); 0 if empty.
     uint64_t quantileUs(double q) const;
@@ -30,6 +31,7 @@ class LatencyHistogram {
 
  private:
   std::array<std::atomic<uint64_t>, kBoundsUs.size()> counts_{};
+  std::atomic<uint64_t> sum_ns_{0};
 };
 
 }  // namespace sandpool::pool

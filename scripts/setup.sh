@@ -12,6 +12,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # The systemd unit in server/examples is checked with systemd-analyze.
   systemd
+  # The metrics test scrapes /metrics with curl and checks the page with
+  # promtool (package prometheus; docs/server.md, "Metrics and health").
+  curl prometheus
   python3 python3-pytest
   # The Kubernetes manifests in server/examples/kubernetes are checked
   # against the Kubernetes API schema that the Python client carries.

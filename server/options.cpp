@@ -40,6 +40,10 @@ ParsedOptions parseOptions(int argc, char** argv) {
       "TCP address to serve RPC on; port 0 picks a free port; empty disables TCP")(
       "listen-unix", po::value(&o.listen_unix)->default_value(o.listen_unix)->value_name("PATH"),
       "Unix socket to serve RPC on, relative to --data-dir unless absolute; empty disables it")(
+      "listen-metrics", po::value(&o.listen_metrics)->value_name("HOST:PORT"),
+      "TCP address to serve HTTP /metrics (Prometheus), /healthz and /readyz on, without "
+      "authentication: keep it on loopback or a private network; port 0 picks a free port; "
+      "off by default")(
       "backend", po::value(&o.backend)->default_value(o.backend)->value_name("auto|kvm|emulated"),
       "VM backend; auto uses KVM where /dev/kvm opens and passes its self-test, the emulator "
       "otherwise")(

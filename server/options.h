@@ -15,6 +15,7 @@ namespace sandpool::server {
 struct ServerOptions {
   std::string listen_tcp = "127.0.0.1:7300";   // empty: no TCP listener
   std::string listen_unix = "sandpoold.sock";  // relative to data_dir; empty: none
+  std::string listen_metrics;                  // HTTP metrics and health; empty: none
   std::string backend = "auto";
   std::string kvm_speed_check = "require";  // or "waive": accept KVM under emulation
   std::string syscall_filter = "kill";      // or "log", "off"

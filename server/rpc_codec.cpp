@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include <capnp/schema.h>
+
 #include "common/untrusted_text.h"
 
 namespace sandpool::server {
@@ -14,19 +16,28 @@ uint64_t ns(std::chrono::nanoseconds d) {
 }
 
 // FailureCode is numbered as the wire's ErrorCode, so that the registry's
-// log lines name the code a client sees.
+// log lines and the metrics name the code a client sees.
 constexpr bool sameCode(FailureCode code, rpc::ErrorCode wire) {
   return static_cast<uint16_t>(code) == static_cast<uint16_t>(wire);
 }
 static_assert(sameCode(FailureCode::kInternal, rpc::ErrorCode::INTERNAL));
+static_assert(sameCode(FailureCode::kUnauthenticated, rpc::ErrorCode::UNAUTHENTICATED));
 static_assert(sameCode(FailureCode::kInvalidArgument, rpc::ErrorCode::INVALID_ARGUMENT));
 static_assert(sameCode(FailureCode::kInvalidGuest, rpc::ErrorCode::INVALID_GUEST));
 static_assert(sameCode(FailureCode::kTooLarge, rpc::ErrorCode::TOO_LARGE));
 static_assert(sameCode(FailureCode::kGuestExists, rpc::ErrorCode::GUEST_EXISTS));
 static_assert(sameCode(FailureCode::kUnknownGuest, rpc::ErrorCode::UNKNOWN_GUEST));
+static_assert(sameCode(FailureCode::kUnknownFunction, rpc::ErrorCode::UNKNOWN_FUNCTION));
+static_assert(sameCode(FailureCode::kBadArguments, rpc::ErrorCode::BAD_ARGUMENTS));
+static_assert(sameCode(FailureCode::kGuestAbort, rpc::ErrorCode::GUEST_ABORT));
+static_assert(sameCode(FailureCode::kGuestFault, rpc::ErrorCode::GUEST_FAULT));
+static_assert(sameCode(FailureCode::kTimeout, rpc::ErrorCode::TIMEOUT));
+static_assert(sameCode(FailureCode::kBadHostCall, rpc::ErrorCode::BAD_HOST_CALL));
+static_assert(sameCode(FailureCode::kOutOfMemory, rpc::ErrorCode::OUT_OF_MEMORY));
+static_assert(sameCode(FailureCode::kLimitExceeded, rpc::ErrorCode::LIMIT_EXCEEDED));
+static_assert(sameCode(FailureCode::kOverloaded, rpc::ErrorCode::OVERLOADED));
 static_assert(sameCode(FailureCode::kQuotaExceeded, rpc::ErrorCode::QUOTA_EXCEEDED));
 static_assert(sameCode(FailureCode::kShuttingDown, rpc::ErrorCode::SHUTTING_DOWN));
-
 void toRpc(const pool::CallOutcome& o, std::chrono::nanoseconds total, rpc::Timing::Builder t) {
   t.setQueueNs(ns(o.queue_time));
   t.setRunNs(ns(o.call.stats.run_time));
@@ -48,34 +59,16 @@ void toRpc(const vm::FunctionSignature& sig, rpc::FunctionSignature::Builder out
 }
 
 rpc::ErrorCode errorCode(vm::ErrorKind kind) {
-  switch (kind) {
-    case vm::ErrorKind::kInvalidGuest: return rpc::ErrorCode::INVALID_GUEST;
-    case vm::ErrorKind::kUnknownFunction: return rpc::ErrorCode::UNKNOWN_FUNCTION;
-    case vm::ErrorKind::kBadArguments: return rpc::ErrorCode::BAD_ARGUMENTS;
-    case vm::ErrorKind::kGuestAbort: return rpc::ErrorCode::GUEST_ABORT;
-    case vm::ErrorKind::kGuestFault: return rpc::ErrorCode::GUEST_FAULT;
-    case vm::ErrorKind::kTimeout: return rpc::ErrorCode::TIMEOUT;
-    case vm::ErrorKind::kBadHostCall: return rpc::ErrorCode::BAD_HOST_CALL;
-    case vm::ErrorKind::kOutOfMemory: return rpc::ErrorCode::OUT_OF_MEMORY;
-    case vm::ErrorKind::kLimitExceeded: return rpc::ErrorCode::LIMIT_EXCEEDED;
-    case vm::ErrorKind::kResetFailed:
-    case vm::ErrorKind::kBackendUnavailable:
-    case vm::ErrorKind::kInternal: return rpc::ErrorCode::INTERNAL;
-  }
-  return rpc::ErrorCode::INTERNAL;
+  return static_cast<rpc::ErrorCode>(failureCode(kind));
 }
 
 rpc::ErrorCode errorCode(pool::RefusalKind kind) {
-  switch (kind) {
-    case pool::RefusalKind::kOverloaded: return rpc::ErrorCode::OVERLOADED;
-    case pool::RefusalKind::kShuttingDown: return rpc::ErrorCode::SHUTTING_DOWN;
-    case pool::RefusalKind::kGuestRemoved: return rpc::ErrorCode::UNKNOWN_GUEST;
-    case pool::RefusalKind::kNoVm: return rpc::ErrorCode::INTERNAL;
-    case pool::RefusalKind::kVmQuota: return rpc::ErrorCode::QUOTA_EXCEEDED;
-    // Nobody reads it: the caller is gone.
-    case pool::RefusalKind::kCancelled: return rpc::ErrorCode::INTERNAL;
-  }
-  return rpc::ErrorCode::INTERNAL;
+  return static_cast<rpc::ErrorCode>(failureCode(kind));
+}
+
+std::string errorCodeName(FailureCode code) {
+  auto enumerants = capnp::Schema::from<rpc::ErrorCode>().getEnumerants();
+  return enumerants[static_cast<uint16_t>(code)].getProto().getName().cStr();
 }
 
 void setError(rpc::Error::Builder out, rpc::ErrorCode code, kj::StringPtr message) {

@@ -26,6 +26,8 @@ void toRpc(const vm::FunctionSignature& sig, rpc::FunctionSignature::Builder out
 
 rpc::ErrorCode errorCode(vm::ErrorKind kind);
 rpc::ErrorCode errorCode(pool::RefusalKind kind);
+// The schema's name of `code` ("unknownFunction"), as metrics label it.
+std::string errorCodeName(FailureCode code);
 // Fills `out` from a vm error. Internal errors may carry host details (paths,
 // syscalls): those are logged by the caller and replaced here.
 void toRpc(const vm::Error& error, rpc::Error::Builder out);

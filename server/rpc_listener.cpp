@@ -149,6 +149,14 @@ void RpcListener::admit(kj::AuthenticatedStream&& accepted) {
                               .attach(kj::mv(conn)));
 }
 
+RpcListener::ConnectionCounts RpcListener::connectionCounts() const {
+  ConnectionCounts counts;
+  for (const Connection* conn : open_) {
+    ++(conn->status->logged_in ? counts.authenticated : counts.unauthenticated);
+  }
+  return counts;
+}
+
 bool RpcListener::evictOneNotLoggedIn() {
   auto oldest =
       std::find_if(open_.begin(), open_.end(), [](Connection* c) { return !c->status->logged_in; });

@@ -62,6 +62,12 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
 
   // Closes the listening sockets; connections stay open.
   void stopAccepting();
+
+  struct ConnectionCounts {
+    uint32_t authenticated = 0, unauthenticated = 0;
+  };
+  // The open connections, by whether they logged in (the metrics page).
+  ConnectionCounts connectionCounts() const;
   // Drops every connection.
   void closeConnections();
 

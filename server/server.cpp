@@ -30,6 +30,8 @@
 #include "server/privileges.h"
 #include "server/in_flight_work.h"
 #include "server/kj_mailbox.h"
+#include "server/metrics_page.h"
+#include "server/metrics_server.h"
 #include "server/rpc_host_functions.h"
 #include "server/rpc_listener.h"
 #include "server/sandpool_service.h"
@@ -178,6 +180,11 @@ class Server {
             kj_io_.provider->getNetwork(), kj_io_.provider->getTimer(), connectionLimits(options)) {
     scheduler_.start();
     strand_thread_ = std::thread([this] { strand_io_.run(); });
+    if (!options_.listen_metrics.empty()) {
+      metrics_.emplace(mailbox_, [this] {
+        return takeMetricsSnapshot(registry_, listener_.connectionCounts());
+      });
+    }
   }
 
   // Loads the stored guests, listens, serves until SIGTERM or SIGINT, and
@@ -229,6 +236,9 @@ class Server {
   // Queued uploads and file writes finish first.
   ShutdownStep join_blocking_{[this] { blocking_.join(); }};
   ShutdownStep stop_workers_{[this] { scheduler_.stop(); }};
+  // Stops first: its scrapes post to the mailbox and read the registry and
+  // the listener.
+  std::optional<MetricsServer> metrics_;
 };
 
 // SIGHUP: re-read the tenants file (token rotation, tenants added or
@@ -288,6 +298,19 @@ int Server::serveUntilSignal() {
 }
 
 int Server::serve() {
+  // Before the stored guests load, so that /healthz answers and /readyz
+  // says "starting" meanwhile; and while the process may still bind
+  // privileged ports.
+  std::string metrics_address;
+  if (metrics_) {
+    auto bound = metrics_->listen(options_.listen_metrics);
+    if (!bound) {
+      spdlog::critical("event=start_failed step=listen_metrics error=\"{}\"",
+                       bound.error().message);
+      return 1;
+    }
+    metrics_address = " metrics=" + bound.value();
+  }
   registry_.loadStoredGuests();
   loops_.add(mailbox_.run());
   loops_.add(reloadOnHangup());
@@ -339,6 +362,8 @@ int Server::serve() {
                    text::escapeUntrusted(stale.path.string()), stale.bytes);
     }
   }
+  ready += metrics_address;
+  if (metrics_) metrics_->setReadiness(MetricsServer::Readiness::kReady);
   spdlog::info("event=ready workers={} tenants={} {}", options_.workers, registry_.tenantCount(),
                ready);
   std::printf("%s\n", ready.c_str());
@@ -346,6 +371,7 @@ int Server::serve() {
 
   int signal = serveUntilSignal();
   spdlog::info("event=shutdown_begin signal={} in_flight={}", signal, in_flight_.count());
+  if (metrics_) metrics_->setReadiness(MetricsServer::Readiness::kDraining);
 
   listener_.stopAccepting();
   auto drained = in_flight_.shutdown();

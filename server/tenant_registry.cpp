@@ -49,21 +49,25 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
  public:
   MailboxCallTask(KjMailbox& mailbox, const TenantState& tenant,
                   kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller,
-                  std::unique_ptr<vm::HostFunctions> host_functions)
+                  std::unique_ptr<vm::HostFunctions> host_functions,
+                  std::shared_ptr<GuestMetrics> metrics)
       : mailbox_(mailbox),
         tenant_(tenant),
         fulfiller_(kj::mv(fulfiller)),
-        host_functions_(std::move(host_functions)) {}
+        host_functions_(std::move(host_functions)),
+        metrics_(std::move(metrics)) {}
   ~MailboxCallTask() noexcept override {}
 
   vm::HostFunctions* hostFunctions() const { return host_functions_.get(); }
 
   // Any thread: hands the task to the KJ thread.
   void complete() override { mailbox_.post(this); }
-  // KJ thread: logs the outcome and fulfils the RPC call's promise.
+  // KJ thread: logs and counts the outcome and fulfils the RPC call's
+  // promise.
   void deliver() override {
     const std::chrono::nanoseconds total = pool::Clock::now() - received;
     logOutcome(total);
+    metrics_->record(outcome, wasCancelled(), total);
     fulfiller_->fulfill(FinishedCall{kj::mv(outcome), total});
   }
 
@@ -115,6 +119,7 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
   const TenantState& tenant_;
   kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller_;
   std::unique_ptr<vm::HostFunctions> host_functions_;
+  const std::shared_ptr<GuestMetrics> metrics_;
 };
 
 // What the blocking pool reports of an upload.
@@ -256,6 +261,7 @@ TenantState* TenantRegistry::login(std::string_view token, const std::string& pe
     if (same) match = tenant.get();
   }
   if (match == nullptr) {
+    ++logins_refused_;
     spdlog::warn("event=login_refused peer={}", peer);
   } else {
     spdlog::info("event=login tenant={} peer={}", match->config.name, peer);
@@ -463,8 +469,8 @@ pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point rec
 kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestEntry& guest,
                                                GuestCall call) {
   auto paf = kj::newPromiseAndFulfiller<FinishedCall>();
-  auto* task =
-      new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller), std::move(call.host_functions));
+  auto* task = new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller),
+                                   std::move(call.host_functions), guest.metrics);
   task->guest = guest.pool;
   task->request = std::move(call.request);
   task->request.host_functions = task->hostFunctions();
@@ -526,8 +532,10 @@ pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant,
 void TenantRegistry::install(TenantState& tenant, const std::string& name,
                              std::shared_ptr<pool::GuestPool> guest, std::string sha256,
                              uint64_t size) {
+  auto metrics = std::make_shared<GuestMetrics>();
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) {
+    metrics = it->second.metrics;
     tenant.pool->removeGuest(it->second.pool);
     tenant.guests.erase(it);
   }
@@ -535,7 +543,7 @@ void TenantRegistry::install(TenantState& tenant, const std::string& name,
   // A replaced guest's old VMs may have held the quota a full prewarm
   // needed; they are being retired, so top up in the background.
   guest->requestPrewarm();
-  tenant.guests[name] = GuestEntry{std::move(guest), std::move(sha256), size};
+  tenant.guests[name] = GuestEntry{std::move(guest), std::move(sha256), size, std::move(metrics)};
 }
 
 kj::Promise<std::optional<vm::Error>> TenantRegistry::writeStore(

@@ -30,6 +30,7 @@
 #include "pool/call_task.h"
 #include "pool/guest_pool.h"
 #include "pool/tenant_pool.h"
+#include "server/failure_code.h"
 #include "server/guest_store.h"
 #include "server/in_flight_work.h"
 #include "server/kj_mailbox.h"
@@ -43,20 +44,6 @@
 #include "wasm/translator_service.h"
 
 namespace sandpool::server {
-
-// Why an operation was refused or failed, numbered as the schema's
-// ErrorCode (rpc_codec.cpp checks) so that a log line's code= reads the
-// same as the wire.
-enum class FailureCode : uint16_t {
-  kInternal = 0,
-  kInvalidArgument = 2,
-  kInvalidGuest = 3,
-  kTooLarge = 4,
-  kGuestExists = 5,
-  kUnknownGuest = 6,
-  kQuotaExceeded = 16,
-  kShuttingDown = 17,
-};
 
 // What the client is told. The message never carries host details (paths,
 // system errors): those are logged, and an internal failure says so.
@@ -166,6 +153,11 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
     return tenant.guests;
   }
   void visitStats(const TenantState& tenant, StatsVisitor& visitor) const;
+  // Every tenant, those that left the tenants file included (the metrics
+  // page).
+  const std::vector<std::unique_ptr<TenantState>>& tenants() const { return tenants_; }
+  // Logins with a token no enabled tenant holds, since start.
+  uint64_t loginsRefused() const { return logins_refused_; }
 
   // Shutdown: pools refuse queued and new calls (with in_flight's
   // shutdown(), which refuses uploads and calls here) ...
@@ -212,6 +204,7 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   // Never shrinks: a tenant that left the file is disabled, so capabilities
   // and calls may keep their reference.
   std::vector<std::unique_ptr<TenantState>> tenants_;
+  uint64_t logins_refused_ = 0;
   // Installs of uploads whose file is written: they finish even if the
   // client that uploaded went away. Declared after the tenants, so that
   // an install cut short by shutdown goes before the pools it holds.

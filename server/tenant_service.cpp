@@ -26,6 +26,7 @@ kj::Promise<void> runCall(TenantRegistry& registry, HostCallForwarder& host_call
   auto params = context.getParams();
   auto guest = registry.guest(tenant, guest_name);
   if (!guest.ok()) {
+    ++tenant.metrics.calls_to_no_guest[outcomeSlot(guest.failure().code)];
     toRpc(guest.failure(), context.getResults().initResult().initError().initError());
     return kj::READY_NOW;
   }
@@ -120,13 +121,17 @@ class TenantImpl final : public rpc::Tenant::Server {
   }
 
   kj::Promise<void> upload(UploadContext context) override {
+    const pool::Clock::time_point received = pool::Clock::now();
     auto params = context.getParams();
     std::string name = str(params.getName());
     auto elf = params.getElf();
     return registry_
         .upload(tenant_, name, std::span<const uint8_t>(elf.begin(), elf.size()),
                 params.getReplace())
-        .then([context, name](OrFailure<GuestEntry> answer) mutable {
+        .then([&metrics = tenant_.metrics, context, name,
+               received](OrFailure<GuestEntry> answer) mutable {
+          ++metrics.uploads[answer.ok() ? kOutcomeOk : outcomeSlot(answer.failure().code)];
+          metrics.upload_duration.add(pool::Clock::now() - received);
           auto result = context.getResults().initResult();
           if (answer.ok()) {
             toRpc(name, answer.value(), result.initGuest());

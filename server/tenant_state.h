@@ -17,6 +17,7 @@
 
 #include "pool/guest_pool.h"
 #include "pool/tenant_pool.h"
+#include "server/call_metrics.h"
 #include "server/tenants_file.h"
 
 namespace sandpool::server {
@@ -25,6 +26,9 @@ struct GuestEntry {
   std::shared_ptr<pool::GuestPool> pool;
   std::string sha256;
   uint64_t size = 0;
+  // Shared with the guest's calls in flight, and with the entry of a
+  // version that replaces this one.
+  std::shared_ptr<GuestMetrics> metrics = std::make_shared<GuestMetrics>();
 };
 
 // One tenant's uploads boot their guests one at a time, in the order they
@@ -73,6 +77,7 @@ struct TenantState {
   // bumping it (token rotated, tenant removed) revokes them all at once.
   uint64_t generation = 0;
   bool enabled = true;  // false once the tenant left the tenants file
+  TenantMetrics metrics;
 };
 
 }  // namespace sandpool::server

@@ -12,19 +12,31 @@
 // The client polls for replies while several calls are out, as
 // `sandpool bench` does (--client-poll-us 0: it sleeps in epoll instead).
 //
-//   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [-- extra sandpoold
-//   flags]
+// --scrape-metrics: the server serves --listen-metrics, and a thread of
+// this process fetches /metrics over one keep-alive connection for the
+// whole run, back to back or every --scrape-interval-ms (the cost of
+// metrics while a scraper hammers them; `-- --listen-metrics 127.0.0.1:0`
+// alone: metrics on, not scraped).
+//
+//   e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N] [--scrape-metrics]
+//   [--scrape-interval-ms N] [-- extra sandpoold flags]
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <kj/async-io.h>
 
 #include "clients/cpp/client.h"
@@ -107,12 +119,56 @@ Figures measure(kj::WaitScope& ws, pid_t server, std::function<kj::Promise<bool>
 
 }  // namespace
 
+// Fetches http://ADDRESS/metrics back to back until `stop`; counts the
+// pages.
+class MetricsScraper {
+ public:
+  MetricsScraper(const std::string& address, std::chrono::milliseconds interval)
+      : thread_([this, address, interval] { scrape(address, interval); }) {}
+  ~MetricsScraper() {
+    stop_.store(true);
+    thread_.join();
+  }
+  uint64_t pages() const { return pages_.load(); }
+
+ private:
+  void scrape(const std::string& address, std::chrono::milliseconds interval) {
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::resolver resolver(io);
+    beast::tcp_stream stream(io);
+    const size_t colon = address.rfind(':');
+    stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)));
+    http::request<http::empty_body> request(http::verb::get, "/metrics", 11);
+    request.keep_alive(true);
+    beast::flat_buffer buffer;
+    while (!stop_.load()) {
+      http::write(stream, request);
+      http::response<http::string_body> response;
+      http::read(stream, buffer, response);
+      if (response.result() != http::status::ok) {
+        std::fprintf(stderr, "e2e_bench: /metrics answered %u\n", response.result_int());
+        std::exit(1);
+      }
+      pages_.fetch_add(1);
+      std::this_thread::sleep_for(interval);
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> pages_{0};
+  std::thread thread_;
+};
+
 int main(int argc, char** argv) {
   uint64_t calls = 30000;
   unsigned rounds = 5;
   std::chrono::microseconds poll = client::kDefaultBenchPoll;
   std::string backend = "emulated";
   std::vector<std::string> extra;
+  bool scrape_metrics = false;
+  std::chrono::milliseconds scrape_interval{0};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--calls" && i + 1 < argc)
@@ -123,13 +179,17 @@ int main(int argc, char** argv) {
       backend = argv[++i];
     else if (a == "--client-poll-us" && i + 1 < argc)
       poll = std::chrono::microseconds(std::strtoull(argv[++i], nullptr, 10));
+    else if (a == "--scrape-metrics")
+      scrape_metrics = true;
+    else if (a == "--scrape-interval-ms" && i + 1 < argc)
+      scrape_interval = std::chrono::milliseconds(std::strtoull(argv[++i], nullptr, 10));
     else if (a == "--") {
       extra.assign(argv + i + 1, argv + argc);
       break;
     } else {
       std::fprintf(stderr,
                    "usage: e2e_bench [--calls N] [--rounds R] [--backend B] [--client-poll-us N]"
-                   " [-- sandpoold flags]\n");
+                   " [--scrape-metrics] [--scrape-interval-ms N] [-- sandpoold flags]\n");
       return 2;
     }
   }
@@ -140,7 +200,10 @@ int main(int argc, char** argv) {
                          << "\nmax_vms = 64\nmax_concurrent_calls = 256\nqueue_length = 1024\n";
   std::vector<std::string> args = {"--backend", backend, "--log-level", "warn", "--max-vms", "16"};
   args.insert(args.end(), extra.begin(), extra.end());
+  if (scrape_metrics) args.insert(args.end(), {"--listen-metrics", "127.0.0.1:0"});
   testing::ServerProcess server(SANDPOOLD_BIN, dir.path() / "data", tenants, args);
+  std::optional<MetricsScraper> scraper;
+  if (scrape_metrics) scraper.emplace(server.metricsAddress(), scrape_interval);
 
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
@@ -216,6 +279,10 @@ int main(int argc, char** argv) {
           c.p50_us / p.p50_us, c.calls_per_s / p.calls_per_s, c.server_total_us, c.guest_run_us);
       std::fflush(stdout);
     }
+  }
+  if (scraper) {
+    std::printf("metrics pages scraped: %llu\n", static_cast<unsigned long long>(scraper->pages()));
+    scraper.reset();
   }
   auto status = server.stop();
   return status == 0 ? 0 : 1;

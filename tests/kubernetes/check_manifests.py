@@ -19,11 +19,6 @@ import yaml
 
 from manifest_schema import SchemaError, check_document
 
-# Flags that another change adds to sandpoold (the metrics listener,
-# docs/deployment.md): accepted while `sandpoold --help` does not list them
-# yet, checked like any other once it does.
-_FLAGS_BEING_ADDED = {"listen-metrics"}
-
 MANIFEST_DIR = None
 SANDPOOLD = None
 
@@ -80,7 +75,7 @@ def sandpoold_flags(sandpoold):
 
 def check_flags(documents, known_flags):
     for name in flag_values(server_container(documents)):
-        if name not in known_flags and name not in _FLAGS_BEING_ADDED:
+        if name not in known_flags:
             raise ManifestError(f"sandpoold has no flag --{name}")
 
 

@@ -229,6 +229,7 @@ TEST(LatencyHistogramTest, QuantilesReportTheBucketBound) {
   EXPECT_EQ(s.quantileUs(0.5), 20u);
   EXPECT_EQ(s.quantileUs(0.98), 20u);
   EXPECT_EQ(s.quantileUs(0.99), 5000u);
+  EXPECT_EQ(s.sum_ns, 98u * 15000u + 2u * 3000000u);
   EXPECT_EQ(LatencyHistogram().snapshot().quantileUs(0.5), 0u);
 }
 

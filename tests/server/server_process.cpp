@@ -189,6 +189,7 @@ ServerProcess::ServerProcess(const std::string& binary, const fs::path& data_dir
   while (words >> word) {
     if (word.rfind("tcp=", 0) == 0) tcp_ = word.substr(4);
     if (word.rfind("unix=", 0) == 0) unix_ = "unix:" + word.substr(5);
+    if (word.rfind("metrics=", 0) == 0) metrics_ = word.substr(8);
   }
 }
 

@@ -72,12 +72,14 @@ class ServerProcess {
   ChildProcess& process() { return *process_; }
   const std::string& tcpAddress() const { return tcp_; }    // "127.0.0.1:PORT"
   const std::string& unixAddress() const { return unix_; }  // "unix:/path"
+  // "127.0.0.1:PORT" with --listen-metrics; empty without.
+  const std::string& metricsAddress() const { return metrics_; }
   // SIGTERM, then the exit status (nothing if it did not exit in time).
   std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
  private:
   std::unique_ptr<ChildProcess> process_;
-  std::string tcp_, unix_;
+  std::string tcp_, unix_, metrics_;
 };
 
 }  // namespace sandpool::testing

@@ -235,6 +235,7 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
   std::string text = help.output();
   for (const char* flag : {"--listen-tcp",
                            "--listen-unix",
+                           "--listen-metrics",
                            "--backend",
                            "--workers",
                            "--tenants",
@@ -1780,6 +1781,117 @@ TEST_F(ServerTest, ErrorCodesAreTheOnesTheTableGives) {
   EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << huge.message;
   CallResult too_many_args = call(tenant, "echo", "echo", {str(std::string(2 << 20, 'x'))});
   EXPECT_EQ(too_many_args.code, rpc::ErrorCode::LIMIT_EXCEEDED) << too_many_args.message;
+}
+
+// Metrics and health over HTTP (--listen-metrics; docs/server.md, "Metrics
+// and health"), scraped with curl as an operator's tools would.
+
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+};
+
+// `curl` against the server's metrics address; `method` as curl's -X.
+HttpAnswer httpRequest(const TempDir& dir, const std::string& address, const std::string& path,
+                       const std::string& method = "GET") {
+  const fs::path body = dir.path() / "http-body";
+  ChildProcess curl("/usr/bin/curl", {"-sS", "-X", method, "-o", body.string(), "-w",
+                                      "%{http_code}\n", "http://" + address + path});
+  EXPECT_EQ(curl.wait(60s), 0) << curl.output();
+  std::ifstream in(body);
+  return {std::atoi(curl.output().c_str()),
+          std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>())};
+}
+
+// The value of the sample `series` (name and labels as the page writes
+// them), or nothing if the page has no such line.
+std::optional<double> sample(const std::string& page, const std::string& series) {
+  std::istringstream lines(page);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ')
+      return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nullopt;
+}
+
+// `promtool check metrics` on `page`: its exit status and what it said.
+std::pair<int, std::string> promtoolCheck(const TempDir& dir, const std::string& page) {
+  const fs::path file = dir.path() / "scraped.prom";
+  std::ofstream(file) << page;
+  ChildProcess promtool("/bin/sh", {"-c", "promtool check metrics < \"$0\"", file.string()});
+  int status = promtool.wait(60s).value_or(-1);
+  return {status, promtool.output()};
+}
+
+TEST_F(ServerTest, MetricsCountRealCallsAndPassPromtool) {
+  startServer({"--listen-metrics", "127.0.0.1:0"});
+  const std::string address = server_->metricsAddress();
+  ASSERT_FALSE(address.empty()) << "the ready line names the metrics address";
+  EXPECT_EQ(httpRequest(dir_, address, "/healthz").status, 200);
+  EXPECT_EQ(httpRequest(dir_, address, "/readyz").status, 200) << "ready once the line is out";
+  EXPECT_EQ(httpRequest(dir_, address, "/nothing-here").status, 404);
+  EXPECT_EQ(httpRequest(dir_, address, "/metrics", "POST").status, 405);
+  {
+    // A request header past 8 KiB is not answered: the connection closes.
+    ChildProcess curl("/usr/bin/curl", {"-s", "-o", "/dev/null", "-w", "%{http_code}\n", "-H",
+                                        "X-Padding: " + std::string(16 << 10, 'x'),
+                                        "http://" + address + "/healthz"});
+    curl.wait(60s);
+    EXPECT_EQ(std::atoi(curl.output().c_str()), 0) << curl.output();
+  }
+
+  auto tenant = alpha();
+  mustUpload(tenant, "add", GUEST_ADD);
+  const std::string ok = R"(sandpool_calls_total{tenant="alpha",guest="add",outcome="ok"})";
+  const std::string unknown_function =
+      R"(sandpool_calls_total{tenant="alpha",guest="add",outcome="unknownFunction"})";
+  const std::string no_guest =
+      R"(sandpool_calls_total{tenant="alpha",guest="",outcome="unknownGuest"})";
+  const std::string refused = "sandpool_logins_refused_total";
+  HttpAnswer before = httpRequest(dir_, address, "/metrics");
+  ASSERT_EQ(before.status, 200) << before.body;
+  ASSERT_TRUE(sample(before.body, ok)) << before.body;
+  EXPECT_EQ(sample(before.body, R"(sandpool_uploads_total{tenant="alpha",outcome="ok"})"), 1.0);
+
+  constexpr int kCalls = 7;
+  for (int i = 0; i < kCalls; ++i) ASSERT_TRUE(call(tenant, "add", "add", {i32(i), i32(1)}).ok);
+  EXPECT_EQ(call(tenant, "add", "no_such_function", {}).code, rpc::ErrorCode::UNKNOWN_FUNCTION);
+  EXPECT_EQ(call(tenant, "no_such_guest", "add", {}).code, rpc::ErrorCode::UNKNOWN_GUEST);
+  {
+    auto conn = connect();
+    auto request = conn->sandpool().loginRequest();
+    request.setToken("not-a-token-of-anyone");
+    ASSERT_TRUE(request.send().wait(ws_).getResult().isError());
+  }
+
+  HttpAnswer after = httpRequest(dir_, address, "/metrics");
+  ASSERT_EQ(after.status, 200);
+  EXPECT_EQ(*sample(after.body, ok) - *sample(before.body, ok), kCalls);
+  EXPECT_EQ(*sample(after.body, unknown_function) - sample(before.body, unknown_function).value(),
+            1.0);
+  EXPECT_EQ(sample(before.body, no_guest), std::nullopt);
+  EXPECT_EQ(sample(after.body, no_guest), 1.0);
+  EXPECT_EQ(*sample(after.body, refused) - *sample(before.body, refused), 1.0);
+  // Every call that ran has its phases in the histograms.
+  const std::string run_count =
+      R"(sandpool_call_duration_seconds_count{tenant="alpha",guest="add",phase="run"})";
+  EXPECT_EQ(*sample(after.body, run_count) - *sample(before.body, run_count), kCalls + 1);
+  EXPECT_EQ(sample(after.body, R"(sandpool_call_duration_seconds_bucket{tenant="alpha",)"
+                               R"(guest="add",phase="total",le="+Inf"})"),
+            sample(after.body, R"(sandpool_call_duration_seconds_count{tenant="alpha",)"
+                               R"(guest="add",phase="total"})"));
+  // The names the autoscaler's manifests use.
+  EXPECT_EQ(sample(after.body, R"(sandpool_queue_depth{tenant="alpha"})"), 0.0);
+  EXPECT_GE(sample(after.body, R"(sandpool_vms{tenant="alpha",guest="add",state="warm"})"), 1.0);
+  EXPECT_EQ(sample(after.body, R"(sandpool_vms{tenant="alpha",guest="add",state="busy"})"), 0.0);
+  EXPECT_GE(sample(after.body, R"(sandpool_connections{state="authenticated"})"), 1.0);
+  EXPECT_GT(sample(after.body, "sandpool_process_resident_memory_bytes"), 0.0);
+
+  auto [status, said] = promtoolCheck(dir_, after.body);
+  EXPECT_EQ(status, 0) << said;
+  EXPECT_EQ(said, "") << "promtool's lint has no complaint";
 }
 
 }  // namespace sandpool
