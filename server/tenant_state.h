@@ -18,6 +18,7 @@
 #include "pool/guest_pool.h"
 #include "pool/tenant_pool.h"
 #include "server/tenants_file.h"
+#include "server/vm_settings.h"
 
 namespace sandpool::server {
 
@@ -25,6 +26,9 @@ struct GuestEntry {
   std::shared_ptr<pool::GuestPool> pool;
   std::string sha256;
   uint64_t size = 0;
+  // The VM settings its tenant chose (0: the server's default); the VMs run
+  // with pool->snapshot().config().
+  VmSettings chosen_vm;
 };
 
 // One tenant's uploads boot their guests one at a time, in the order they
