@@ -53,7 +53,8 @@ interface Tenant {
   info @0 () -> (name :Text, quota :Quota);
   # Who this capability acts for and what it may use.
 
-  upload @1 (name :Text, elf :Data, replace :Bool) -> (result :UploadResult);
+  upload @1 (name :Text, elf :Data, replace :Bool, vmSettings :VmSettings)
+      -> (result :UploadResult);
   # Validates `elf` (a guest ELF built with the sandpool guest SDK), boots it
   # once, snapshots it and stores it under `name` (1-64 characters of
   # [A-Za-z0-9._-], not starting with '.'). Nothing runs from a file that was
@@ -61,6 +62,9 @@ interface Tenant {
   # `replace` is true (calls in flight finish on the old version). The upload
   # is on disk (durably), and its warm VMs are ready, before the result is
   # sent.
+  # `vmSettings` (optional): the guest's VMs (memory, stack, buffers, host
+  # calls per call). A field left 0, or the struct left unset, takes the
+  # replaced version's setting, or for a new guest the server's default.
 
   list @2 () -> (guests :List(GuestInfo));
   # This tenant's guests, sorted by name.
@@ -83,10 +87,16 @@ interface Tenant {
   stats @5 () -> (stats :TenantStats);
   # A consistent-enough snapshot of counters; each field is read atomically.
 
-  configure @6 (guest :Text, settings :PoolSettings) -> (result :ConfigureResult);
+  configure @6 (guest :Text, settings :PoolSettings, vmSettings :VmSettings)
+      -> (result :ConfigureResult);
   # Changes a guest's pool: warm VMs kept ready and the most VMs it may use,
   # within the tenant's quota. Takes effect for the next calls; stored with
   # the guest before the result is sent, so it survives a restart.
+  # `settings` left unset keeps the pool settings. `vmSettings` (optional;
+  # a field left 0 keeps its value) changes the guest's VMs: the stored
+  # guest boots again with them into a new version, which takes the next
+  # calls once its warm VMs are up, before the result is sent; calls in
+  # flight finish on the old version, whose VMs are then dropped.
 
   guest @7 (name :Text) -> (result :GuestResult);
   # A capability for one guest of this tenant: it can call that guest and
@@ -177,6 +187,7 @@ struct GuestInfo {
   size @2 :UInt64;        # of the stored guest ELF, bytes
   exports @3 :List(FunctionSignature);
   settings @4 :PoolSettings;
+  vmSettings @5 :VmSettings;  # as the guest's VMs run: every field set
 }
 
 struct UploadResult {
@@ -227,6 +238,19 @@ struct ConfigureResult {
     settings @0 :PoolSettings;
     error @1 :Error;
   }
+  vmSettings @2 :VmSettings;  # on success: as the guest's VMs now run
+}
+
+struct VmSettings {
+  # One guest's VMs (docs/rpc.md, "VM settings"). In a request 0 means
+  # "unchanged" (for a new guest: the server's default); in an answer every
+  # field is set. Sizes are bytes; the server's flags give the defaults and
+  # maxima, and a value outside them is refused with `invalidArgument`.
+  memoryBytes @0 :UInt64;     # guest memory of each VM, a multiple of 2 MiB
+  stackBytes @1 :UInt64;      # a multiple of 4 KiB
+  inputBytes @2 :UInt64;      # input buffer (call arguments), a multiple of 4 KiB
+  outputBytes @3 :UInt64;     # output buffer (results, export table), a multiple of 4 KiB
+  maxHostCalls @4 :UInt32;    # host calls one call may make
 }
 
 struct Quota {

@@ -24,6 +24,7 @@ constexpr char kMagic[8] = {'S', 'P', 'G', 'U', 'E', 'S', 'T', '1'};
 constexpr size_t kHeaderSize = sizeof kMagic + 32;
 constexpr std::string_view kSuffix = ".guest";
 constexpr std::string_view kSettingsSuffix = ".settings";
+constexpr std::string_view kVmSettingsSuffix = ".vm";
 constexpr std::string_view kTemporaryPrefix = ".";
 constexpr std::string_view kTemporarySuffix = ".tmp";
 
@@ -70,6 +71,32 @@ vm::Expected<void> writeAll(int fd, std::span<const uint8_t> data, const fs::pat
     data = data.subspan(static_cast<size_t>(n));
   }
   return {};
+}
+
+// Reads and checks one stored guest file; errors name the guest and tenant,
+// never the host path.
+vm::Expected<GuestStore::Stored> readGuest(const std::string& tenant, const std::string& guest,
+                                           const fs::path& path) {
+  auto refused = [&](const std::string& why) {
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         "guest '" + guest + "' of tenant '" + tenant + "': " + why);
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return refused("cannot open its file");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) return refused("cannot read its file");
+  if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
+    return refused("stored file has no sandpool guest header (" + std::to_string(bytes.size()) +
+                   " bytes)");
+  }
+  std::span<const uint8_t> elf(bytes.data() + kHeaderSize, bytes.size() - kHeaderSize);
+  std::array<uint8_t, 32> digest = sha256(elf);
+  if (std::memcmp(digest.data(), bytes.data() + sizeof kMagic, 32) != 0) {
+    return refused("stored file is corrupted (SHA-256 " + hex(digest) + " != recorded " +
+                   hex({bytes.data() + sizeof kMagic, 32}) + ")");
+  }
+  return GuestStore::Stored{guest, std::vector<uint8_t>(elf.begin(), elf.end()), hex(digest)};
 }
 
 vm::Expected<void> fsyncDir(const fs::path& dir) {
@@ -145,11 +172,54 @@ std::optional<pool::PoolSettings> GuestStore::loadSettings(const std::string& te
 
 vm::Expected<void> GuestStore::remove(const std::string& tenant, const std::string& guest) const {
   fs::path dir = root_ / tenant;
-  for (std::string_view suffix : {kSuffix, kSettingsSuffix}) {
+  for (std::string_view suffix : {kSuffix, kSettingsSuffix, kVmSettingsSuffix}) {
     fs::path path = dir / (guest + std::string(suffix));
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink", path);
   }
   return fsyncDir(dir);
+}
+
+vm::Expected<GuestStore::Stored> GuestStore::load(const std::string& tenant,
+                                                  const std::string& guest) const {
+  return readGuest(tenant, guest, root_ / tenant / (guest + std::string(kSuffix)));
+}
+
+vm::Expected<void> GuestStore::saveVmSettings(const std::string& tenant, const std::string& guest,
+                                              const VmSettings& settings) const {
+  std::string text = "memory_bytes = " + std::to_string(settings.memory_bytes) +
+                     "\nstack_bytes = " + std::to_string(settings.stack_bytes) +
+                     "\ninput_bytes = " + std::to_string(settings.input_bytes) +
+                     "\noutput_bytes = " + std::to_string(settings.output_bytes) +
+                     "\nmax_host_calls = " + std::to_string(settings.max_host_calls) + "\n";
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  return writeAtomically(tenant, guest + std::string(kVmSettingsSuffix), {bytes});
+}
+
+vm::Expected<VmSettings> GuestStore::loadVmSettings(const std::string& tenant,
+                                                    const std::string& guest) const {
+  const fs::path path = root_ / tenant / (guest + std::string(kVmSettingsSuffix));
+  std::error_code ec;
+  if (!fs::exists(path, ec) && !ec) return VmSettings{};
+  std::ifstream in(path);
+  if (!in) return ioError("open", path);
+  VmSettings settings;
+  std::string key, eq;
+  uint64_t value = 0;
+  while (in >> key >> eq >> value) {
+    if (eq != "=") break;
+    if (key == "memory_bytes") settings.memory_bytes = value;
+    if (key == "stack_bytes") settings.stack_bytes = value;
+    if (key == "input_bytes") settings.input_bytes = value;
+    if (key == "output_bytes") settings.output_bytes = value;
+    if (key == "max_host_calls" && value <= UINT32_MAX)
+      settings.max_host_calls = static_cast<uint32_t>(value);
+  }
+  if (!in.eof()) {
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         "VM settings of guest '" + guest + "' of tenant '" + tenant +
+                             "' are malformed ('" + path.filename().string() + "')");
+  }
+  return settings;
 }
 
 std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
@@ -163,28 +233,12 @@ std::vector<GuestStore::Stored> GuestStore::loadAll(const std::string& tenant,
     if (file.size() <= kSuffix.size() || !file.ends_with(kSuffix)) continue;
     std::string guest = file.substr(0, file.size() - kSuffix.size());
     if (!isValidName(guest)) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) {
-      errors.push_back("guest '" + guest + "' of tenant '" + tenant + "': cannot read its file");
+    auto stored = readGuest(tenant, guest, entry.path());
+    if (!stored) {
+      errors.push_back(stored.error().message);
       continue;
     }
-    if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
-      errors.push_back("guest '" + guest + "' of tenant '" + tenant +
-                       "': stored file has no sandpool guest header (" +
-                       std::to_string(bytes.size()) + " bytes)");
-      continue;
-    }
-    std::span<const uint8_t> elf(bytes.data() + kHeaderSize, bytes.size() - kHeaderSize);
-    std::array<uint8_t, 32> digest = sha256(elf);
-    if (std::memcmp(digest.data(), bytes.data() + sizeof kMagic, 32) != 0) {
-      errors.push_back("guest '" + guest + "' of tenant '" + tenant +
-                       "': stored file is corrupted (SHA-256 " + hex(digest) + " != recorded " +
-                       hex({bytes.data() + sizeof kMagic, 32}) + ")");
-      continue;
-    }
-    out.push_back({guest, std::vector<uint8_t>(elf.begin(), elf.end()), hex(digest)});
+    out.push_back(std::move(stored.value()));
   }
   std::sort(out.begin(), out.end(),
             [](const Stored& a, const Stored& b) { return a.guest < b.guest; });

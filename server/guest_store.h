@@ -1,5 +1,6 @@
-// Uploaded guests on disk: <data dir>/guests/<tenant>/<guest>.guest, and
-// the pool settings a tenant chose for it in <guest>.settings.
+// Uploaded guests on disk: <data dir>/guests/<tenant>/<guest>.guest, the
+// pool settings a tenant chose for it in <guest>.settings, and the VM
+// settings it chose in <guest>.vm.
 //
 // Each file is "SPGUEST1", the SHA-256 of the ELF (32 bytes), then the ELF.
 // save() is atomic and durable: it writes a temporary file, fsyncs it,
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "pool/guest_pool.h"
+#include "server/vm_settings.h"
 #include "vm/error.h"
 
 namespace sandpool::server {
@@ -45,6 +47,16 @@ class GuestStore {
   std::optional<pool::PoolSettings> loadSettings(const std::string& tenant,
                                                  const std::string& guest) const;
 
+  // VM settings chosen at upload or with configure (0: not chosen), written
+  // atomically like guests.
+  vm::Expected<void> saveVmSettings(const std::string& tenant, const std::string& guest,
+                                    const VmSettings& settings) const;
+  // None chosen (all 0) if the guest has none stored; an error if they
+  // cannot be read, so that a guest never boots with settings it did not
+  // choose.
+  vm::Expected<VmSettings> loadVmSettings(const std::string& tenant,
+                                          const std::string& guest) const;
+
   struct Stored {
     std::string guest;
     std::vector<uint8_t> elf;
@@ -53,6 +65,8 @@ class GuestStore {
   // The stored guests of `tenant`, sorted by name. A file that cannot be read
   // or fails its digest is left in place and described in `errors`.
   std::vector<Stored> loadAll(const std::string& tenant, std::vector<std::string>& errors) const;
+  // One stored guest, checked as loadAll() checks it.
+  vm::Expected<Stored> load(const std::string& tenant, const std::string& guest) const;
 
   struct StaleTemporary {
     std::filesystem::path path;

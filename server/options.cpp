@@ -6,6 +6,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "server/vm_settings.h"
 #include "vm/watchdog.h"
 
 namespace po = boost::program_options;
@@ -112,7 +113,29 @@ ParsedOptions parseOptions(int argc, char** argv) {
       "longest a call may take, queueing and host calls included; clients may ask for less")(
       "guest-memory-mib",
       po::value(&o.guest_memory_mib)->default_value(o.guest_memory_mib)->value_name("MIB"),
-      "guest memory of each VM (a multiple of 2)")(
+      "guest memory of each VM, for guests that choose none (a multiple of 2)")(
+      "guest-memory-max-mib",
+      po::value(&o.guest_memory_max_mib)->default_value(o.guest_memory_max_mib)->value_name("MIB"),
+      "most guest memory a guest may choose for its VMs")(
+      "guest-stack-kib",
+      po::value(&o.guest_stack_kib)->default_value(o.guest_stack_kib)->value_name("KIB"),
+      "stack of each VM, for guests that choose none (a multiple of 4)")(
+      "guest-input-kib",
+      po::value(&o.guest_input_kib)->default_value(o.guest_input_kib)->value_name("KIB"),
+      "input buffer (a call's arguments) of each VM, for guests that choose none (a multiple of "
+      "4)")("guest-output-kib",
+            po::value(&o.guest_output_kib)->default_value(o.guest_output_kib)->value_name("KIB"),
+            "output buffer (a call's result) of each VM, for guests that choose none (a multiple "
+            "of 4)")(
+      "guest-buffer-max-kib",
+      po::value(&o.guest_buffer_max_kib)->default_value(o.guest_buffer_max_kib)->value_name("KIB"),
+      "most stack, input buffer and output buffer (each) a guest may choose")(
+      "guest-host-calls",
+      po::value(&o.guest_host_calls)->default_value(o.guest_host_calls)->value_name("N"),
+      "host calls one call may make, for guests that choose none")(
+      "guest-host-calls-max",
+      po::value(&o.guest_host_calls_max)->default_value(o.guest_host_calls_max)->value_name("N"),
+      "most host calls per call a guest may choose")(
       "queue-length", po::value(&o.queue_length)->default_value(o.queue_length)->value_name("N"),
       "calls a tenant may have waiting before new ones are refused as overloaded "
       "(the tenants file may set it per tenant)")(
@@ -218,6 +241,14 @@ ParsedOptions parseOptions(int argc, char** argv) {
   if (timeout_ms == 0) return fail("--call-timeout-ms must be at least 1");
   if (o.guest_memory_mib < 2 || o.guest_memory_mib % 2 != 0)
     return fail("--guest-memory-mib must be a multiple of 2");
+  if (o.guest_memory_max_mib < o.guest_memory_mib || o.guest_memory_max_mib > 64 * 1024)
+    return fail("--guest-memory-max-mib must be at least --guest-memory-mib and at most 65536");
+  if (o.guest_buffer_max_kib > 1024 * 1024)
+    return fail("--guest-buffer-max-kib must be at most 1048576");
+  if (o.guest_host_calls_max < o.guest_host_calls)
+    return fail("--guest-host-calls-max must be at least --guest-host-calls");
+  if (auto bad = checkVmSettings(defaultVmSettings(o), o))
+    return fail("the --guest-* defaults do not make a VM: " + *bad);
   if (o.syscall_filter != "kill" && o.syscall_filter != "log" && o.syscall_filter != "off") {
     return fail("--syscall-filter must be kill, log or off, not '" + o.syscall_filter + "'");
   }

@@ -30,7 +30,16 @@ struct ServerOptions {
   uint32_t max_vms = 8;
   std::chrono::milliseconds idle_time{60000};
   std::chrono::milliseconds call_timeout{5000};
+  // VM settings: the defaults of a guest that chooses none, and the most a
+  // guest may choose (server/vm_settings.h).
   uint64_t guest_memory_mib = 64;
+  uint64_t guest_memory_max_mib = 1024;
+  uint64_t guest_stack_kib = 1024;
+  uint64_t guest_input_kib = 1024;
+  uint64_t guest_output_kib = 1024;
+  uint64_t guest_buffer_max_kib = 64 * 1024;  // stack, input and output each
+  uint32_t guest_host_calls = 100000;         // per call
+  uint32_t guest_host_calls_max = 1000000;
   uint32_t queue_length = 256;
   uint64_t max_upload_bytes = 32ull << 20;
   uint64_t rpc_message_limit_bytes = 0;  // 0: max upload + 1 MiB

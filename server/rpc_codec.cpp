@@ -103,6 +103,21 @@ void toRpc(const std::string& name, const GuestEntry& guest, rpc::GuestInfo::Bui
   auto list = out.initExports(static_cast<unsigned>(exports.size()));
   for (size_t i = 0; i < exports.size(); ++i) toRpc(exports[i], list[static_cast<unsigned>(i)]);
   toRpc(guest.pool->settings(), out.initSettings());
+  toRpc(guest.pool->snapshot().config(), out.initVmSettings());
+}
+
+void toRpc(const vm::VmConfig& config, rpc::VmSettings::Builder out) {
+  const VmSettings settings = vmSettingsOf(config);
+  out.setMemoryBytes(settings.memory_bytes);
+  out.setStackBytes(settings.stack_bytes);
+  out.setInputBytes(settings.input_bytes);
+  out.setOutputBytes(settings.output_bytes);
+  out.setMaxHostCalls(settings.max_host_calls);
+}
+
+VmSettings fromRpc(rpc::VmSettings::Reader settings) {
+  return VmSettings{settings.getMemoryBytes(), settings.getStackBytes(), settings.getInputBytes(),
+                    settings.getOutputBytes(), settings.getMaxHostCalls()};
 }
 
 void toRpc(const pool::PoolSettings& settings, rpc::PoolSettings::Builder out) {

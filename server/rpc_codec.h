@@ -38,6 +38,11 @@ void toRpc(const Failure& failure, rpc::Error::Builder out);
 
 void toRpc(const std::string& name, const GuestEntry& guest, rpc::GuestInfo::Builder out);
 void toRpc(const pool::PoolSettings& settings, rpc::PoolSettings::Builder out);
+// What a guest's VMs run with.
+void toRpc(const vm::VmConfig& config, rpc::VmSettings::Builder out);
+// A request's VM settings: 0 where a field is not set, all 0 when the
+// struct is absent (an older client).
+VmSettings fromRpc(rpc::VmSettings::Reader settings);
 void toRpc(const pool::Quota& quota, rpc::Quota::Builder out);
 
 // A size hint for a call's reply. Without one capnp starts every reply with

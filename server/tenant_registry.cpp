@@ -19,13 +19,6 @@ uint64_t ns(std::chrono::nanoseconds d) {
   return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
 }
 
-vm::VmConfig vmConfigOf(const ServerOptions& options) {
-  vm::VmConfig config;
-  config.memory_size = options.guest_memory_mib * vm::kMiB;
-  config.max_binary_size = options.max_upload_bytes;
-  return config;
-}
-
 vm::Expected<std::shared_ptr<const vm::Snapshot>> bootGuest(vm::Backend& backend,
                                                             std::span<const uint8_t> uploaded,
                                                             const vm::VmConfig& config) {
@@ -129,6 +122,7 @@ struct UploadOutcome {
   std::shared_ptr<pool::GuestPool> pool;  // the new version, prewarmed
   std::string sha256;
   uint64_t size = 0;
+  VmSettings chosen_vm;
 };
 
 }  // namespace
@@ -172,7 +166,6 @@ TenantRegistry::TenantRegistry(const ServerOptions& options, vm::Backend& backen
                                PoolFactory make_pool, std::vector<TenantConfig> tenants,
                                wasm::TranslatorService* translator)
     : options_(options),
-      vm_config_(vmConfigOf(options)),
       backend_(backend),
       translator_(translator),
       store_(store),
@@ -201,16 +194,26 @@ void TenantRegistry::loadStoredGuests(TenantState& tenant) {
   for (const std::string& e : errors)
     spdlog::error("event=reload_refused {}", text::escapeUntrusted(e));
   for (auto& g : stored) {
-    auto snapshot = bootGuest(backend_, g.elf, vm_config_);
+    auto chosen_vm = store_.loadVmSettings(tenant.config.name, g.guest);
+    if (!chosen_vm) {
+      spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
+                    g.guest, text::escapeUntrusted(chosen_vm.error().describe()));
+      continue;
+    }
+    // Stored settings were within the limits when chosen; the flags apply
+    // to requests, so a guest keeps booting as it was configured.
+    const VmSettings vm_settings = chosen_vm->over(defaultVmSettings(options_));
+    auto snapshot = bootGuest(backend_, g.elf, vmConfigFor(vm_settings, options_));
     if (!snapshot) {
       spdlog::error("event=reload_refused tenant={} guest={} error=\"{}\"", tenant.config.name,
                     g.guest, text::escapeUntrusted(snapshot.error().describe()));
       continue;
     }
-    auto guest = std::make_shared<pool::GuestPool>(
-        *tenant.pool, g.guest, std::move(snapshot.value()), settingsFor(tenant, g.guest));
+    auto guest =
+        std::make_shared<pool::GuestPool>(*tenant.pool, g.guest, std::move(snapshot.value()),
+                                          settingsFor(tenant, g.guest, vm_settings.memory_bytes));
     guest->prewarmNow();
-    install(tenant, g.guest, std::move(guest), g.sha256, g.elf.size());
+    install(tenant, g.guest, GuestEntry{std::move(guest), g.sha256, g.elf.size(), *chosen_vm});
     spdlog::info("event=reload tenant={} guest={} sha256={}", tenant.config.name, g.guest,
                  g.sha256);
   }
@@ -303,42 +306,78 @@ std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant,
 kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant,
                                                           const std::string& name,
                                                           std::span<const uint8_t> uploaded,
-                                                          bool replace) {
-  if (auto refused = checkUpload(tenant, name, uploaded.size(), replace)) {
+                                                          bool replace, VmSettings requested_vm) {
+  auto refuse = [&](Failure refused) {
     spdlog::warn("event=upload_refused tenant={} guest={} code={} reason=\"{}\"",
                  tenant.config.name, isValidName(name) ? name : "(invalid)",
-                 static_cast<int>(refused->code), refused->message);
-    return OrFailure<GuestEntry>(std::move(*refused));
-  }
+                 static_cast<int>(refused.code), text::escapeUntrusted(refused.message));
+    return OrFailure<GuestEntry>(std::move(refused));
+  };
+  if (auto refused = checkUpload(tenant, name, uploaded.size(), replace))
+    return refuse(std::move(*refused));
+  auto old = tenant.guests.find(name);
+  const VmSettings chosen_vm =
+      old != tenant.guests.end() ? requested_vm.over(old->second.chosen_vm) : requested_vm;
+  // Pool settings follow the VM memory (their VMs must fit the memory
+  // quota), so the memory is checked alone first.
+  auto one_vm = resolveVm(tenant, chosen_vm, 1);
+  if (!one_vm.ok()) return refuse(one_vm.failure());
 
   tenant.uploading.insert(name);
-  WorkGuard work = in_flight_.begin();
   std::vector<uint8_t> bytes(uploaded.begin(), uploaded.end());
-  pool::PoolSettings settings = settingsFor(tenant, name);
-  auto boot_and_store = [this, &tenant, settings, name,
-                         bytes = std::move(bytes)]() -> std::shared_ptr<UploadOutcome> {
+  NewVersion version;
+  version.image = [this, tenant_name = tenant.config.name, name,
+                   bytes = std::move(bytes)]() mutable {
+    return imageFromUpload(tenant_name, name, std::move(bytes));
+  };
+  version.store_image = true;
+  version.chosen_vm = chosen_vm;
+  version.vm = one_vm.value();
+  version.pool = settingsFor(tenant, name, version.vm.memory_bytes);
+  version.event = "upload";
+  version.boot_refused = FailureCode::kInvalidGuest;
+  return installNewVersion(tenant, name, std::move(version));
+}
+
+kj::Promise<OrFailure<GuestEntry>> TenantRegistry::installNewVersion(TenantState& tenant,
+                                                                     const std::string& name,
+                                                                     NewVersion version) {
+  WorkGuard work = in_flight_.begin();
+  const pool::PoolSettings pool_settings = version.pool;
+  const vm::VmConfig config = vmConfigFor(version.vm, options_);
+  const FailureCode boot_refused = version.boot_refused;
+  const char* event = version.event;
+  auto boot_and_store = [this, &tenant, name, config, pool_settings,
+                         version = std::move(version)]() -> std::shared_ptr<UploadOutcome> {
     auto out = std::make_shared<UploadOutcome>();
-    auto image = imageFromUpload(tenant.config.name, name, std::move(bytes));
+    auto image = version.image();
     if (!image) {
       out->error = image.takeError();
       return out;
     }
     out->size = image->size();
-    auto snapshot = bootGuest(backend_, *image, vm_config_);
+    auto snapshot = bootGuest(backend_, *image, config);
     if (!snapshot) {
       out->error = snapshot.takeError();
       return out;
     }
     out->sha256 = sha256Hex(*image);
-    if (auto saved = store_.save(tenant.config.name, name, *image); !saved) {
-      out->error = saved.takeError();
+    const std::string& tenant_name = tenant.config.name;
+    auto stored =
+        version.store_image ? store_.save(tenant_name, name, *image) : vm::Expected<void>();
+    if (stored && version.store_pool)
+      stored = store_.saveSettings(tenant_name, name, *version.store_pool);
+    if (stored) stored = store_.saveVmSettings(tenant_name, name, version.chosen_vm);
+    if (!stored) {
+      out->error = stored.takeError();
       return out;
     }
     out->stored = true;
     // The answer waits for the warm VMs, so the first call is not a cold start.
     out->pool = std::make_shared<pool::GuestPool>(*tenant.pool, name, std::move(snapshot.value()),
-                                                  settings);
+                                                  pool_settings);
     out->pool->prewarmNow();
+    out->chosen_vm = version.chosen_vm;
     return out;
   };
   // The install step runs even if the client disconnects meanwhile: the
@@ -351,18 +390,22 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant,
                                                                std::move(boot_and_store));
           })
           .attach(kj::mv(work))
-          .then([this, &tenant, name](std::shared_ptr<UploadOutcome> out) {
+          .then([this, &tenant, name, event](std::shared_ptr<UploadOutcome> out) {
             tenant.boot_gate.leave();
             tenant.uploading.erase(name);
             if (!out->stored) {
-              spdlog::warn("event=upload_refused tenant={} guest={} error=\"{}\"",
+              spdlog::warn("event={}_refused tenant={} guest={} error=\"{}\"", event,
                            tenant.config.name, name, text::escapeUntrusted(out->error->describe()));
               return out;
             }
-            install(tenant, name, out->pool, out->sha256, out->size);
-            spdlog::info("event=upload tenant={} guest={} bytes={} sha256={} exports={}",
-                         tenant.config.name, name, out->size, out->sha256,
-                         out->pool->snapshot().exports().size());
+            const vm::VmConfig& config = out->pool->snapshot().config();
+            install(tenant, name, GuestEntry{out->pool, out->sha256, out->size, out->chosen_vm});
+            spdlog::info(
+                "event={} tenant={} guest={} bytes={} sha256={} exports={} memory_bytes={} "
+                "stack_bytes={} input_bytes={} output_bytes={} max_host_calls={}",
+                event, tenant.config.name, name, out->size, out->sha256,
+                out->pool->snapshot().exports().size(), config.memory_size, config.stack_size,
+                config.input_size, config.output_size, config.max_host_calls);
             const uint32_t warm = out->pool->stats().warm,
                            min_warm = out->pool->settings().min_warm;
             if (warm < min_warm) {
@@ -378,7 +421,7 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant,
           .fork();
   installs_.add(installed.addBranch().ignoreResult());
   return installed.addBranch().then(
-      [&tenant, name](std::shared_ptr<UploadOutcome> out) -> OrFailure<GuestEntry> {
+      [&tenant, name, boot_refused](std::shared_ptr<UploadOutcome> out) -> OrFailure<GuestEntry> {
         if (out->stored) {
           auto it = tenant.guests.find(name);
           if (it != tenant.guests.end()) return it->second;
@@ -390,7 +433,7 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::upload(TenantState& tenant,
                          "could not store the guest; the server's log has the details"};
         }
         // Validation and boot errors describe the ELF, not the host.
-        return Failure{FailureCode::kInvalidGuest, out->error->message};
+        return Failure{boot_refused, out->error->message};
       });
 }
 
@@ -419,12 +462,19 @@ kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant,
       });
 }
 
-kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState& tenant,
-                                                                     const std::string& name,
-                                                                     pool::PoolSettings settings) {
-  using Answer = OrFailure<pool::PoolSettings>;
+kj::Promise<OrFailure<GuestEntry>> TenantRegistry::configure(
+    TenantState& tenant, const std::string& name, std::optional<pool::PoolSettings> requested,
+    VmSettings requested_vm) {
+  using Answer = OrFailure<GuestEntry>;
   auto it = tenant.guests.find(name);
   if (it == tenant.guests.end()) return Answer(unknownGuest(name));
+  if (in_flight_.shuttingDown())
+    return Answer(Failure{FailureCode::kShuttingDown, "the server is shutting down"});
+  if (tenant.uploading.count(name) != 0) {
+    return Answer(Failure{FailureCode::kInvalidArgument,
+                          "an upload or reconfiguration of guest '" + name + "' is in progress"});
+  }
+  const pool::PoolSettings settings = requested.value_or(it->second.pool->settings());
   if (settings.max_vms == 0 || settings.min_warm > settings.max_vms) {
     return Answer(Failure{FailureCode::kInvalidArgument,
                           "need 1 <= maxVms and minWarm <= maxVms, got minWarm " +
@@ -437,15 +487,42 @@ kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState
                               " exceeds the tenant's quota of " +
                               std::to_string(tenant.config.quota.max_vms) + " VMs"});
   }
+  const VmSettings chosen_vm = requested_vm.over(it->second.chosen_vm);
+  auto resolved = resolveVm(tenant, chosen_vm, settings.max_vms);
+  if (!resolved.ok()) return Answer(resolved.failure());
+
+  if (!(resolved.value() == vmSettingsOf(it->second.pool->snapshot().config()))) {
+    tenant.uploading.insert(name);
+    NewVersion version;
+    version.image = [this, tenant_name = tenant.config.name,
+                     name]() -> vm::Expected<std::vector<uint8_t>> {
+      auto stored = store_.load(tenant_name, name);
+      if (!stored) return stored.takeError();
+      return std::move(stored->elf);
+    };
+    version.store_pool = requested;
+    version.chosen_vm = chosen_vm;
+    version.vm = resolved.value();
+    version.pool = settings;
+    version.event = "configure";
+    version.boot_refused = FailureCode::kInvalidArgument;
+    return installNewVersion(tenant, name, std::move(version));
+  }
+
   it->second.pool->setSettings(settings);
+  it->second.chosen_vm = chosen_vm;
   // The answer waits for the settings to be on disk, so a restart keeps
   // them; the pool uses them already.
   std::string tenant_name = tenant.config.name;
-  return writeStore([this, tenant_name, name, settings] {
-           return store_.saveSettings(tenant_name, name, settings);
+  return writeStore([this, tenant_name, name, requested, chosen_vm]() -> vm::Expected<void> {
+           if (requested) {
+             if (auto saved = store_.saveSettings(tenant_name, name, *requested); !saved)
+               return saved;
+           }
+           return store_.saveVmSettings(tenant_name, name, chosen_vm);
          })
       .attach(in_flight_.begin())
-      .then([tenant_name, name, settings](std::optional<vm::Error> error) -> Answer {
+      .then([&tenant, tenant_name, name, settings](std::optional<vm::Error> error) -> Answer {
         if (error) {
           spdlog::error("event=configure_failed tenant={} guest={} error=\"{}\"", tenant_name, name,
                         text::escapeUntrusted(error->describe()));
@@ -454,8 +531,26 @@ kj::Promise<OrFailure<pool::PoolSettings>> TenantRegistry::configure(TenantState
         }
         spdlog::info("event=configure tenant={} guest={} min_warm={} max_vms={}", tenant_name, name,
                      settings.min_warm, settings.max_vms);
-        return settings;
+        auto configured = tenant.guests.find(name);
+        if (configured == tenant.guests.end()) return unknownGuest(name);
+        return configured->second;
       });
+}
+
+OrFailure<VmSettings> TenantRegistry::resolveVm(const TenantState& tenant, const VmSettings& chosen,
+                                                uint32_t max_vms) const {
+  const VmSettings settings = chosen.over(defaultVmSettings(options_));
+  if (auto bad = checkVmSettings(settings, options_))
+    return Failure{FailureCode::kInvalidArgument, *bad};
+  const uint64_t quota = tenant.config.quota.max_memory_bytes;
+  if (settings.memory_bytes > quota / max_vms) {
+    return Failure{FailureCode::kQuotaExceeded,
+                   std::to_string(max_vms) + " VMs (maxVms) of " +
+                       std::to_string(settings.memory_bytes >> 20) +
+                       " MiB (memoryBytes) exceed the tenant's memory quota of " +
+                       std::to_string(quota >> 20) + " MiB"};
+  }
+  return settings;
 }
 
 pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point received,
@@ -516,34 +611,34 @@ void TenantRegistry::stopPools() {
   for (auto& tenant : tenants_) tenant->pool->stop();
 }
 
-pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant,
-                                               const std::string& name) const {
+pool::PoolSettings TenantRegistry::settingsFor(const TenantState& tenant, const std::string& name,
+                                               uint64_t memory_bytes) const {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) return it->second.pool->settings();
   pool::PoolSettings settings{options_.min_warm, options_.max_vms};
   if (auto stored = store_.loadSettings(tenant.config.name, name)) settings = *stored;
   // Stored settings were within the quota when set; the quota may have
   // shrunk since.
-  settings.max_vms = std::clamp<uint32_t>(settings.max_vms, 1, tenant.config.quota.max_vms);
+  const uint64_t vms_in_memory = tenant.config.quota.max_memory_bytes / memory_bytes;
+  settings.max_vms = std::clamp<uint32_t>(
+      settings.max_vms, 1,
+      static_cast<uint32_t>(std::min<uint64_t>(tenant.config.quota.max_vms, vms_in_memory)));
   settings.min_warm = std::min(settings.min_warm, settings.max_vms);
   return settings;
 }
 
-void TenantRegistry::install(TenantState& tenant, const std::string& name,
-                             std::shared_ptr<pool::GuestPool> guest, std::string sha256,
-                             uint64_t size) {
-  auto metrics = std::make_shared<GuestMetrics>();
+void TenantRegistry::install(TenantState& tenant, const std::string& name, GuestEntry entry) {
   auto it = tenant.guests.find(name);
   if (it != tenant.guests.end()) {
-    metrics = it->second.metrics;
+    entry.metrics = it->second.metrics;
     tenant.pool->removeGuest(it->second.pool);
     tenant.guests.erase(it);
   }
-  tenant.pool->addGuest(guest);
+  tenant.pool->addGuest(entry.pool);
   // A replaced guest's old VMs may have held the quota a full prewarm
   // needed; they are being retired, so top up in the background.
-  guest->requestPrewarm();
-  tenant.guests[name] = GuestEntry{std::move(guest), std::move(sha256), size, std::move(metrics)};
+  entry.pool->requestPrewarm();
+  tenant.guests[name] = std::move(entry);
 }
 
 kj::Promise<std::optional<vm::Error>> TenantRegistry::writeStore(

@@ -130,16 +130,23 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   TenantState* login(std::string_view token, const std::string& peer);
 
   // Validates, boots and stores an upload and installs it once its min_warm
-  // VMs are up; the answer is the installed guest.
+  // VMs are up; the answer is the installed guest. `requested_vm` (0 fields: the
+  // replaced version's, else the defaults) must be within the flags' limits
+  // and one VM of it within the tenant's memory quota.
   kj::Promise<OrFailure<GuestEntry>> upload(TenantState& tenant, const std::string& name,
-                                            std::span<const uint8_t> uploaded, bool replace);
+                                            std::span<const uint8_t> uploaded, bool replace,
+                                            VmSettings requested_vm);
   // Retires the guest at once and deletes its files; the answer waits for
   // the deletion.
   kj::Promise<std::optional<Failure>> remove(TenantState& tenant, const std::string& name);
-  // Applies the settings at once and stores them; the answer waits for the
-  // file.
-  kj::Promise<OrFailure<pool::PoolSettings>> configure(TenantState& tenant, const std::string& name,
-                                                       pool::PoolSettings settings);
+  // Applies pool settings (none: unchanged) at once and stores them; the
+  // answer waits for the file. VM settings (0 fields: unchanged) that
+  // differ from the VMs' boot the stored guest again into a new version,
+  // installed like a replacing upload; the answer waits for its warm VMs.
+  // The guest's memory times its maxVms must fit the tenant's memory quota.
+  kj::Promise<OrFailure<GuestEntry>> configure(TenantState& tenant, const std::string& name,
+                                               std::optional<pool::PoolSettings> settings,
+                                               VmSettings requested_vm);
 
   // The absolute deadline of a call received at `received`: the server's
   // call timeout, or the client's `timeout_ms` if shorter (0: none given).
@@ -170,8 +177,32 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
                                      size_t bytes, bool replace) const;
   // The pool settings a new version of guest `name` starts with: the old
   // version's if there is one, else those stored with configure(), else the
-  // flags' defaults; always within the quota.
-  pool::PoolSettings settingsFor(const TenantState& tenant, const std::string& name) const;
+  // flags' defaults; always within the quota, its VMs of `memory_bytes`
+  // each within the memory quota.
+  pool::PoolSettings settingsFor(const TenantState& tenant, const std::string& name,
+                                 uint64_t memory_bytes) const;
+  // The VM settings `chosen` (0 fields: the flags' defaults), checked
+  // against the flags' limits and, one VM or `max_vms` of them, against the
+  // tenant's memory quota.
+  OrFailure<VmSettings> resolveVm(const TenantState& tenant, const VmSettings& chosen,
+                                  uint32_t max_vms) const;
+  // A new version of a guest to boot: an upload, or the stored guest with
+  // new VM settings.
+  struct NewVersion {
+    // The guest ELF to boot. Blocking pool.
+    std::function<vm::Expected<std::vector<uint8_t>>()> image;
+    bool store_image = false;                      // the ELF is new: store it
+    std::optional<pool::PoolSettings> store_pool;  // pool settings to store
+    VmSettings chosen_vm;                          // stored with the guest
+    VmSettings vm;                                 // what its VMs run with
+    pool::PoolSettings pool;
+    const char* event;         // for the log: "upload" or "configure"
+    FailureCode boot_refused;  // what an ELF that does not boot is
+  };
+  // Boots, stores and installs `version` of guest `name`, which the caller
+  // has checked and marked as uploading; the answer is the installed guest.
+  kj::Promise<OrFailure<GuestEntry>> installNewVersion(TenantState& tenant, const std::string& name,
+                                                       NewVersion version);
   // Uploaded bytes as the guest ELF to boot and store: a Wasm module (by its
   // magic) translated in the translator process, or taken from the
   // translation cache, anything else as it is. Logs each translation with
@@ -181,8 +212,7 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
                                                      std::vector<uint8_t> bytes);
   // Installs a guest's (prewarmed) pool in its tenant, replacing (retiring)
   // an older version.
-  void install(TenantState& tenant, const std::string& name, std::shared_ptr<pool::GuestPool> guest,
-               std::string sha256, uint64_t size);
+  void install(TenantState& tenant, const std::string& name, GuestEntry entry);
   void loadStoredGuests(TenantState& tenant);
   std::unique_ptr<TenantState> makeTenant(TenantConfig config);
   // Runs a write to the guest store on the blocking pool; the promise holds
@@ -191,7 +221,6 @@ class TenantRegistry : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& exception) override;
 
   const ServerOptions& options_;
-  const vm::VmConfig vm_config_;
   vm::Backend& backend_;
   wasm::TranslatorService* const translator_;
   // Shared by all tenants (docs/security.md, "Wasm guests").

@@ -127,7 +127,7 @@ class TenantImpl final : public rpc::Tenant::Server {
     auto elf = params.getElf();
     return registry_
         .upload(tenant_, name, std::span<const uint8_t>(elf.begin(), elf.size()),
-                params.getReplace())
+                params.getReplace(), fromRpc(params.getVmSettings()))
         .then([&metrics = tenant_.metrics, context, name,
                received](OrFailure<GuestEntry> answer) mutable {
           ++metrics.uploads[answer.ok() ? kOutcomeOk : outcomeSlot(answer.failure().code)];
@@ -169,14 +169,18 @@ class TenantImpl final : public rpc::Tenant::Server {
 
   kj::Promise<void> configure(ConfigureContext context) override {
     auto params = context.getParams();
-    auto settings = params.getSettings();
+    std::optional<pool::PoolSettings> settings;
+    if (params.hasSettings()) {
+      settings =
+          pool::PoolSettings{params.getSettings().getMinWarm(), params.getSettings().getMaxVms()};
+    }
     return registry_
-        .configure(tenant_, str(params.getGuest()),
-                   pool::PoolSettings{settings.getMinWarm(), settings.getMaxVms()})
-        .then([context](OrFailure<pool::PoolSettings> answer) mutable {
+        .configure(tenant_, str(params.getGuest()), settings, fromRpc(params.getVmSettings()))
+        .then([context](OrFailure<GuestEntry> answer) mutable {
           auto result = context.getResults().initResult();
           if (answer.ok()) {
-            toRpc(answer.value(), result.initSettings());
+            toRpc(answer.value().pool->settings(), result.initSettings());
+            toRpc(answer.value().pool->snapshot().config(), result.initVmSettings());
           } else {
             toRpc(answer.failure(), result.initError());
           }

@@ -19,6 +19,7 @@
 #include "pool/tenant_pool.h"
 #include "server/call_metrics.h"
 #include "server/tenants_file.h"
+#include "server/vm_settings.h"
 
 namespace sandpool::server {
 
@@ -26,6 +27,9 @@ struct GuestEntry {
   std::shared_ptr<pool::GuestPool> pool;
   std::string sha256;
   uint64_t size = 0;
+  // The VM settings its tenant chose (0: the server's default); the VMs run
+  // with pool->snapshot().config().
+  VmSettings chosen_vm;
   // Shared with the guest's calls in flight, and with the entry of a
   // version that replaces this one.
   std::shared_ptr<GuestMetrics> metrics = std::make_shared<GuestMetrics>();

@@ -238,6 +238,9 @@ Error abortError(uint32_t code, std::string_view message) {
   switch (code) {
     case SANDPOOL_ABORT_OUT_OF_MEMORY:
       return makeError(ErrorKind::kOutOfMemory, "guest ran out of memory: " + std::string(message));
+    case SANDPOOL_ABORT_RESULT_TOO_LARGE:
+      return makeError(ErrorKind::kLimitExceeded,
+                       "guest's " + std::string(message) + " (the guest's outputBytes VM setting)");
     case SANDPOOL_ABORT_BAD_REQUEST:
       return makeError(ErrorKind::kInternal,
                        "guest refused the call request: " + std::string(message));

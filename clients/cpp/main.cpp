@@ -27,14 +27,16 @@ Verbs:
   ping                         round trip to the server
   version                      the server's protocol and release
   info                         this tenant's name and quota
-  upload NAME FILE [--replace] upload a guest ELF (prints its exports)
+  upload NAME FILE [--replace] [VM OPTIONS]
+                               upload a guest ELF (prints its exports)
   list                         this tenant's guests and their functions
   remove NAME                  delete a guest
   call GUEST FUNCTION [ARG...] call a function; arguments are parsed by the
                                function's parameter types (bytes as hex)
   stats                        pool statistics of this tenant
-  configure GUEST --min-warm N --max-vms N
-                               change a guest's pool within the quota
+  configure GUEST [--min-warm N --max-vms N] [VM OPTIONS]
+                               change a guest's pool within the quota, or
+                               its VMs (they boot again; docs/rpc.md)
   bench ping | bench GUEST FUNCTION [ARG...]
                                N calls at a given concurrency: latency
                                percentiles and calls per second
@@ -55,6 +57,13 @@ Options:
                      the next; 0 always sleeps (default 1000)
   --help             this text
 
+VM options (upload, configure; unset: the server's default, or unchanged):
+  --memory-mib N     guest memory of each VM (a multiple of 2)
+  --stack-kib N      stack (a multiple of 4)
+  --input-kib N      input buffer: a call's arguments (a multiple of 4)
+  --output-kib N     output buffer: a call's result (a multiple of 4)
+  --max-host-calls N host calls one call may make
+
 Exit status: 0 success, 1 the server refused or the call failed,
 2 usage error, 3 connection or transport failure.
 )";
@@ -72,6 +81,9 @@ struct Args {
   uint64_t warmup = 200;
   std::chrono::microseconds poll = client::kDefaultBenchPoll;
   std::optional<uint32_t> min_warm, max_vms;
+  uint64_t memory_mib = 0, stack_kib = 0, input_kib = 0, output_kib = 0;  // 0: not set
+  uint32_t max_host_calls = 0;
+  bool vm_settings = false;  // any of the above was given
 };
 
 struct UsageError {
@@ -120,6 +132,16 @@ Args parseArgs(int argc, char** argv) {
       a.min_warm = static_cast<uint32_t>(number(arg, value()));
     else if (arg == "--max-vms")
       a.max_vms = static_cast<uint32_t>(number(arg, value()));
+    else if (arg == "--memory-mib")
+      a.memory_mib = number(arg, value()), a.vm_settings = true;
+    else if (arg == "--stack-kib")
+      a.stack_kib = number(arg, value()), a.vm_settings = true;
+    else if (arg == "--input-kib")
+      a.input_kib = number(arg, value()), a.vm_settings = true;
+    else if (arg == "--output-kib")
+      a.output_kib = number(arg, value()), a.vm_settings = true;
+    else if (arg == "--max-host-calls")
+      a.max_host_calls = static_cast<uint32_t>(number(arg, value())), a.vm_settings = true;
     else if (arg == "--kv") {
       std::string pair = value();
       size_t eq = pair.find('=');
@@ -133,6 +155,26 @@ Args parseArgs(int argc, char** argv) {
   }
   if (a.positional.empty()) throw UsageError{"no verb given"};
   return a;
+}
+
+// The VM options as the request's VmSettings (0 where not given).
+void setVmSettings(const Args& a, rpc::VmSettings::Builder out) {
+  out.setMemoryBytes(a.memory_mib << 20);
+  out.setStackBytes(a.stack_kib << 10);
+  out.setInputBytes(a.input_kib << 10);
+  out.setOutputBytes(a.output_kib << 10);
+  out.setMaxHostCalls(a.max_host_calls);
+}
+
+// One line of a guest's VM settings, as list and configure print them.
+void printVmSettings(rpc::VmSettings::Reader vm) {
+  std::printf(
+      "  vm: memory_mib=%llu stack_kib=%llu input_kib=%llu output_kib=%llu "
+      "max_host_calls=%u\n",
+      static_cast<unsigned long long>(vm.getMemoryBytes() >> 20),
+      static_cast<unsigned long long>(vm.getStackBytes() >> 10),
+      static_cast<unsigned long long>(vm.getInputBytes() >> 10),
+      static_cast<unsigned long long>(vm.getOutputBytes() >> 10), vm.getMaxHostCalls());
 }
 
 // A failure the server reported: printed, exit status 1.
@@ -299,6 +341,7 @@ int run(const Args& a) {
     request.setName(a.positional[1]);
     request.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()));
     request.setReplace(a.replace);
+    if (a.vm_settings) setVmSettings(a, request.initVmSettings());
     auto response = request.send().wait(ws);
     auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
@@ -307,6 +350,7 @@ int run(const Args& a) {
                 static_cast<unsigned long long>(guest.getSize()), shown(guest.getSha256()).c_str());
     for (auto sig : guest.getExports())
       std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
+    printVmSettings(guest.getVmSettings());
     return 0;
   }
   if (verb == "list") {
@@ -318,6 +362,7 @@ int run(const Args& a) {
                   g.getSettings().getMinWarm(), g.getSettings().getMaxVms());
       for (auto sig : g.getExports())
         std::printf("  %s\n", shown(client::formatSignature(sig)).c_str());
+      printVmSettings(g.getVmSettings());
     }
     return 0;
   }
@@ -372,17 +417,22 @@ int run(const Args& a) {
     return 0;
   }
   if (verb == "configure") {
-    need(a, 1, 1, "configure GUEST --min-warm N --max-vms N");
-    if (!a.min_warm || !a.max_vms) throw UsageError{"configure needs --min-warm and --max-vms"};
+    need(a, 1, 1, "configure GUEST [--min-warm N --max-vms N] [VM OPTIONS]");
+    if (a.min_warm.has_value() != a.max_vms.has_value() || (!a.min_warm && !a.vm_settings))
+      throw UsageError{"configure needs --min-warm and --max-vms, VM options, or both"};
     auto request = tenant.configureRequest();
     request.setGuest(a.positional[1]);
-    request.getSettings().setMinWarm(*a.min_warm);
-    request.getSettings().setMaxVms(*a.max_vms);
+    if (a.min_warm) {
+      request.getSettings().setMinWarm(*a.min_warm);
+      request.getSettings().setMaxVms(*a.max_vms);
+    }
+    if (a.vm_settings) setVmSettings(a, request.initVmSettings());
     auto response = request.send().wait(ws);
     auto result = response.getResult();
     if (result.isError()) throw Refused{client::describe(result.getError())};
     std::printf("%s min_warm=%u max_vms=%u\n", a.positional[1].c_str(),
                 result.getSettings().getMinWarm(), result.getSettings().getMaxVms());
+    if (a.vm_settings) printVmSettings(result.getVmSettings());
     return 0;
   }
   if (verb == "bench") {

@@ -111,6 +111,23 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class VmSettings:
+    """One guest's VMs (docs/rpc.md, "VM settings"). Sizes in bytes. In a
+    request 0 means unchanged (a new guest: the server's default); the
+    server's answers set every field."""
+    memory_bytes: int = 0
+    stack_bytes: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    max_host_calls: int = 0
+
+    def __str__(self) -> str:
+        return (f"vm: memory_mib={self.memory_bytes >> 20} stack_kib={self.stack_bytes >> 10} "
+                f"input_kib={self.input_bytes >> 10} output_kib={self.output_bytes >> 10} "
+                f"max_host_calls={self.max_host_calls}")
+
+
+@dataclass(frozen=True)
 class GuestInfo:
     name: str
     sha256: str
@@ -118,6 +135,7 @@ class GuestInfo:
     exports: list[Signature]
     min_warm: int
     max_vms: int
+    vm: VmSettings = VmSettings()
 
 
 @dataclass(frozen=True)
@@ -309,9 +327,19 @@ def _signature(reader: Any) -> Signature:
     return Signature(reader.name, [str(t) for t in reader.params], str(reader.result))
 
 
+def _vm_settings(reader: Any) -> VmSettings:
+    return VmSettings(reader.memoryBytes, reader.stackBytes, reader.inputBytes, reader.outputBytes,
+                      reader.maxHostCalls)
+
+
+def _vm_settings_request(vm: VmSettings) -> dict[str, int]:
+    return {"memoryBytes": vm.memory_bytes, "stackBytes": vm.stack_bytes, "inputBytes": vm.input_bytes,
+            "outputBytes": vm.output_bytes, "maxHostCalls": vm.max_host_calls}
+
+
 def _guest_info(reader: Any) -> GuestInfo:
     return GuestInfo(reader.name, reader.sha256, reader.size, [_signature(s) for s in reader.exports],
-                     reader.settings.minWarm, reader.settings.maxVms)
+                     reader.settings.minWarm, reader.settings.maxVms, _vm_settings(reader.vmSettings))
 
 
 def _timing(reader: Any) -> Timing:
@@ -420,8 +448,17 @@ class Tenant:
         q = r.quota
         return r.name, Quota(q.maxVms, q.maxGuests, q.maxMemoryBytes, q.maxConcurrentCalls, q.queueLength)
 
-    async def upload(self, name: str, elf: bytes, replace: bool = False) -> GuestInfo:
-        r = await self.cap.upload(name, elf, replace)
+    async def upload(self, name: str, elf: bytes, replace: bool = False,
+                     vm: VmSettings | None = None) -> GuestInfo:
+        """Uploads a guest; `vm` chooses its VMs (fields left 0: the replaced
+        version's, or the server's defaults)."""
+        request = self.cap.upload_request()
+        request.name = name
+        request.elf = elf
+        request.replace = replace
+        if vm is not None:
+            request.vmSettings = _vm_settings_request(vm)
+        r = await request.send()
         if r.result.which() == "error":
             raise _error(r.result.error)
         return _guest_info(r.result.guest)
@@ -488,8 +525,21 @@ class Tenant:
                              g.timeouts, g.calls, g.latency.p50Us, g.latency.p99Us) for g in s.guests]
         return TenantStats(s.queued, s.running, s.overloaded, guests)
 
-    async def configure(self, guest: str, min_warm: int, max_vms: int) -> tuple[int, int]:
-        r = await self.cap.configure(guest, {"minWarm": min_warm, "maxVms": max_vms})
+    async def configure(self, guest: str, min_warm: int | None = None, max_vms: int | None = None,
+                        vm: VmSettings | None = None) -> tuple[int, int]:
+        """Changes a guest's pool (both of `min_warm` and `max_vms`, or
+        neither: unchanged) and its VMs (`vm`, fields left 0 unchanged;
+        the guest boots again with them); returns the pool settings.
+        list() shows the VM settings."""
+        if (min_warm is None) != (max_vms is None):
+            raise ValueError("configure takes both min_warm and max_vms, or neither")
+        request = self.cap.configure_request()
+        request.guest = guest
+        if min_warm is not None:
+            request.settings = {"minWarm": min_warm, "maxVms": max_vms}
+        if vm is not None:
+            request.vmSettings = _vm_settings_request(vm)
+        r = await request.send()
         if r.result.which() == "error":
             raise _error(r.result.error)
         return r.result.settings.minWarm, r.result.settings.maxVms
@@ -599,6 +649,13 @@ async def _bench_call(tenant: Tenant, a: argparse.Namespace) -> None:
         raise failure
 
 
+def _vm_settings_of(a: argparse.Namespace) -> VmSettings | None:
+    """The VM options given on the command line; None if none was."""
+    vm = VmSettings(a.memory_mib << 20, a.stack_kib << 10, a.input_kib << 10, a.output_kib << 10,
+                    a.max_host_calls)
+    return None if vm == VmSettings() else vm
+
+
 async def _command(a: argparse.Namespace) -> int:
     try:
         conn = await connect(a.connect, a.schema)
@@ -636,15 +693,17 @@ async def _command(a: argparse.Namespace) -> int:
                 elf = Path(a.file).read_bytes()
             except OSError as e:
                 raise UsageError(f"cannot read '{a.file}': {e.strerror}") from None
-            g = await tenant.upload(a.name, elf, a.replace)
+            g = await tenant.upload(a.name, elf, a.replace, _vm_settings_of(a))
             print(f"uploaded {g.name} ({g.size} bytes, sha256 {g.sha256})")
             for sig in g.exports:
                 print(f"  {sig}")
+            print(f"  {g.vm}")
         elif a.verb == "list":
             for g in await tenant.list():
                 print(f"{g.name}  {g.size} bytes  sha256 {g.sha256}  min_warm={g.min_warm} max_vms={g.max_vms}")
                 for sig in g.exports:
                     print(f"  {sig}")
+                print(f"  {g.vm}")
         elif a.verb == "remove":
             await tenant.remove(a.name)
             print(f"removed {a.name}")
@@ -673,8 +732,13 @@ async def _command(a: argparse.Namespace) -> int:
                       f"reset={gs.reset} discarded={gs.discarded} calls={gs.calls} failed={gs.failed} "
                       f"timeouts={gs.timeouts} p50_us<={gs.p50_us} p99_us<={gs.p99_us}")
         elif a.verb == "configure":
-            min_warm, max_vms = await tenant.configure(a.guest, a.min_warm, a.max_vms)
+            vm = _vm_settings_of(a)
+            if (a.min_warm is None) != (a.max_vms is None) or (a.min_warm is None and vm is None):
+                raise UsageError("configure needs --min-warm and --max-vms, VM options, or both")
+            min_warm, max_vms = await tenant.configure(a.guest, a.min_warm, a.max_vms, vm)
             print(f"{a.guest} min_warm={min_warm} max_vms={max_vms}")
+            if vm is not None:
+                print(f"  {next(g.vm for g in await tenant.list() if g.name == a.guest)}")
         elif a.verb == "bench":
             if a.function is None:
                 raise UsageError("usage: bench ping | bench GUEST FUNCTION [ARG...]")
@@ -709,8 +773,15 @@ def _parser() -> argparse.ArgumentParser:
     verbs.add_parser("stats", help="pool statistics of this tenant")
     conf = verbs.add_parser("configure", help="change a guest's pool within the quota")
     conf.add_argument("guest")
-    conf.add_argument("--min-warm", type=int, required=True)
-    conf.add_argument("--max-vms", type=int, required=True)
+    conf.add_argument("--min-warm", type=int)
+    conf.add_argument("--max-vms", type=int)
+    for parser in (up, conf):
+        vm = parser.add_argument_group("VM options (unset: the server's default, or unchanged)")
+        vm.add_argument("--memory-mib", type=int, default=0, help="guest memory of each VM (a multiple of 2)")
+        vm.add_argument("--stack-kib", type=int, default=0, help="stack (a multiple of 4)")
+        vm.add_argument("--input-kib", type=int, default=0, help="input buffer: a call's arguments")
+        vm.add_argument("--output-kib", type=int, default=0, help="output buffer: a call's result")
+        vm.add_argument("--max-host-calls", type=int, default=0, help="host calls one call may make")
     for verb, text in (("call", "call a function; arguments are parsed by its parameter types (bytes as hex)"),
                        ("bench", "N calls at a given concurrency: p50/p99 latency and calls/s "
                                  "(bench ping: round trips only)")):

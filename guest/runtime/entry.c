@@ -190,11 +190,10 @@ static void finish_call(uint32_t status, const sandpool_value* result, const cha
     put(&w, message, strlen(message));
   }
   if (w.overflow) {
+    /* The output buffer's size is the guest's VM setting: the host tells
+     * the caller (limitExceeded) rather than the guest failing the call. */
     static const char too_large[] = "result does not fit the output buffer";
-    w = output_writer();
-    header.status = SANDPOOL_STATUS_ERROR;
-    put(&w, &header, sizeof header);
-    put(&w, too_large, sizeof too_large - 1);
+    sandpool_abort_with(SANDPOOL_ABORT_RESULT_TOO_LARGE, too_large, sizeof too_large - 1);
   }
   ((sandpool_result_header*)w.data)->size = (uint32_t)(w.used - sizeof header);
   sandpool_out(SANDPOOL_PORT_DONE, (uint32_t)w.used);

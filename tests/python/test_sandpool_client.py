@@ -308,6 +308,38 @@ def test_upload_list_remove_through_the_api(server, guest_file) -> None:
     assert "api-echo" not in after
 
 
+def test_vm_settings_through_the_api(server, guest_file) -> None:
+    async def body(tenant: sp.Tenant) -> tuple[sp.GuestInfo, sp.CallFailed, sp.GuestInfo]:
+        info = await tenant.upload("api-vm", guest_file("echo").read_bytes(), replace=True,
+                                   vm=sp.VmSettings(output_bytes=8 << 10))
+        with pytest.raises(sp.CallFailed) as too_large:
+            await tenant.call("api-vm", "echo_bytes", [bytes(16 << 10)])
+        await tenant.configure("api-vm", vm=sp.VmSettings(max_host_calls=9))
+        listed = next(g for g in await tenant.list() if g.name == "api-vm")
+        await tenant.remove("api-vm")
+        return info, too_large.value, listed
+
+    info, too_large, listed = as_tenant(server, body)
+    assert info.vm.output_bytes == 8 << 10
+    assert info.vm.memory_bytes > 0 and info.vm.max_host_calls > 0, "the server sets every field"
+    assert too_large.code == "limitExceeded"
+    assert listed.vm == sp.VmSettings(info.vm.memory_bytes, info.vm.stack_bytes, info.vm.input_bytes,
+                                      8 << 10, 9)
+
+
+def test_cli_vm_options(cli, guest_file) -> None:
+    r = cli("upload", "cli-vm", str(guest_file("echo")), "--replace", "--output-kib", "8")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^  vm: memory_mib=\d+ stack_kib=\d+ input_kib=\d+ output_kib=8 max_host_calls=\d+$",
+                     r.stdout, re.MULTILINE)
+    r = cli("configure", "cli-vm", "--max-host-calls", "9")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"output_kib=8 max_host_calls=9$", r.stdout, re.MULTILINE)
+    refused = cli("configure", "cli-vm", "--stack-kib", "5")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: invalidArgument: ")
+
+
 def test_login_acts_for_the_token_s_tenant(server) -> None:
     name, quota = as_tenant(server, lambda t: t.info())
     assert name == "acme"

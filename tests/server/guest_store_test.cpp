@@ -114,10 +114,33 @@ TEST_F(GuestStoreTest, IncompleteSettingsFileCountsAsNone) {
   EXPECT_FALSE(store_.loadSettings("acme", "hello").has_value());
 }
 
+TEST_F(GuestStoreTest, VmSettingsLoadBackAsSavedAndNoneChosenWithoutAFile) {
+  auto none = store_.loadVmSettings("acme", "hello");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  const VmSettings chosen{.memory_bytes = 32 << 20, .output_bytes = 8192, .max_host_calls = 7};
+  ASSERT_TRUE(store_.saveVmSettings("acme", "hello", chosen).ok());
+  auto loaded = store_.loadVmSettings("acme", "hello");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(*loaded, chosen);
+}
+
+TEST_F(GuestStoreTest, MalformedVmSettingsAreAnError) {
+  fs::create_directories(tenantDir());
+  std::ofstream(tenantDir() / "hello.vm") << "memory_bytes = lots\n";
+  auto loaded = store_.loadVmSettings("acme", "hello");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.error().message.find("VM settings of guest 'hello' of tenant 'acme'"),
+            std::string::npos)
+      << loaded.error().message;
+}
+
 TEST_F(GuestStoreTest, RemoveDeletesTheGuestAndItsSettings) {
   ASSERT_TRUE(store_.save("acme", "hello", elf_).ok());
   ASSERT_TRUE(store_.saveSettings("acme", "hello", {.min_warm = 1, .max_vms = 2}).ok());
+  ASSERT_TRUE(store_.saveVmSettings("acme", "hello", {.max_host_calls = 3}).ok());
   ASSERT_TRUE(store_.remove("acme", "hello").ok());
+  EXPECT_FALSE(fs::exists(tenantDir() / "hello.vm"));
   EXPECT_FALSE(fs::exists(tenantDir() / "hello.guest"));
   EXPECT_FALSE(fs::exists(tenantDir() / "hello.settings"));
   EXPECT_TRUE(store_.remove("acme", "hello").ok()) << "removing what is gone is not an error";

@@ -60,6 +60,9 @@ Arg i32(int32_t v) {
 Arg str(std::string v) {
   return [v](rpc::Value::Builder b) { b.setString(v); };
 }
+Arg bytes(size_t size) {
+  return [size](rpc::Value::Builder b) { b.initBytes(static_cast<unsigned>(size)); };
+}
 
 struct CallResult {
   bool ok = false;
@@ -125,6 +128,39 @@ class ServerTest : public ::testing::Test {
     auto response = request.send().wait(ws_);
     if (response.getResult().isError()) return client::describe(response.getResult().getError());
     return std::nullopt;
+  }
+
+  // Uploads `path` as `name` with the VM settings `choose` sets; the answer.
+  capnp::Response<rpc::Tenant::UploadResults> uploadWithVm(
+      rpc::Tenant::Client& tenant, const std::string& name, const std::string& path,
+      std::function<void(rpc::VmSettings::Builder)> choose, bool replace = false) {
+    auto elf = readFile(path);
+    auto request = tenant.uploadRequest();
+    request.setName(name);
+    request.setElf(kj::arrayPtr(elf.data(), elf.size()));
+    request.setReplace(replace);
+    choose(request.initVmSettings());
+    return request.send().wait(ws_);
+  }
+
+  // Configures only the VM settings `choose` sets; the answer.
+  capnp::Response<rpc::Tenant::ConfigureResults> configureVm(
+      rpc::Tenant::Client& tenant, const std::string& name,
+      std::function<void(rpc::VmSettings::Builder)> choose) {
+    auto request = tenant.configureRequest();
+    request.setGuest(name);
+    choose(request.initVmSettings());
+    return request.send().wait(ws_);
+  }
+
+  // The VM settings list() shows for guest `name`.
+  rpc::VmSettings::Reader listedVm(rpc::Tenant::Client& tenant, const std::string& name) {
+    listed_.emplace(tenant.listRequest().send().wait(ws_));
+    for (auto g : listed_->getGuests()) {
+      if (g.getName() == name) return g.getVmSettings();
+    }
+    ADD_FAILURE() << "no guest " << name;
+    return listed_->getGuests()[0].getVmSettings();
   }
 
   void mustUpload(rpc::Tenant::Client& tenant, const std::string& name, const std::string& path) {
@@ -227,6 +263,7 @@ class ServerTest : public ::testing::Test {
   kj::WaitScope& ws_ = io_.waitScope;
   std::optional<ServerProcess> server_;
   std::vector<kj::Own<client::Connection>> connections_;
+  std::optional<capnp::Response<rpc::Tenant::ListResults>> listed_;
 };
 
 TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
@@ -260,7 +297,14 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
                            "--syscall-filter",
                            "--long-call-us",
                            "--max-long-calls",
-                           "--max-long-calls-per-tenant"}) {
+                           "--max-long-calls-per-tenant",
+                           "--guest-memory-max-mib",
+                           "--guest-stack-kib",
+                           "--guest-input-kib",
+                           "--guest-output-kib",
+                           "--guest-buffer-max-kib",
+                           "--guest-host-calls",
+                           "--guest-host-calls-max"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
   EXPECT_NE(text.find("(=127.0.0.1:7300)"), std::string::npos);
@@ -1778,7 +1822,7 @@ TEST_F(ServerTest, ErrorCodesAreTheOnesTheTableGives) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->rfind("invalidArgument:", 0), 0u) << *refused;
   CallResult huge = call(tenant, "misbehave", "huge_result", {});
-  EXPECT_EQ(huge.code, rpc::ErrorCode::GUEST_ABORT) << huge.message;
+  EXPECT_EQ(huge.code, rpc::ErrorCode::LIMIT_EXCEEDED) << huge.message;
   CallResult too_many_args = call(tenant, "echo", "echo", {str(std::string(2 << 20, 'x'))});
   EXPECT_EQ(too_many_args.code, rpc::ErrorCode::LIMIT_EXCEEDED) << too_many_args.message;
 }
@@ -1892,6 +1936,230 @@ TEST_F(ServerTest, MetricsCountRealCallsAndPassPromtool) {
   auto [status, said] = promtoolCheck(dir_, after.body);
   EXPECT_EQ(status, 0) << said;
   EXPECT_EQ(said, "") << "promtool's lint has no complaint";
+
+// VM settings per guest (docs/rpc.md, "VM settings").
+
+constexpr uint64_t kMiB = 1 << 20;
+
+TEST_F(ServerTest, UploadWithoutVmSettingsGetsTheFlagsDefaults) {
+  startServer({"--guest-memory-mib", "32", "--guest-output-kib", "512"});
+  auto tenant = alpha();
+  mustUpload(tenant, "echo", GUEST_ECHO);
+  auto vm = listedVm(tenant, "echo");
+  EXPECT_EQ(vm.getMemoryBytes(), 32 * kMiB);
+  EXPECT_EQ(vm.getStackBytes(), 1 * kMiB);
+  EXPECT_EQ(vm.getInputBytes(), 1 * kMiB);
+  EXPECT_EQ(vm.getOutputBytes(), 512u << 10);
+  EXPECT_EQ(vm.getMaxHostCalls(), 100000u);
+}
+
+TEST_F(ServerTest, UploadWithVmSettingsRunsItsVmsWithThem) {
+  startServer();
+  auto tenant = alpha();
+  auto uploaded = uploadWithVm(tenant, "echo", GUEST_ECHO, [](auto vm) {
+    vm.setMemoryBytes(32 * kMiB);
+    vm.setStackBytes(64 << 10);
+    vm.setInputBytes(4 * kMiB);
+    vm.setOutputBytes(4 * kMiB);
+  });
+  ASSERT_TRUE(uploaded.getResult().isGuest()) << client::describe(uploaded.getResult().getError());
+  auto answered = uploaded.getResult().getGuest().getVmSettings();
+  EXPECT_EQ(answered.getMemoryBytes(), 32 * kMiB);
+  EXPECT_EQ(answered.getStackBytes(), 64u << 10);
+  EXPECT_EQ(answered.getInputBytes(), 4 * kMiB);
+  EXPECT_EQ(answered.getOutputBytes(), 4 * kMiB);
+  EXPECT_EQ(answered.getMaxHostCalls(), 100000u) << "a field left 0 takes the default";
+  EXPECT_EQ(listedVm(tenant, "echo").getOutputBytes(), 4 * kMiB);
+  auto guest = guestOf(tenant, "echo").getResult().getGuest();
+  auto info = guest.infoRequest().send().wait(ws_);
+  EXPECT_EQ(info.getResult().getInfo().getVmSettings().getInputBytes(), 4 * kMiB);
+
+  // 3 MiB in and out: past the default 1 MiB buffers, within these.
+  CallResult big = call(tenant, "echo", "echo_bytes", {bytes(3 * kMiB)});
+  EXPECT_TRUE(big.ok) << big.message;
+  mustUpload(tenant, "echo-default", GUEST_ECHO);
+  CallResult refused = call(tenant, "echo-default", "echo_bytes", {bytes(3 * kMiB)});
+  EXPECT_EQ(refused.code, rpc::ErrorCode::LIMIT_EXCEEDED) << refused.message;
+}
+
+TEST_F(ServerTest, ResultLargerThanASmallOutputBufferIsLimitExceeded) {
+  startServer();
+  auto tenant = alpha();
+  auto uploaded =
+      uploadWithVm(tenant, "echo", GUEST_ECHO, [](auto vm) { vm.setOutputBytes(8 << 10); });
+  ASSERT_TRUE(uploaded.getResult().isGuest()) << client::describe(uploaded.getResult().getError());
+  CallResult fits = call(tenant, "echo", "echo_bytes", {bytes(4 << 10)});
+  EXPECT_TRUE(fits.ok) << fits.message;
+  CallResult too_large = call(tenant, "echo", "echo_bytes", {bytes(16 << 10)});
+  EXPECT_EQ(too_large.code, rpc::ErrorCode::LIMIT_EXCEEDED) << too_large.message;
+  EXPECT_NE(too_large.message.find("does not fit the output buffer"), std::string::npos)
+      << too_large.message;
+  CallResult after = call(tenant, "echo", "echo_bytes", {bytes(4 << 10)});
+  EXPECT_TRUE(after.ok) << "the VM serves the next call: " << after.message;
+}
+
+TEST_F(ServerTest, HostCallLimitIsTheGuestsOwn) {
+  startServer();
+  auto tenant = alpha();
+  auto uploaded =
+      uploadWithVm(tenant, "misbehave", GUEST_MISBEHAVE, [](auto vm) { vm.setMaxHostCalls(5); });
+  ASSERT_TRUE(uploaded.getResult().isGuest()) << client::describe(uploaded.getResult().getError());
+  CallResult storm = call(tenant, "misbehave", "host_call_storm", {});
+  EXPECT_EQ(storm.code, rpc::ErrorCode::LIMIT_EXCEEDED) << storm.message;
+  EXPECT_NE(storm.message.find("more than 5 host calls"), std::string::npos) << storm.message;
+}
+
+TEST_F(ServerTest, VmSettingsOutsideTheLimitsAreInvalidArgument) {
+  startServer({"--guest-memory-max-mib", "256", "--guest-buffer-max-kib", "8192",
+               "--guest-host-calls", "100", "--guest-host-calls-max", "1000"});
+  auto tenant = alpha();
+  using Choose = std::function<void(rpc::VmSettings::Builder)>;
+  const std::vector<std::pair<const char*, Choose>> refused = {
+      {"memory not a multiple of 2 MiB", [](auto vm) { vm.setMemoryBytes(5 * kMiB); }},
+      {"memory below the least that boots", [](auto vm) { vm.setMemoryBytes(2 * kMiB); }},
+      {"memory past --guest-memory-max-mib", [](auto vm) { vm.setMemoryBytes(258 * kMiB); }},
+      {"stack not page-aligned", [](auto vm) { vm.setStackBytes(5000); }},
+      {"stack below the least", [](auto vm) { vm.setStackBytes(4096); }},
+      {"output past --guest-buffer-max-kib", [](auto vm) { vm.setOutputBytes(16 * kMiB); }},
+      {"input not page-aligned", [](auto vm) { vm.setInputBytes(100); }},
+      {"host calls past --guest-host-calls-max", [](auto vm) { vm.setMaxHostCalls(1001); }},
+      {"buffers that leave no room in memory",
+       [](auto vm) {
+         vm.setMemoryBytes(8 * kMiB);
+         vm.setInputBytes(2 * kMiB);
+         vm.setOutputBytes(2 * kMiB);
+       }},
+  };
+  mustUpload(tenant, "echo", GUEST_ECHO);
+  for (const auto& [what, choose] : refused) {
+    SCOPED_TRACE(what);
+    auto uploaded = uploadWithVm(tenant, "other", GUEST_ECHO, choose);
+    ASSERT_TRUE(uploaded.getResult().isError());
+    EXPECT_EQ(uploaded.getResult().getError().getCode(), rpc::ErrorCode::INVALID_ARGUMENT)
+        << client::describe(uploaded.getResult().getError());
+    auto configured = configureVm(tenant, "echo", choose);
+    ASSERT_TRUE(configured.getResult().isError());
+    EXPECT_EQ(configured.getResult().getError().getCode(), rpc::ErrorCode::INVALID_ARGUMENT)
+        << client::describe(configured.getResult().getError());
+  }
+  EXPECT_EQ(guestNames(tenant), std::vector<std::string>{"echo"});
+  EXPECT_EQ(listedVm(tenant, "echo").getMemoryBytes(), 64 * kMiB) << "a refusal changes nothing";
+}
+
+TEST_F(ServerTest, GuestMemoryTimesItsVmsStaysWithinTheMemoryQuota) {
+  // alpha: 8 VMs and the default 1 GiB of guest memory.
+  startServer({"--guest-memory-max-mib", "2048"});
+  auto tenant = alpha();
+  auto over =
+      uploadWithVm(tenant, "echo", GUEST_ECHO, [](auto vm) { vm.setMemoryBytes(1536 * kMiB); });
+  ASSERT_TRUE(over.getResult().isError());
+  EXPECT_EQ(over.getResult().getError().getCode(), rpc::ErrorCode::QUOTA_EXCEEDED)
+      << client::describe(over.getResult().getError());
+
+  auto uploaded =
+      uploadWithVm(tenant, "echo", GUEST_ECHO, [](auto vm) { vm.setMemoryBytes(256 * kMiB); });
+  ASSERT_TRUE(uploaded.getResult().isGuest()) << client::describe(uploaded.getResult().getError());
+  EXPECT_EQ(uploaded.getResult().getGuest().getSettings().getMaxVms(), 4u)
+      << "the default pool (8 VMs) shrinks to what the memory quota holds";
+
+  auto more_vms = tenant.configureRequest();
+  more_vms.setGuest("echo");
+  more_vms.getSettings().setMinWarm(1);
+  more_vms.getSettings().setMaxVms(5);
+  auto refused_vms = more_vms.send().wait(ws_);
+  ASSERT_TRUE(refused_vms.getResult().isError());
+  EXPECT_EQ(refused_vms.getResult().getError().getCode(), rpc::ErrorCode::QUOTA_EXCEEDED);
+
+  auto more_memory = configureVm(tenant, "echo", [](auto vm) { vm.setMemoryBytes(512 * kMiB); });
+  ASSERT_TRUE(more_memory.getResult().isError());
+  EXPECT_EQ(more_memory.getResult().getError().getCode(), rpc::ErrorCode::QUOTA_EXCEEDED)
+      << client::describe(more_memory.getResult().getError());
+  EXPECT_EQ(listedVm(tenant, "echo").getMemoryBytes(), 256 * kMiB);
+}
+
+TEST_F(ServerTest, ConfigureVmSettingsBootsANewVersionAndKeepsThePool) {
+  startServer();
+  auto tenant = alpha();
+  mustUpload(tenant, "echo", GUEST_ECHO);
+  auto pool = tenant.configureRequest();
+  pool.setGuest("echo");
+  pool.getSettings().setMinWarm(2);
+  pool.getSettings().setMaxVms(3);
+  ASSERT_TRUE(pool.send().wait(ws_).getResult().isSettings());
+  auto guest = guestOf(tenant, "echo").getResult().getGuest();
+  CallResult before = call(tenant, "echo", "echo_bytes", {bytes(16 << 10)});
+  ASSERT_TRUE(before.ok) << before.message;
+
+  auto configured = configureVm(tenant, "echo", [](auto vm) { vm.setOutputBytes(8 << 10); });
+  auto result = configured.getResult();
+  ASSERT_TRUE(result.isSettings()) << client::describe(result.getError());
+  EXPECT_EQ(result.getVmSettings().getOutputBytes(), 8u << 10);
+  EXPECT_EQ(result.getVmSettings().getInputBytes(), 1 * kMiB) << "fields left 0 are unchanged";
+  EXPECT_EQ(result.getSettings().getMinWarm(), 2u) << "pool settings left unset are unchanged";
+  EXPECT_EQ(result.getSettings().getMaxVms(), 3u);
+  EXPECT_EQ(listedVm(tenant, "echo").getOutputBytes(), 8u << 10);
+
+  CallResult after = call(tenant, "echo", "echo_bytes", {bytes(16 << 10)});
+  EXPECT_EQ(after.code, rpc::ErrorCode::LIMIT_EXCEEDED) << "the new VMs have the small buffer";
+  auto through_guest = guest.callRequest();
+  through_guest.setFunction("echo_bytes");
+  through_guest.initArgs(1)[0].initBytes(4 << 10);
+  auto answer = through_guest.send().wait(ws_);
+  EXPECT_TRUE(answer.getResult().isOk()) << "a Guest capability follows the new version";
+  EXPECT_TRUE(waitForStats(
+      tenant, "echo", [](auto g) { return g.getWarm() == 2; }, 60s));
+}
+
+TEST_F(ServerTest, CliSetsAndShowsVmSettings) {
+  startServer();
+  auto [status, out] = runCli({"upload", "echo", GUEST_ECHO, "--output-kib", "8"});
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\n  vm: memory_mib=64 stack_kib=1024 input_kib=1024 output_kib=8 "
+                     "max_host_calls=100000\n"),
+            std::string::npos)
+      << out;
+  auto [conf_status, conf_out] = runCli({"configure", "echo", "--max-host-calls", "9"});
+  ASSERT_EQ(conf_status, 0) << conf_out;
+  EXPECT_EQ(conf_out,
+            "echo min_warm=1 max_vms=8\n  vm: memory_mib=64 stack_kib=1024 input_kib=1024 "
+            "output_kib=8 max_host_calls=9\n");
+  auto [list_status, list_out] = runCli({"list"});
+  ASSERT_EQ(list_status, 0) << list_out;
+  EXPECT_NE(list_out.find("output_kib=8 max_host_calls=9\n"), std::string::npos) << list_out;
+  auto [bad_status, bad_out] = runCli({"configure", "echo", "--stack-kib", "5"});
+  EXPECT_EQ(bad_status, 1) << bad_out;
+  EXPECT_NE(bad_out.find("invalidArgument"), std::string::npos) << bad_out;
+}
+
+TEST_F(ServerTest, VmSettingsSurviveARestart) {
+  startServer();
+  {
+    auto tenant = alpha();
+    auto uploaded = uploadWithVm(tenant, "echo", GUEST_ECHO, [](auto vm) {
+      vm.setOutputBytes(8 << 10);
+      vm.setMaxHostCalls(77);
+    });
+    ASSERT_TRUE(uploaded.getResult().isGuest())
+        << client::describe(uploaded.getResult().getError());
+    auto configured = configureVm(tenant, "echo", [](auto vm) { vm.setStackBytes(128 << 10); });
+    ASSERT_TRUE(configured.getResult().isSettings())
+        << client::describe(configured.getResult().getError());
+  }
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  startServer();
+  auto tenant = alpha();
+  auto vm = listedVm(tenant, "echo");
+  EXPECT_EQ(vm.getOutputBytes(), 8u << 10);
+  EXPECT_EQ(vm.getMaxHostCalls(), 77u);
+  EXPECT_EQ(vm.getStackBytes(), 128u << 10);
+  EXPECT_EQ(vm.getMemoryBytes(), 64 * kMiB);
+  CallResult too_large = call(tenant, "echo", "echo_bytes", {bytes(16 << 10)});
+  EXPECT_EQ(too_large.code, rpc::ErrorCode::LIMIT_EXCEEDED) << too_large.message;
+  CallResult fits = call(tenant, "echo", "echo_bytes", {bytes(4 << 10)});
+  EXPECT_TRUE(fits.ok) << fits.message;
 }
 
 }  // namespace sandpool

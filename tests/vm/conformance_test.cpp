@@ -418,7 +418,7 @@ TEST_P(MisbehaviourTest, EachYieldsItsTypedErrorAndTheVmServesOn) {
       {"divide", {int32_t{1}, int32_t{0}}, ErrorKind::kGuestFault, "divide error", 0},
       {"halt", {}, ErrorKind::kGuestFault, ""},
       {"fail_with", {std::string("no")}, ErrorKind::kGuestAbort, "refused: no"},
-      {"huge_result", {}, ErrorKind::kGuestAbort, "does not fit the output buffer"},
+      {"huge_result", {}, ErrorKind::kLimitExceeded, "does not fit the output buffer"},
       {"host_call_storm", {}, ErrorKind::kLimitExceeded, "more than 1000 host calls"},
   };
   for (const Misbehaviour& m : cases) {

@@ -38,6 +38,9 @@ void usage() {
          "  --kvm-speed-check=require|waive  waive: accept a KVM that runs guest code far\n"
          "                               below hardware speed (KVM under emulation)\n"
          "  --memory-mib=N               guest memory in MiB, a multiple of 2 (default 64)\n"
+         "  --stack-kib=N, --input-kib=N, --output-kib=N\n"
+         "                               stack, input and output buffer in KiB (default 1024)\n"
+         "  --max-host-calls=N           host calls per call (default 100000)\n"
          "  --timeout-ms=N               per-call timeout (default 5000)\n"
          "  --repeat=N                   call N times on the same VM (default 1)\n";
 }
@@ -74,6 +77,14 @@ int main(int argc, char** argv) {
       }
     } else if (arg.rfind("--memory-mib=", 0) == 0) {
       config.memory_size = std::stoull(value("--memory-mib=")) * kMiB;
+    } else if (arg.rfind("--stack-kib=", 0) == 0) {
+      config.stack_size = std::stoull(value("--stack-kib=")) * 1024;
+    } else if (arg.rfind("--input-kib=", 0) == 0) {
+      config.input_size = std::stoull(value("--input-kib=")) * 1024;
+    } else if (arg.rfind("--output-kib=", 0) == 0) {
+      config.output_size = std::stoull(value("--output-kib=")) * 1024;
+    } else if (arg.rfind("--max-host-calls=", 0) == 0) {
+      config.max_host_calls = static_cast<uint32_t>(std::stoul(value("--max-host-calls=")));
     } else if (arg.rfind("--timeout-ms=", 0) == 0) {
       timeout = std::chrono::milliseconds(std::stoull(value("--timeout-ms=")));
     } else if (arg.rfind("--repeat=", 0) == 0) {

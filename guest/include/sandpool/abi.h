@@ -45,6 +45,8 @@
 #define SANDPOOL_ABORT_BAD_REQUEST 2u /* the guest could not decode the call request */
 #define SANDPOOL_ABORT_FUNCTION_ERROR \
   3u /* reserved: function errors travel in the result instead */
+#define SANDPOOL_ABORT_RESULT_TOO_LARGE \
+  4u /* the call's result (or error message) does not fit the output buffer */
 
 /* Typed values. */
 typedef enum sandpool_type {
