@@ -1936,6 +1936,7 @@ TEST_F(ServerTest, MetricsCountRealCallsAndPassPromtool) {
   auto [status, said] = promtoolCheck(dir_, after.body);
   EXPECT_EQ(status, 0) << said;
   EXPECT_EQ(said, "") << "promtool's lint has no complaint";
+}
 
 // VM settings per guest (docs/rpc.md, "VM settings").
 
