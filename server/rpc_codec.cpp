@@ -115,6 +115,7 @@ rpc::ErrorCode errorCode(vm::ErrorKind kind) {
     case vm::ErrorKind::kBadHostCall: return rpc::ErrorCode::BAD_HOST_CALL;
     case vm::ErrorKind::kOutOfMemory: return rpc::ErrorCode::OUT_OF_MEMORY;
     case vm::ErrorKind::kLimitExceeded: return rpc::ErrorCode::LIMIT_EXCEEDED;
+    case vm::ErrorKind::kHostLimit: return rpc::ErrorCode::OVERLOADED;
     case vm::ErrorKind::kResetFailed:
     case vm::ErrorKind::kBackendUnavailable:
     case vm::ErrorKind::kInternal: return rpc::ErrorCode::INTERNAL;
