@@ -13,6 +13,7 @@ FailureCode failureCode(vm::ErrorKind kind) {
     case vm::ErrorKind::kBadHostCall: return FailureCode::kBadHostCall;
     case vm::ErrorKind::kOutOfMemory: return FailureCode::kOutOfMemory;
     case vm::ErrorKind::kLimitExceeded: return FailureCode::kLimitExceeded;
+    case vm::ErrorKind::kHostLimit: return FailureCode::kOverloaded;
     case vm::ErrorKind::kResetFailed:
     case vm::ErrorKind::kBackendUnavailable:
     case vm::ErrorKind::kInternal: return FailureCode::kInternal;

@@ -38,6 +38,7 @@
 #include "server/tenant_registry.h"
 #include "server/tenants_file.h"
 #include "vm/backend.h"
+#include "vm/host_limits.h"
 #include "vm/syscall_filter.h"
 #include "wasm/translator_service.h"
 #include "vm/unique_fd.h"
@@ -426,6 +427,17 @@ int runServer(const ServerOptions& options) {
         "'{}'\"",
         options.kvm_speed_check);
     return 1;
+  }
+  // Each guest holds files and each VM mappings (and, on KVM, files): a VM
+  // that would pass either limit is refused (vm/host_limits.h).
+  if (auto files = vm::raiseFileLimit(); !files) {
+    spdlog::warn("event=file_limit_not_raised error=\"{}\"", files.error().message);
+  }
+  if (auto usage = vm::readHostUsage(); !usage) {
+    spdlog::warn("event=host_limits error=\"{}\"", usage.error().message);
+  } else {
+    spdlog::info("event=host_limits open_files={} file_limit={} mappings={} mapping_limit={}",
+                 usage->files, usage->file_limit, usage->mappings, usage->mapping_limit);
   }
   std::string because;
   auto backend = vm::openBackend(choice, because, kvm_options);

@@ -55,6 +55,7 @@ std::string_view errorKindName(ErrorKind kind) {
     case ErrorKind::kLimitExceeded: return "limit-exceeded";
     case ErrorKind::kResetFailed: return "reset-failed";
     case ErrorKind::kBackendUnavailable: return "backend-unavailable";
+    case ErrorKind::kHostLimit: return "host-limit";
     case ErrorKind::kInternal: return "internal";
   }
   return "unknown";

@@ -23,6 +23,7 @@ enum class ErrorKind {
   kLimitExceeded,       // a per-call limit (buffer size, host calls) was hit
   kResetFailed,         // the VM could not be restored; it must be discarded
   kBackendUnavailable,  // the requested backend cannot be used on this host
+  kHostLimit,           // a new VM would pass a process-wide limit (vm/host_limits.h)
   kInternal,            // a host-side failure (syscall, emulator)
 };
 

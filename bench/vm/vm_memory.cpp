@@ -2,7 +2,8 @@
 // shares? Boots one guest, creates N VMs over its snapshot, runs one call on
 // each (so each is warm: code translated, buffers touched, reset done), and
 // reads the process's private memory from /proc/self/smaps_rollup before and
-// after. Prints a table; backend from SANDPOOL_BENCH_BACKEND (default
+// after, and the mappings and open files they add (the process-wide limits,
+// vm/host_limits.h). Prints a table; backend from SANDPOOL_BENCH_BACKEND (default
 // emulated).
 //
 //   vm_memory [N]      (default 32)
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "bench_setup.h"
+#include "vm/host_limits.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   auto first = sandpool::bench::newBenchVm(snapshot);
   first->call(request);
 
+  const auto usage_before = sandpool::bench::orExit(readHostUsage());
   const long before = privateKib();
   std::vector<std::unique_ptr<Sandbox>> vms;
   for (int i = 0; i < count; i++) {
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
     private_pages += result.stats.pages_restored;
   }
   const long after = privateKib();
+  const auto usage_after = sandpool::bench::orExit(readHostUsage());
   std::printf("backend               %s\n",
               std::string(backendKindName(sandpool::bench::benchBackend().kind())).c_str());
   std::printf("guest memory          %llu MiB\n",
@@ -61,5 +65,13 @@ int main(int argc, char** argv) {
   std::printf("  of which first call %.1f KiB (translated code, TLB, guest pages kept: %.1f KiB)\n",
               static_cast<double>(after - created) / count,
               static_cast<double>(private_pages * kPageSize / 1024) / count);
+  std::printf("mappings per VM       %.1f (%llu of vm.max_map_count %llu in use)\n",
+              static_cast<double>(usage_after.mappings - usage_before.mappings) / count,
+              static_cast<unsigned long long>(usage_after.mappings),
+              static_cast<unsigned long long>(usage_after.mapping_limit));
+  std::printf("open files per VM     %.2f (%llu of RLIMIT_NOFILE %llu in use)\n",
+              static_cast<double>(usage_after.files - usage_before.files) / count,
+              static_cast<unsigned long long>(usage_after.files),
+              static_cast<unsigned long long>(usage_after.file_limit));
   return 0;
 }

@@ -33,6 +33,14 @@ namespace sandpool::vm {
 
 namespace {
 
+// The engine's translation buffer: QEMU's minimum, far more than a guest's
+// hot code needs (a warm call runs the same few translated blocks). Unicorn's
+// default (1 GiB, advised for transparent huge pages) costs each VM a 2 MiB
+// huge page on its first translation; 1 MiB cannot hold one, so each VM keeps
+// only the pages it wrote (docs/performance.md, "Density"). Unicorn 2.0 has
+// no control for it and keeps its default.
+[[maybe_unused]] constexpr uint32_t kTranslationBufferBytes = 1u << 20;
+
 // Pages a VM keeps privately writable between calls and restores by copy;
 // past this many, a reset drops the copies and write-protects them again.
 constexpr size_t kStickyPageLimit = 64;
@@ -269,6 +277,11 @@ class UnicornMicroVm final : public MicroVm {
       uc_ = nullptr;
       return unicornError("uc_open", err);
     }
+#if UC_API_MAJOR > 2 || (UC_API_MAJOR == 2 && UC_API_MINOR >= 1)
+    // Read when the engine initialises, on its first use below.
+    if (uc_err err = uc_ctl_set_tcg_buffer_size(uc_, kTranslationBufferBytes); err != UC_ERR_OK)
+      return unicornError("sizing the translation buffer", err);
+#endif
     // A fixed exit address (page 0, never mapped, never executed): without
     // it every uc_emu_start() re-translates code around its `until` address.
     uint64_t exits[] = {0};
