@@ -180,10 +180,13 @@ TEST_F(WasmGuestTest, GreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
   EXPECT_EQ(result.output, "greeting Wasm\n");
 }
 
+constexpr const char* kNoRustExamples =
+    "the Rust examples were not built: no rustc with the wasm32-wasi standard library (Debian "
+    "packages rustc, libstd-rust-dev-wasm32)";
+
 TEST_F(WasmGuestTest, RustGreetingTakesAStringReturnsAStringAndPrintsThroughWasi) {
 #ifndef SANDPOOL_WASM_RUST_EXAMPLES
-  GTEST_SKIP() << "the Rust example was not built: no rustc with the wasm32-wasi standard library "
-                  "(Debian packages rustc, libstd-rust-dev-wasm32)";
+  GTEST_SKIP() << kNoRustExamples;
 #endif
   auto vm = boot(example("rust_greeting"));
   ASSERT_TRUE(vm);
@@ -244,6 +247,37 @@ TEST_F(WasmGuestTest, Sha256KernelMatchesKnownDigests) {
 
 TEST_F(WasmGuestTest, StateSetAtInitialisationIsFreshForEveryCall) {
   auto vm = boot(example("counter"));
+  ASSERT_TRUE(vm);
+  for (int i = 0; i < 3; i++) {
+    auto result = call(*vm, "increment");
+    ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
+    EXPECT_EQ(std::get<int32_t>(*result.result), 41);
+  }
+}
+
+TEST_F(WasmGuestTest, RustSha256MatchesKnownDigests) {
+#ifndef SANDPOOL_WASM_RUST_EXAMPLES
+  GTEST_SKIP() << kNoRustExamples;
+#endif
+  auto vm = boot(example("rust_sha256"));
+  ASSERT_TRUE(vm);
+  const std::pair<vm::Bytes, std::string> cases[] = {
+      {{}, "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {{'a', 'b', 'c'}, "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {vm::Bytes(1000000, 'a'),
+       "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"}};
+  for (const auto& [input, expected] : cases) {
+    auto digest = call(*vm, "sha256", {Value(input)});
+    ASSERT_TRUE(digest.result.ok()) << digest.result.error().describe();
+    EXPECT_EQ(vm::formatValue(*digest.result), expected) << input.size() << " bytes";
+  }
+}
+
+TEST_F(WasmGuestTest, RustStateSetAtInitialisationIsFreshForEveryCall) {
+#ifndef SANDPOOL_WASM_RUST_EXAMPLES
+  GTEST_SKIP() << kNoRustExamples;
+#endif
+  auto vm = boot(example("rust_counter"));
   ASSERT_TRUE(vm);
   for (int i = 0; i < 3; i++) {
     auto result = call(*vm, "increment");
