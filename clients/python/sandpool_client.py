@@ -548,6 +548,13 @@ class Tenant:
         neither: unchanged) and its VMs (`vm`, fields left 0 unchanged;
         the guest boots again with them); returns the pool settings.
         list() shows the VM settings."""
+        min_warm, max_vms, _ = await self._configure(guest, min_warm, max_vms, vm)
+        return min_warm, max_vms
+
+    async def _configure(self, guest: str, min_warm: int | None, max_vms: int | None,
+                         vm: VmSettings | None) -> tuple[int, int, VmSettings]:
+        """configure, also returning the VM settings the guest now runs
+        with (ConfigureResult.vmSettings), as the command line prints them."""
         if (min_warm is None) != (max_vms is None):
             raise ValueError("configure takes both min_warm and max_vms, or neither")
         request = self.cap.configure_request()
@@ -560,7 +567,7 @@ class Tenant:
         r = await request.send()
         if r.result.which() == "error":
             raise _error(r.result.error)
-        return r.result.settings.minWarm, r.result.settings.maxVms
+        return r.result.settings.minWarm, r.result.settings.maxVms, _vm_settings(r.result.vmSettings)
 
 
 def _call_outcome(response: Any) -> CallOk:
@@ -753,10 +760,10 @@ async def _command(a: argparse.Namespace) -> int:
             vm = _vm_settings_of(a)
             if (a.min_warm is None) != (a.max_vms is None) or (a.min_warm is None and vm is None):
                 raise UsageError("configure needs --min-warm and --max-vms, VM options, or both")
-            min_warm, max_vms = await tenant.configure(a.guest, a.min_warm, a.max_vms, vm)
+            min_warm, max_vms, running = await tenant._configure(a.guest, a.min_warm, a.max_vms, vm)
             print(f"{a.guest} min_warm={min_warm} max_vms={max_vms}")
             if vm is not None:
-                print(f"  {next(g.vm for g in await tenant.list() if g.name == a.guest)}")
+                print(f"  {running}")
         elif a.verb == "bench":
             if a.function is None:
                 raise UsageError("usage: bench ping | bench GUEST FUNCTION [ARG...]")
