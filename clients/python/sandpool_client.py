@@ -275,6 +275,12 @@ def type_of(value: PyValue) -> str:
     raise TypeError(f"no sandpool value type for a {type(value).__name__}")
 
 
+def _fits(type_name: str, value: Any) -> bool:
+    """Whether `value` is an int (not a bool) within the integer type `type_name`."""
+    low, high = INT_RANGES[type_name]
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def encode_value(builder: Any, type_name: str, value: PyValue) -> None:
     """Sets the `Value` union `builder` to `value` as `type_name`, refusing
     what would not survive the trip (out of range, wrong kind)."""
@@ -283,8 +289,7 @@ def encode_value(builder: Any, type_name: str, value: PyValue) -> None:
     if type_name == "void":
         builder.void = None
     elif type_name in INT_RANGES:
-        low, high = INT_RANGES[type_name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if not _fits(type_name, value):
             raise ValueError(f"{value!r} is not a valid {type_name}")
         setattr(builder, type_name, value)
     elif type_name in ("f32", "f64") and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -332,9 +337,21 @@ def _vm_settings(reader: Any) -> VmSettings:
                       reader.maxHostCalls)
 
 
+def _unsigned(field: str, type_name: str, value: int) -> int:
+    """`value` for the request field `field` of type `type_name` (u32 or
+    u64); ValueError, before anything is sent, for one it cannot hold (a
+    negative number would otherwise surface as a transport exception)."""
+    if not _fits(type_name, value):
+        raise ValueError(f"{field} {value!r} is not a valid {type_name}")
+    return value
+
+
 def _vm_settings_request(vm: VmSettings) -> dict[str, int]:
-    return {"memoryBytes": vm.memory_bytes, "stackBytes": vm.stack_bytes, "inputBytes": vm.input_bytes,
-            "outputBytes": vm.output_bytes, "maxHostCalls": vm.max_host_calls}
+    return {"memoryBytes": _unsigned("memoryBytes", "u64", vm.memory_bytes),
+            "stackBytes": _unsigned("stackBytes", "u64", vm.stack_bytes),
+            "inputBytes": _unsigned("inputBytes", "u64", vm.input_bytes),
+            "outputBytes": _unsigned("outputBytes", "u64", vm.output_bytes),
+            "maxHostCalls": _unsigned("maxHostCalls", "u32", vm.max_host_calls)}
 
 
 def _guest_info(reader: Any) -> GuestInfo:
@@ -489,7 +506,7 @@ class Tenant:
         request = self.cap.call_request()
         request.guest = guest
         request.function = function
-        request.timeoutMs = timeout_ms
+        request.timeoutMs = _unsigned("timeoutMs", "u32", timeout_ms)
         encoded = request.init("args", len(args))
         for i, value in enumerate(args):
             declared = param_types[i] if param_types is not None and i < len(param_types) else None
@@ -531,18 +548,26 @@ class Tenant:
         neither: unchanged) and its VMs (`vm`, fields left 0 unchanged;
         the guest boots again with them); returns the pool settings.
         list() shows the VM settings."""
+        min_warm, max_vms, _ = await self._configure(guest, min_warm, max_vms, vm)
+        return min_warm, max_vms
+
+    async def _configure(self, guest: str, min_warm: int | None, max_vms: int | None,
+                         vm: VmSettings | None) -> tuple[int, int, VmSettings]:
+        """configure, also returning the VM settings the guest now runs
+        with (ConfigureResult.vmSettings), as the command line prints them."""
         if (min_warm is None) != (max_vms is None):
             raise ValueError("configure takes both min_warm and max_vms, or neither")
         request = self.cap.configure_request()
         request.guest = guest
         if min_warm is not None:
-            request.settings = {"minWarm": min_warm, "maxVms": max_vms}
+            request.settings = {"minWarm": _unsigned("minWarm", "u32", min_warm),
+                                "maxVms": _unsigned("maxVms", "u32", max_vms)}
         if vm is not None:
             request.vmSettings = _vm_settings_request(vm)
         r = await request.send()
         if r.result.which() == "error":
             raise _error(r.result.error)
-        return r.result.settings.minWarm, r.result.settings.maxVms
+        return r.result.settings.minWarm, r.result.settings.maxVms, _vm_settings(r.result.vmSettings)
 
 
 def _call_outcome(response: Any) -> CallOk:
@@ -735,15 +760,26 @@ async def _command(a: argparse.Namespace) -> int:
             vm = _vm_settings_of(a)
             if (a.min_warm is None) != (a.max_vms is None) or (a.min_warm is None and vm is None):
                 raise UsageError("configure needs --min-warm and --max-vms, VM options, or both")
-            min_warm, max_vms = await tenant.configure(a.guest, a.min_warm, a.max_vms, vm)
+            min_warm, max_vms, running = await tenant._configure(a.guest, a.min_warm, a.max_vms, vm)
             print(f"{a.guest} min_warm={min_warm} max_vms={max_vms}")
             if vm is not None:
-                print(f"  {next(g.vm for g in await tenant.list() if g.name == a.guest)}")
+                print(f"  {running}")
         elif a.verb == "bench":
             if a.function is None:
                 raise UsageError("usage: bench ping | bench GUEST FUNCTION [ARG...]")
             await _bench_call(tenant, a)
     return 0
+
+
+def _non_negative(text: str) -> int:
+    """An option's number: a count or a size, never below 0."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a non-negative integer")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -773,15 +809,15 @@ def _parser() -> argparse.ArgumentParser:
     verbs.add_parser("stats", help="pool statistics of this tenant")
     conf = verbs.add_parser("configure", help="change a guest's pool within the quota")
     conf.add_argument("guest")
-    conf.add_argument("--min-warm", type=int)
-    conf.add_argument("--max-vms", type=int)
+    conf.add_argument("--min-warm", type=_non_negative)
+    conf.add_argument("--max-vms", type=_non_negative)
     for parser in (up, conf):
         vm = parser.add_argument_group("VM options (unset: the server's default, or unchanged)")
-        vm.add_argument("--memory-mib", type=int, default=0, help="guest memory of each VM (a multiple of 2)")
-        vm.add_argument("--stack-kib", type=int, default=0, help="stack (a multiple of 4)")
-        vm.add_argument("--input-kib", type=int, default=0, help="input buffer: a call's arguments")
-        vm.add_argument("--output-kib", type=int, default=0, help="output buffer: a call's result")
-        vm.add_argument("--max-host-calls", type=int, default=0, help="host calls one call may make")
+        vm.add_argument("--memory-mib", type=_non_negative, default=0, help="guest memory of each VM (a multiple of 2)")
+        vm.add_argument("--stack-kib", type=_non_negative, default=0, help="stack (a multiple of 4)")
+        vm.add_argument("--input-kib", type=_non_negative, default=0, help="input buffer: a call's arguments")
+        vm.add_argument("--output-kib", type=_non_negative, default=0, help="output buffer: a call's result")
+        vm.add_argument("--max-host-calls", type=_non_negative, default=0, help="host calls one call may make")
     for verb, text in (("call", "call a function; arguments are parsed by its parameter types (bytes as hex)"),
                        ("bench", "N calls at a given concurrency: p50/p99 latency and calls/s "
                                  "(bench ping: round trips only)")):
@@ -793,7 +829,7 @@ def _parser() -> argparse.ArgumentParser:
             v.add_argument("guest", metavar="GUEST|ping")
             v.add_argument("function", nargs="?", metavar="FUNCTION")
         v.add_argument("args", nargs="*", metavar="ARG")
-        v.add_argument("--timeout-ms", type=int, default=0, help="shorten the server's call timeout")
+        v.add_argument("--timeout-ms", type=_non_negative, default=0, help="shorten the server's call timeout")
         v.add_argument("--kv", action="append", default=[], metavar="KEY=VALUE",
                        help="serve the host function kv_get(string) -> string from these pairs (repeatable)")
         if verb == "call":
@@ -814,7 +850,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     try:
         return run(_command(a))
-    except (UsageError, SchemaError) as e:
+    # ValueError: a value the request cannot carry (an option too large for
+    # its field), refused before anything was sent.
+    except (UsageError, SchemaError, ValueError) as e:
         parser.print_usage(sys.stderr)
         print(f"sandpool_client: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,8 +2,8 @@
 
 Exit status 5, which ctest counts as skipped, when they cannot run because
 pycapnp or pytest is missing from the interpreter ctest was configured with;
-the line printed says which is missing and for which interpreter. Any failing
-test fails the run.
+the line printed says which is missing and for which interpreter. A pycapnp
+that is there but does not import, and any failing test, fail the run.
 """
 import importlib.util
 import os
@@ -20,6 +20,14 @@ if missing:
     print(f"{' and '.join(missing)} not installed for {sys.executable} (docs/python-client.md, "
           "Tests): Python client tests skipped")
     sys.exit(5)
+
+# An installed pycapnp that does not import (built against another libcapnp,
+# say) fails the run: skipping would hide it behind "not installed".
+try:
+    import capnp  # noqa: E402, F401
+except ImportError as broken:
+    print(f"pycapnp is installed for {sys.executable} but does not import: {broken}")
+    sys.exit(1)
 
 import pytest  # noqa: E402  (only once it is known to be there)
 

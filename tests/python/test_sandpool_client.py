@@ -340,6 +340,38 @@ def test_cli_vm_options(cli, guest_file) -> None:
     assert refused.stderr.startswith("error: invalidArgument: ")
 
 
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--memory-mib", "-2", "argument --memory-mib: '-2' is not a non-negative integer"),
+    ("--max-host-calls", "5000000000", "maxHostCalls 5000000000 is not a valid u32"),
+    ("--memory-mib", str(2**50), f"memoryBytes {2**70} is not a valid u64"),
+])
+def test_cli_vm_option_its_field_cannot_hold_is_a_usage_error(cli, guest_file, option: str, value: str,
+                                                               said: str) -> None:
+    assert cli("upload", "cli-vm-range", str(guest_file("echo")), "--replace").returncode == 0
+    before = cli("list").stdout
+    r = cli("configure", "cli-vm-range", option, value)
+    assert r.returncode == 2
+    assert said in r.stderr
+    assert cli("list").stdout == before, "nothing was sent"
+
+
+def test_values_a_request_field_cannot_hold_raise_before_sending(server, guests) -> None:
+    async def body(tenant: sp.Tenant) -> list[str]:
+        refused = []
+        for attempt in (lambda: tenant.configure("echo", vm=sp.VmSettings(stack_bytes=-4096)),
+                        lambda: tenant.configure("echo", min_warm=-1, max_vms=2),
+                        lambda: tenant.upload("echo", b"", replace=True, vm=sp.VmSettings(max_host_calls=2**32)),
+                        lambda: tenant.call("echo", "nothing", timeout_ms=-1)):
+            with pytest.raises(ValueError) as e:
+                await attempt()
+            refused.append(str(e.value))
+        return refused
+
+    assert as_tenant(server, body) == ["stackBytes -4096 is not a valid u64", "minWarm -1 is not a valid u32",
+                                       "maxHostCalls 4294967296 is not a valid u32",
+                                       "timeoutMs -1 is not a valid u32"]
+
+
 def test_login_acts_for_the_token_s_tenant(server) -> None:
     name, quota = as_tenant(server, lambda t: t.info())
     assert name == "acme"
