@@ -2,16 +2,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <kj/async-io.h>
+#include <fmt/format.h>
 #include <kj/debug.h>
 
 #include "clients/cpp/client.h"
@@ -90,12 +94,21 @@ struct UsageError {
   std::string message;
 };
 
-uint64_t number(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') throw UsageError{flag + " needs a number, got '" + text + "'"};
+// A decimal number from 0 to `max` (the most the request's field, after
+// its unit is applied, can hold); strtoull alone would wrap "-2" around.
+uint64_t number(const std::string& flag, const std::string& text,
+                uint64_t max = std::numeric_limits<uint64_t>::max()) {
+  if (text.empty() ||
+      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    throw UsageError{fmt::format("{} needs a number, got '{}'", flag, text)};
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v > max)
+    throw UsageError{fmt::format("{} must be at most {}, got {}", flag, max, text)};
   return v;
 }
+
+constexpr uint64_t kU32 = std::numeric_limits<uint32_t>::max();
 
 Args parseArgs(int argc, char** argv) {
   Args a;
@@ -119,29 +132,29 @@ Args parseArgs(int argc, char** argv) {
     else if (arg == "--timing")
       a.timing = true;
     else if (arg == "--timeout-ms")
-      a.timeout_ms = static_cast<uint32_t>(number(arg, value()));
+      a.timeout_ms = static_cast<uint32_t>(number(arg, value(), kU32));
     else if (arg == "--concurrency")
-      a.concurrency = static_cast<unsigned>(number(arg, value()));
+      a.concurrency = static_cast<unsigned>(number(arg, value(), kU32));
     else if (arg == "--calls")
       a.calls = number(arg, value());
     else if (arg == "--warmup")
       a.warmup = number(arg, value());
     else if (arg == "--poll-us")
-      a.poll = std::chrono::microseconds(number(arg, value()));
+      a.poll = std::chrono::microseconds(number(arg, value(), kU32));
     else if (arg == "--min-warm")
-      a.min_warm = static_cast<uint32_t>(number(arg, value()));
+      a.min_warm = static_cast<uint32_t>(number(arg, value(), kU32));
     else if (arg == "--max-vms")
-      a.max_vms = static_cast<uint32_t>(number(arg, value()));
+      a.max_vms = static_cast<uint32_t>(number(arg, value(), kU32));
     else if (arg == "--memory-mib")
-      a.memory_mib = number(arg, value()), a.vm_settings = true;
+      a.memory_mib = number(arg, value(), UINT64_MAX >> 20), a.vm_settings = true;
     else if (arg == "--stack-kib")
-      a.stack_kib = number(arg, value()), a.vm_settings = true;
+      a.stack_kib = number(arg, value(), UINT64_MAX >> 10), a.vm_settings = true;
     else if (arg == "--input-kib")
-      a.input_kib = number(arg, value()), a.vm_settings = true;
+      a.input_kib = number(arg, value(), UINT64_MAX >> 10), a.vm_settings = true;
     else if (arg == "--output-kib")
-      a.output_kib = number(arg, value()), a.vm_settings = true;
+      a.output_kib = number(arg, value(), UINT64_MAX >> 10), a.vm_settings = true;
     else if (arg == "--max-host-calls")
-      a.max_host_calls = static_cast<uint32_t>(number(arg, value())), a.vm_settings = true;
+      a.max_host_calls = static_cast<uint32_t>(number(arg, value(), kU32)), a.vm_settings = true;
     else if (arg == "--kv") {
       std::string pair = value();
       size_t eq = pair.find('=');

@@ -1551,14 +1551,14 @@ TEST_F(ServerTest, WasmSdkFlagNamesTheFolderTranslationsCompileAgainst) {
   std::ofstream(dir_.path() / "tenants.conf") << "[alpha]\ntoken = " << kAlphaToken << "\n";
   const fs::path not_an_sdk = dir_.path() / "not-an-sdk";
   fs::create_directories(not_an_sdk);
-  ChildProcess refused(SANDPOOLD_BIN, {"--tenants", (dir_.path() / "tenants.conf").string(),
-                                       "--data-dir", (dir_.path() / "data").string(), "--backend",
-                                       testBackend(), "--allow-root", "--wasm-sdk",
-                                       not_an_sdk.string()});
+  ChildProcess refused(SANDPOOLD_BIN,
+                       {"--tenants", (dir_.path() / "tenants.conf").string(), "--data-dir",
+                        (dir_.path() / "data").string(), "--backend", testBackend(), "--allow-root",
+                        "--wasm-sdk", not_an_sdk.string()});
   EXPECT_EQ(refused.wait(60s), 1);
   EXPECT_TRUE(refused.sawLine("event=start_failed step=wasm_sdk")) << refused.output();
-  EXPECT_TRUE(refused.sawLine("SDK header folder '" + (not_an_sdk / "include").string() +
-                              "' is missing"))
+  EXPECT_TRUE(
+      refused.sawLine("SDK header folder '" + (not_an_sdk / "include").string() + "' is missing"))
       << refused.output();
 }
 
@@ -2130,6 +2130,25 @@ TEST_F(ServerTest, CliSetsAndShowsVmSettings) {
   auto [bad_status, bad_out] = runCli({"configure", "echo", "--stack-kib", "5"});
   EXPECT_EQ(bad_status, 1) << bad_out;
   EXPECT_NE(bad_out.find("invalidArgument"), std::string::npos) << bad_out;
+}
+
+// A number the request's field cannot hold is the CLI's usage error, never
+// a wrapped-around value sent to the server.
+TEST_F(ServerTest, CliRefusesNumbersItsRequestCannotHold) {
+  startServer();
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"configure", "echo", "--memory-mib", "-2"}, "--memory-mib needs a number, got '-2'"},
+      {{"configure", "echo", "--min-warm", "-1"}, "--min-warm needs a number, got '-1'"},
+      {{"configure", "echo", "--max-host-calls", "5000000000"},
+       "--max-host-calls must be at most 4294967295, got 5000000000"},
+      {{"configure", "echo", "--memory-mib", "99999999999999999999"},
+       "--memory-mib must be at most 17592186044415"},
+      {{"--timeout-ms", "-5", "call", "echo", "echo", "x"}, "--timeout-ms needs a number"}};
+  for (const auto& [args, said] : cases) {
+    auto [status, out] = runCli(args);
+    EXPECT_EQ(status, 2) << out;
+    EXPECT_NE(out.find(said), std::string::npos) << out;
+  }
 }
 
 TEST_F(ServerTest, VmSettingsSurviveARestart) {
