@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <fmt/format.h>
+
 namespace sandpool::text {
 
 namespace {
@@ -78,7 +80,7 @@ std::string escapeUntrusted(std::string_view text, Escape how, size_t max_bytes)
   for (size_t at = 0; at < text.size();) {
     auto [written, consumed] = escapeOne(text.substr(at), how);
     if (written.size() > max_bytes - out.size()) {
-      return out + "...[truncated, " + std::to_string(text.size()) + " bytes in all]";
+      return fmt::format("{}...[truncated, {} bytes in all]", out, text.size());
     }
     out += written;
     at += consumed;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "pool/tenant_pool.h"
@@ -113,9 +114,8 @@ void GuestPool::parkOrRefuse(CallTask* task) {
   }
   if (vm_count_.load() == 0) {
     refuse(task, RefusalKind::kVmQuota,
-           "the tenant's VM quota (" + std::to_string(tenant_.quota().max_vms) + " VMs, " +
-               std::to_string(tenant_.quota().max_memory_bytes >> 20) +
-               " MiB) is in use by its other guests");
+           fmt::format("the tenant's VM quota ({} VMs, {} MiB) is in use by its other guests",
+                       tenant_.quota().max_vms, tenant_.quota().max_memory_bytes >> 20));
     return;
   }
   park(task);
@@ -231,9 +231,9 @@ std::unique_ptr<vm::Sandbox> GuestPool::execute(CallTask* task, std::unique_ptr<
   }
   if (start >= task->deadline) {
     auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(start - task->received);
-    task->outcome.call.result =
-        vm::makeError(vm::ErrorKind::kTimeout, "call waited " + std::to_string(waited.count()) +
-                                                   " ms for a VM and passed its deadline");
+    task->outcome.call.result = vm::makeError(
+        vm::ErrorKind::kTimeout,
+        fmt::format("call waited {} ms for a VM and passed its deadline", waited.count()));
     timeouts_.fetch_add(1, std::memory_order_relaxed);
     failed_.fetch_add(1, std::memory_order_relaxed);
     finish(task);
@@ -362,11 +362,12 @@ void GuestPool::refuseWaiting() {
 }
 
 void GuestPool::refuseNoVm(CallTask* task, const vm::Error& error) {
-  refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error.message);
+  refuse(task, RefusalKind::kNoVm, fmt::format("could not create a VM: {}", error.message));
 }
 
 void GuestPool::refuseRemoved(CallTask* task) {
-  refuse(task, RefusalKind::kGuestRemoved, "guest '" + name_ + "' was removed or replaced");
+  refuse(task, RefusalKind::kGuestRemoved,
+         fmt::format("guest '{}' was removed or replaced", name_));
 }
 
 GuestStats GuestPool::stats() const {

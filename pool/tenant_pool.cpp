@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <boost/asio/post.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 namespace sandpool::pool {
@@ -44,9 +45,9 @@ void TenantPool::submit(CallTask* task) {
   if (queued_.fetch_add(1) >= quota_.queue_length) {
     queued_.fetch_sub(1);
     overloaded_.fetch_add(1, std::memory_order_relaxed);
-    task->outcome.refusal = Refusal{RefusalKind::kOverloaded,
-                                    "tenant queue is full (" + std::to_string(quota_.queue_length) +
-                                        " calls waiting); retry later"};
+    task->outcome.refusal = Refusal{
+        RefusalKind::kOverloaded,
+        fmt::format("tenant queue is full ({} calls waiting); retry later", quota_.queue_length)};
     task->complete();
     return;
   }

@@ -1,6 +1,7 @@
 #include "server/guarded_message_stream.h"
 
 #include <capnp/serialize.h>
+#include <fmt/format.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -68,8 +69,8 @@ void GuardedMessageStream::admit(capnp::MessageReader& reader) {
 
 void GuardedMessageStream::admitCaps(capnp::List<capnp::rpc::CapDescriptor>::Reader caps) {
   if (caps.size() > limits_.max_caps_per_message) {
-    refuse(std::to_string(caps.size()) + " capabilities in one message, at most " +
-           std::to_string(limits_.max_caps_per_message));
+    refuse(fmt::format("{} capabilities in one message, at most {}", caps.size(),
+                       limits_.max_caps_per_message));
   }
   for (auto cap : caps) admitCap(cap);
 }
@@ -88,8 +89,8 @@ void GuardedMessageStream::admitCap(capnp::rpc::CapDescriptor::Reader cap) {
   }
   auto [entry, added] = imports_.try_emplace(id, 0);
   if (added && imports_.size() > limits_.max_imports) {
-    refuse("more than " + std::to_string(limits_.max_imports) +
-           " capabilities lent to the server at once");
+    refuse(
+        fmt::format("more than {} capabilities lent to the server at once", limits_.max_imports));
   }
   ++entry->second;
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <openssl/evp.h>
 
 #include "server/tenants_file.h"
@@ -58,7 +59,7 @@ std::string hex(std::span<const uint8_t> bytes) {
 
 vm::Error ioError(const std::string& step, const fs::path& path) {
   return vm::makeError(vm::ErrorKind::kInternal,
-                       step + " '" + path.string() + "': " + std::strerror(errno));
+                       fmt::format("{} '{}': {}", step, path.string(), std::strerror(errno)));
 }
 
 vm::Expected<void> writeAll(int fd, std::span<const uint8_t> data, const fs::path& path) {
@@ -79,7 +80,7 @@ vm::Expected<GuestStore::Stored> readGuest(const std::string& tenant, const std:
                                            const fs::path& path) {
   auto refused = [&](const std::string& why) {
     return vm::makeError(vm::ErrorKind::kInternal,
-                         "guest '" + guest + "' of tenant '" + tenant + "': " + why);
+                         fmt::format("guest '{}' of tenant '{}': {}", guest, tenant, why));
   };
   std::ifstream in(path, std::ios::binary);
   if (!in) return refused("cannot open its file");
@@ -87,14 +88,14 @@ vm::Expected<GuestStore::Stored> readGuest(const std::string& tenant, const std:
                              std::istreambuf_iterator<char>());
   if (!in.good() && !in.eof()) return refused("cannot read its file");
   if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
-    return refused("stored file has no sandpool guest header (" + std::to_string(bytes.size()) +
-                   " bytes)");
+    return refused(
+        fmt::format("stored file has no sandpool guest header ({} bytes)", bytes.size()));
   }
   std::span<const uint8_t> elf(bytes.data() + kHeaderSize, bytes.size() - kHeaderSize);
   std::array<uint8_t, 32> digest = sha256(elf);
   if (std::memcmp(digest.data(), bytes.data() + sizeof kMagic, 32) != 0) {
-    return refused("stored file is corrupted (SHA-256 " + hex(digest) + " != recorded " +
-                   hex({bytes.data() + sizeof kMagic, 32}) + ")");
+    return refused(fmt::format("stored file is corrupted (SHA-256 {} != recorded {})", hex(digest),
+                               hex({bytes.data() + sizeof kMagic, 32})));
   }
   return GuestStore::Stored{guest, std::vector<uint8_t>(elf.begin(), elf.end()), hex(digest)};
 }
@@ -122,7 +123,7 @@ vm::Expected<void> GuestStore::writeAtomically(
   fs::create_directories(dir, ec);
   if (ec) {
     return vm::makeError(vm::ErrorKind::kInternal,
-                         "create directory '" + dir.string() + "': " + ec.message());
+                         fmt::format("create directory '{}': {}", dir.string(), ec.message()));
   }
   fs::path final_path = dir / name;
   fs::path temp_path = dir / temporaryName(name);
@@ -215,9 +216,10 @@ vm::Expected<VmSettings> GuestStore::loadVmSettings(const std::string& tenant,
       settings.max_host_calls = static_cast<uint32_t>(value);
   }
   if (!in.eof()) {
-    return vm::makeError(vm::ErrorKind::kInternal,
-                         "VM settings of guest '" + guest + "' of tenant '" + tenant +
-                             "' are malformed ('" + path.filename().string() + "')");
+    return vm::makeError(
+        vm::ErrorKind::kInternal,
+        fmt::format("VM settings of guest '{}' of tenant '{}' are malformed ('{}')", guest, tenant,
+                    path.filename().string()));
   }
   return settings;
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 namespace sandpool::server {
@@ -201,14 +202,14 @@ vm::Expected<std::string> MetricsServer::listen(const std::string& address) {
       resolver.resolve(host, address.substr(colon + 1), tcp::resolver::numeric_service, error);
   if (error || endpoints.empty())
     return vm::makeError(vm::ErrorKind::kInternal,
-                         "cannot resolve " + address + ": " + error.message());
+                         fmt::format("cannot resolve {}: {}", address, error.message()));
   const tcp::endpoint endpoint = endpoints.begin()->endpoint();
   if (acceptor_.open(endpoint.protocol(), error) ||
       acceptor_.set_option(asio::socket_base::reuse_address(true), error) ||
       acceptor_.bind(endpoint, error) ||
       acceptor_.listen(asio::socket_base::max_listen_connections, error)) {
     return vm::makeError(vm::ErrorKind::kInternal,
-                         "cannot listen on " + address + ": " + error.message());
+                         fmt::format("cannot listen on {}: {}", address, error.message()));
   }
   const tcp::endpoint bound = acceptor_.local_endpoint();
   accept();

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include <boost/program_options.hpp>
+#include <fmt/format.h>
 
 #include "server/vm_settings.h"
 #include "vm/watchdog.h"
@@ -229,8 +230,7 @@ ParsedOptions parseOptions(int argc, char** argv) {
     return fail("no listener: set --listen-tcp or --listen-unix");
   if (o.max_vms == 0) return fail("--max-vms must be at least 1");
   if (o.min_warm > o.max_vms)
-    return fail("--min-warm " + std::to_string(o.min_warm) + " exceeds --max-vms " +
-                std::to_string(o.max_vms));
+    return fail(fmt::format("--min-warm {} exceeds --max-vms {}", o.min_warm, o.max_vms));
   if (o.queue_length == 0) return fail("--queue-length must be at least 1");
   if (o.max_connections == 0) return fail("--max-connections must be at least 1");
   if (o.max_connections_per_peer == 0) return fail("--max-connections-per-peer must be at least 1");
@@ -248,12 +248,13 @@ ParsedOptions parseOptions(int argc, char** argv) {
   if (o.guest_host_calls_max < o.guest_host_calls)
     return fail("--guest-host-calls-max must be at least --guest-host-calls");
   if (auto bad = checkVmSettings(defaultVmSettings(o), o))
-    return fail("the --guest-* defaults do not make a VM: " + *bad);
+    return fail(fmt::format("the --guest-* defaults do not make a VM: {}", *bad));
   if (o.syscall_filter != "kill" && o.syscall_filter != "log" && o.syscall_filter != "off") {
-    return fail("--syscall-filter must be kill, log or off, not '" + o.syscall_filter + "'");
+    return fail(
+        fmt::format("--syscall-filter must be kill, log or off, not '{}'", o.syscall_filter));
   }
   if (o.log_format != "text" && o.log_format != "json")
-    return fail("--log-format must be text or json, not '" + o.log_format + "'");
+    return fail(fmt::format("--log-format must be text or json, not '{}'", o.log_format));
   o.idle_time = std::chrono::milliseconds(idle_ms);
   o.call_timeout = std::chrono::milliseconds(timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(grace_ms);
@@ -280,8 +281,8 @@ ParsedOptions parseOptions(int argc, char** argv) {
   // Every running call holds one of the watchdog's slots; uploads' boots
   // hold a few more.
   if (o.workers + uint64_t{o.max_long_calls} > kMaxRunningCalls) {
-    return fail("--workers plus --max-long-calls exceeds " + std::to_string(kMaxRunningCalls) +
-                " calls running at once");
+    return fail(fmt::format("--workers plus --max-long-calls exceeds {} calls running at once",
+                            kMaxRunningCalls));
   }
   result.options = o;
   return result;

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include <fmt/format.h>
+
 namespace sandpool::server {
 
 namespace fs = std::filesystem;
@@ -18,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 vm::Error failed(const std::string& what) {
-  return vm::makeError(vm::ErrorKind::kInternal, what + ": " + std::strerror(errno));
+  return vm::makeError(vm::ErrorKind::kInternal, fmt::format("{}: {}", what, std::strerror(errno)));
 }
 
 }  // namespace
@@ -42,10 +44,10 @@ vm::Expected<std::optional<RunAs>> resolveRunAs(const std::string& user, bool al
   passwd* found = nullptr;
   if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
       found == nullptr) {
-    return vm::makeError(vm::ErrorKind::kInternal, "--user: no user '" + user + "'");
+    return vm::makeError(vm::ErrorKind::kInternal, fmt::format("--user: no user '{}'", user));
   }
   if (found->pw_uid == 0)
-    return vm::makeError(vm::ErrorKind::kInternal, "--user: '" + user + "' is root");
+    return vm::makeError(vm::ErrorKind::kInternal, fmt::format("--user: '{}' is root", user));
   return std::optional<RunAs>(RunAs{user, found->pw_uid, found->pw_gid});
 }
 
@@ -65,14 +67,14 @@ vm::Expected<void> prepareDataDirectory(const fs::path& dir, const std::optional
   fs::create_directories(dir / "guests", ec);
   if (ec)
     return vm::makeError(vm::ErrorKind::kInternal,
-                         "creating " + dir.string() + ": " + ec.message());
+                         fmt::format("creating {}: {}", dir.string(), ec.message()));
   for (const fs::path& owned : {dir, dir / "guests"}) {
-    if (::chmod(owned.c_str(), 0700) != 0) return failed("chmod " + owned.string());
+    if (::chmod(owned.c_str(), 0700) != 0) return failed(fmt::format("chmod {}", owned.string()));
   }
   if (!run_as) return {};
   auto hand_over = [&](const fs::path& path) -> vm::Expected<void> {
     if (::lchown(path.c_str(), run_as->uid, run_as->gid) != 0)
-      return failed("chown " + path.string());
+      return failed(fmt::format("chown {}", path.string()));
     return {};
   };
   if (auto done = hand_over(dir); !done) return done;
@@ -81,7 +83,8 @@ vm::Expected<void> prepareDataDirectory(const fs::path& dir, const std::optional
     if (auto done = hand_over(it->path()); !done) return done;
   }
   if (ec)
-    return vm::makeError(vm::ErrorKind::kInternal, "walking " + dir.string() + ": " + ec.message());
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         fmt::format("walking {}: {}", dir.string(), ec.message()));
   return {};
 }
 

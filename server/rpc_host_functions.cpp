@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "server/rpc_codec.h"
 
 namespace sandpool::server {
@@ -78,8 +80,9 @@ vm::Expected<vm::Value> RpcHostFunctions::callHostFunction(std::string_view name
   mailbox_.post(new HostCallMessage(*this, state));
   if (!state->done.try_acquire_until(deadline_)) {
     mailbox_.post(new CancelHostCallMessage(state));
-    return vm::makeError(vm::ErrorKind::kTimeout, "host function '" + state->name +
-                                                      "' gave no reply before the call's deadline");
+    return vm::makeError(
+        vm::ErrorKind::kTimeout,
+        fmt::format("host function '{}' gave no reply before the call's deadline", state->name));
   }
   return std::move(*state->result);
 }
@@ -101,17 +104,18 @@ void RpcHostFunctions::startHostCall(std::shared_ptr<HostCallState> state) {
                 if (result.isValue()) {
                   state->result = vm::Expected<vm::Value>(fromRpc(result.getValue()));
                 } else {
-                  state->result = vm::Expected<vm::Value>(vm::makeError(
-                      vm::ErrorKind::kBadHostCall,
-                      "host function '" + state->name + "' failed: " + str(result.getError())));
+                  state->result = vm::Expected<vm::Value>(
+                      vm::makeError(vm::ErrorKind::kBadHostCall,
+                                    fmt::format("host function '{}' failed: {}", state->name,
+                                                str(result.getError()))));
                 }
                 state->done.release();
               },
               [state](kj::Exception&& e) {
-                state->result = vm::Expected<vm::Value>(
-                    vm::makeError(vm::ErrorKind::kBadHostCall,
-                                  "host function '" + state->name + "' failed in the client: " +
-                                      clientExceptionMessage(e.getDescription().cStr())));
+                state->result = vm::Expected<vm::Value>(vm::makeError(
+                    vm::ErrorKind::kBadHostCall,
+                    fmt::format("host function '{}' failed in the client: {}", state->name,
+                                clientExceptionMessage(e.getDescription().cStr()))));
                 state->done.release();
               }));
 }

@@ -17,6 +17,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <fmt/format.h>
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
@@ -310,7 +311,7 @@ int Server::serve() {
                        bound.error().message);
       return 1;
     }
-    metrics_address = " metrics=" + bound.value();
+    metrics_address = fmt::format(" metrics={}", bound.value());
   }
   registry_.loadStoredGuests();
   loops_.add(mailbox_.run());
@@ -319,7 +320,7 @@ int Server::serve() {
   std::string ready = "sandpoold ready";
   try {
     if (!options_.listen_tcp.empty()) {
-      ready += " tcp=" + listener_.listen(options_.listen_tcp).wait(kj_io_.waitScope);
+      ready += fmt::format(" tcp={}", listener_.listen(options_.listen_tcp).wait(kj_io_.waitScope));
     }
     if (!options_.listen_unix.empty()) {
       std::string path = unixSocketPath(options_);
@@ -328,7 +329,7 @@ int Server::serve() {
       }
       listener_.listen("unix:" + path).wait(kj_io_.waitScope);
       unix_path_ = path;
-      ready += " unix=" + unix_path_;
+      ready += fmt::format(" unix={}", unix_path_);
     }
   } catch (const kj::Exception& e) {
     spdlog::critical("event=start_failed step=listen error=\"{}\"", e.getDescription().cStr());

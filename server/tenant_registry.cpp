@@ -1,5 +1,6 @@
 #include "server/tenant_registry.h"
 
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -32,7 +33,7 @@ std::string describeName(const std::string& name) {
 }
 
 Failure unknownGuest(const std::string& name) {
-  return {FailureCode::kUnknownGuest, "no guest '" + describeName(name) + "'"};
+  return {FailureCode::kUnknownGuest, fmt::format("no guest '{}'", describeName(name))};
 }
 
 // A call on its way through the pools, completed on the KJ thread through
@@ -282,23 +283,22 @@ std::optional<Failure> TenantRegistry::checkUpload(const TenantState& tenant,
                    "guest name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"};
   }
   if (bytes > options_.max_upload_bytes) {
-    return Failure{FailureCode::kTooLarge, "guest ELF is " + std::to_string(bytes) +
-                                               " bytes; this server accepts at most " +
-                                               std::to_string(options_.max_upload_bytes)};
+    return Failure{FailureCode::kTooLarge,
+                   fmt::format("guest ELF is {} bytes; this server accepts at most {}", bytes,
+                               options_.max_upload_bytes)};
   }
   const bool exists = tenant.guests.count(name) != 0;
   if (tenant.uploading.count(name) != 0) {
     return Failure{FailureCode::kInvalidArgument,
-                   "an upload of guest '" + name + "' is already in progress"};
+                   fmt::format("an upload of guest '{}' is already in progress", name)};
   }
   if (exists && !replace) {
     return Failure{FailureCode::kGuestExists,
-                   "guest '" + name + "' exists; upload with replace to overwrite it"};
+                   fmt::format("guest '{}' exists; upload with replace to overwrite it", name)};
   }
   if (!exists && tenant.guests.size() + tenant.uploading.size() >= tenant.config.quota.max_guests) {
-    return Failure{
-        FailureCode::kQuotaExceeded,
-        "tenant may hold at most " + std::to_string(tenant.config.quota.max_guests) + " guests"};
+    return Failure{FailureCode::kQuotaExceeded, fmt::format("tenant may hold at most {} guests",
+                                                            tenant.config.quota.max_guests)};
   }
   return std::nullopt;
 }
@@ -426,7 +426,7 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::installNewVersion(TenantState
           auto it = tenant.guests.find(name);
           if (it != tenant.guests.end()) return it->second;
           return Failure{FailureCode::kUnknownGuest,
-                         "guest '" + name + "' was removed while its upload finished"};
+                         fmt::format("guest '{}' was removed while its upload finished", name)};
         }
         if (out->error->kind == vm::ErrorKind::kInternal) {
           return Failure{FailureCode::kInternal,
@@ -443,7 +443,8 @@ kj::Promise<std::optional<Failure>> TenantRegistry::remove(TenantState& tenant,
   if (it == tenant.guests.end()) return std::optional<Failure>(unknownGuest(name));
   if (tenant.uploading.count(name) != 0) {
     return std::optional<Failure>(
-        Failure{FailureCode::kInvalidArgument, "an upload of guest '" + name + "' is in progress"});
+        Failure{FailureCode::kInvalidArgument,
+                fmt::format("an upload of guest '{}' is in progress", name)});
   }
   tenant.pool->removeGuest(it->second.pool);
   tenant.guests.erase(it);
@@ -471,21 +472,21 @@ kj::Promise<OrFailure<GuestEntry>> TenantRegistry::configure(
   if (in_flight_.shuttingDown())
     return Answer(Failure{FailureCode::kShuttingDown, "the server is shutting down"});
   if (tenant.uploading.count(name) != 0) {
-    return Answer(Failure{FailureCode::kInvalidArgument,
-                          "an upload or reconfiguration of guest '" + name + "' is in progress"});
+    return Answer(
+        Failure{FailureCode::kInvalidArgument,
+                fmt::format("an upload or reconfiguration of guest '{}' is in progress", name)});
   }
   const pool::PoolSettings settings = requested.value_or(it->second.pool->settings());
   if (settings.max_vms == 0 || settings.min_warm > settings.max_vms) {
-    return Answer(Failure{FailureCode::kInvalidArgument,
-                          "need 1 <= maxVms and minWarm <= maxVms, got minWarm " +
-                              std::to_string(settings.min_warm) + ", maxVms " +
-                              std::to_string(settings.max_vms)});
+    return Answer(
+        Failure{FailureCode::kInvalidArgument,
+                fmt::format("need 1 <= maxVms and minWarm <= maxVms, got minWarm {}, maxVms {}",
+                            settings.min_warm, settings.max_vms)});
   }
   if (settings.max_vms > tenant.config.quota.max_vms) {
     return Answer(Failure{FailureCode::kQuotaExceeded,
-                          "maxVms " + std::to_string(settings.max_vms) +
-                              " exceeds the tenant's quota of " +
-                              std::to_string(tenant.config.quota.max_vms) + " VMs"});
+                          fmt::format("maxVms {} exceeds the tenant's quota of {} VMs",
+                                      settings.max_vms, tenant.config.quota.max_vms)});
   }
   const VmSettings chosen_vm = requested_vm.over(it->second.chosen_vm);
   auto resolved = resolveVm(tenant, chosen_vm, settings.max_vms);
@@ -544,11 +545,11 @@ OrFailure<VmSettings> TenantRegistry::resolveVm(const TenantState& tenant, const
     return Failure{FailureCode::kInvalidArgument, *bad};
   const uint64_t quota = tenant.config.quota.max_memory_bytes;
   if (settings.memory_bytes > quota / max_vms) {
-    return Failure{FailureCode::kQuotaExceeded,
-                   std::to_string(max_vms) + " VMs (maxVms) of " +
-                       std::to_string(settings.memory_bytes >> 20) +
-                       " MiB (memoryBytes) exceed the tenant's memory quota of " +
-                       std::to_string(quota >> 20) + " MiB"};
+    return Failure{
+        FailureCode::kQuotaExceeded,
+        fmt::format(
+            "{} VMs (maxVms) of {} MiB (memoryBytes) exceed the tenant's memory quota of {} MiB",
+            max_vms, settings.memory_bytes >> 20, quota >> 20)};
   }
   return settings;
 }

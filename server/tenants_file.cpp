@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
+
 namespace sandpool::server {
 
 namespace {
@@ -18,7 +20,7 @@ std::string trim(std::string_view s) {
 
 vm::Error lineError(size_t line, const std::string& message) {
   return vm::makeError(vm::ErrorKind::kInternal,
-                       "tenants file line " + std::to_string(line) + ": " + message);
+                       fmt::format("tenants file line {}: {}", line, message));
 }
 
 bool parseUint(const std::string& text, uint64_t& out) {
@@ -50,12 +52,14 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
     std::string s = trim(raw);
     if (s.empty() || s[0] == '#') continue;
     if (s.front() == '[') {
-      if (s.back() != ']') return lineError(line, "section header '" + s + "' lacks ']'");
+      if (s.back() != ']') return lineError(line, fmt::format("section header '{}' lacks ']'", s));
       std::string name = trim(std::string_view(s).substr(1, s.size() - 2));
       if (!isValidName(name)) {
-        return lineError(line,
-                         "tenant name '" + name +
-                             "' is not 1-64 characters of [A-Za-z0-9._-] starting with no '.'");
+        return lineError(
+            line,
+            fmt::format(
+                "tenant name '{}' is not 1-64 characters of [A-Za-z0-9._-] starting with no '.'",
+                name));
       }
       TenantConfig t;
       t.name = name;
@@ -65,7 +69,8 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
       continue;
     }
     size_t eq = s.find('=');
-    if (eq == std::string::npos) return lineError(line, "expected 'key = value', got '" + s + "'");
+    if (eq == std::string::npos)
+      return lineError(line, fmt::format("expected 'key = value', got '{}'", s));
     if (tenants.empty()) return lineError(line, "key outside a [tenant] section");
     std::string key = trim(std::string_view(s).substr(0, eq));
     std::string value = trim(std::string_view(s).substr(eq + 1));
@@ -76,7 +81,7 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
     }
     uint64_t n = 0;
     if (!parseUint(value, n))
-      return lineError(line, "value of '" + key + "' is not a number: '" + value + "'");
+      return lineError(line, fmt::format("value of '{}' is not a number: '{}'", key, value));
     uint32_t* count = nullptr;
     if (key == "max_vms")
       count = &t.quota.max_vms;
@@ -87,12 +92,12 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
     else if (key == "queue_length")
       count = &t.quota.queue_length;
     else if (key != "max_memory_mib")
-      return lineError(line, "unknown key '" + key + "'");
+      return lineError(line, fmt::format("unknown key '{}'", key));
     // Counts are 32-bit; the memory quota is kept in bytes, which must fit 64 bits.
     const uint64_t limit = count ? UINT32_MAX : kMaxMemoryMib;
     if (n == 0 || n > limit) {
-      return lineError(
-          line, "'" + key + "' must be between 1 and " + std::to_string(limit) + ", got " + value);
+      return lineError(line,
+                       fmt::format("'{}' must be between 1 and {}, got {}", key, limit, value));
     }
     if (count)
       *count = static_cast<uint32_t>(n);
@@ -104,12 +109,13 @@ vm::Expected<std::vector<TenantConfig>> parseTenantsFile(const std::string& text
     const TenantConfig& t = tenants[i];
     if (t.token.size() < 16) {
       return lineError(section_lines[i],
-                       "tenant '" + t.name + "' needs a token of at least 16 characters");
+                       fmt::format("tenant '{}' needs a token of at least 16 characters", t.name));
     }
     if (!names.insert(t.name).second)
-      return lineError(section_lines[i], "tenant '" + t.name + "' is defined twice");
+      return lineError(section_lines[i], fmt::format("tenant '{}' is defined twice", t.name));
     if (!tokens.insert(t.token).second)
-      return lineError(section_lines[i], "tenant '" + t.name + "' reuses another tenant's token");
+      return lineError(section_lines[i],
+                       fmt::format("tenant '{}' reuses another tenant's token", t.name));
   }
   if (tenants.empty())
     return vm::makeError(vm::ErrorKind::kInternal, "tenants file defines no tenant");
@@ -120,11 +126,14 @@ vm::Expected<std::vector<TenantConfig>> loadTenantsFile(const std::string& path,
                                                         uint32_t default_queue_length) {
   std::ifstream in(path);
   if (!in)
-    return vm::makeError(vm::ErrorKind::kInternal, "cannot open tenants file '" + path + "'");
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         fmt::format("cannot open tenants file '{}'", path));
   std::stringstream text;
   text << in.rdbuf();
   auto parsed = parseTenantsFile(text.str(), default_queue_length);
-  if (!parsed) return vm::makeError(vm::ErrorKind::kInternal, path + ": " + parsed.error().message);
+  if (!parsed)
+    return vm::makeError(vm::ErrorKind::kInternal,
+                         fmt::format("{}: {}", path, parsed.error().message));
   return parsed;
 }
 

@@ -2,6 +2,8 @@
 
 #include <sandpool/abi.h>
 
+#include <fmt/format.h>
+
 #include "vm/layout.h"
 
 namespace sandpool::server {
@@ -21,9 +23,8 @@ uint64_t orElse(uint64_t chosen, uint64_t base) { return chosen != 0 ? chosen : 
 std::optional<std::string> checkSize(const char* field, uint64_t value, uint64_t least,
                                      uint64_t most, uint64_t alignment) {
   if (value < least || value > most || value % alignment != 0) {
-    return std::string(field) + " " + std::to_string(value) + " must be a multiple of " +
-           std::to_string(alignment) + " between " + std::to_string(least) + " and " +
-           std::to_string(most);
+    return fmt::format("{} {} must be a multiple of {} between {} and {}", field, value, alignment,
+                       least, most);
   }
   return std::nullopt;
 }
@@ -58,8 +59,8 @@ std::optional<std::string> checkVmSettings(const VmSettings& settings,
           checkSize("outputBytes", settings.output_bytes, kMinBuffer, max_buffer, vm::kPageSize))
     return bad;
   if (settings.max_host_calls < 1 || settings.max_host_calls > options.guest_host_calls_max) {
-    return "maxHostCalls " + std::to_string(settings.max_host_calls) + " must be between 1 and " +
-           std::to_string(options.guest_host_calls_max);
+    return fmt::format("maxHostCalls {} must be between 1 and {}", settings.max_host_calls,
+                       options.guest_host_calls_max);
   }
   // The layout (vm/layout.h) puts the buffers after the image, which starts
   // at SANDPOOL_IMAGE_BASE, and needs a page of heap and a guard page.
@@ -67,10 +68,10 @@ std::optional<std::string> checkVmSettings(const VmSettings& settings,
   const uint64_t fixed = SANDPOOL_IMAGE_BASE + config.input_size + config.output_size +
                          config.host_call_size + config.stack_size + 2 * vm::kPageSize;
   if (fixed > config.memory_size) {
-    return "inputBytes, outputBytes and stackBytes with the host-call buffer (" +
-           std::to_string(config.host_call_size) + ") and the guest image base (" +
-           std::to_string(SANDPOOL_IMAGE_BASE) + ") take " + std::to_string(fixed) +
-           " bytes; memoryBytes is " + std::to_string(config.memory_size);
+    return fmt::format(
+        "inputBytes, outputBytes and stackBytes with the host-call buffer ({}) and the guest image "
+        "base ({}) take {} bytes; memoryBytes is {}",
+        config.host_call_size, SANDPOOL_IMAGE_BASE, fixed, config.memory_size);
   }
   return std::nullopt;
 }

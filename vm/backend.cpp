@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 std::string_view backendKindName(BackendKind kind) {
@@ -41,16 +43,19 @@ Expected<std::unique_ptr<Backend>> openBackend(BackendChoice choice, std::string
       return makeEmulatedBackend();
     case BackendChoice::kKvm: {
       auto kvm = makeKvmBackend(kvm_options);
-      if (kvm) chosen_because = "kvm backend: requested; " + kvm.value()->openingReport();
+      if (kvm)
+        chosen_because = fmt::format("kvm backend: requested; {}", kvm.value()->openingReport());
       return kvm;
     }
     case BackendChoice::kAuto: {
       auto kvm = makeKvmBackend(kvm_options);
       if (kvm) {
-        chosen_because = "kvm backend: /dev/kvm opened (auto); " + kvm.value()->openingReport();
+        chosen_because =
+            fmt::format("kvm backend: /dev/kvm opened (auto); {}", kvm.value()->openingReport());
         return kvm;
       }
-      chosen_because = "emulated backend: KVM unavailable (" + kvm.error().message + ") (auto)";
+      chosen_because =
+          fmt::format("emulated backend: KVM unavailable ({}) (auto)", kvm.error().message);
       return makeEmulatedBackend();
     }
   }

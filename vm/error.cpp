@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "vm/x86.h"
 
 namespace sandpool::vm {
@@ -35,10 +37,10 @@ const char* vectorName(uint32_t vector) {
 }  // namespace
 
 std::string describeFault(const FaultInfo& fault) {
-  std::string text =
-      std::string(vectorName(fault.vector)) + " (vector " + std::to_string(fault.vector) + ")";
-  if (fault.vector == x86::kVectorPageFault) text += " at address " + toHex(fault.address);
-  text += ", error code " + toHex(fault.error_code) + ", rip " + toHex(fault.rip);
+  std::string text = fmt::format("{} (vector {})", vectorName(fault.vector), fault.vector);
+  if (fault.vector == x86::kVectorPageFault)
+    text += fmt::format(" at address {}", toHex(fault.address));
+  text += fmt::format(", error code {}, rip {}", toHex(fault.error_code), toHex(fault.rip));
   return text;
 }
 

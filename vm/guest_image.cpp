@@ -10,6 +10,8 @@
 
 #include <sandpool/abi.h>
 
+#include <fmt/format.h>
+
 #include "vm/layout.h"
 
 namespace sandpool::vm {
@@ -43,8 +45,8 @@ uint64_t GuestImage::end() const {
 Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmConfig& config) {
   if (file.empty()) return invalid("guest binary is empty");
   if (file.size() > config.max_binary_size) {
-    return invalid("guest binary is " + std::to_string(file.size()) + " bytes, over the limit of " +
-                   std::to_string(config.max_binary_size));
+    return invalid(fmt::format("guest binary is {} bytes, over the limit of {}", file.size(),
+                               config.max_binary_size));
   }
   elf_version(EV_CURRENT);
   // libelf reads but never writes through this pointer (ELF_C_READ_MEMORY).
@@ -58,11 +60,11 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
   if (ehdr.e_ident[EI_CLASS] != ELFCLASS64) return invalid("ELF class is not 64-bit");
   if (ehdr.e_ident[EI_DATA] != ELFDATA2LSB) return invalid("ELF is not little-endian");
   if (ehdr.e_machine != EM_X86_64) {
-    return invalid("ELF machine is " + std::to_string(ehdr.e_machine) + ", not x86-64 (62)");
+    return invalid(fmt::format("ELF machine is {}, not x86-64 (62)", ehdr.e_machine));
   }
   if (ehdr.e_type != ET_EXEC) {
-    return invalid("ELF type is " + std::to_string(ehdr.e_type) +
-                   ", not a static non-PIE executable (ET_EXEC)");
+    return invalid(
+        fmt::format("ELF type is {}, not a static non-PIE executable (ET_EXEC)", ehdr.e_type));
   }
 
   size_t phnum = 0;
@@ -73,43 +75,43 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
   // own count says how many there should be.
   const uint64_t table_size = uint64_t{ehdr.e_phnum} * sizeof(Elf64_Phdr);
   if (ehdr.e_phoff > file.size() || table_size > file.size() - ehdr.e_phoff) {
-    return invalid("ELF program header table [" + toHex(ehdr.e_phoff) + ", +" +
-                   std::to_string(table_size) + ") exceeds the file (" +
-                   std::to_string(file.size()) + " bytes)");
+    return invalid(fmt::format("ELF program header table [{}, +{}) exceeds the file ({} bytes)",
+                               toHex(ehdr.e_phoff), table_size, file.size()));
   }
   GuestImage image;
   image.entry_ = ehdr.e_entry;
   for (size_t i = 0; i < phnum; i++) {
     GElf_Phdr ph;
     if (!gelf_getphdr(elf.get(), static_cast<int>(i), &ph)) {
-      return invalid("ELF program header " + std::to_string(i) + " unreadable: " + elf_errmsg(-1));
+      return invalid(fmt::format("ELF program header {} unreadable: {}", i, elf_errmsg(-1)));
     }
     if (ph.p_type == PT_INTERP || ph.p_type == PT_DYNAMIC) {
-      return invalid("ELF is dynamically linked (program header " + std::to_string(i) + ")");
+      return invalid(fmt::format("ELF is dynamically linked (program header {})", i));
     }
     if (ph.p_type == PT_TLS)
       return invalid("ELF uses thread-local storage, which guests do not have");
     if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
 
-    const std::string name = "ELF segment " + std::to_string(i);
+    const std::string name = fmt::format("ELF segment {}", i);
     if (image.segments_.size() == kMaxSegments) {
-      return invalid("ELF has more than " + std::to_string(kMaxSegments) + " loadable segments");
+      return invalid(fmt::format("ELF has more than {} loadable segments", kMaxSegments));
     }
-    if (ph.p_filesz > ph.p_memsz) return invalid(name + " file size exceeds its memory size");
+    if (ph.p_filesz > ph.p_memsz)
+      return invalid(fmt::format("{} file size exceeds its memory size", name));
     if (ph.p_offset > file.size() || ph.p_filesz > file.size() - ph.p_offset) {
-      return invalid(name + " file range [" + toHex(ph.p_offset) + ", +" + toHex(ph.p_filesz) +
-                     ") exceeds the file (" + std::to_string(file.size()) + " bytes)");
+      return invalid(fmt::format("{} file range [{}, +{}) exceeds the file ({} bytes)", name,
+                                 toHex(ph.p_offset), toHex(ph.p_filesz), file.size()));
     }
     if (ph.p_vaddr < SANDPOOL_IMAGE_BASE || ph.p_vaddr >= config.memory_size ||
         ph.p_memsz > config.memory_size - ph.p_vaddr) {
-      return invalid(name + " [" + toHex(ph.p_vaddr) + ", " + toHex(ph.p_vaddr + ph.p_memsz) +
-                     ") is outside guest memory [" + toHex(SANDPOOL_IMAGE_BASE) + ", " +
-                     toHex(config.memory_size) + ") (" + std::to_string(config.memory_size / kMiB) +
-                     " MiB)");
+      return invalid(fmt::format("{} [{}, {}) is outside guest memory [{}, {}) ({} MiB)", name,
+                                 toHex(ph.p_vaddr), toHex(ph.p_vaddr + ph.p_memsz),
+                                 toHex(SANDPOOL_IMAGE_BASE), toHex(config.memory_size),
+                                 config.memory_size / kMiB));
     }
     const uint8_t access = accessOf(ph.p_flags);
     if ((access & kAccessWrite) && (access & kAccessExecute)) {
-      return invalid(name + " is both writable and executable (W^X)");
+      return invalid(fmt::format("{} is both writable and executable (W^X)", name));
     }
     ImageSegment segment;
     segment.vaddr = ph.p_vaddr & ~(kPageSize - 1);
@@ -128,9 +130,9 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
     const ImageSegment& prev = image.segments_[i - 1];
     const ImageSegment& cur = image.segments_[i];
     if (cur.vaddr < prev.vaddr + prev.mem_size) {
-      return invalid("ELF segments overlap: [" + toHex(prev.vaddr) + ", " +
-                     toHex(prev.vaddr + prev.mem_size) + ") and [" + toHex(cur.vaddr) + ", " +
-                     toHex(cur.vaddr + cur.mem_size) + ") (page granularity)");
+      return invalid(fmt::format("ELF segments overlap: [{}, {}) and [{}, {}) (page granularity)",
+                                 toHex(prev.vaddr), toHex(prev.vaddr + prev.mem_size),
+                                 toHex(cur.vaddr), toHex(cur.vaddr + cur.mem_size)));
     }
   }
   const bool entry_in_code =
@@ -139,7 +141,8 @@ Expected<GuestImage> GuestImage::parse(std::span<const uint8_t> file, const VmCo
                image.entry_ < s.vaddr + s.mem_size;
       });
   if (!entry_in_code)
-    return invalid("ELF entry point " + toHex(image.entry_) + " is not in an executable segment");
+    return invalid(
+        fmt::format("ELF entry point {} is not in an executable segment", toHex(image.entry_)));
   return image;
 }
 

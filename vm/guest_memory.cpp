@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "vm/layout.h"
 
 namespace sandpool::vm {
@@ -32,8 +34,8 @@ Expected<std::span<const uint8_t>> GuestMemory::view(uint64_t addr, uint64_t len
                                                      std::string_view what) const {
   if (addr > size() || len > size() - addr) {
     return makeError(ErrorKind::kBadHostCall,
-                     std::string(what) + ": [" + toHex(addr) + ", +" + std::to_string(len) +
-                         ") is outside guest memory (" + std::to_string(size() / kMiB) + " MiB)");
+                     fmt::format("{}: [{}, +{}) is outside guest memory ({} MiB)", what,
+                                 toHex(addr), len, size() / kMiB));
   }
   return std::span<const uint8_t>(mapping_.data() + addr, len);
 }
@@ -74,9 +76,9 @@ Expected<void> GuestMemory::discardPages(std::span<const uint32_t> pages) {
     while (i + run < pages.size() && pages[i + run] == pages[i] + run) run++;
     if (::madvise(mapping_.data() + uint64_t{pages[i]} * kPageSize, run * kPageSize,
                   MADV_DONTNEED) != 0) {
-      return makeError(ErrorKind::kResetFailed, "madvise(MADV_DONTNEED) of guest page " +
-                                                    std::to_string(pages[i]) + ": " +
-                                                    std::strerror(errno));
+      return makeError(ErrorKind::kResetFailed,
+                       fmt::format("madvise(MADV_DONTNEED) of guest page {}: {}", pages[i],
+                                   std::strerror(errno)));
     }
     i += run;
   }

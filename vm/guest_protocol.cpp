@@ -7,6 +7,8 @@
 #include <optional>
 #include <set>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 static_assert(sizeof(sandpool_boot_info::entropy) == kEntropyBytes);
@@ -15,7 +17,7 @@ static_assert(sizeof(sandpool_call_header::entropy) == kEntropyBytes);
 namespace {
 
 Error badTable(const std::string& what) {
-  return makeError(ErrorKind::kInvalidGuest, "export table: " + what);
+  return makeError(ErrorKind::kInvalidGuest, fmt::format("export table: {}", what));
 }
 
 std::string describeArgs(const std::vector<Value>& args) {
@@ -48,9 +50,8 @@ Expected<void> writeBootInfo(std::span<uint8_t> destination, const MemoryLayout&
                              Entropy entropy) {
   sandpool_boot_info boot{};
   if (destination.size() < sizeof boot) {
-    return makeError(ErrorKind::kInternal, "boot info takes " + std::to_string(sizeof boot) +
-                                               " bytes; " + std::to_string(destination.size()) +
-                                               " given");
+    return makeError(ErrorKind::kInternal, fmt::format("boot info takes {} bytes; {} given",
+                                                       sizeof boot, destination.size()));
   }
   boot.magic = SANDPOOL_BOOT_MAGIC;
   boot.abi_version = SANDPOOL_ABI_VERSION;
@@ -75,40 +76,41 @@ Expected<std::vector<FunctionSignature>> parseExportTable(std::span<const uint8_
   std::memcpy(&header, table.data(), sizeof header);
   if (header.magic != SANDPOOL_EXPORTS_MAGIC) return badTable("bad magic");
   if (header.count > SANDPOOL_MAX_EXPORTS) {
-    return badTable(std::to_string(header.count) + " exports, over the limit of " +
-                    std::to_string(SANDPOOL_MAX_EXPORTS));
+    return badTable(
+        fmt::format("{} exports, over the limit of {}", header.count, SANDPOOL_MAX_EXPORTS));
   }
   Reader in(table.subspan(sizeof header));
   std::vector<FunctionSignature> exports;
   std::set<std::string, std::less<>> names;
   for (uint32_t i = 0; i < header.count; i++) {
-    const std::string where = "export " + std::to_string(i);
+    const std::string where = fmt::format("export {}", i);
     auto fixed = in.take(2);
-    if (!fixed) return badTable(where + " truncated");
+    if (!fixed) return badTable(fmt::format("{} truncated", where));
     FunctionSignature sig;
     const uint8_t result = (*fixed)[0], param_count = (*fixed)[1];
     if (!isValidValueType(result))
-      return badTable(where + " has result type tag " + std::to_string(result));
-    if (param_count > SANDPOOL_MAX_PARAMS) return badTable(where + " has too many parameters");
+      return badTable(fmt::format("{} has result type tag {}", where, result));
+    if (param_count > SANDPOOL_MAX_PARAMS)
+      return badTable(fmt::format("{} has too many parameters", where));
     sig.result = static_cast<ValueType>(result);
     auto params = in.take(param_count);
-    if (!params) return badTable(where + " truncated");
+    if (!params) return badTable(fmt::format("{} truncated", where));
     for (uint8_t tag : *params) {
       if (!isValidValueType(tag) || tag == SANDPOOL_TYPE_VOID) {
-        return badTable(where + " has parameter type tag " + std::to_string(tag));
+        return badTable(fmt::format("{} has parameter type tag {}", where, tag));
       }
       sig.params.push_back(static_cast<ValueType>(tag));
     }
     auto size = in.take(2);
-    if (!size) return badTable(where + " truncated");
+    if (!size) return badTable(fmt::format("{} truncated", where));
     const uint16_t name_size = static_cast<uint16_t>((*size)[0] | (*size)[1] << 8);
     if (name_size == 0 || name_size > SANDPOOL_MAX_NAME)
-      return badTable(where + " has a bad name length");
+      return badTable(fmt::format("{} has a bad name length", where));
     auto name = in.take(name_size);
-    if (!name) return badTable(where + " truncated");
+    if (!name) return badTable(fmt::format("{} truncated", where));
     sig.name.assign(name->begin(), name->end());
     if (!names.insert(sig.name).second)
-      return badTable("function '" + sig.name + "' exported twice");
+      return badTable(fmt::format("function '{}' exported twice", sig.name));
     exports.push_back(std::move(sig));
   }
   return exports;
@@ -118,9 +120,9 @@ Expected<void> checkArguments(const FunctionSignature& signature, const std::vec
   bool match = args.size() == signature.params.size();
   for (size_t i = 0; match && i < args.size(); i++) match = typeOf(args[i]) == signature.params[i];
   if (!match) {
-    return makeError(
-        ErrorKind::kBadArguments,
-        "'" + signature.name + "' expects " + signature.describe() + ", got " + describeArgs(args));
+    return makeError(ErrorKind::kBadArguments,
+                     fmt::format("'{}' expects {}, got {}", signature.name, signature.describe(),
+                                 describeArgs(args)));
   }
   return {};
 }
@@ -131,9 +133,9 @@ Expected<void> encodeCallRequest(uint32_t function_index, const std::vector<Valu
   message.assign(sizeof(sandpool_call_header), 0);
   for (const Value& arg : args) encodeValue(arg, message);
   if (message.size() > capacity) {
-    return makeError(ErrorKind::kLimitExceeded, "arguments take " + std::to_string(message.size()) +
-                                                    " bytes; the input buffer holds " +
-                                                    std::to_string(capacity));
+    return makeError(ErrorKind::kLimitExceeded,
+                     fmt::format("arguments take {} bytes; the input buffer holds {}",
+                                 message.size(), capacity));
   }
   sandpool_call_header header{};
   header.magic = SANDPOOL_CALL_MAGIC;
@@ -150,21 +152,24 @@ Expected<Value> decodeResult(std::span<const uint8_t> output, const FunctionSign
   if (output.size() >= sizeof header) std::memcpy(&header, output.data(), sizeof header);
   if (output.size() < sizeof header || header.magic != SANDPOOL_RESULT_MAGIC ||
       header.size > output.size() - sizeof header) {
-    return makeError(ErrorKind::kGuestFault, "guest left a malformed result header (size " +
-                                                 std::to_string(header.size) + ")");
+    return makeError(ErrorKind::kGuestFault,
+                     fmt::format("guest left a malformed result header (size {})", header.size));
   }
   std::span<const uint8_t> payload = output.subspan(sizeof header, header.size);
   if (header.status == SANDPOOL_STATUS_ERROR) {
-    return makeError(ErrorKind::kGuestAbort, "guest function '" + signature.name + "' failed: " +
-                                                 std::string(payload.begin(), payload.end()));
+    return makeError(ErrorKind::kGuestAbort,
+                     fmt::format("guest function '{}' failed: {}", signature.name,
+                                 std::string(payload.begin(), payload.end())));
   }
   auto value = decodeValue(payload);
-  if (!value) return makeError(ErrorKind::kGuestFault, "guest result: " + value.error().message);
+  if (!value)
+    return makeError(ErrorKind::kGuestFault,
+                     fmt::format("guest result: {}", value.error().message));
   if (typeOf(*value) != signature.result) {
-    return makeError(ErrorKind::kGuestFault, "guest returned " +
-                                                 std::string(valueTypeName(typeOf(*value))) +
-                                                 " from '" + signature.name + "', declared " +
-                                                 std::string(valueTypeName(signature.result)));
+    return makeError(
+        ErrorKind::kGuestFault,
+        fmt::format("guest returned {} from '{}', declared {}", valueTypeName(typeOf(*value)),
+                    signature.name, valueTypeName(signature.result)));
   }
   return value;
 }
@@ -172,24 +177,23 @@ Expected<Value> decodeResult(std::span<const uint8_t> output, const FunctionSign
 Expected<HostCallRequest> decodeHostCall(std::span<const uint8_t> buffer) {
   sandpool_host_call_header header{};
   if (buffer.size() < sizeof header) {
-    return makeError(ErrorKind::kBadHostCall, "host-call buffer of " +
-                                                  std::to_string(buffer.size()) +
-                                                  " bytes is shorter than its header");
+    return makeError(
+        ErrorKind::kBadHostCall,
+        fmt::format("host-call buffer of {} bytes is shorter than its header", buffer.size()));
   }
   std::memcpy(&header, buffer.data(), sizeof header);
   const uint64_t capacity = buffer.size() - sizeof header;
   if (header.magic != SANDPOOL_HOST_CALL_MAGIC) {
     return makeError(ErrorKind::kBadHostCall,
-                     "host call header has bad magic " + toHex(header.magic));
+                     fmt::format("host call header has bad magic {}", toHex(header.magic)));
   }
   if (header.name_size == 0 || header.name_size > SANDPOOL_MAX_NAME ||
       header.arg_count > SANDPOOL_MAX_PARAMS ||
       uint64_t{header.name_size} + header.args_size > capacity) {
     return makeError(ErrorKind::kBadHostCall,
-                     "host call header out of bounds: name " + std::to_string(header.name_size) +
-                         " bytes, " + std::to_string(header.arg_count) + " arguments in " +
-                         std::to_string(header.args_size) + " bytes, buffer " +
-                         std::to_string(capacity) + " bytes");
+                     fmt::format("host call header out of bounds: name {} bytes, {} arguments in "
+                                 "{} bytes, buffer {} bytes",
+                                 header.name_size, header.arg_count, header.args_size, capacity));
   }
   auto body = buffer.subspan(sizeof header);
   HostCallRequest request;
@@ -198,15 +202,15 @@ Expected<HostCallRequest> decodeHostCall(std::span<const uint8_t> buffer) {
   for (uint32_t i = 0; i < header.arg_count; i++) {
     auto arg = decodeValue(encoded);
     if (!arg) {
-      return makeError(ErrorKind::kBadHostCall, "host call '" + request.name + "' argument " +
-                                                    std::to_string(i) + ": " + arg.error().message);
+      return makeError(ErrorKind::kBadHostCall, fmt::format("host call '{}' argument {}: {}",
+                                                            request.name, i, arg.error().message));
     }
     request.args.push_back(std::move(arg.value()));
   }
   if (!encoded.empty()) {
-    return makeError(ErrorKind::kBadHostCall, "host call '" + request.name + "' has " +
-                                                  std::to_string(encoded.size()) +
-                                                  " bytes after its arguments");
+    return makeError(ErrorKind::kBadHostCall,
+                     fmt::format("host call '{}' has {} bytes after its arguments", request.name,
+                                 encoded.size()));
   }
   return request;
 }
@@ -237,14 +241,15 @@ std::vector<uint8_t> encodeHostReply(const Expected<Value>& reply, uint64_t capa
 Error abortError(uint32_t code, std::string_view message) {
   switch (code) {
     case SANDPOOL_ABORT_OUT_OF_MEMORY:
-      return makeError(ErrorKind::kOutOfMemory, "guest ran out of memory: " + std::string(message));
+      return makeError(ErrorKind::kOutOfMemory,
+                       fmt::format("guest ran out of memory: {}", message));
     case SANDPOOL_ABORT_RESULT_TOO_LARGE:
       return makeError(ErrorKind::kLimitExceeded,
-                       "guest's " + std::string(message) + " (the guest's outputBytes VM setting)");
+                       fmt::format("guest's {} (the guest's outputBytes VM setting)", message));
     case SANDPOOL_ABORT_BAD_REQUEST:
       return makeError(ErrorKind::kInternal,
-                       "guest refused the call request: " + std::string(message));
-    default: return makeError(ErrorKind::kGuestAbort, "guest aborted: " + std::string(message));
+                       fmt::format("guest refused the call request: {}", message));
+    default: return makeError(ErrorKind::kGuestAbort, fmt::format("guest aborted: {}", message));
   }
 }
 

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "vm/guest_protocol.h"
 
 namespace sandpool::vm {
@@ -34,7 +36,7 @@ Expected<Value> readHostClock(const std::vector<Value>& args) {
                                 .count()));
     default:
       return makeError(ErrorKind::kBadHostCall,
-                       "unknown clock " + std::to_string(std::get<uint32_t>(args[0])));
+                       fmt::format("unknown clock {}", std::get<uint32_t>(args[0])));
   }
 }
 
@@ -87,16 +89,16 @@ PortAction GuestSession::onPortOut(uint16_t port, uint32_t value) {
       if (!rip) return stopWith(rip.takeError());
       return stopWith(makeError(
           ErrorKind::kGuestFault,
-          "guest wrote to unknown I/O port " + toHex(port) + " (rip " + toHex(*rip) + ")"));
+          fmt::format("guest wrote to unknown I/O port {} (rip {})", toHex(port), toHex(*rip))));
     }
   }
 }
 
 PortAction GuestSession::serveHostCall() {
   if (++host_calls_ > config_.max_host_calls) {
-    return stopWith(makeError(ErrorKind::kLimitExceeded,
-                              "guest made more than " + std::to_string(config_.max_host_calls) +
-                                  " host calls in one call"));
+    return stopWith(makeError(
+        ErrorKind::kLimitExceeded,
+        fmt::format("guest made more than {} host calls in one call", config_.max_host_calls)));
   }
   auto area = guest_.read(layout_.host_call_addr, layout_.host_call_size, "host-call buffer");
   if (!area) return stopWith(area.takeError());
@@ -125,7 +127,8 @@ PortAction GuestSession::serveHostCall() {
     if (!reply && reply.error().kind == ErrorKind::kTimeout) return stopWith(reply.takeError());
     replyToGuest(reply);
   } else {
-    replyToGuest(makeError(ErrorKind::kBadHostCall, "unknown host function '" + name + "'"));
+    replyToGuest(
+        makeError(ErrorKind::kBadHostCall, fmt::format("unknown host function '{}'", name)));
   }
   return PortAction::kResume;
 }
@@ -146,8 +149,8 @@ PortAction GuestSession::reportAbort(uint32_t code) {
   auto text = guest_.read(*address, std::min(*length, kMaxAbortMessage), "abort message");
   if (!text) {
     return stopWith(makeError(ErrorKind::kGuestFault,
-                              "guest aborted (code " + std::to_string(code) +
-                                  ") with an unreadable message: " + text.error().message));
+                              fmt::format("guest aborted (code {}) with an unreadable message: {}",
+                                          code, text.error().message)));
   }
   return stopWith(abortError(
       code, std::string_view(reinterpret_cast<const char*>(text->data()), text->size())));
@@ -163,7 +166,8 @@ PortAction GuestSession::reportFault(uint32_t vector) {
     if (!value) return stopWith(value.takeError());
     *field = *value;
   }
-  Error error = makeError(ErrorKind::kGuestFault, "guest fault: " + describeFault(fault));
+  Error error =
+      makeError(ErrorKind::kGuestFault, fmt::format("guest fault: {}", describeFault(fault)));
   error.fault = fault;
   return stopWith(std::move(error));
 }
@@ -173,13 +177,13 @@ std::optional<Error> GuestSession::failure(const RunExit& exit,
   if (exit.kind == RunExit::Kind::kTimeout) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
     return makeError(ErrorKind::kTimeout,
-                     std::string(phase_ == Phase::kBoot ? "guest initialisation" : "call") +
-                         " exceeded its " + std::to_string(ms) + " ms timeout and was stopped");
+                     fmt::format("{} exceeded its {} ms timeout and was stopped",
+                                 phase_ == Phase::kBoot ? "guest initialisation" : "call", ms));
   }
   if (error_) return error_;
   if (exit.kind == RunExit::Kind::kHostFailure) return makeError(ErrorKind::kInternal, exit.reason);
   if (exit.kind == RunExit::Kind::kFault) {
-    Error error = makeError(ErrorKind::kGuestFault, "guest fault: " + exit.reason);
+    Error error = makeError(ErrorKind::kGuestFault, fmt::format("guest fault: {}", exit.reason));
     error.fault = exit.fault;
     return error;
   }

@@ -2,14 +2,16 @@
 
 #include <string>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 Expected<void> GuestView::check(uint64_t addr, uint64_t len, uint8_t access,
                                 std::string_view what) const {
   // Built only on failure: host calls pass here twice each.
   auto refuse = [&](const std::string& why) {
-    return makeError(ErrorKind::kGuestFault, std::string(what) + " [" + toHex(addr) + ", +" +
-                                                 std::to_string(len) + ")" + why);
+    return makeError(ErrorKind::kGuestFault,
+                     fmt::format("{} [{}, +{}){}", what, toHex(addr), len, why));
   };
   const uint64_t last = addr + len - 1;
   if (last < addr) return refuse(" wraps around the address space");
@@ -18,8 +20,8 @@ Expected<void> GuestView::check(uint64_t addr, uint64_t len, uint8_t access,
   for (uint64_t at = addr;;) {
     const Region* region = layout_.regionAt(at);
     if (!region || (region->access & access) != access) {
-      return refuse(": " + toHex(at) + " (" + std::string(layout_.describe(at)) + ") is not " +
-                    (access & kAccessWrite ? "writable" : "readable") + " by the guest");
+      return refuse(fmt::format(": {} ({}) is not {} by the guest", toHex(at), layout_.describe(at),
+                                (access & kAccessWrite ? "writable" : "readable")));
     }
     if (last < region->end()) return {};
     at = region->end();

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "vm/unique_fd.h"
 
 namespace sandpool::vm {
@@ -22,13 +24,15 @@ Error hostLimitError(const std::string& what) { return makeError(ErrorKind::kHos
 
 Expected<uint64_t> countLines(const char* path) {
   UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return makeError(ErrorKind::kInternal, std::string("open ") + path + ": " + strerror(errno));
+  if (fd.get() < 0)
+    return makeError(ErrorKind::kInternal, fmt::format("open {}: {}", path, strerror(errno)));
   char buffer[64 * 1024];
   uint64_t lines = 0;
   for (;;) {
     const ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
     if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return makeError(ErrorKind::kInternal, std::string("read ") + path + ": " + strerror(errno));
+    if (got < 0)
+      return makeError(ErrorKind::kInternal, fmt::format("read {}: {}", path, strerror(errno)));
     if (got == 0) return lines;
     lines += static_cast<uint64_t>(std::count(buffer, buffer + got, '\n'));
   }
@@ -103,17 +107,14 @@ Expected<void> checkRoomForVm() {
   g_counted_file_limit.store(usage->file_limit);
   if (map_room < kMappingsPerVm) {
     g_vms_before_recount.store(0);
-    return hostLimitError(std::to_string(usage->mappings) + " of " +
-                          std::to_string(usage->mapping_limit) +
-                          " memory mappings (vm.max_map_count) in use, " +
-                          std::to_string(map_margin) + " kept free");
+    return hostLimitError(
+        fmt::format("{} of {} memory mappings (vm.max_map_count) in use, {} kept free",
+                    usage->mappings, usage->mapping_limit, map_margin));
   }
   if (file_room < kFilesPerVm) {
     g_vms_before_recount.store(0);
-    return hostLimitError(std::to_string(usage->files) + " of " +
-                          std::to_string(usage->file_limit) +
-                          " open files (RLIMIT_NOFILE) in use, " + std::to_string(file_margin) +
-                          " kept free");
+    return hostLimitError(fmt::format("{} of {} open files (RLIMIT_NOFILE) in use, {} kept free",
+                                      usage->files, usage->file_limit, file_margin));
   }
   // This VM takes one of the creations the headroom allows.
   const uint64_t allowed = std::min(map_room / kMappingsPerVm, file_room / kFilesPerVm);
@@ -128,9 +129,8 @@ Expected<uint64_t> raiseFileLimit() {
   if (files.rlim_cur != files.rlim_max) {
     files.rlim_cur = files.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &files) != 0) {
-      return makeError(ErrorKind::kInternal,
-                       "setrlimit(RLIMIT_NOFILE) to " + std::to_string(files.rlim_max) + ": " +
-                           strerror(errno));
+      return makeError(ErrorKind::kInternal, fmt::format("setrlimit(RLIMIT_NOFILE) to {}: {}",
+                                                         files.rlim_max, strerror(errno)));
     }
   }
   return files.rlim_cur == RLIM_INFINITY ? UINT64_MAX : files.rlim_cur;

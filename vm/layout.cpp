@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 namespace {
@@ -36,8 +38,9 @@ Expected<MemoryLayout> computeLayout(const GuestImage& image, const VmConfig& co
   constexpr uint64_t k2MiB = 2 * kMiB;
   if (config.memory_size < 4 * kMiB || config.memory_size % k2MiB != 0 ||
       config.memory_size > 64ull * 1024 * kMiB) {
-    return layoutError("guest memory size " + std::to_string(config.memory_size) +
-                       " must be a multiple of 2 MiB between 4 MiB and 64 GiB");
+    return layoutError(
+        fmt::format("guest memory size {} must be a multiple of 2 MiB between 4 MiB and 64 GiB",
+                    config.memory_size));
   }
   MemoryLayout layout;
   layout.memory_size = config.memory_size;
@@ -64,10 +67,9 @@ Expected<MemoryLayout> computeLayout(const GuestImage& image, const VmConfig& co
   const uint64_t heap_start = next;
   // Heap, guard page, stack: the rest of memory, with at least a page of heap.
   if (heap_start + kPageSize + kPageSize + stack_size > config.memory_size) {
-    return layoutError("guest image and buffers (" + std::to_string(heap_start / 1024) +
-                       " KiB) plus stack (" + std::to_string(stack_size / 1024) +
-                       " KiB) do not fit guest memory (" +
-                       std::to_string(config.memory_size / kMiB) + " MiB)");
+    return layoutError(fmt::format(
+        "guest image and buffers ({} KiB) plus stack ({} KiB) do not fit guest memory ({} MiB)",
+        heap_start / 1024, stack_size / 1024, config.memory_size / kMiB));
   }
   layout.stack_top = config.memory_size;
   layout.guard_addr = config.memory_size - stack_size - kPageSize;

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 Mapping& Mapping::operator=(Mapping&& other) noexcept {
@@ -23,9 +25,8 @@ Mapping::~Mapping() {
 Expected<Mapping> Mapping::map(size_t size, int prot, int flags, int fd, const char* what) {
   void* p = ::mmap(nullptr, size, prot, flags, fd, 0);
   if (p == MAP_FAILED) {
-    return makeError(ErrorKind::kInternal, std::string("mmap of ") + what + " (" +
-                                               std::to_string(size) +
-                                               " bytes): " + std::strerror(errno));
+    return makeError(ErrorKind::kInternal,
+                     fmt::format("mmap of {} ({} bytes): {}", what, size, std::strerror(errno)));
   }
   return Mapping(static_cast<uint8_t*>(p), size);
 }

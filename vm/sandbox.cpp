@@ -5,6 +5,8 @@
 #include <array>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include "vm/entropy.h"
 #include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
@@ -31,10 +33,10 @@ Sandbox::~Sandbox() = default;
 Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend,
                                                    std::shared_ptr<const Snapshot> snapshot) {
   if (backend.kind() != snapshot->backendKind()) {
-    return makeError(ErrorKind::kInternal,
-                     "snapshot was made by the " +
-                         std::string(backendKindName(snapshot->backendKind())) + " backend, not " +
-                         std::string(backendKindName(backend.kind())));
+    return makeError(
+        ErrorKind::kInternal,
+        fmt::format("snapshot was made by the {} backend, not {}",
+                    backendKindName(snapshot->backendKind()), backendKindName(backend.kind())));
   }
   auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size,
                                         PROT_READ | PROT_WRITE);
@@ -59,8 +61,9 @@ CallResult Sandbox::call(const CallRequest& request) {
     return outcome;
   }
   if (request.deadline == Clock::time_point{}) {
-    outcome.result = makeError(ErrorKind::kInternal,
-                               "call request for '" + request.function + "' has no deadline");
+    outcome.result =
+        makeError(ErrorKind::kInternal,
+                  fmt::format("call request for '{}' has no deadline", request.function));
     return outcome;
   }
   const Snapshot& snap = *snapshot_;
@@ -68,7 +71,7 @@ CallResult Sandbox::call(const CallRequest& request) {
   auto index = snap.findExport(request.function);
   if (!index) {
     outcome.result = makeError(ErrorKind::kUnknownFunction,
-                               "guest exports no function '" + request.function + "'");
+                               fmt::format("guest exports no function '{}'", request.function));
     return outcome;
   }
   const FunctionSignature& sig = snap.exports()[*index];

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "vm/entropy.h"
 #include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
@@ -18,7 +20,7 @@ namespace sandpool::vm {
 namespace {
 
 Error syscallError(const std::string& step) {
-  return makeError(ErrorKind::kInternal, step + ": " + std::strerror(errno));
+  return makeError(ErrorKind::kInternal, fmt::format("{}: {}", step, std::strerror(errno)));
 }
 
 // Writes the ELF segments and the boot info into the fresh image.
@@ -51,7 +53,7 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
   UniqueFd memfd(::memfd_create("sandpool-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!memfd.valid()) return syscallError("memfd_create");
   if (::ftruncate(memfd.get(), static_cast<off_t>(config.memory_size)) != 0) {
-    return syscallError("ftruncate of the snapshot memfd to " + std::to_string(config.memory_size));
+    return syscallError(fmt::format("ftruncate of the snapshot memfd to {}", config.memory_size));
   }
 
   std::shared_ptr<Snapshot> snapshot(new Snapshot());
@@ -88,8 +90,9 @@ Expected<std::shared_ptr<const Snapshot>> Snapshot::boot(Backend& backend, const
     }
     if (auto failed = session.failure(exit, config.boot_timeout)) {
       Error error = std::move(*failed);
-      error.message = "guest initialisation failed: " + error.message;
-      if (!session.output().empty()) error.message += " (output: " + session.output() + ")";
+      error.message = fmt::format("guest initialisation failed: {}", error.message);
+      if (!session.output().empty())
+        error.message += fmt::format(" (output: {})", session.output());
       if (error.kind != ErrorKind::kInternal) error.kind = ErrorKind::kInvalidGuest;
       return error;
     }

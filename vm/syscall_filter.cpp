@@ -10,6 +10,8 @@
 #include <initializer_list>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 namespace {
@@ -32,7 +34,7 @@ class FilterContext {
 
 Error filterError(const char* step, int rc) {
   return makeError(ErrorKind::kInternal,
-                   std::string("system-call filter: ") + step + ": " + std::strerror(-rc));
+                   fmt::format("system-call filter: {}: {}", step, std::strerror(-rc)));
 }
 
 uint32_t actionFor(FilterMode mode) {

@@ -5,6 +5,8 @@
 
 #include <sandpool/abi.h>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 namespace {
@@ -30,7 +32,7 @@ bool takeRaw(std::span<const uint8_t>& in, T& v) {
 }
 
 Error truncated(std::string_view what) {
-  return makeError(ErrorKind::kBadHostCall, "encoded value truncated in " + std::string(what));
+  return makeError(ErrorKind::kBadHostCall, fmt::format("encoded value truncated in {}", what));
 }
 
 }  // namespace
@@ -107,7 +109,7 @@ Expected<Value> decodeValue(std::span<const uint8_t>& in) {
     case ValueType::kBool: {
       uint8_t b;
       if (!takeRaw(in, b)) return truncated("bool");
-      if (b > 1) return makeError(ErrorKind::kBadHostCall, "bool encoded as " + std::to_string(b));
+      if (b > 1) return makeError(ErrorKind::kBadHostCall, fmt::format("bool encoded as {}", b));
       return Value(b == 1);
     }
     case ValueType::kString:
@@ -115,9 +117,9 @@ Expected<Value> decodeValue(std::span<const uint8_t>& in) {
       uint32_t size;
       if (!takeRaw(in, size)) return truncated("length");
       if (size > in.size()) {
-        return makeError(ErrorKind::kBadHostCall, "encoded length " + std::to_string(size) +
-                                                      " exceeds the " + std::to_string(in.size()) +
-                                                      " bytes left");
+        return makeError(
+            ErrorKind::kBadHostCall,
+            fmt::format("encoded length {} exceeds the {} bytes left", size, in.size()));
       }
       auto payload = in.first(size);
       in = in.subspan(size);
@@ -130,7 +132,7 @@ Expected<Value> decodeValue(std::span<const uint8_t>& in) {
       return Value(std::in_place_index<SANDPOOL_TYPE_BYTES>, payload.begin(), payload.end());
     }
   }
-  return makeError(ErrorKind::kBadHostCall, "unknown value type tag " + std::to_string(tag));
+  return makeError(ErrorKind::kBadHostCall, fmt::format("unknown value type tag {}", tag));
 }
 
 std::string FunctionSignature::describe() const {

@@ -3,19 +3,17 @@
 #include <charconv>
 #include <type_traits>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 namespace {
 
-// "'<text>'<what><detail>", for an argument that does not parse. Appended
-// piece by piece and kept out of line (an error path): GCC 12 warns with
-// false positives on "'" + std::string(text) + ... (-Wrestrict) and, once
-// this is inlined, on its callers (-Wfree-nonheap-object).
+// "'<text>'<what><detail>", for an argument that does not parse. Kept out
+// of line: an error path.
 [[gnu::cold]] Error badArgument(std::string_view text, std::string_view what,
                                 std::string_view detail = {}) {
-  std::string message = "'";
-  message.append(text).append("'").append(what).append(detail);
-  return makeError(ErrorKind::kBadArguments, std::move(message));
+  return makeError(ErrorKind::kBadArguments, fmt::format("'{}'{}{}", text, what, detail));
 }
 
 template <typename T>

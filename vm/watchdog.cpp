@@ -8,6 +8,8 @@
 #include <ctime>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "vm/backend.h"
 
 namespace sandpool::vm {
@@ -69,7 +71,7 @@ Expected<Watchdog::Guard> Watchdog::watch(MicroVm& vcpu,
   }
   if (claimed == kSlots) {
     return makeError(ErrorKind::kLimitExceeded,
-                     "watchdog: more than " + std::to_string(kSlots) + " calls running at once");
+                     fmt::format("watchdog: more than {} calls running at once", kSlots));
   }
   Slot& slot = slots_[claimed];
   const int64_t deadline_ns = toNs(deadline);

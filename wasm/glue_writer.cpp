@@ -97,7 +97,7 @@ std::span<const WasiFunction> wasiFunctions() {
 }
 
 vm::Error refuse(const std::string& why) {
-  return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why);
+  return vm::makeError(vm::ErrorKind::kInvalidGuest, fmt::format("wasm module: {}", why));
 }
 
 std::string describe(const FuncType& type) {
@@ -220,8 +220,8 @@ vm::Expected<std::optional<Signature>> signatureOf(const std::string& who, const
     const std::string_view rest =
         close == std::string::npos ? "" : std::string_view(name).substr(close + 1);
     if (close == std::string::npos || open == 0 || (!rest.empty() && rest.substr(0, 2) != "->")) {
-      return refuse(who +
-                    " is not of the form name(type,...) or name(type,...)->type");
+      return refuse(
+          fmt::format("{} is not of the form name(type,...) or name(type,...)->type", who));
     }
     signature.name = name.substr(0, open);
     std::string_view list = std::string_view(name).substr(open + 1, close - open - 1);
@@ -229,29 +229,26 @@ vm::Expected<std::optional<Signature>> signatureOf(const std::string& who, const
       const size_t comma = list.find(',');
       auto param = parseTypeName(list.substr(0, comma));
       if (!param)
-        return refuse(who + ": unknown parameter type '" +
-                      std::string(list.substr(0, comma)) + "'");
+        return refuse(fmt::format("{}: unknown parameter type '{}'", who, list.substr(0, comma)));
       signature.params.push_back(*param);
       list = comma == std::string_view::npos ? "" : list.substr(comma + 1);
     }
     if (!rest.empty()) {
       signature.result = parseTypeName(rest.substr(2));
       if (!signature.result)
-        return refuse(who + ": unknown result type '" +
-                      std::string(rest.substr(2)) + "'");
+        return refuse(fmt::format("{}: unknown result type '{}'", who, rest.substr(2)));
     }
     if (lower(signature) != type) {
-      return refuse(who + " declares a signature whose Wasm type is " +
-                    describe(lower(signature)) + " but the function's type is " + describe(type));
+      return refuse(
+          fmt::format("{} declares a signature whose Wasm type is {} but the function's type is {}",
+                      who, describe(lower(signature)), describe(type)));
     }
   }
   if (signature.name.size() > SANDPOOL_MAX_NAME) {
-    return refuse(who + ": name longer than " + std::to_string(SANDPOOL_MAX_NAME) +
-                  " bytes");
+    return refuse(fmt::format("{}: name longer than {} bytes", who, SANDPOOL_MAX_NAME));
   }
   if (signature.params.size() > SANDPOOL_MAX_PARAMS) {
-    return refuse(who + " has more than " + std::to_string(SANDPOOL_MAX_PARAMS) +
-                  " parameters");
+    return refuse(fmt::format("{} has more than {} parameters", who, SANDPOOL_MAX_PARAMS));
   }
   return std::optional<Signature>(std::move(signature));
 }
@@ -297,7 +294,7 @@ struct GlueNeeds {
 // as address | size << 32, as for exports.
 std::string hostImportGlue(const std::string& symbol, const Signature& signature,
                            const FuncType& type, GlueNeeds& needs) {
-  const std::string who = "import 'sandpool'.'" + signature.name + "'";
+  const std::string who = fmt::format("import 'sandpool'.'{}'", signature.name);
   std::string body = fmt::format("{} {}({}) {{\n  (void)host;\n", resultType(type), symbol,
                                  parameterList("struct Z_sandpool_instance_t* host", type));
   body += fmt::format("  sandpool_value args[{}];\n", std::max<size_t>(signature.params.size(), 1));
@@ -333,9 +330,9 @@ std::string hostImportGlue(const std::string& symbol, const Signature& signature
 // Checks one import and writes what defines it, if the bridge does not.
 vm::Expected<std::string> importGlue(const Module& module, const Import& import,
                                      GlueNeeds& needs) {
-  const std::string who = "import '" + import.module + "'.'" + import.name + "'";
+  const std::string who = fmt::format("import '{}'.'{}'", import.module, import.name);
   if (import.kind != ExternKind::kFunction) {
-    return refuse(who + " is not a function; a module may import only functions");
+    return refuse(fmt::format("{} is not a function; a module may import only functions", who));
   }
   const FuncType& type = module.types[import.type_index];
   const std::string symbol = mangle(import.module) + mangle(import.name);
@@ -343,22 +340,24 @@ vm::Expected<std::string> importGlue(const Module& module, const Import& import,
     for (const auto& known : wasiFunctions()) {
       if (known.name != import.name) continue;
       if (known.type != type)
-        return refuse(who + " has type " + describe(type) + ", WASI's is " + describe(known.type));
+        return refuse(
+            fmt::format("{} has type {}, WASI's is {}", who, describe(type), describe(known.type)));
       if (known.implemented) return std::string();
       return fmt::format("u32 {}({}) {{\n  (void)wasi;\n  return {};\n}}\n", symbol,
                          parameterList("struct Z_wasi_snapshot_preview1_instance_t* wasi", type),
                          known.stub_errno);
     }
-    return refuse(who + " is not a WASI preview 1 function");
+    return refuse(fmt::format("{} is not a WASI preview 1 function", who));
   }
   if (import.module == kSandpool) {
     auto signature = signatureOf(who, import.name, type);
     if (!signature) return signature.takeError();
-    if (!*signature) return refuse(who + " has several results; host functions return one value");
+    if (!*signature)
+      return refuse(fmt::format("{} has several results; host functions return one value", who));
     return hostImportGlue(symbol, **signature, type, needs);
   }
-  return refuse(who + " is neither WASI preview 1 (" + std::string(kWasi) + ") nor sandpool's (" +
-                std::string(kSandpool) + ")");
+  return refuse(
+      fmt::format("{} is neither WASI preview 1 ({}) nor sandpool's ({})", who, kWasi, kSandpool));
 }
 
 std::string exportGlue(size_t index, const Export& e, const Signature& signature) {
@@ -432,28 +431,32 @@ vm::Expected<std::string> writeGlue(const Module& module) {
     if (e.kind != ExternKind::kFunction || e.name == kAllocator || e.name == kInitialize ||
         e.name == "_start")
       continue;
-    auto signature = signatureOf("export '" + e.name + "'", e.name, module.functionType(e.index));
+    auto signature =
+        signatureOf(fmt::format("export '{}'", e.name), e.name, module.functionType(e.index));
     if (!signature) return signature.takeError();
     if (!*signature) continue;
     const Signature& s = **signature;
     for (SandpoolType p : s.params) {
-      if (isBuffer(p)) needs.memory = needs.allocator = "export '" + e.name + "'";
+      if (isBuffer(p)) needs.memory = needs.allocator = fmt::format("export '{}'", e.name);
     }
-    if (s.result && isBuffer(*s.result)) needs.memory = "export '" + e.name + "'";
+    if (s.result && isBuffer(*s.result)) needs.memory = fmt::format("export '{}'", e.name);
     exports += exportGlue(i, e, s);
     registrations +=
         fmt::format("  sandpool_export({}, export_{}, {}, {}, params_{});\n", cString(s.name), i,
                     s.result ? sdkTypeName(*s.result) : "SANDPOOL_TYPE_VOID", s.params.size(), i);
   }
   if (!needs.memory.empty() && !has_memory) {
-    return refuse(needs.memory +
-                  " passes strings or bytes but the module exports no memory named 'memory'");
+    return refuse(
+        fmt::format("{} passes strings or bytes but the module exports no memory named 'memory'",
+                    needs.memory));
   }
   if (!needs.allocator.empty()) {
     const Export* allocator = findExport(module, kAllocator, ExternKind::kFunction);
     if (!allocator || module.functionType(allocator->index) != FuncType{{kI32}, {kI32}}) {
-      return refuse(needs.allocator + " copies strings or bytes into linear memory, so the " +
-                    "module must export " + std::string(kAllocator) + " of type (i32) -> (i32)");
+      return refuse(
+          fmt::format("{} copies strings or bytes into linear memory, so the module must export {} "
+                      "of type (i32) -> (i32)",
+                      needs.allocator, kAllocator));
     }
   }
   const Export* initialize = findExport(module, kInitialize, ExternKind::kFunction);

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace sandpool::wasm {
 namespace {
 
@@ -45,8 +47,7 @@ class Reader {
 
   uint32_t count(const char* what) {
     const uint32_t n = u32(what);
-    if (n > kMaxCount)
-      fail(what, "count " + std::to_string(n) + " exceeds " + std::to_string(kMaxCount));
+    if (n > kMaxCount) fail(what, fmt::format("count {} exceeds {}", n, kMaxCount));
     return failed() ? 0 : n;
   }
 
@@ -65,14 +66,13 @@ class Reader {
   ValType valType(const char* what) {
     const uint8_t b = byte(what);
     if (!failed() && b != 0x7f && b != 0x7e && b != 0x7d && b != 0x7c) {
-      fail(what, "value type 0x" + hex(b) + " is not i32, i64, f32 or f64");
+      fail(what, fmt::format("value type 0x{} is not i32, i64, f32 or f64", hex(b)));
     }
     return ValType(b);
   }
 
   void fail(const char* what, const std::string& why) {
-    if (error_.empty())
-      error_ = std::string(what) + " at offset " + std::to_string(offset()) + ": " + why;
+    if (error_.empty()) error_ = fmt::format("{} at offset {}: {}", what, offset(), why);
   }
 
  private:
@@ -83,8 +83,7 @@ class Reader {
   bool need(size_t size, const char* what) {
     if (failed()) return false;
     if (size > bytes_.size() - pos_) {
-      fail(what, "needs " + std::to_string(size) + " bytes, " +
-                     std::to_string(bytes_.size() - pos_) + " left");
+      fail(what, fmt::format("needs {} bytes, {} left", size, bytes_.size() - pos_));
       return false;
     }
     return true;
@@ -128,8 +127,7 @@ void readImports(Reader& r, Module& module) {
       case ExternKind::kFunction:
         import.type_index = r.u32("import type index");
         if (!r.failed() && import.type_index >= module.types.size()) {
-          r.fail("import type index",
-                 "type " + std::to_string(import.type_index) + " does not exist");
+          r.fail("import type index", fmt::format("type {} does not exist", import.type_index));
         }
         module.function_types.push_back(import.type_index);
         break;
@@ -142,7 +140,7 @@ void readImports(Reader& r, Module& module) {
         r.byte("global type");
         r.byte("global mutability");
         break;
-      default: r.fail("import kind", "unknown kind " + std::to_string(int(import.kind)));
+      default: r.fail("import kind", fmt::format("unknown kind {}", int(import.kind)));
     }
     module.imports.push_back(std::move(import));
   }
@@ -153,7 +151,7 @@ void readFunctions(Reader& r, Module& module) {
   for (uint32_t i = 0; i < n && !r.failed(); i++) {
     const uint32_t type = r.u32("function type index");
     if (!r.failed() && type >= module.types.size()) {
-      r.fail("function type index", "type " + std::to_string(type) + " does not exist");
+      r.fail("function type index", fmt::format("type {} does not exist", type));
     }
     module.function_types.push_back(type);
   }
@@ -167,8 +165,8 @@ void readExports(Reader& r, Module& module) {
     e.kind = ExternKind(r.byte("export kind"));
     e.index = r.u32("export index");
     if (!r.failed() && e.kind == ExternKind::kFunction && e.index >= module.function_types.size()) {
-      r.fail("export index", "export '" + e.name + "' names function " + std::to_string(e.index) +
-                                 " of " + std::to_string(module.function_types.size()));
+      r.fail("export index", fmt::format("export '{}' names function {} of {}", e.name, e.index,
+                                         module.function_types.size()));
     }
     module.exports.push_back(std::move(e));
   }
@@ -192,7 +190,7 @@ std::string_view valTypeName(ValType type) {
 
 vm::Expected<Module> parseModule(std::span<const uint8_t> bytes) {
   auto refuse = [](const std::string& why) {
-    return vm::makeError(vm::ErrorKind::kInvalidGuest, "wasm module: " + why);
+    return vm::makeError(vm::ErrorKind::kInvalidGuest, fmt::format("wasm module: {}", why));
   };
   if (!isWasmModule(bytes)) return refuse("no Wasm magic (\\0asm) at offset 0");
   if (bytes.size() < 8 || std::memcmp(bytes.data() + 4, kVersion1, 4) != 0) {
@@ -215,7 +213,7 @@ vm::Expected<Module> parseModule(std::span<const uint8_t> bytes) {
       default: continue;
     }
     if (!r.failed() && !r.atEnd())
-      r.fail("section end", "section " + std::to_string(id) + " has trailing bytes");
+      r.fail("section end", fmt::format("section {} has trailing bytes", id));
     if (r.failed()) return refuse(r.error());
   }
   if (sections.failed()) return refuse(sections.error());

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iterator>
 
+#include <fmt/format.h>
+
 #include "vm/unique_fd.h"
 #include "wasm/glue_writer.h"
 #include "wasm/module.h"
@@ -73,7 +75,7 @@ vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& d
   args.push_back(nullptr);
   const std::string cwd = (dir / "").string();
   const pid_t pid = fork();
-  if (pid < 0) return makeError(ErrorKind::kInternal, "fork for " + argv[0] + " failed");
+  if (pid < 0) return makeError(ErrorKind::kInternal, fmt::format("fork for {} failed", argv[0]));
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec.
     const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -102,16 +104,19 @@ vm::Expected<int> runTool(const std::vector<std::string>& argv, const WorkDir& d
   pid_t waited;
   while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
-  if (waited != pid) return makeError(ErrorKind::kInternal, "waiting for " + argv[0] + " failed");
+  if (waited != pid)
+    return makeError(ErrorKind::kInternal, fmt::format("waiting for {} failed", argv[0]));
   if (timed_out) {
-    return makeError(ErrorKind::kLimitExceeded, argv[0] +
-                                                    " ran past the translation time limit of " +
-                                                    std::to_string(limits.max_time.count()) + " s");
+    return makeError(ErrorKind::kLimitExceeded,
+                     fmt::format("{} ran past the translation time limit of {} s", argv[0],
+                                 limits.max_time.count()));
   }
   if (WIFSIGNALED(status)) {
-    return makeError(ErrorKind::kLimitExceeded,
-                     argv[0] + " was stopped by signal " + std::to_string(WTERMSIG(status)) +
-                         " (a translation limit on CPU time, memory or file size)");
+    return makeError(
+        ErrorKind::kLimitExceeded,
+        fmt::format(
+            "{} was stopped by signal {} (a translation limit on CPU time, memory or file size)",
+            argv[0], WTERMSIG(status)));
   }
   return WEXITSTATUS(status);
 }
@@ -151,9 +156,9 @@ vm::Expected<void> runStep(const std::vector<std::string>& argv, const WorkDir& 
   auto status = runTool(argv, dir, log, limits);
   if (!status) return status.takeError();
   if (*status == 0) return {};
-  return makeError(ErrorKind::kInvalidGuest, "wasm module: " + step + " failed (exit " +
-                                                 std::to_string(*status) +
-                                                 "): " + readText(log, kMaxToolMessage));
+  return makeError(ErrorKind::kInvalidGuest,
+                   fmt::format("wasm module: {} failed (exit {}): {}", step, *status,
+                               readText(log, kMaxToolMessage)));
 }
 
 }  // namespace
@@ -189,7 +194,8 @@ const Toolchain& defaultToolchain() {
 
 vm::Expected<void> checkToolchain(const Toolchain& toolchain) {
   auto missing = [](const std::string& what, const std::string& path) {
-    return makeError(ErrorKind::kInternal, "wasm toolchain: " + what + " '" + path + "' is missing");
+    return makeError(ErrorKind::kInternal,
+                     fmt::format("wasm toolchain: {} '{}' is missing", what, path));
   };
   std::error_code error;
   for (const auto& dir : toolchain.include_dirs) {
@@ -205,7 +211,7 @@ vm::Expected<void> checkToolchain(const Toolchain& toolchain) {
   for (const auto& tool : {toolchain.wasm2c, toolchain.cc}) {
     if (access(tool.c_str(), X_OK) != 0) {
       return makeError(ErrorKind::kInternal,
-                       "wasm toolchain: '" + tool + "' is missing or not executable");
+                       fmt::format("wasm toolchain: '{}' is missing or not executable", tool));
     }
   }
   return {};
@@ -215,9 +221,9 @@ vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> byte
                                                    const Toolchain& toolchain,
                                                    const TranslationLimits& limits) {
   if (bytes.size() > limits.max_module_size) {
-    return makeError(ErrorKind::kInvalidGuest, "wasm module: " + std::to_string(bytes.size()) +
-                                                   " bytes exceeds the limit of " +
-                                                   std::to_string(limits.max_module_size));
+    return makeError(ErrorKind::kInvalidGuest,
+                     fmt::format("wasm module: {} bytes exceeds the limit of {}", bytes.size(),
+                                 limits.max_module_size));
   }
   auto module = parseModule(bytes);
   if (!module) return module.takeError();
@@ -243,8 +249,8 @@ vm::Expected<std::vector<uint8_t>> translateModule(std::span<const uint8_t> byte
                              std::istreambuf_iterator<char>());
   if (image.empty() || image.size() > limits.max_image_size) {
     return makeError(ErrorKind::kLimitExceeded,
-                     "translated guest image of " + std::to_string(image.size()) +
-                         " bytes is empty or exceeds " + std::to_string(limits.max_image_size));
+                     fmt::format("translated guest image of {} bytes is empty or exceeds {}",
+                                 image.size(), limits.max_image_size));
   }
   return image;
 }

@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "wasm/module.h"
 
 extern char** environ;
@@ -40,7 +42,7 @@ struct Reply {
 
 vm::Error internal(const std::string& what) {
   return vm::makeError(ErrorKind::kInternal,
-                       "wasm translator: " + what + ": " + std::strerror(errno));
+                       fmt::format("wasm translator: {}: {}", what, std::strerror(errno)));
 }
 
 // Sends `bytes` with up to two descriptors attached.
@@ -110,9 +112,9 @@ vm::Expected<std::vector<uint8_t>> readAll(int fd, uint64_t max_size) {
   if (::fstat(fd, &st) != 0) return internal("fstat");
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size > max_size) {
-    return vm::makeError(ErrorKind::kLimitExceeded, "wasm translator: " + std::to_string(size) +
-                                                        " bytes exceed the limit of " +
-                                                        std::to_string(max_size));
+    return vm::makeError(
+        ErrorKind::kLimitExceeded,
+        fmt::format("wasm translator: {} bytes exceed the limit of {}", size, max_size));
   }
   std::vector<uint8_t> bytes(size);
   size_t done = 0;
@@ -182,7 +184,7 @@ vm::Expected<std::unique_ptr<TranslatorService>> TranslatorService::start(
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     errno = rc;
-    return internal("starting " + program);
+    return internal(fmt::format("starting {}", program));
   }
   return std::unique_ptr<TranslatorService>(new TranslatorService(std::move(ours), pid));
 }
@@ -217,8 +219,8 @@ vm::Expected<std::vector<uint8_t>> TranslatorService::translate(std::span<const 
     polled = ::poll(&ready, 1, static_cast<int>(timeout.count()));
   } while (polled < 0 && errno == EINTR);
   if (polled == 0) {
-    return vm::makeError(ErrorKind::kLimitExceeded, "wasm translator: no reply within " +
-                                                        std::to_string(timeout.count()) + " ms");
+    return vm::makeError(ErrorKind::kLimitExceeded,
+                         fmt::format("wasm translator: no reply within {} ms", timeout.count()));
   }
   Reply answer{};
   std::vector<UniqueFd> fds;
@@ -244,9 +246,9 @@ vm::Expected<std::vector<uint8_t>> TranslatorService::guestImageFromUpload(
   if (!isWasmModule(bytes)) return bytes;
   const TranslationLimits limits;
   if (bytes.size() > limits.max_module_size) {
-    return vm::makeError(ErrorKind::kInvalidGuest, "wasm module: " + std::to_string(bytes.size()) +
-                                                       " bytes exceeds the limit of " +
-                                                       std::to_string(limits.max_module_size));
+    return vm::makeError(ErrorKind::kInvalidGuest,
+                         fmt::format("wasm module: {} bytes exceeds the limit of {}", bytes.size(),
+                                     limits.max_module_size));
   }
   // Each of the two tools may take its whole time; the rest is slack.
   return translate(bytes, 2 * limits.max_time + std::chrono::seconds(30));

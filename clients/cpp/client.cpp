@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <capnp/schema.h>
+#include <fmt/format.h>
 
 #include "common/untrusted_text.h"
 #include "rpc-schema/value_codec.h"
@@ -63,7 +64,7 @@ std::string enumName(Enum value) {
   auto enumerants = capnp::Schema::from<Enum>().getEnumerants();
   auto index = static_cast<uint16_t>(value);
   if (index < enumerants.size()) return enumerants[index].getProto().getName().cStr();
-  return "unknown(" + std::to_string(index) + ")";
+  return fmt::format("unknown({})", index);
 }
 
 // Appended rather than concatenated: GCC 12 warns with a false positive on
@@ -82,7 +83,7 @@ std::string errorCodeName(rpc::ErrorCode code) { return enumName(code); }
 std::string valueTypeName(rpc::ValueType type) { return enumName(type); }
 
 std::string describe(rpc::Error::Reader error) {
-  return errorCodeName(error.getCode()) + ": " + error.getMessage().cStr();
+  return fmt::format("{}: {}", errorCodeName(error.getCode()), error.getMessage().cStr());
 }
 
 std::optional<std::string> parseValue(rpc::ValueType type, const std::string& text,
@@ -115,7 +116,7 @@ kj::Promise<void> KvHostFunctions::call(CallContext context) {
   auto result = context.getResults().initResult();
   std::string name = params.getName().cStr();
   if (name != "kv_get") {
-    result.setError("this client provides no host function '" + name + "'");
+    result.setError(fmt::format("this client provides no host function '{}'", name));
     return kj::READY_NOW;
   }
   auto args = params.getArgs();
@@ -126,7 +127,7 @@ kj::Promise<void> KvHostFunctions::call(CallContext context) {
   std::string key = args[0].getString().cStr();
   auto it = values_.find(key);
   if (it == values_.end()) {
-    result.setError("no key '" + key + "'");
+    result.setError(fmt::format("no key '{}'", key));
     return kj::READY_NOW;
   }
   result.initValue().setString(it->second);

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include <kj/async-io.h>
 #include <fmt/format.h>
+#include <kj/async-io.h>
 #include <kj/debug.h>
 
 #include "clients/cpp/client.h"
@@ -118,7 +118,7 @@ Args parseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError{arg + " needs a value"};
+      if (i + 1 >= argc) throw UsageError{fmt::format("{} needs a value", arg)};
       return argv[++i];
     };
     if (arg == "--help" || arg == "-h")
@@ -158,10 +158,11 @@ Args parseArgs(int argc, char** argv) {
     else if (arg == "--kv") {
       std::string pair = value();
       size_t eq = pair.find('=');
-      if (eq == std::string::npos) throw UsageError{"--kv needs KEY=VALUE, got '" + pair + "'"};
+      if (eq == std::string::npos)
+        throw UsageError{fmt::format("--kv needs KEY=VALUE, got '{}'", pair)};
       a.kv[pair.substr(0, eq)] = pair.substr(eq + 1);
     } else if (arg.rfind("--", 0) == 0) {
-      throw UsageError{"unknown option " + arg};
+      throw UsageError{fmt::format("unknown option {}", arg)};
     } else {
       a.positional.push_back(arg);
     }
@@ -253,7 +254,7 @@ capnp::Request<rpc::Tenant::CallParams, rpc::Tenant::CallResults> buildCall(
     // the precise error; the arguments travel as strings.
     rpc::ValueType type = types && i < types->size() ? (*types)[i] : rpc::ValueType::STRING;
     if (auto err = client::parseValue(type, texts[i], args[static_cast<unsigned>(i)])) {
-      throw UsageError{"argument " + std::to_string(i + 1) + ": " + *err};
+      throw UsageError{fmt::format("argument {}: {}", i + 1, *err)};
     }
   }
   KJ_IF_MAYBE (h, host) {
@@ -348,7 +349,7 @@ int run(const Args& a) {
   if (verb == "upload") {
     need(a, 2, 2, "upload NAME FILE [--replace]");
     std::ifstream in(a.positional[2], std::ios::binary);
-    if (!in) throw UsageError{"cannot read '" + a.positional[2] + "'"};
+    if (!in) throw UsageError{fmt::format("cannot read '{}'", a.positional[2])};
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     auto request = tenant.uploadRequest();
     request.setName(a.positional[1]);
@@ -496,7 +497,7 @@ int run(const Args& a) {
                 client::medianUs(times.reset), client::medianUs(times.total));
     return 0;
   }
-  throw UsageError{"unknown verb '" + verb + "'"};
+  throw UsageError{fmt::format("unknown verb '{}'", verb)};
 }
 
 }  // namespace

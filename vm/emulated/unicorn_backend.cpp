@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "vm/backend.h"
@@ -46,7 +47,7 @@ namespace {
 constexpr size_t kStickyPageLimit = 64;
 
 Error unicornError(const std::string& step, uc_err err) {
-  return makeError(ErrorKind::kInternal, step + ": " + uc_strerror(err));
+  return makeError(ErrorKind::kInternal, fmt::format("{}: {}", step, uc_strerror(err)));
 }
 
 // The lowest non-canonical address: guest memory never reaches it, and
@@ -140,11 +141,12 @@ class UnicornMicroVm final : public MicroVm {
       exit_.fault.rip = rip;
       if (err == UC_ERR_INSN_INVALID) {
         exit_.fault.vector = x86::kVectorInvalidOpcode;
-        exit_.reason = "invalid opcode (vector 6) at rip " + toHex(rip);
+        exit_.reason = fmt::format("invalid opcode (vector 6) at rip {}", toHex(rip));
       } else if (err != UC_ERR_OK) {
-        exit_.reason = std::string(uc_strerror(err)) + " at rip " + toHex(rip);
+        exit_.reason = fmt::format("{} at rip {}", uc_strerror(err), toHex(rip));
       } else {
-        exit_.reason = "guest halted (hlt) at rip " + toHex(rip) + " without signalling completion";
+        exit_.reason =
+            fmt::format("guest halted (hlt) at rip {} without signalling completion", toHex(rip));
       }
     }
     return exit_;
@@ -173,12 +175,12 @@ class UnicornMicroVm final : public MicroVm {
     auto state = std::make_unique<UnicornCpuState>();
     const auto read = [this](int id, void* value, const std::string& what) -> Expected<void> {
       if (uc_err err = uc_reg_read(uc_, id, value); err != UC_ERR_OK)
-        return unicornError("saving " + what, err);
+        return unicornError(fmt::format("saving {}", what), err);
       return {};
     };
     for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
-      if (auto r = read(kGeneralRegisters[i], &state->general[i],
-                        "general register " + std::to_string(i));
+      if (auto r =
+              read(kGeneralRegisters[i], &state->general[i], fmt::format("general register {}", i));
           !r) {
         return r.takeError();
       }
@@ -189,14 +191,14 @@ class UnicornMicroVm final : public MicroVm {
     }
     for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
       if (auto r = read(kSegmentRegisters[i], &state->segments[i],
-                        "segment register " + std::to_string(i));
+                        fmt::format("segment register {}", i));
           !r) {
         return r.takeError();
       }
     }
     if (auto r = read(kTaskRegister, &state->task, "the task register"); !r) return r.takeError();
     for (int i = 0; i < 16; i++) {
-      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], "xmm" + std::to_string(i)); !r)
+      if (auto r = read(UC_X86_REG_XMM0 + i, &state->xmm[i], fmt::format("xmm{}", i)); !r)
         return r.takeError();
     }
     // Inside an instruction hook Unicorn's RIP is the start of the current
@@ -218,7 +220,7 @@ class UnicornMicroVm final : public MicroVm {
     for (size_t i = 0; i < std::size(kSegmentRegisters); i++) {
       if (uc_err err = uc_reg_write(uc_, kSegmentRegisters[i], &state->segments[i]);
           err != UC_ERR_OK) {
-        return unicornError("restoring segment register " + std::to_string(i), err);
+        return unicornError(fmt::format("restoring segment register {}", i), err);
       }
     }
     if (uc_err err = uc_reg_write(uc_, kTaskRegister, &state->task); err != UC_ERR_OK) {
@@ -227,12 +229,12 @@ class UnicornMicroVm final : public MicroVm {
     for (size_t i = 0; i < std::size(kGeneralRegisters); i++) {
       if (uc_err err = uc_reg_write(uc_, kGeneralRegisters[i], &state->general[i]);
           err != UC_ERR_OK) {
-        return unicornError("restoring general register " + std::to_string(i), err);
+        return unicornError(fmt::format("restoring general register {}", i), err);
       }
     }
     for (int i = 0; i < 16; i++) {
       if (uc_err err = uc_reg_write(uc_, UC_X86_REG_XMM0 + i, &state->xmm[i]); err != UC_ERR_OK) {
-        return unicornError("restoring xmm" + std::to_string(i), err);
+        return unicornError(fmt::format("restoring xmm{}", i), err);
       }
     }
     return {};
@@ -302,7 +304,7 @@ class UnicornMicroVm final : public MicroVm {
       uc_err err = uc_mem_map_ptr(uc_, start, size, unicornPerms(regions[i].access),
                                   memory_.hostBase() + start);
       if (err != UC_ERR_OK)
-        return unicornError("mapping guest region '" + std::string(regions[i].name) + "'", err);
+        return unicornError(fmt::format("mapping guest region '{}'", regions[i].name), err);
       i = j;
     }
     uc_hook hook;
@@ -342,7 +344,8 @@ class UnicornMicroVm final : public MicroVm {
               uc_hook_add(uc_, &hook, UC_HOOK_CODE, reinterpret_cast<void*>(&onPrivilegedCandidate),
                           this, range.first, range.last);
           err != UC_ERR_OK) {
-        return unicornError("adding a privileged-instruction hook at " + toHex(range.first), err);
+        return unicornError(
+            fmt::format("adding a privileged-instruction hook at {}", toHex(range.first)), err);
       }
     }
     const uint64_t boot_regs[] = {entry, layout_.stack_top, layout_.boot_info_addr};
@@ -358,7 +361,7 @@ class UnicornMicroVm final : public MicroVm {
   Expected<uint64_t> readUnicornRegister(int id, std::string_view name) {
     uint64_t value = 0;
     if (uc_err err = uc_reg_read(uc_, id, &value); err != UC_ERR_OK) {
-      return unicornError("reading " + std::string(name), err);
+      return unicornError(fmt::format("reading {}", name), err);
     }
     return value;
   }
@@ -402,7 +405,7 @@ class UnicornMicroVm final : public MicroVm {
   static uint32_t onIn(uc_engine*, uint32_t port, int, void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
     self->stopWithFault(x86::kVectorGeneralProtection, 0, 0,
-                        "guest read from I/O port " + toHex(port));
+                        fmt::format("guest read from I/O port {}", toHex(port)));
     return 0;
   }
 
@@ -421,12 +424,14 @@ class UnicornMicroVm final : public MicroVm {
   // #GP(0) at rip, as KVM reports it: error code 0.
   void generalProtectionFault(uint64_t rip, const std::string& why) {
     FaultInfo fault{x86::kVectorGeneralProtection, 0, 0, rip};
-    stopWithFault(x86::kVectorGeneralProtection, 0, 0, describeFault(fault) + ": " + why);
+    stopWithFault(x86::kVectorGeneralProtection, 0, 0,
+                  fmt::format("{}: {}", describeFault(fault), why));
   }
 
   static void onNonCanonicalCode(uc_engine*, uint64_t address, uint32_t, void* self_ptr) {
     auto* self = static_cast<UnicornMicroVm*>(self_ptr);
-    self->generalProtectionFault(address, "execution at non-canonical address " + toHex(address));
+    self->generalProtectionFault(
+        address, fmt::format("execution at non-canonical address {}", toHex(address)));
   }
 
   static void onPrivilegedCandidate(uc_engine*, uint64_t address, uint32_t size, void* self_ptr) {
@@ -446,8 +451,8 @@ class UnicornMicroVm final : public MicroVm {
       const uint64_t index = *rcx & 0xffffffff;
       if (index == x86::kMsrFsBase || index == x86::kMsrGsBase) return;
       generalProtectionFault(
-          rip, std::string(instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr") + " of MSR " +
-                   toHex(index) + ", which guests may not access");
+          rip, fmt::format("{} of MSR {}, which guests may not access",
+                           instruction.kind == Kind::kWrmsr ? "wrmsr" : "rdmsr", toHex(index)));
       return;
     }
     const uint8_t cr = instruction.control_register;
@@ -458,16 +463,16 @@ class UnicornMicroVm final : public MicroVm {
     const uint64_t value = *source;
     if (cr == 0 && !(value & x86::kCr0Pg)) {
       generalProtectionFault(
-          rip, "mov to cr0 of " + toHex(value) + " clears CR0.PG, which would leave long mode");
+          rip,
+          fmt::format("mov to cr0 of {} clears CR0.PG, which would leave long mode", toHex(value)));
       return;
     }
     // Unicorn runs the guest without paging: what such a write changes on
     // KVM (page tables, write protection, paging features) cannot happen here.
-    stopWithFault(
-        x86::kVectorInvalidOpcode, 0, 0,
-        "mov to cr" + std::to_string(cr) + " of " + toHex(value) + " at rip " + toHex(rip) +
-            ": the emulated backend does not emulate control-register writes (it runs guests "
-            "without paging)");
+    stopWithFault(x86::kVectorInvalidOpcode, 0, 0,
+                  fmt::format("mov to cr{} of {} at rip {}: the emulated backend does not emulate "
+                              "control-register writes (it runs guests without paging)",
+                              cr, toHex(value), toHex(rip)));
   }
 
   static bool onBadAccess(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t,
@@ -483,7 +488,8 @@ class UnicornMicroVm final : public MicroVm {
     if (fetch && rip >= kNonCanonicalStart) {
       // Unicorn reports the truncated physical address; the guest jumped to rip.
       if (!isCanonical(rip)) {
-        self->generalProtectionFault(rip, "execution at non-canonical address " + toHex(rip));
+        self->generalProtectionFault(
+            rip, fmt::format("execution at non-canonical address {}", toHex(rip)));
         return false;
       }
       address = rip;
@@ -515,8 +521,8 @@ class UnicornMicroVm final : public MicroVm {
       default: break;
     }
     self->stopWithFault(x86::kVectorPageFault, address, code,
-                        "page fault (vector 14): " + std::string(what) + " address " +
-                            toHex(address) + " at rip " + toHex(rip));
+                        fmt::format("page fault (vector 14): {} address {} at rip {}", what,
+                                    toHex(address), toHex(rip)));
     return false;
   }
 

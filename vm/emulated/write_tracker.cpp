@@ -9,6 +9,8 @@
 #include <mutex>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace sandpool::vm {
 
 namespace {
@@ -35,9 +37,9 @@ Expected<std::unique_ptr<WriteTracker>> WriteTracker::create(uint8_t* base,
                                                              const MemoryLayout& layout) {
   std::unique_ptr<WriteTracker> tracker(new WriteTracker(base, layout));
   if (!tracker->registerRange()) {
-    return makeError(ErrorKind::kLimitExceeded, "write tracker: more than " +
-                                                    std::to_string(kRegistrySlots) +
-                                                    " emulated VMs alive at once");
+    return makeError(
+        ErrorKind::kLimitExceeded,
+        fmt::format("write tracker: more than {} emulated VMs alive at once", kRegistrySlots));
   }
   return tracker;
 }
@@ -88,9 +90,8 @@ Expected<void> WriteTracker::protectAll() {
   for (const Region& region : layout_.regions) {
     if (!(region.access & kAccessWrite)) continue;
     if (::mprotect(base_ + region.start, region.size, PROT_READ) != 0) {
-      return makeError(ErrorKind::kInternal, "write-protecting guest region '" +
-                                                 std::string(region.name) +
-                                                 "': " + std::strerror(errno));
+      return makeError(ErrorKind::kInternal, fmt::format("write-protecting guest region '{}': {}",
+                                                         region.name, std::strerror(errno)));
     }
   }
   return {};
@@ -102,9 +103,8 @@ Expected<void> WriteTracker::protect(std::span<const uint32_t> pages) {
     size_t run = 1;
     while (i + run < pages.size() && pages[i + run] == pages[i] + run) run++;
     if (::mprotect(base_ + uint64_t{pages[i]} * kPageSize, run * kPageSize, PROT_READ) != 0) {
-      return makeError(
-          ErrorKind::kResetFailed,
-          "write-protecting guest page " + std::to_string(pages[i]) + ": " + std::strerror(errno));
+      return makeError(ErrorKind::kResetFailed, fmt::format("write-protecting guest page {}: {}",
+                                                            pages[i], std::strerror(errno)));
     }
     i += run;
   }

@@ -10,7 +10,7 @@ namespace sandpool::vm::kvm {
 
 std::string errnoText(int err) {
   const char* name = strerrorname_np(err);
-  return fmt::format("{} ({})", name ? name : "errno " + std::to_string(err), std::strerror(err));
+  return fmt::format("{} ({})", name ? name : fmt::format("errno {}", err), std::strerror(err));
 }
 
 std::vector<uint8_t> cpuid2Buffer(const std::vector<kvm_cpuid_entry2>& entries) {

@@ -85,20 +85,21 @@ Expected<uint32_t> runToOut(MicroVm& vcpu, uint16_t port, const std::string& ste
 
 // One call from the reset point: CPUID, the timed loop, SSE, DONE.
 Expected<void> measureCall(MicroVm& vcpu, const std::string& call, SelfTestMeasurement& m) {
-  auto leaf1 = runToOut(vcpu, kLeaf1Ecx, call + ", cpuid leaf 1");
+  auto leaf1 = runToOut(vcpu, kLeaf1Ecx, fmt::format("{}, cpuid leaf 1", call));
   if (!leaf1) return leaf1.takeError();
   m.cpuid_leaf1_ecx = *leaf1;
-  auto leaf7 = runToOut(vcpu, kLeaf7Ebx, call + ", cpuid leaf 7");
+  auto leaf7 = runToOut(vcpu, kLeaf7Ebx, fmt::format("{}, cpuid leaf 7", call));
   if (!leaf7) return leaf7.takeError();
   m.cpuid_leaf7_ebx = *leaf7;
-  if (auto start = runToOut(vcpu, kLoopStart, call + ", loop start"); !start)
+  if (auto start = runToOut(vcpu, kLoopStart, fmt::format("{}, loop start", call)); !start)
     return start.takeError();
   const auto started = std::chrono::steady_clock::now();
-  if (auto end = runToOut(vcpu, kLoopEnd, call + ", loop"); !end) return end.takeError();
+  if (auto end = runToOut(vcpu, kLoopEnd, fmt::format("{}, loop", call)); !end)
+    return end.takeError();
   const auto took = std::chrono::steady_clock::now() - started;
   m.fastest_loop = m.fastest_loop ? std::min(*m.fastest_loop, took) : took;
   m.loops++;
-  auto done = runToOut(vcpu, kDone, call + ", SSE store and DONE");
+  auto done = runToOut(vcpu, kDone, fmt::format("{}, SSE store and DONE", call));
   if (!done) return done.takeError();
   if (*done != kMxcsrDefault) {
     return makeError(ErrorKind::kBackendUnavailable,
@@ -144,7 +145,8 @@ Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
   // is given (the step's own errors name it otherwise); true if it ran.
   auto ran = [&m](const auto& result, const std::string& step) {
     if (!result)
-      m.failed_step = step.empty() ? result.error().message : step + ": " + result.error().message;
+      m.failed_step = step.empty() ? result.error().message
+                                   : fmt::format("{}: {}", step, result.error().message);
     return result.ok();
   };
   if (!ran(runToOut(**vcpu, kReady, "boot to READY"), "")) return m;
@@ -154,7 +156,7 @@ Expected<SelfTestMeasurement> measureSelfTest(KvmBackend& backend) {
   for (int call = 0; call < kSelfTestCalls; call++) {
     const std::string name = call == 0 ? "first call" : fmt::format("call {} after a reset", call);
     if (!ran(measureCall(**vcpu, name, m), "")) return m;
-    if (!ran((*vcpu)->reset(), name + ", reset")) return m;
+    if (!ran((*vcpu)->reset(), fmt::format("{}, reset", name))) return m;
     if (call >= 1 && *m.fastest_loop < kSelfTestLoopLimit) break;
   }
   return m;
@@ -186,10 +188,10 @@ Expected<std::string> judgeSelfTest(const SelfTestMeasurement& m, const KvmOptio
           "SANDPOOL_KVM_SPEED_CHECK=waive): {}, guests run at emulation speed",
           describeLoop(m));
     } else {
-      passed += "; " + describeLoop(m);
+      passed += fmt::format("; {}", describeLoop(m));
     }
   }
-  if (!m.failed_step.empty()) failed.push_back("guest run: " + m.failed_step);
+  if (!m.failed_step.empty()) failed.push_back(fmt::format("guest run: {}", m.failed_step));
   if (failed.empty()) return passed;
   std::string message = fmt::format("KVM self-test failed: {}", fmt::join(failed, "; "));
   if (kvm_pvm_loaded) {
