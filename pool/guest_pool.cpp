@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "pool/tenant_pool.h"
@@ -60,8 +61,10 @@ std::unique_ptr<vm::Sandbox> GuestPool::createVm(std::optional<vm::Error>& error
   auto created = vm::Sandbox::create(tenant_.backend(), snapshot_);
   if (!created) {
     unreserveVm();
-    spdlog::error("event=vm_create_failed tenant={} guest={} error=\"{}\"", tenant_.name(), name_,
-                  created.error().describe());
+    spdlog::log(created.error().kind == vm::ErrorKind::kHostLimit ? spdlog::level::warn
+                                                                   : spdlog::level::err,
+                "event=vm_create_failed tenant={} guest={} error=\"{}\"", tenant_.name(), name_,
+                created.error().describe());
     error = created.error();
     return nullptr;
   }
@@ -362,7 +365,9 @@ void GuestPool::refuseWaiting() {
 }
 
 void GuestPool::refuseNoVm(CallTask* task, const vm::Error& error) {
-  refuse(task, RefusalKind::kNoVm, "could not create a VM: " + error.message);
+  // A host limit passes: VMs are dropped at scale-to-zero, so the caller may retry.
+  refuse(task, error.kind == vm::ErrorKind::kHostLimit ? RefusalKind::kOverloaded : RefusalKind::kNoVm,
+         fmt::format("could not create a VM: {}", error.message));
 }
 
 void GuestPool::refuseRemoved(CallTask* task) {
