@@ -178,6 +178,11 @@ void GuestPool::run(CallTask* task) {
   if (!vm) {
     std::optional<vm::Error> error;
     vm = createVm(error);
+    if (error && error->kind == vm::ErrorKind::kHostLimit && vm_count_.load() > 0) {
+      // No room for another VM, but this guest's busy ones come back.
+      park(task);
+      return;
+    }
     if (error) {
       refuseNoVm(task, *error);
       return;
