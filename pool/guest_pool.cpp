@@ -61,8 +61,10 @@ std::unique_ptr<vm::Sandbox> GuestPool::createVm(std::optional<vm::Error>& error
   auto created = vm::Sandbox::create(tenant_.backend(), snapshot_);
   if (!created) {
     unreserveVm();
-    spdlog::error("event=vm_create_failed tenant={} guest={} error=\"{}\"", tenant_.name(), name_,
-                  created.error().describe());
+    spdlog::log(created.error().kind == vm::ErrorKind::kHostLimit ? spdlog::level::warn
+                                                                   : spdlog::level::err,
+                "event=vm_create_failed tenant={} guest={} error=\"{}\"", tenant_.name(), name_,
+                created.error().describe());
     error = created.error();
     return nullptr;
   }
@@ -175,6 +177,11 @@ void GuestPool::run(CallTask* task) {
   if (!vm) {
     std::optional<vm::Error> error;
     vm = createVm(error);
+    if (error && error->kind == vm::ErrorKind::kHostLimit && vm_count_.load() > 0) {
+      // No room for another VM, but this guest's busy ones come back.
+      park(task);
+      return;
+    }
     if (error) {
       refuseNoVm(task, *error);
       return;
@@ -362,7 +369,9 @@ void GuestPool::refuseWaiting() {
 }
 
 void GuestPool::refuseNoVm(CallTask* task, const vm::Error& error) {
-  refuse(task, RefusalKind::kNoVm, fmt::format("could not create a VM: {}", error.message));
+  // A host limit passes: VMs are dropped at scale-to-zero, so the caller may retry.
+  refuse(task, error.kind == vm::ErrorKind::kHostLimit ? RefusalKind::kOverloaded : RefusalKind::kNoVm,
+         fmt::format("could not create a VM: {}", error.message));
 }
 
 void GuestPool::refuseRemoved(CallTask* task) {

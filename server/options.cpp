@@ -71,6 +71,10 @@ ParsedOptions parseOptions(int argc, char** argv) {
       "let the process dump core (off by default: a core would hold tenants' data)")(
       "workers", po::value(&o.workers)->default_value(0)->value_name("N"),
       "vCPU worker threads; 0 means one per CPU core")(
+      "max-mappings", po::value(&o.max_mappings)->default_value(0)->value_name("N"),
+      "refuse new VMs (overloaded) while the process's memory mappings are within a sixteenth "
+      "of N; 0 means the kernel's vm.max_map_count, and a larger N counts as it (docs/server.md, "
+      "\"Sizing the machine\")")(
       "long-call-us", po::value(&long_call_us)->default_value(5000)->value_name("US"),
       "a call still running after one to two of these steps aside: its thread drops to the idle "
       "scheduling "

@@ -23,6 +23,7 @@ struct ServerOptions {
   bool allow_root = false;
   bool allow_core_dumps = false;
   unsigned workers = 0;  // 0: one per CPU core
+  uint64_t max_mappings = 0;  // 0: vm.max_map_count; else the lower of the two
   std::string tenants_file;
   std::string data_dir = "sandpool-data";
   std::string wasm_sdk;  // the Wasm SDK folder; empty: wasm::defaultSdkDir()

@@ -440,6 +440,8 @@ int runServer(const ServerOptions& options) {
     spdlog::info("event=host_limits open_files={} file_limit={} mappings={} mapping_limit={}",
                  usage->files, usage->file_limit, usage->mappings, usage->mapping_limit);
   }
+  // Counts mappings and files for the workers, whose filter forbids /proc.
+  vm::HostLimitWatch host_limit_watch(options.max_mappings);
   std::string because;
   auto backend = vm::openBackend(choice, because, kvm_options);
   if (!backend) {

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "vm/unique_fd.h"
 
@@ -62,11 +64,7 @@ uint64_t readFileLimit() {
   return files.rlim_cur;
 }
 
-// VMs that may still be created before the counts must be read again; the
-// file limit they were computed under, so a changed limit forces a re-count
-// (vm.max_map_count is a sysctl, read only when counting).
-std::atomic<int64_t> g_vms_before_recount{0};
-std::atomic<uint64_t> g_counted_file_limit{0};
+std::atomic<HostLimitWatch*> g_watch{nullptr};
 
 }  // namespace
 
@@ -89,37 +87,97 @@ Expected<HostUsage> readHostUsage() {
   return usage;
 }
 
-Expected<void> checkRoomForVm() {
-  const uint64_t file_limit = readFileLimit();
-  const bool limits_unchanged = g_counted_file_limit.load() == file_limit;
-  if (limits_unchanged && g_vms_before_recount.fetch_sub(1) > 0) return {};
+HostLimitWatch::HostLimitWatch(uint64_t mapping_limit_cap)
+    : mapping_limit_cap_(mapping_limit_cap) {
+  thread_ = std::thread([this] { countLoop(); });
+  g_watch.store(this);
+}
+
+HostLimitWatch::~HostLimitWatch() {
+  g_watch.store(nullptr);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  count_wanted_cv_.notify_all();
+  counted_cv_.notify_all();
+  thread_.join();
+}
+
+Expected<void> HostLimitWatch::takeRoomForVm() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (vms_before_recount_ > 0) {
+      vms_before_recount_--;
+      return {};
+    }
+    if (refusal_ && std::chrono::steady_clock::now() < refusal_until_) return *refusal_;
+    const uint64_t counts_seen = counts_done_;
+    count_wanted_ = true;
+    count_wanted_cv_.notify_one();
+    counted_cv_.wait(lock, [&] { return counts_done_ != counts_seen || stopping_; });
+    if (stopping_) return hostLimitError("the server is stopping");
+  }
+}
+
+void HostLimitWatch::countLoop() {
+  pthread_setname_np(pthread_self(), "sp-host-limits");
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    count_wanted_cv_.wait(lock, [this] { return count_wanted_ || stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    count();
+    lock.lock();
+  }
+}
+
+void HostLimitWatch::count() {
   auto usage = readHostUsage();
-  if (!usage) return usage.takeError();
-  const uint64_t map_margin = mappingMargin(usage->mapping_limit);
-  const uint64_t file_margin = fileMargin(usage->file_limit);
-  const uint64_t map_room =
-      usage->mapping_limit > usage->mappings + map_margin
-          ? usage->mapping_limit - usage->mappings - map_margin
-          : 0;
-  const uint64_t file_room = usage->file_limit > usage->files + file_margin
-                                 ? usage->file_limit - usage->files - file_margin
-                                 : 0;
-  g_counted_file_limit.store(usage->file_limit);
-  if (map_room < kMappingsPerVm) {
-    g_vms_before_recount.store(0);
-    return hostLimitError(
-        fmt::format("{} of {} memory mappings (vm.max_map_count) in use, {} kept free",
-                    usage->mappings, usage->mapping_limit, map_margin));
+  std::optional<Error> refusal;
+  uint64_t allowed = 0;
+  if (!usage) {
+    refusal = usage.takeError();
+  } else {
+    if (mapping_limit_cap_ != 0)
+      usage->mapping_limit = std::min(usage->mapping_limit, mapping_limit_cap_);
+    const uint64_t map_margin = mappingMargin(usage->mapping_limit);
+    const uint64_t file_margin = fileMargin(usage->file_limit);
+    const uint64_t map_room = usage->mapping_limit > usage->mappings + map_margin
+                                  ? usage->mapping_limit - usage->mappings - map_margin
+                                  : 0;
+    const uint64_t file_room = usage->file_limit > usage->files + file_margin
+                                   ? usage->file_limit - usage->files - file_margin
+                                   : 0;
+    allowed = std::min(map_room / kMappingsPerVm, file_room / kFilesPerVm);
+    if (map_room < kMappingsPerVm) {
+      spdlog::warn("event=host_limit limit=vm.max_map_count mappings={} mapping_limit={} kept_free={}",
+                   usage->mappings, usage->mapping_limit, map_margin);
+      refusal = hostLimitError(fmt::format(
+          "vm.max_map_count: {} of {} memory mappings in use, {} kept free; no new VM until "
+          "some are dropped",
+          usage->mappings, usage->mapping_limit, map_margin));
+    } else if (file_room < kFilesPerVm) {
+      spdlog::warn("event=host_limit limit=RLIMIT_NOFILE open_files={} file_limit={} kept_free={}",
+                   usage->files, usage->file_limit, file_margin);
+      refusal = hostLimitError(fmt::format(
+          "RLIMIT_NOFILE: {} of {} open files in use, {} kept free; no new VM until some are "
+          "dropped",
+          usage->files, usage->file_limit, file_margin));
+    }
   }
-  if (file_room < kFilesPerVm) {
-    g_vms_before_recount.store(0);
-    return hostLimitError(fmt::format("{} of {} open files (RLIMIT_NOFILE) in use, {} kept free",
-                                      usage->files, usage->file_limit, file_margin));
-  }
-  // This VM takes one of the creations the headroom allows.
-  const uint64_t allowed = std::min(map_room / kMappingsPerVm, file_room / kFilesPerVm);
-  g_vms_before_recount.store(static_cast<int64_t>(allowed) - 1);
-  return {};
+  std::lock_guard lock(mutex_);
+  vms_before_recount_ = allowed;
+  refusal_ = std::move(refusal);
+  refusal_until_ = std::chrono::steady_clock::now() + kRefusalHoldsFor;
+  count_wanted_ = false;
+  counts_done_++;
+  counted_cv_.notify_all();
+}
+
+Expected<void> takeRoomForVm() {
+  HostLimitWatch* watch = g_watch.load();
+  return watch ? watch->takeRoomForVm() : Expected<void>{};
 }
 
 Expected<uint64_t> raiseFileLimit() {

@@ -1,20 +1,25 @@
 // The process-wide limits every VM adds to: memory mappings (the kernel's
 // vm.max_map_count) and open files (RLIMIT_NOFILE). Passing either does not
-// fail cleanly: an mmap or mprotect that fails inside the emulator or inside
-// the write tracker's fault handler ends the process. checkRoomForVm() says
-// whether both leave a margin for one more VM (docs/server.md, "Sizing the
-// machine"). It reads /proc, which the workers' system-call filter forbids,
-// so VM creation on a worker cannot call it yet.
+// fail cleanly inside the emulator (an allocation it cannot make ends the
+// process), so a new VM is refused with kHostLimit while either limit is
+// within its margin (docs/server.md, "Sizing the machine").
 //
-// Counting mappings reads /proc/self/maps, which grows with the VMs, so the
-// counts are re-read only once the VMs created since the last count could
-// have used the headroom it left (at most kMappingsPerVm and kFilesPerVm
-// each), or when RLIMIT_NOFILE changed.
+// Counting reads /proc, which the workers' system-call filter forbids, so a
+// HostLimitWatch counts on a thread of its own: a VM creation takes one of
+// the VMs the last count left room for (at most kMappingsPerVm mappings and
+// kFilesPerVm files each); when none is left it asks the thread for a new
+// count and waits for it. A count that finds no room is kept for
+// kRefusalHoldsFor, so a burst of refused creations reads /proc once.
 //
-// Thread: any; the functions share one process-wide count.
+// Thread: any.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "vm/error.h"
 
@@ -40,9 +45,42 @@ Expected<HostUsage> readHostUsage();
 uint64_t mappingMargin(uint64_t mapping_limit);
 uint64_t fileMargin(uint64_t file_limit);
 
-// Succeeds if one more VM leaves both margins; else kHostLimit naming the
-// limit, e.g. "2039 of 2048 open files (RLIMIT_NOFILE) in use, 128 kept free".
-Expected<void> checkRoomForVm();
+// The counter behind takeRoomForVm(). While one exists, Sandbox::create
+// takes room from it; without one (tools, tests of the VM layer) nothing is
+// checked. One at a time.
+class HostLimitWatch {
+ public:
+  static constexpr std::chrono::milliseconds kRefusalHoldsFor{100};
+
+  // `mapping_limit_cap` lowers the mapping limit below vm.max_map_count
+  // (sandpoold's --max-mappings); 0 leaves it at the sysctl.
+  explicit HostLimitWatch(uint64_t mapping_limit_cap = 0);
+  ~HostLimitWatch();
+  HostLimitWatch(const HostLimitWatch&) = delete;
+  HostLimitWatch& operator=(const HostLimitWatch&) = delete;
+
+  // Room for one more VM, or kHostLimit naming the limit, e.g.
+  // "vm.max_map_count: 61 500 of 65 530 memory mappings in use, 4 095 kept free".
+  Expected<void> takeRoomForVm();
+
+ private:
+  void countLoop();
+  // Reads /proc and sets what the next creations may take; on the watch's thread.
+  void count();
+
+  const uint64_t mapping_limit_cap_;
+  std::mutex mutex_;
+  std::condition_variable count_wanted_cv_, counted_cv_;
+  bool count_wanted_ = false, stopping_ = false;
+  uint64_t counts_done_ = 0;
+  uint64_t vms_before_recount_ = 0;
+  std::optional<Error> refusal_;
+  std::chrono::steady_clock::time_point refusal_until_;
+  std::thread thread_;
+};
+
+// Room for one more VM from the HostLimitWatch in force, if any.
+Expected<void> takeRoomForVm();
 
 // At start: raises RLIMIT_NOFILE's soft limit to its hard limit. Returns the
 // soft limit now in force.

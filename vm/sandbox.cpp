@@ -11,6 +11,7 @@
 #include "vm/guest_protocol.h"
 #include "vm/guest_session.h"
 #include "vm/guest_view.h"
+#include "vm/host_limits.h"
 
 namespace sandpool::vm {
 
@@ -38,6 +39,7 @@ Expected<std::unique_ptr<Sandbox>> Sandbox::create(Backend& backend,
         fmt::format("snapshot was made by the {} backend, not {}",
                     backendKindName(snapshot->backendKind()), backendKindName(backend.kind())));
   }
+  if (auto room = takeRoomForVm(); !room) return room.takeError();
   auto memory = GuestMemory::mapPrivate(snapshot->memfd(), snapshot->config().memory_size,
                                         PROT_READ | PROT_WRITE);
   if (!memory) return memory.takeError();

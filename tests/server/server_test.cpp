@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <optional>
@@ -275,6 +276,7 @@ TEST_F(ServerTest, HelpListsEveryFlagWithItsDefault) {
                            "--listen-metrics",
                            "--backend",
                            "--workers",
+                           "--max-mappings",
                            "--tenants",
                            "--data-dir",
                            "--min-warm",
@@ -1004,6 +1006,58 @@ TEST_F(ServerTest, RestartKeepsAcceptedGuests) {
   CallResult r = call(tenant, "hello", "hello", {str("again")});
   ASSERT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.value, "\"Hello, again!\"");
+}
+
+// The process's memory mappings in /proc/PID/maps.
+uint64_t mappingsOf(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  return static_cast<uint64_t>(std::count(std::istreambuf_iterator<char>(maps),
+                                          std::istreambuf_iterator<char>(), '\n'));
+}
+
+TEST_F(ServerTest, VmsPastTheMappingLimitAreRefusedAsOverloadedAndTheServerServesOn) {
+  // Six guests stored, no VM: the mappings the server holds before any VM.
+  constexpr int kGuests = 6;
+  startServer({"--min-warm", "0"});
+  {
+    auto tenant = alpha();
+    for (int i = 0; i < kGuests; ++i) mustUpload(tenant, "h" + std::to_string(i), GUEST_HELLO);
+  }
+  const uint64_t without_vms = mappingsOf(server_->process().pid());
+  connections_.clear();
+  ASSERT_EQ(server_->stop(), 0);
+  server_.reset();
+
+  // Room above the margin for one VM's reserve (64 mappings, vm/host_limits.h)
+  // and 40 more: each VM made holds 11 to 16, so after the third at most the
+  // count finds less than a reserve left and refuses the rest.
+  const uint64_t wanted_room = 64 + 40;
+  uint64_t cap = without_vms + 256 + wanted_room;
+  if (cap / 16 > 256) cap = (without_vms + wanted_room) * 16 / 15 + 1;
+  startServer({"--min-warm", "0", "--max-mappings", std::to_string(cap)});
+  auto tenant = alpha();
+  std::vector<int> served;
+  int overloaded = 0;
+  for (int i = 0; i < kGuests; ++i) {
+    CallResult r = call(tenant, "h" + std::to_string(i), "hello", {str("you")});
+    if (r.ok) {
+      served.push_back(i);
+    } else {
+      EXPECT_EQ(r.code, rpc::ErrorCode::OVERLOADED) << r.message;
+      EXPECT_NE(r.message.find("vm.max_map_count"), std::string::npos) << r.message;
+      ++overloaded;
+    }
+  }
+  EXPECT_GE(overloaded, 1) << "mappings before VMs: " << without_vms << ", cap " << cap;
+  EXPECT_TRUE(server_->process().waitForLine("event=host_limit limit=vm.max_map_count", 60s));
+  // The VMs made before the limit still serve, and so does the rest of the API.
+  ASSERT_FALSE(served.empty()) << "mappings before VMs: " << without_vms << ", cap " << cap;
+  for (int i : served) {
+    CallResult again = call(tenant, "h" + std::to_string(i), "hello", {str("again")});
+    ASSERT_TRUE(again.ok) << again.message;
+    EXPECT_EQ(again.value, "\"Hello, again!\"");
+  }
+  EXPECT_EQ(guestNames(tenant).size(), static_cast<size_t>(kGuests));
 }
 
 TEST_F(ServerTest, KillNineLosesNoAcknowledgedUpload) {

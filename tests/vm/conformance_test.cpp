@@ -18,6 +18,7 @@
 #include "vm/backend.h"
 #include "vm/guest_image.h"
 #include "vm/guest_memory.h"
+#include "vm/mapping.h"
 #include "vm/sandbox.h"
 #include "vm/snapshot.h"
 #include "vm/syscall_filter.h"
@@ -229,6 +230,55 @@ TEST_P(ConformanceTest, ResetAfterManyDirtyPagesRestoresEveryPage) {
     EXPECT_EQ(ok(call(*counter, "increment")), Value(uint64_t{1}));
     EXPECT_EQ(ok(call(*counter, "recall")), Value(std::string("")));
   }
+}
+
+// Write-protected guest pages made writable one by one split the guest
+// mapping; with the process at vm.max_map_count the split fails. The call
+// must not take the process down: the VM is marked unusable, and a new one
+// works once mappings are free again.
+// Only the emulated backend tracks writes with page protections.
+TEST(EmulatedWriteTracker, AWriteAtTheMappingLimitDropsTheVmNotTheProcess) {
+  auto backend = makeEmulatedBackend();
+  ASSERT_TRUE(backend);
+  auto image = GuestImage::parse(readGuest("counter"), generous());
+  ASSERT_TRUE(image) << image.error().describe();
+  auto booted = Snapshot::boot(*backend, *image, generous());
+  ASSERT_TRUE(booted) << booted.error().describe();
+  std::shared_ptr<const Snapshot> snapshot = *booted;
+  auto sandbox = Sandbox::create(*backend, snapshot);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.error().describe();
+
+  // No call yet, so no page is writable: the first write of the call below
+  // (its request, its stack) splits the guest mapping. Every other page of a reserve made read-only until the kernel refuses a
+  // new mapping.
+  constexpr size_t kReservePages = 1 << 17;
+  auto mapped = Mapping::map(kReservePages * 4096, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, "mapping filler");
+  ASSERT_TRUE(mapped) << mapped.error().describe();
+  std::optional<Mapping> reserve(std::move(*mapped));
+  bool limit_reached = false;
+  for (size_t page = 0; page < kReservePages; page += 2) {
+    if (::mprotect(reserve->data() + page * 4096, 4096, PROT_READ) != 0) {
+      ASSERT_EQ(errno, ENOMEM);
+      limit_reached = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(limit_reached) << "vm.max_map_count is above " << kReservePages << " mappings";
+
+  CallResult at_limit = sandpool::testing::callGuest(**sandbox, "touch_pages", {uint32_t{16}});
+  const bool vm_usable = (*sandbox)->healthy();
+  reserve.reset();
+
+  EXPECT_FALSE(vm_usable);
+  if (!at_limit.result) {
+    EXPECT_NE(at_limit.result.error().kind, ErrorKind::kInternal);
+  }
+  auto fresh = Sandbox::create(*backend, snapshot);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().describe();
+  CallResult after = sandpool::testing::callGuest(**fresh, "increment");
+  ASSERT_TRUE(after.result) << after.result.error().describe();
+  EXPECT_EQ(after.result.value(), Value(uint64_t{1}));
 }
 
 TEST_P(ConformanceTest, InitialisationThatNeverFinishesIsRefusedAtTheBootTimeout) {

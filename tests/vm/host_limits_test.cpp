@@ -41,21 +41,37 @@ TEST(HostLimits, UsageCountsTheProcessMappingsAndOpenFiles) {
 
 TEST(HostLimits, NoRoomForAVmThatWouldPassTheOpenFileLimitNamingIt) {
   FileLimitRestorer restorer;
-  auto usage = readHostUsage();
-  ASSERT_TRUE(usage);
-  // Fewer free files than the margin keeps.
-  rlimit low{usage->files + 8, restorer.saved().rlim_max};
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-  auto refused = checkRoomForVm();
-  ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().kind, ErrorKind::kHostLimit);
-  EXPECT_NE(refused.error().message.find("RLIMIT_NOFILE"), std::string::npos)
-      << refused.error().message;
-
+  {
+    auto usage = readHostUsage();
+    ASSERT_TRUE(usage);
+    // Fewer free files than the margin keeps.
+    rlimit low{usage->files + 8, restorer.saved().rlim_max};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    HostLimitWatch watch;
+    auto refused = takeRoomForVm();
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().kind, ErrorKind::kHostLimit);
+    EXPECT_NE(refused.error().message.find("RLIMIT_NOFILE"), std::string::npos)
+        << refused.error().message;
+  }
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &restorer.saved()), 0);
-  auto room = checkRoomForVm();
+  HostLimitWatch watch;
+  auto room = takeRoomForVm();
   ASSERT_TRUE(room) << room.error().describe();
 }
+
+TEST(HostLimits, NoRoomForAVmPastTheMappingLimitNamingIt) {
+  auto usage = readHostUsage();
+  ASSERT_TRUE(usage);
+  HostLimitWatch watch(usage->mappings + 10);
+  auto refused = takeRoomForVm();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().kind, ErrorKind::kHostLimit);
+  EXPECT_NE(refused.error().message.find("vm.max_map_count"), std::string::npos)
+      << refused.error().message;
+}
+
+TEST(HostLimits, WithoutAWatchNothingIsChecked) { EXPECT_TRUE(takeRoomForVm()); }
 
 TEST(HostLimits, RaiseFileLimitLiftsTheSoftLimitToTheHardLimit) {
   FileLimitRestorer restorer;

@@ -259,6 +259,11 @@ class UnicornMicroVm final : public MicroVm {
 
   Expected<ResetStats> reset() override {
     if (!tracker_) return makeError(ErrorKind::kResetFailed, "reset before armReset");
+    if (tracker_->trackingLost()) {
+      return makeError(ErrorKind::kHostLimit,
+                       "a guest write could not be tracked (the process's memory mappings "
+                       "reached vm.max_map_count); the VM cannot be reset");
+    }
     auto stats = page_reset_->restore(tracker_->dirty());
     if (!stats) return stats;
     if (auto tracked = tracker_->protect(page_reset_->dropped()); !tracked)

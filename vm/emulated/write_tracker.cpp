@@ -31,6 +31,17 @@ std::atomic<size_t> g_registry_high_water{0};
 
 void onSegv(int sig, siginfo_t* info, void* context);
 
+// A failed mprotect, by errno: ENOMEM is the process's mappings at
+// vm.max_map_count (the VM is refused or dropped, kHostLimit), anything
+// else a host failure.
+Error protectError(const std::string& step) {
+  if (errno == ENOMEM) {
+    return makeError(ErrorKind::kHostLimit,
+                     fmt::format("{}: the process's memory mappings reached vm.max_map_count", step));
+  }
+  return makeError(ErrorKind::kInternal, fmt::format("{}: {}", step, std::strerror(errno)));
+}
+
 }  // namespace
 
 Expected<std::unique_ptr<WriteTracker>> WriteTracker::create(uint8_t* base,
@@ -90,8 +101,7 @@ Expected<void> WriteTracker::protectAll() {
   for (const Region& region : layout_.regions) {
     if (!(region.access & kAccessWrite)) continue;
     if (::mprotect(base_ + region.start, region.size, PROT_READ) != 0) {
-      return makeError(ErrorKind::kInternal, fmt::format("write-protecting guest region '{}': {}",
-                                                         region.name, std::strerror(errno)));
+      return protectError(fmt::format("write-protecting guest region '{}'", region.name));
     }
   }
   return {};
@@ -103,8 +113,7 @@ Expected<void> WriteTracker::protect(std::span<const uint32_t> pages) {
     size_t run = 1;
     while (i + run < pages.size() && pages[i + run] == pages[i] + run) run++;
     if (::mprotect(base_ + uint64_t{pages[i]} * kPageSize, run * kPageSize, PROT_READ) != 0) {
-      return makeError(ErrorKind::kResetFailed, fmt::format("write-protecting guest page {}: {}",
-                                                            pages[i], std::strerror(errno)));
+      return protectError(fmt::format("write-protecting guest page {}", pages[i]));
     }
     i += run;
   }
@@ -134,7 +143,9 @@ bool WriteTracker::recordWrite(uint8_t* address) noexcept {
   if (!region || !(region->access & kAccessWrite)) return false;
   const uint64_t page = offset / kPageSize;
   dirty_.add(page);
-  return ::mprotect(base_ + page * kPageSize, kPageSize, PROT_READ | PROT_WRITE) == 0;
+  if (::mprotect(base_ + page * kPageSize, kPageSize, PROT_READ | PROT_WRITE) == 0) return true;
+  tracking_lost_.store(true, std::memory_order_relaxed);
+  return ::mprotect(base_, layout_.memory_size, PROT_READ | PROT_WRITE) == 0;
 }
 
 WriteTracker::Activation::Activation(WriteTracker& tracker) : previous_(t_active) {

@@ -8,8 +8,16 @@
 // activated (the VM it is running), then a registry of every live tracker
 // (host writes outside run()). No lock, no allocation. Faults in no
 // tracker's range go to the previous handler.
+//
+// Making one page writable splits the guest mapping, which needs a new
+// kernel mapping; past vm.max_map_count that mprotect fails. The handler
+// then makes the whole guest mapping writable, which joins mappings and so
+// cannot fail for want of one, and the tracker counts as lost: the call
+// finishes, and the reset after it fails with kHostLimit, so the VM is
+// dropped instead of the process.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -38,6 +46,10 @@ class WriteTracker {
 
   DirtyPages& dirty() { return dirty_; }
 
+  // True once a write could not be tracked: the dirty set is incomplete and
+  // the VM cannot be reset.
+  bool trackingLost() const { return tracking_lost_.load(std::memory_order_relaxed); }
+
   // For the SIGSEGV handler only: true if the fault was a tracked write and
   // the page is now writable.
   static bool handleFaultForSignal(uint8_t* address) noexcept;
@@ -65,6 +77,7 @@ class WriteTracker {
   const MemoryLayout& layout_;
   DirtyPages dirty_;
   size_t registry_slot_;
+  std::atomic<bool> tracking_lost_{false};
 };
 
 }  // namespace sandpool::vm
