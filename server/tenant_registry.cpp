@@ -36,6 +36,14 @@ Failure unknownGuest(const std::string& name) {
   return {FailureCode::kUnknownGuest, fmt::format("no guest '{}'", describeName(name))};
 }
 
+// What a call's task and its caller's side share. `answered` lives on the
+// KJ thread (the task's delivery and the caller's promise both run there);
+// `cancelled` is read by the worker running the call and its watchdog.
+struct CallerState {
+  std::atomic<bool> cancelled{false};  // the caller went away before its answer
+  bool answered = false;               // the outcome was handed to the caller
+};
+
 // A call on its way through the pools, completed on the KJ thread through
 // the mailbox: pool::CallTask's contract, with the outcome logged and handed
 // to the RPC call's promise.
@@ -44,12 +52,15 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
   MailboxCallTask(KjMailbox& mailbox, const TenantState& tenant,
                   kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller,
                   std::unique_ptr<vm::HostFunctions> host_functions,
-                  std::shared_ptr<GuestMetrics> metrics)
+                  std::shared_ptr<GuestMetrics> metrics, std::shared_ptr<CallerState> caller)
       : mailbox_(mailbox),
         tenant_(tenant),
         fulfiller_(kj::mv(fulfiller)),
         host_functions_(std::move(host_functions)),
-        metrics_(std::move(metrics)) {}
+        metrics_(std::move(metrics)),
+        caller_(std::move(caller)) {
+    cancelled = std::shared_ptr<const std::atomic<bool>>(caller_, &caller_->cancelled);
+  }
   ~MailboxCallTask() noexcept override {}
 
   vm::HostFunctions* hostFunctions() const { return host_functions_.get(); }
@@ -62,6 +73,7 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
     const std::chrono::nanoseconds total = pool::Clock::now() - received;
     logOutcome(total);
     metrics_->record(outcome, wasCancelled(), total);
+    caller_->answered = true;
     fulfiller_->fulfill(FinishedCall{kj::mv(outcome), total});
   }
 
@@ -114,6 +126,7 @@ class MailboxCallTask final : public pool::CallTask, public KjMailbox::Message {
   kj::Own<kj::PromiseFulfiller<FinishedCall>> fulfiller_;
   std::unique_ptr<vm::HostFunctions> host_functions_;
   const std::shared_ptr<GuestMetrics> metrics_;
+  const std::shared_ptr<CallerState> caller_;
 };
 
 // What the blocking pool reports of an upload.
@@ -565,8 +578,9 @@ pool::Clock::time_point TenantRegistry::callDeadline(pool::Clock::time_point rec
 kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestEntry& guest,
                                                GuestCall call) {
   auto paf = kj::newPromiseAndFulfiller<FinishedCall>();
+  auto caller = std::make_shared<CallerState>();
   auto* task = new MailboxCallTask(mailbox_, tenant, kj::mv(paf.fulfiller),
-                                   std::move(call.host_functions), guest.metrics);
+                                   std::move(call.host_functions), guest.metrics, caller);
   task->guest = guest.pool;
   task->request = std::move(call.request);
   task->request.host_functions = task->hostFunctions();
@@ -574,9 +588,10 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   task->deadline = call.deadline;
   // The RPC promise is dropped when the caller cancels the call or its
   // connection goes away (runCall allows it): the call is then dropped if
-  // it has not started, and stopped if it runs.
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  task->cancelled = cancelled;
+  // it has not started, and stopped if it runs. The promise is dropped
+  // after every answer too: then nothing is left to cancel, and the
+  // watchdog is left asleep (a poke per call cost a call at concurrency 1
+  // several microseconds on 2 cores, docs/performance.md).
   if (in_flight_.shuttingDown()) {
     task->outcome.refusal =
         pool::Refusal{pool::RefusalKind::kShuttingDown, "the server is shutting down"};
@@ -584,8 +599,9 @@ kj::Promise<FinishedCall> TenantRegistry::call(TenantState& tenant, const GuestE
   } else {
     tenant.pool->submit(task);
   }
-  return paf.promise.attach(in_flight_.begin(), kj::defer([this, cancelled = std::move(cancelled)] {
-                              cancelled->store(true);
+  return paf.promise.attach(in_flight_.begin(), kj::defer([this, caller = std::move(caller)] {
+                              if (caller->answered) return;
+                              caller->cancelled.store(true);
                               // A running call is stopped at the watchdog's
                               // next look: now.
                               backend_.watchdog().poke();
