@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   std::vector<uint64_t> steps = {250, 1000, 2500, 5000};
   unsigned tenant_count = 4, guests_per_tenant = 25;
   uint64_t calls = 2000, max_vms = 0;
-  uint32_t idle_time_ms = 20000, stall_ms = 3000;
+  uint32_t idle_time_ms = 60000, stall_ms = 10000;
   std::vector<std::string> extra;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
