@@ -391,6 +391,7 @@ GuestStats GuestPool::stats() const {
   s.timeouts = timeouts_.load();
   s.calls = calls_.load();
   s.latency = latency_.snapshot();
+  s.snapshot_bytes = snapshot_->residentPages() * vm::kPageSize;
   return s;
 }
 

@@ -39,6 +39,8 @@ struct GuestStats {
   uint32_t warm = 0, busy = 0, waiting = 0;
   uint64_t created = 0, reset = 0, discarded = 0, failed = 0, timeouts = 0, calls = 0;
   LatencyHistogram::Snapshot latency;
+  // The snapshot's resident memory, paid once per guest whatever its VMs.
+  uint64_t snapshot_bytes = 0;
 };
 
 class GuestPool : public std::enable_shared_from_this<GuestPool>, private WorkItem {

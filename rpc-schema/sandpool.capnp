@@ -280,6 +280,8 @@ struct GuestStats {
   timeouts @8 :UInt64;        # calls stopped at their deadline
   calls @9 :UInt64;           # calls completed, failed ones included
   latency @10 :LatencyHistogram;
+  snapshotBytes @11 :UInt64;  # the guest's snapshot: resident bytes of its memfd, held once
+                              # per guest (every VM maps it copy-on-write)
 }
 
 struct LatencyHistogram {

@@ -157,6 +157,9 @@ constexpr GuestSeries kGuestSeries[] = {
      nullptr, [](const pool::GuestStats& s) -> uint64_t { return s.failed; }},
     {"sandpool_call_timeouts_total", "counter", "Calls stopped at their deadline.", nullptr,
      [](const pool::GuestStats& s) -> uint64_t { return s.timeouts; }},
+    {"sandpool_snapshot_bytes", "gauge",
+     "Resident memory of the guest's snapshot, shared by all its VMs.", nullptr,
+     [](const pool::GuestStats& s) -> uint64_t { return s.snapshot_bytes; }},
 };
 
 // The outcome label values: the schema's error code names, ok, cancelled.

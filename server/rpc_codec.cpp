@@ -195,6 +195,7 @@ void RpcStatsWriter::guest(const std::string& name, const pool::GuestStats& s) {
     g.setFailed(s.failed);
     g.setTimeouts(s.timeouts);
     g.setCalls(s.calls);
+    g.setSnapshotBytes(s.snapshot_bytes);
     auto h = g.initLatency();
     const auto& bounds = pool::LatencyHistogram::kBoundsUs;
     auto b = h.initBoundsUs(static_cast<unsigned>(bounds.size() - 1));

@@ -1986,6 +1986,14 @@ TEST_F(ServerTest, MetricsCountRealCallsAndPassPromtool) {
   EXPECT_EQ(sample(after.body, R"(sandpool_vms{tenant="alpha",guest="add",state="busy"})"), 0.0);
   EXPECT_GE(sample(after.body, R"(sandpool_connections{state="authenticated"})"), 1.0);
   EXPECT_GT(sample(after.body, "sandpool_process_resident_memory_bytes"), 0.0);
+  // The guest's snapshot, held once: the same bytes in stats and on the page.
+  auto stats = tenant.statsRequest().send().wait(ws_);
+  ASSERT_EQ(stats.getStats().getGuests().size(), 1u);
+  const uint64_t snapshot_bytes = stats.getStats().getGuests()[0].getSnapshotBytes();
+  EXPECT_GT(snapshot_bytes, 0u);
+  EXPECT_EQ(snapshot_bytes % 4096, 0u) << "whole pages of the memfd";
+  EXPECT_EQ(sample(after.body, R"(sandpool_snapshot_bytes{tenant="alpha",guest="add"})"),
+            static_cast<double>(snapshot_bytes));
 
   auto [status, said] = promtoolCheck(dir_, after.body);
   EXPECT_EQ(status, 0) << said;
