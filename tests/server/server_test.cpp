@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <capnp/compat/json.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/debug.h>
@@ -1021,7 +1022,7 @@ TEST_F(ServerTest, VmsPastTheMappingLimitAreRefusedAsOverloadedAndTheServerServe
   startServer({"--min-warm", "0"});
   {
     auto tenant = alpha();
-    for (int i = 0; i < kGuests; ++i) mustUpload(tenant, "h" + std::to_string(i), GUEST_HELLO);
+    for (int i = 0; i < kGuests; ++i) mustUpload(tenant, fmt::format("h{}", i), GUEST_HELLO);
   }
   const uint64_t without_vms = mappingsOf(server_->process().pid());
   connections_.clear();
@@ -1039,7 +1040,7 @@ TEST_F(ServerTest, VmsPastTheMappingLimitAreRefusedAsOverloadedAndTheServerServe
   std::vector<int> served;
   int overloaded = 0;
   for (int i = 0; i < kGuests; ++i) {
-    CallResult r = call(tenant, "h" + std::to_string(i), "hello", {str("you")});
+    CallResult r = call(tenant, fmt::format("h{}", i), "hello", {str("you")});
     if (r.ok) {
       served.push_back(i);
     } else {
@@ -1053,7 +1054,7 @@ TEST_F(ServerTest, VmsPastTheMappingLimitAreRefusedAsOverloadedAndTheServerServe
   // The VMs made before the limit still serve, and so does the rest of the API.
   ASSERT_FALSE(served.empty()) << "mappings before VMs: " << without_vms << ", cap " << cap;
   for (int i : served) {
-    CallResult again = call(tenant, "h" + std::to_string(i), "hello", {str("again")});
+    CallResult again = call(tenant, fmt::format("h{}", i), "hello", {str("again")});
     ASSERT_TRUE(again.ok) << again.message;
     EXPECT_EQ(again.value, "\"Hello, again!\"");
   }
