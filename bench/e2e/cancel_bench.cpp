@@ -26,6 +26,7 @@
 
 #include <kj/async-io.h>
 
+#include "bench/e2e/guest_bytes.h"
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
 
@@ -121,11 +122,10 @@ int main(int argc, char** argv) {
   auto waiter_conn = client::Connection::connect(io, server.unixAddress()).wait(ws);
   auto waiter = waiter_conn->login(kToken).wait(ws);
   {
-    std::ifstream in(GUEST_MISBEHAVE, std::ios::binary);
-    std::vector<char> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto elf = bench::guestBytes(GUEST_MISBEHAVE);
     auto up = waiter.uploadRequest();
     up.setName("misbehave");
-    up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
+    up.setElf(kj::arrayPtr(elf.data(), elf.size()));
     auto result = up.send().wait(ws).getResult();
     if (result.isError()) fail("upload failed: " + client::describe(result.getError()));
   }

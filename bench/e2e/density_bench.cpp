@@ -32,6 +32,7 @@
 
 #include <kj/async-io.h>
 
+#include "bench/e2e/guest_bytes.h"
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
 
@@ -191,11 +192,6 @@ std::vector<uint64_t> parseSteps(const std::string& list) {
   return steps;
 }
 
-std::vector<char> readFile(const char* path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 double perVmKib(uint64_t now_kib, uint64_t base_kib, uint64_t vms) {
   return vms == 0 ? 0.0 : (static_cast<double>(now_kib) - static_cast<double>(base_kib)) / vms;
 }
@@ -251,9 +247,9 @@ int main(int argc, char** argv) {
           << "\nmax_guests = " << guests_per_tenant
           << "\nmax_memory_mib = " << (vm_cap * kGuestMemoryBytes >> 20) + 1 << "\n\n";
   }
-  std::vector<std::string> args = {"--backend",      "emulated", "--log-level",
-                                   "warn",           "--min-warm", "0",
-                                   "--idle-time-ms", std::to_string(idle_time_ms)};
+  std::vector<std::string> args = {
+      "--backend",  "emulated", "--log-level",    "warn",
+      "--min-warm", "0",        "--idle-time-ms", std::to_string(idle_time_ms)};
   args.insert(args.end(), extra.begin(), extra.end());
   testing::ServerProcess server(SANDPOOLD_BIN, dir.path() / "data", tenants_file, args);
   const pid_t pid = server.process().pid();
@@ -264,7 +260,7 @@ int main(int argc, char** argv) {
   std::vector<kj::Own<client::Connection>> connections;
   std::vector<rpc::Tenant::Client> tenants;
   std::vector<GuestRef> guests;
-  const auto elf = readFile(GUEST_ADD);
+  const auto elf = bench::guestBytes(GUEST_ADD);
   for (unsigned t = 0; t < tenant_count; ++t) {
     connections.push_back(client::Connection::connect(io, server.unixAddress()).wait(ws));
     tenants.push_back(
@@ -273,7 +269,7 @@ int main(int argc, char** argv) {
       const std::string name = "add" + std::to_string(g);
       auto up = tenants.back().uploadRequest();
       up.setName(name);
-      up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
+      up.setElf(kj::arrayPtr(elf.data(), elf.size()));
       auto vm = up.initVmSettings();
       vm.setMemoryBytes(kGuestMemoryBytes);
       vm.setStackBytes(kGuestBufferBytes);
@@ -291,29 +287,30 @@ int main(int argc, char** argv) {
   DensityRun run(io, std::move(tenants), std::move(guests));
   const ProcessFootprint base = footprint(pid);
 
-  std::printf("density_bench: cores=%u tenants=%u guests=%zu calls_per_mix=%llu idle_time_ms=%u"
-              " extra_flags=",
-              std::thread::hardware_concurrency(), tenant_count, run.guestCount(),
-              static_cast<unsigned long long>(calls), idle_time_ms);
+  std::printf(
+      "density_bench: cores=%u tenants=%u guests=%zu calls_per_mix=%llu idle_time_ms=%u"
+      " extra_flags=",
+      std::thread::hardware_concurrency(), tenant_count, run.guestCount(),
+      static_cast<unsigned long long>(calls), idle_time_ms);
   for (const auto& flag : extra) std::printf("%s ", flag.c_str());
-  std::printf("\nempty server: Pss %llu KiB, Private %llu KiB, %llu mappings, %llu fds, %llu threads\n",
-              static_cast<unsigned long long>(empty.pss_kib),
-              static_cast<unsigned long long>(empty.private_kib),
-              static_cast<unsigned long long>(empty.mappings),
-              static_cast<unsigned long long>(empty.fds),
-              static_cast<unsigned long long>(empty.threads));
-  std::printf("guests uploaded, no VM (the baseline): Pss %llu KiB, Private %llu KiB, %llu mappings, "
-              "%llu fds, %llu threads\n",
-              static_cast<unsigned long long>(base.pss_kib),
-              static_cast<unsigned long long>(base.private_kib),
-              static_cast<unsigned long long>(base.mappings),
-              static_cast<unsigned long long>(base.fds),
-              static_cast<unsigned long long>(base.threads));
-  std::printf("%8s %8s %9s %10s %11s %9s %5s %7s %8s %9s %9s %9s %9s\n", "wanted", "warm",
-              "warm_s", "pss/VM_KiB", "priv/VM_KiB", "mappings", "fds", "threads",
-              "called/VM", "spread_p50", "spread_p99", "hot_p50", "hot_p99");
-  std::printf("%8s %8s %9s %10s %11s %9s %5s %7s %8s %9s %9s %9s %9s\n", "", "", "", "", "", "",
-              "", "", "priv_KiB", "us", "us", "us", "us");
+  std::printf(
+      "\nempty server: Pss %llu KiB, Private %llu KiB, %llu mappings, %llu fds, %llu threads\n",
+      static_cast<unsigned long long>(empty.pss_kib),
+      static_cast<unsigned long long>(empty.private_kib),
+      static_cast<unsigned long long>(empty.mappings), static_cast<unsigned long long>(empty.fds),
+      static_cast<unsigned long long>(empty.threads));
+  std::printf(
+      "guests uploaded, no VM (the baseline): Pss %llu KiB, Private %llu KiB, %llu mappings, "
+      "%llu fds, %llu threads\n",
+      static_cast<unsigned long long>(base.pss_kib),
+      static_cast<unsigned long long>(base.private_kib),
+      static_cast<unsigned long long>(base.mappings), static_cast<unsigned long long>(base.fds),
+      static_cast<unsigned long long>(base.threads));
+  std::printf("%8s %8s %9s %10s %11s %9s %5s %7s %8s %9s %9s %9s %9s\n", "wanted", "warm", "warm_s",
+              "pss/VM_KiB", "priv/VM_KiB", "mappings", "fds", "threads", "called/VM", "spread_p50",
+              "spread_p99", "hot_p50", "hot_p99");
+  std::printf("%8s %8s %9s %10s %11s %9s %5s %7s %8s %9s %9s %9s %9s\n", "", "", "", "", "", "", "",
+              "", "priv_KiB", "us", "us", "us", "us");
 
   std::mt19937_64 random(42);
   std::string stopped = "every step held";
@@ -344,9 +341,8 @@ int main(int argc, char** argv) {
     }
     const double warm_s = std::chrono::duration<double>(Clock::now() - start).count();
     const ProcessFootprint idle = footprint(pid);
-    const Latency spread = measureCalls(run, calls, [&] {
-      return static_cast<size_t>(random() % run.guestCount());
-    });
+    const Latency spread =
+        measureCalls(run, calls, [&] { return static_cast<size_t>(random() % run.guestCount()); });
     const Latency hot = measureCalls(run, calls, [] { return size_t{0}; });
     const ProcessFootprint called = footprint(pid);
     overloaded += spread.overloaded + hot.overloaded;
@@ -374,22 +370,23 @@ int main(int argc, char** argv) {
   const auto zero_start = Clock::now();
   if (!run.configure(0)) return 1;
   uint64_t warm = run.warm();
-  const auto zero_deadline = zero_start + std::chrono::milliseconds(idle_time_ms) * 3 +
-                             std::chrono::seconds(60);
+  const auto zero_deadline =
+      zero_start + std::chrono::milliseconds(idle_time_ms) * 3 + std::chrono::seconds(60);
   while (warm > 0 && Clock::now() < zero_deadline) {
     run.pause(std::chrono::milliseconds(200));
     warm = run.warm();
   }
   const ProcessFootprint zero = footprint(pid);
-  std::printf("scaled to zero: %llu warm after %.1f s; Private %llu KiB (baseline %llu KiB, "
-              "empty server %llu KiB: %+lld KiB vs the baseline), %llu mappings, %llu threads\n",
-              static_cast<unsigned long long>(warm),
-              std::chrono::duration<double>(Clock::now() - zero_start).count(),
-              static_cast<unsigned long long>(zero.private_kib),
-              static_cast<unsigned long long>(base.private_kib),
-              static_cast<unsigned long long>(empty.private_kib),
-              static_cast<long long>(zero.private_kib) - static_cast<long long>(base.private_kib),
-              static_cast<unsigned long long>(zero.mappings),
-              static_cast<unsigned long long>(zero.threads));
+  std::printf(
+      "scaled to zero: %llu warm after %.1f s; Private %llu KiB (baseline %llu KiB, "
+      "empty server %llu KiB: %+lld KiB vs the baseline), %llu mappings, %llu threads\n",
+      static_cast<unsigned long long>(warm),
+      std::chrono::duration<double>(Clock::now() - zero_start).count(),
+      static_cast<unsigned long long>(zero.private_kib),
+      static_cast<unsigned long long>(base.private_kib),
+      static_cast<unsigned long long>(empty.private_kib),
+      static_cast<long long>(zero.private_kib) - static_cast<long long>(base.private_kib),
+      static_cast<unsigned long long>(zero.mappings),
+      static_cast<unsigned long long>(zero.threads));
   return warm == 0 ? 0 : 1;
 }

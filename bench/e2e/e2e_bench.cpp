@@ -39,6 +39,7 @@
 #include <boost/beast/http.hpp>
 #include <kj/async-io.h>
 
+#include "bench/e2e/guest_bytes.h"
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
 
@@ -219,11 +220,10 @@ int main(int argc, char** argv) {
     auto conn = client::Connection::connect(io, address).wait(ws);
     auto tenant = conn->login(kToken).wait(ws);
     if (!uploaded) {
-      std::ifstream in(GUEST_ADD, std::ios::binary);
-      std::vector<char> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const auto elf = bench::guestBytes(GUEST_ADD);
       auto up = tenant.uploadRequest();
       up.setName("add");
-      up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
+      up.setElf(kj::arrayPtr(elf.data(), elf.size()));
       auto result = up.send().wait(ws).getResult();
       if (result.isError()) {
         std::fprintf(stderr, "e2e_bench: upload failed: %s\n",

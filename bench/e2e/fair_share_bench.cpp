@@ -22,6 +22,7 @@
 
 #include <kj/async-io.h>
 
+#include "bench/e2e/guest_bytes.h"
 #include "clients/cpp/client.h"
 #include "tests/server/server_process.h"
 
@@ -46,11 +47,10 @@ Latency quantiles(std::vector<double> us) {
 }
 
 bool upload(kj::WaitScope& ws, rpc::Tenant::Client& tenant, const char* name, const char* path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto elf = bench::guestBytes(path);
   auto up = tenant.uploadRequest();
   up.setName(name);
-  up.setElf(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(elf.data()), elf.size()));
+  up.setElf(kj::arrayPtr(elf.data(), elf.size()));
   auto result = up.send().wait(ws).getResult();
   if (result.isError())
     std::fprintf(stderr, "fair_share_bench: upload of %s failed: %s\n", name,
