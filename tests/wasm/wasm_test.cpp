@@ -167,6 +167,28 @@ class WasmGuestTest : public ::testing::Test {
         << result.result.error().message;
   }
 
+  // The same checks for the C and the Rust examples of each kind.
+  static void expectKnownSha256Digests(vm::Sandbox& vm) {
+    const std::pair<vm::Bytes, std::string> cases[] = {
+        {{}, "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {{'a', 'b', 'c'}, "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {vm::Bytes(1000000, 'a'),
+         "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"}};
+    for (const auto& [input, expected] : cases) {
+      auto digest = call(vm, "sha256", {Value(input)});
+      ASSERT_TRUE(digest.result.ok()) << digest.result.error().describe();
+      EXPECT_EQ(vm::formatValue(*digest.result), expected) << input.size() << " bytes";
+    }
+  }
+
+  static void expectEveryCallStartsFromTheInitialisedCounter(vm::Sandbox& vm) {
+    for (int i = 0; i < 3; i++) {
+      auto result = call(vm, "increment");
+      ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
+      EXPECT_EQ(std::get<int32_t>(*result.result), 41);
+    }
+  }
+
   std::unique_ptr<vm::Backend> backend_;
   std::shared_ptr<const vm::Snapshot> snapshot_;
 };
@@ -235,24 +257,13 @@ TEST_F(WasmGuestTest, ComputeKernelHashesBytes) {
 TEST_F(WasmGuestTest, Sha256KernelMatchesKnownDigests) {
   auto vm = boot(example("sha256"));
   ASSERT_TRUE(vm);
-  auto abc = call(*vm, "sha256", {Value(vm::Bytes{'a', 'b', 'c'})});
-  ASSERT_TRUE(abc.result.ok()) << abc.result.error().describe();
-  EXPECT_EQ(vm::formatValue(*abc.result),
-            "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  auto million = call(*vm, "sha256", {Value(vm::Bytes(1000000, 'a'))});
-  ASSERT_TRUE(million.result.ok()) << million.result.error().describe();
-  EXPECT_EQ(vm::formatValue(*million.result),
-            "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  expectKnownSha256Digests(*vm);
 }
 
 TEST_F(WasmGuestTest, StateSetAtInitialisationIsFreshForEveryCall) {
   auto vm = boot(example("counter"));
   ASSERT_TRUE(vm);
-  for (int i = 0; i < 3; i++) {
-    auto result = call(*vm, "increment");
-    ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
-    EXPECT_EQ(std::get<int32_t>(*result.result), 41);
-  }
+  expectEveryCallStartsFromTheInitialisedCounter(*vm);
 }
 
 TEST_F(WasmGuestTest, RustSha256MatchesKnownDigests) {
@@ -261,16 +272,7 @@ TEST_F(WasmGuestTest, RustSha256MatchesKnownDigests) {
 #endif
   auto vm = boot(example("rust_sha256"));
   ASSERT_TRUE(vm);
-  const std::pair<vm::Bytes, std::string> cases[] = {
-      {{}, "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-      {{'a', 'b', 'c'}, "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
-      {vm::Bytes(1000000, 'a'),
-       "0xcdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"}};
-  for (const auto& [input, expected] : cases) {
-    auto digest = call(*vm, "sha256", {Value(input)});
-    ASSERT_TRUE(digest.result.ok()) << digest.result.error().describe();
-    EXPECT_EQ(vm::formatValue(*digest.result), expected) << input.size() << " bytes";
-  }
+  expectKnownSha256Digests(*vm);
 }
 
 TEST_F(WasmGuestTest, RustStateSetAtInitialisationIsFreshForEveryCall) {
@@ -279,11 +281,7 @@ TEST_F(WasmGuestTest, RustStateSetAtInitialisationIsFreshForEveryCall) {
 #endif
   auto vm = boot(example("rust_counter"));
   ASSERT_TRUE(vm);
-  for (int i = 0; i < 3; i++) {
-    auto result = call(*vm, "increment");
-    ASSERT_TRUE(result.result.ok()) << result.result.error().describe();
-    EXPECT_EQ(std::get<int32_t>(*result.result), 41);
-  }
+  expectEveryCallStartsFromTheInitialisedCounter(*vm);
 }
 
 TEST_F(WasmGuestTest, EachTrapIsATypedErrorNamingItAndTheVmServesOn) {
